@@ -1,0 +1,94 @@
+/* The metadata store: keys, their versions and counters.
+ *
+ * Behind an ops struct so PostgreSQL can join SQLite later. The store keeps
+ * only metadata and backend references, never key material. Every write is
+ * durable when the call returns (SQLite: WAL + synchronous=FULL). All ops
+ * are safe to call from several threads. */
+#ifndef KMS_STORE_H
+#define KMS_STORE_H
+
+#include <stdint.h>
+
+#include "kms/backend.h"
+#include "kms/error.h"
+
+#define KMS_KEY_NAME_MAX 128
+
+typedef enum kms_version_state {
+    KMS_VERSION_ENABLED = 1,
+    KMS_VERSION_DISABLED = 2,
+    KMS_VERSION_PENDING_DELETION = 3,
+    KMS_VERSION_DESTROYED = 4
+} kms_version_state;
+
+typedef struct kms_key_rec {
+    uint8_t id[KMS_KEY_ID_LEN];
+    char name[KMS_KEY_NAME_MAX + 1];
+    char backend[16];        /* backend name that holds its versions ("pkcs11") */
+    uint32_t primary_version; /* 0 before the first version exists */
+    uint32_t min_decrypt_version;
+    int64_t created_at; /* unix seconds */
+} kms_key_rec;
+
+typedef struct kms_version_rec {
+    uint8_t key_id[KMS_KEY_ID_LEN];
+    uint32_t version;
+    kms_version_state state;
+    int64_t created_at;
+    uint64_t usage_count; /* IVs reserved so far; never decreases */
+    kms_backend_ref ref;
+} kms_version_rec;
+
+typedef struct kms_store kms_store;
+
+typedef int (*kms_store_key_cb)(void *ctx, const kms_key_rec *k);
+typedef int (*kms_store_version_cb)(void *ctx, const kms_version_rec *v);
+
+typedef struct kms_store_ops {
+    const char *name; /* "sqlite" */
+
+    /* KMS_EEXISTS if the name or id is taken. */
+    int (*key_create)(kms_store *s, const kms_key_rec *k);
+    /* KMS_ENOTFOUND if absent. */
+    int (*key_get_by_name)(kms_store *s, const char *name, kms_key_rec *out);
+    int (*key_get_by_id)(kms_store *s, const uint8_t id[KMS_KEY_ID_LEN], kms_key_rec *out);
+    /* Calls cb for every key in name order; a non-zero return from cb stops
+     * the walk and is returned. */
+    int (*key_list)(kms_store *s, kms_store_key_cb cb, void *ctx);
+
+    /* Adds a version; if make_primary, sets it as the key's primary version
+     * in the same transaction. KMS_EEXISTS if (key, version) exists,
+     * KMS_ENOTFOUND if the key does not. */
+    int (*version_add)(kms_store *s, const kms_version_rec *v, int make_primary);
+    int (*version_get)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN], uint32_t version,
+                       kms_version_rec *out);
+    /* In version order. */
+    int (*version_list)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN], kms_store_version_cb cb,
+                        void *ctx);
+    int (*version_set_state)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN], uint32_t version,
+                             kms_version_state state);
+
+    /* Atomically adds n to the version's usage count if the result stays
+     * <= limit, and returns the new count in *total. KMS_EEXHAUSTED (and no
+     * change) if it would exceed limit. */
+    int (*usage_reserve)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN], uint32_t version,
+                         uint64_t n, uint64_t limit, uint64_t *total);
+
+    /* Releases everything. NULL-safe. */
+    void (*close)(kms_store *s);
+} kms_store_ops;
+
+struct kms_store {
+    const kms_store_ops *ops;
+    void *impl;
+};
+
+/* Opens (creating if needed) the SQLite store at path and migrates its
+ * schema to the current version. KMS_ESTORE with a detail on failure, and
+ * KMS_EUNSUPPORTED if the file's schema is newer than this build knows. */
+int kms_store_sqlite_open(const char *path, kms_store **out) KMS_MUST_CHECK;
+
+/* Schema version this build writes. */
+int kms_store_sqlite_schema_version(void);
+
+#endif

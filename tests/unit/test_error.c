@@ -1,0 +1,62 @@
+/* The error table: every code has a name, a message and a gRPC status. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "kms/error.h"
+
+static void every_code_is_in_the_table(void **state)
+{
+    (void)state;
+    for (int e = KMS_OK; e >= KMS_EUNSUPPORTED; e--) {
+        assert_string_not_equal(kms_error_name(e), "KMS_E?");
+        assert_string_not_equal(kms_strerror(e), "unknown error");
+    }
+    assert_string_equal(kms_error_name(-999), "KMS_E?");
+    assert_string_equal(kms_strerror(-999), "unknown error");
+}
+
+static void grpc_mapping(void **state)
+{
+    (void)state;
+    assert_int_equal(kms_error_grpc_status(KMS_OK), 0);
+    assert_int_equal(kms_error_grpc_status(KMS_EINVAL), 3);
+    assert_int_equal(kms_error_grpc_status(KMS_EBADBLOB), 3);
+    assert_int_equal(kms_error_grpc_status(KMS_EAUTH), 3);
+    assert_int_equal(kms_error_grpc_status(KMS_ENOTFOUND), 5);
+    assert_int_equal(kms_error_grpc_status(KMS_EDENIED), 7);
+    assert_int_equal(kms_error_grpc_status(KMS_EEXHAUSTED), 8);
+    assert_int_equal(kms_error_grpc_status(KMS_EPRECOND), 9);
+    assert_int_equal(kms_error_grpc_status(KMS_EKEYCHECK), 9);
+    assert_int_equal(kms_error_grpc_status(KMS_EUNAVAIL), 14);
+    assert_int_equal(kms_error_grpc_status(KMS_ESTORE), 14);
+    assert_int_equal(kms_error_grpc_status(-999), 13); /* unknown fails closed: INTERNAL */
+}
+
+static void detail_is_per_call_and_bounded(void **state)
+{
+    (void)state;
+    kms_error_clear();
+    assert_string_equal(kms_error_detail(), "");
+    assert_int_equal(kms_error_set(KMS_EKEYCHECK, "attr %s", "CKA_EXTRACTABLE"), KMS_EKEYCHECK);
+    assert_string_equal(kms_error_detail(), "attr CKA_EXTRACTABLE");
+    char big[1000];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    (void)kms_error_set(KMS_EINVAL, "%s", big);
+    assert_true(strlen(kms_error_detail()) < 300);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(every_code_is_in_the_table),
+        cmocka_unit_test(grpc_mapping),
+        cmocka_unit_test(detail_is_per_call_and_bounded),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
