@@ -360,8 +360,7 @@ static int create_on_backend(kms_backend *b, const uint8_t *id, uint32_t version
     return r;
 }
 
-int kms_keyring_create_key(kms_keyring *kr, const char *name, const char *backend,
-                           kms_key_rec *out)
+int kms_keyring_create_key(kms_keyring *kr, const char *name, const char *backend, kms_key_rec *out)
 {
     if (kr == NULL || !kms_keyring_valid_name(name))
         return kms_error_set(KMS_EINVAL, "invalid key name");
@@ -474,8 +473,7 @@ int kms_keyring_set_version_state(kms_keyring *kr, const char *name, uint32_t ve
     if (v == NULL) {
         r = kms_error_set(KMS_ENOTFOUND, "key %s has no version %u", name, version);
     } else if (version == e->rec.primary_version && state != KMS_VERSION_ENABLED) {
-        r = kms_error_set(KMS_EPRECOND, "version %u of %s is primary: rotate first", version,
-                          name);
+        r = kms_error_set(KMS_EPRECOND, "version %u of %s is primary: rotate first", version, name);
     } else if (v->state != KMS_VERSION_ENABLED && v->state != KMS_VERSION_DISABLED) {
         r = kms_error_set(KMS_EPRECOND, "version %u of %s is being deleted", version, name);
     } else {
@@ -496,18 +494,15 @@ static int take_iv(kms_keyring *kr, struct key_entry *e, struct version_slot **s
 {
     struct version_slot *v = find_version(e, e->rec.primary_version);
     if (v == NULL || v->state != KMS_VERSION_ENABLED)
-        return kms_error_set(KMS_EPRECOND, "key %s has no enabled primary version",
-                             e->rec.name);
+        return kms_error_set(KMS_EPRECOND, "key %s has no enabled primary version", e->rec.name);
     if (v->used == v->reserved) {
         if (v->reserved >= kr->rotate_at) {
             int r = rotate_locked(kr, e, NULL);
             if (r != 0) {
-                kms_log_error("key %s: automatic rotation at %llu uses failed: %s",
-                              e->rec.name, (unsigned long long)v->reserved,
-                              kms_error_detail());
+                kms_log_error("key %s: automatic rotation at %llu uses failed: %s", e->rec.name,
+                              (unsigned long long)v->reserved, kms_error_detail());
                 if (v->reserved >= kr->nonce_limit)
-                    return kms_error_set(KMS_EEXHAUSTED,
-                                         "key %s version %u used its nonce budget",
+                    return kms_error_set(KMS_EEXHAUSTED, "key %s version %u used its nonce budget",
                                          e->rec.name, v->version);
             } else {
                 v = find_version(e, e->rec.primary_version);
@@ -545,15 +540,13 @@ static int build_aad(const uint8_t *header, const kms_context *ctx, uint8_t *aad
     return KMS_OK;
 }
 
-int kms_keyring_wrap(kms_keyring *kr, const char *name, const kms_context *ctx,
-                     const uint8_t *pt, size_t pt_len, uint8_t *out, size_t cap,
-                     size_t *blob_len, uint32_t *version)
+int kms_keyring_wrap(kms_keyring *kr, const char *name, const kms_context *ctx, const uint8_t *pt,
+                     size_t pt_len, uint8_t *out, size_t cap, size_t *blob_len, uint32_t *version)
 {
     if (kr == NULL || name == NULL || pt == NULL || out == NULL || blob_len == NULL)
         return kms_error_set(KMS_EINVAL, "missing argument");
     if (pt_len == 0 || pt_len > KMS_BLOB_MAX_PLAINTEXT)
-        return kms_error_set(KMS_ETOOBIG, "plaintext must be 1..%d bytes",
-                             KMS_BLOB_MAX_PLAINTEXT);
+        return kms_error_set(KMS_ETOOBIG, "plaintext must be 1..%d bytes", KMS_BLOB_MAX_PLAINTEXT);
     if (cap < pt_len + KMS_BLOB_OVERHEAD)
         return kms_error_set(KMS_ETOOBIG, "blob buffer too small");
 
@@ -576,7 +569,10 @@ int kms_keyring_wrap(kms_keyring *kr, const char *name, const kms_context *ctx,
     kms_blob_aad_header(e->rec.id, ver, KMS_BLOB_ALG_AES256_GCM, header);
     KMS_GUARD(build_aad(header, ctx, aad, &aad_len));
 
-    kms_aead_io io = {.aad = aad, .aad_len = aad_len, .in = pt, .in_len = pt_len,
+    kms_aead_io io = {.aad = aad,
+                      .aad_len = aad_len,
+                      .in = pt,
+                      .in_len = pt_len,
                       .out = out + KMS_BLOB_HEADER_LEN};
     KMS_GUARD(e->backend->ops->wrap(e->backend, bk, &io));
     memcpy(out, header, KMS_BLOB_AAD_HEADER_LEN);
@@ -589,8 +585,7 @@ int kms_keyring_wrap(kms_keyring *kr, const char *name, const kms_context *ctx,
 }
 
 int kms_keyring_unwrap(kms_keyring *kr, const uint8_t *blob, size_t blob_len,
-                       const kms_context *ctx, kms_secret **pt, kms_key_rec *key,
-                       uint32_t *version)
+                       const kms_context *ctx, kms_secret **pt, kms_key_rec *key, uint32_t *version)
 {
     if (kr == NULL || pt == NULL)
         return kms_error_set(KMS_EINVAL, "missing argument");
@@ -609,14 +604,14 @@ int kms_keyring_unwrap(kms_keyring *kr, const uint8_t *blob, size_t blob_len,
     pthread_mutex_lock(&e->mu);
     struct version_slot *v = find_version(e, bv.key_version);
     if (v == NULL)
-        r = kms_error_set(KMS_ENOTFOUND, "key %s has no version %u", e->rec.name,
-                          bv.key_version);
+        r = kms_error_set(KMS_ENOTFOUND, "key %s has no version %u", e->rec.name, bv.key_version);
     else if (v->state != KMS_VERSION_ENABLED)
         r = kms_error_set(KMS_EPRECOND, "key %s version %u is not enabled", e->rec.name,
                           bv.key_version);
     else if (bv.key_version < e->rec.min_decrypt_version)
-        r = kms_error_set(KMS_EPRECOND, "key %s version %u is below the minimum decryption "
-                                        "version %u",
+        r = kms_error_set(KMS_EPRECOND,
+                          "key %s version %u is below the minimum decryption "
+                          "version %u",
                           e->rec.name, bv.key_version, e->rec.min_decrypt_version);
     else
         r = ensure_open(e, v);
@@ -627,8 +622,11 @@ int kms_keyring_unwrap(kms_keyring *kr, const uint8_t *blob, size_t blob_len,
 
     kms_secret *s = NULL;
     KMS_GUARD(kms_secret_new(bv.ciphertext_len, &s));
-    kms_aead_io io = {.aad = aad, .aad_len = aad_len, .in = bv.ciphertext,
-                      .in_len = bv.ciphertext_len, .out = s->data};
+    kms_aead_io io = {.aad = aad,
+                      .aad_len = aad_len,
+                      .in = bv.ciphertext,
+                      .in_len = bv.ciphertext_len,
+                      .out = s->data};
     memcpy(io.iv, bv.iv, KMS_GCM_IV_LEN);
     memcpy(io.tag, bv.tag, KMS_GCM_TAG_LEN);
     r = e->backend->ops->unwrap(e->backend, bk, &io);

@@ -31,7 +31,8 @@ typedef struct kms_keyring_config {
 typedef struct kms_keyring kms_keyring;
 
 /* The keyring borrows store and backends; they must outlive it. */
-int kms_keyring_open(kms_store *store, const kms_keyring_config *cfg, kms_keyring **out) KMS_MUST_CHECK;
+int kms_keyring_open(kms_store *store, const kms_keyring_config *cfg,
+                     kms_keyring **out) KMS_MUST_CHECK;
 /* Registers a backend under its ops->name. KMS_EEXISTS if taken. */
 int kms_keyring_add_backend(kms_keyring *kr, kms_backend *b) KMS_MUST_CHECK;
 /* Releases opened backend keys. NULL-safe. */
@@ -51,9 +52,9 @@ int kms_keyring_set_version_state(kms_keyring *kr, const char *name, uint32_t ve
 /* Encrypts pt (1..KMS_BLOB_MAX_PLAINTEXT bytes) under the key's primary
  * version, binding ctx. The blob goes to out (cap >= pt_len +
  * KMS_BLOB_OVERHEAD), its length to *blob_len, the version to *version. */
-int kms_keyring_wrap(kms_keyring *kr, const char *name, const kms_context *ctx,
-                     const uint8_t *pt, size_t pt_len, uint8_t *out, size_t cap,
-                     size_t *blob_len, uint32_t *version) KMS_MUST_CHECK;
+int kms_keyring_wrap(kms_keyring *kr, const char *name, const kms_context *ctx, const uint8_t *pt,
+                     size_t pt_len, uint8_t *out, size_t cap, size_t *blob_len,
+                     uint32_t *version) KMS_MUST_CHECK;
 
 /* Decrypts a blob; the key comes from the blob. KMS_EBADBLOB (malformed),
  * KMS_ENOTFOUND (unknown key or version), KMS_EPRECOND (version not enabled

@@ -76,9 +76,8 @@ int kms_secret_new(size_t len, kms_secret **out)
         p = map_locked(map_len);
         if (p == NULL) {
             free(s);
-            return kms_error_set(KMS_ENOMEM,
-                                 "cannot lock %zu bytes of secret memory (RLIMIT_MEMLOCK?)",
-                                 map_len);
+            return kms_error_set(
+                KMS_ENOMEM, "cannot lock %zu bytes of secret memory (RLIMIT_MEMLOCK?)", map_len);
         }
         if (map_len == page_size) /* register the thread-exit drain once */
             pthread_setspecific(cache_exit_key, &cache);

@@ -24,7 +24,7 @@ typedef enum kms_version_state {
 typedef struct kms_key_rec {
     uint8_t id[KMS_KEY_ID_LEN];
     char name[KMS_KEY_NAME_MAX + 1];
-    char backend[16];        /* backend name that holds its versions ("pkcs11") */
+    char backend[16];         /* backend name that holds its versions ("pkcs11") */
     uint32_t primary_version; /* 0 before the first version exists */
     uint32_t min_decrypt_version;
     int64_t created_at; /* unix seconds */

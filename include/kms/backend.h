@@ -41,7 +41,7 @@ typedef struct kms_aead_io {
     size_t aad_len;
     const uint8_t *in; /* plaintext for wrap, ciphertext (without tag) for unwrap */
     size_t in_len;
-    uint8_t *out; /* in_len bytes */
+    uint8_t *out;                 /* in_len bytes */
     uint8_t iv[KMS_GCM_IV_LEN];   /* wrap: written by the backend; unwrap: read */
     uint8_t tag[KMS_GCM_TAG_LEN]; /* wrap: written; unwrap: read */
 } kms_aead_io;

@@ -11,20 +11,20 @@
 
 enum kms_error {
     KMS_OK = 0,
-    KMS_EINVAL = -1,       /* bad argument or malformed input */
-    KMS_EBADBLOB = -2,     /* ciphertext blob malformed or truncated */
-    KMS_EAUTH = -3,        /* authentication failed: wrong context, tampered blob, wrong key */
-    KMS_ENOTFOUND = -4,    /* no such key or key version */
-    KMS_EEXISTS = -5,      /* already exists */
-    KMS_EDENIED = -6,      /* caller not allowed */
-    KMS_EPRECOND = -7,     /* object in the wrong state (disabled version, pending deletion) */
-    KMS_EKEYCHECK = -8,    /* backend key failed its safety check (extractable, not sensitive, ...) */
-    KMS_EEXHAUSTED = -9,   /* a limit was reached (nonce budget, message size) */
-    KMS_EUNAVAIL = -10,    /* backend or store unavailable (may succeed on retry) */
-    KMS_ENOMEM = -11,      /* out of memory, or memory could not be locked */
-    KMS_ESTORE = -12,      /* the store failed (I/O, corruption) */
-    KMS_EINTERNAL = -13,   /* a bug or an unexpected backend answer */
-    KMS_ETOOBIG = -14,     /* input larger than the documented limit */
+    KMS_EINVAL = -1,     /* bad argument or malformed input */
+    KMS_EBADBLOB = -2,   /* ciphertext blob malformed or truncated */
+    KMS_EAUTH = -3,      /* authentication failed: wrong context, tampered blob, wrong key */
+    KMS_ENOTFOUND = -4,  /* no such key or key version */
+    KMS_EEXISTS = -5,    /* already exists */
+    KMS_EDENIED = -6,    /* caller not allowed */
+    KMS_EPRECOND = -7,   /* object in the wrong state (disabled version, pending deletion) */
+    KMS_EKEYCHECK = -8,  /* backend key failed its safety check (extractable, not sensitive, ...) */
+    KMS_EEXHAUSTED = -9, /* a limit was reached (nonce budget, message size) */
+    KMS_EUNAVAIL = -10,  /* backend or store unavailable (may succeed on retry) */
+    KMS_ENOMEM = -11,    /* out of memory, or memory could not be locked */
+    KMS_ESTORE = -12,    /* the store failed (I/O, corruption) */
+    KMS_EINTERNAL = -13, /* a bug or an unexpected backend answer */
+    KMS_ETOOBIG = -14,   /* input larger than the documented limit */
     KMS_EUNSUPPORTED = -15 /* algorithm, format or operation not supported */
 };
 

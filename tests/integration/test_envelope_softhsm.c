@@ -1,1 +1,320 @@
-int main(void) { return 0; }
+/* The envelope core end to end on real parts: keyring + SQLite file +
+ * PKCS#11 backend on a SoftHSM2 token made in a temp dir. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/rand.h>
+
+#include "kms/blob.h"
+#include "kms/keyring.h"
+#include "pkcs11/kms_p11.h"
+#include "softhsm_fixture.h"
+
+struct fx {
+    kms_test_token token;
+    char db[512];
+    kms_backend *backend;
+    kms_store *store;
+    kms_keyring *kr;
+};
+
+static void fx_open(struct fx *f, const kms_keyring_config *cfg)
+{
+    kms_p11_config pc = {.module_path = f->token.module,
+                         .token_label = f->token.label,
+                         .pin_file = f->token.pin_file,
+                         .sessions = 4};
+    assert_int_equal(kms_p11_open(&pc, &f->backend), KMS_OK);
+    assert_int_equal(kms_store_sqlite_open(f->db, &f->store), KMS_OK);
+    assert_int_equal(kms_keyring_open(f->store, cfg, &f->kr), KMS_OK);
+    assert_int_equal(kms_keyring_add_backend(f->kr, f->backend), KMS_OK);
+}
+
+static void fx_close(struct fx *f)
+{
+    kms_keyring_close(f->kr);
+    f->store->ops->close(f->store);
+    f->backend->ops->close(f->backend);
+    f->kr = NULL;
+    f->store = NULL;
+    f->backend = NULL;
+}
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    assert_int_equal(kms_test_token_create(&f->token, "kms-envelope"), 0);
+    snprintf(f->db, sizeof(f->db), "%s/kms.db", f->token.dir);
+    fx_open(f, NULL);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    if (f->kr)
+        fx_close(f);
+    kms_test_token_destroy(&f->token);
+    free(f);
+    return 0;
+}
+
+static const kms_context_pair pairs[] = {{"purpose", 7, "backup", 6}, {"host", 4, "db-1", 4}};
+static const kms_context ctx = {pairs, 2};
+
+static size_t wrap(struct fx *f, const char *key, const uint8_t *pt, size_t n, uint8_t *blob,
+                   uint32_t *version)
+{
+    size_t len = 0;
+    int r = kms_keyring_wrap(f->kr, key, &ctx, pt, n, blob, KMS_BLOB_MAX, &len, version);
+    if (r != KMS_OK)
+        fail_msg("wrap failed: %s (%s)", kms_error_name(r), kms_error_detail());
+    return len;
+}
+
+static void round_trip_every_size(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(kms_keyring_create_key(f->kr, "backup", "pkcs11", NULL), KMS_OK);
+    static uint8_t pt[KMS_BLOB_MAX_PLAINTEXT], blob[KMS_BLOB_MAX];
+    assert_int_equal(RAND_bytes(pt, sizeof(pt)), 1);
+    for (size_t n = 1; n <= KMS_BLOB_MAX_PLAINTEXT; n++) {
+        uint32_t v = 0;
+        size_t len = wrap(f, "backup", pt, n, blob, &v);
+        assert_int_equal(len, n + KMS_BLOB_OVERHEAD);
+        assert_int_equal(v, 1);
+        /* The master key really encrypts: the ciphertext is not the plaintext. */
+        if (n >= 16)
+            assert_memory_not_equal(blob + KMS_BLOB_HEADER_LEN, pt, n);
+        kms_secret *out = NULL;
+        uint32_t got_v = 0;
+        kms_key_rec key;
+        assert_int_equal(kms_keyring_unwrap(f->kr, blob, len, &ctx, &out, &key, &got_v), KMS_OK);
+        assert_int_equal(out->len, n);
+        assert_memory_equal(out->data, pt, n);
+        assert_string_equal(key.name, "backup");
+        assert_int_equal(got_v, 1);
+        kms_secret_free(out);
+    }
+}
+
+static void negatives_give_clear_errors_and_no_plaintext(void **state)
+{
+    struct fx *f = *state;
+    kms_key_rec a, b;
+    assert_int_equal(kms_keyring_create_key(f->kr, "a", "pkcs11", &a), KMS_OK);
+    assert_int_equal(kms_keyring_create_key(f->kr, "b", "pkcs11", &b), KMS_OK);
+    uint8_t pt[32], blob[KMS_BLOB_MAX];
+    assert_int_equal(RAND_bytes(pt, sizeof(pt)), 1);
+    size_t len = wrap(f, "a", pt, sizeof(pt), blob, NULL);
+    kms_secret *out = NULL;
+
+    /* Wrong context: a changed value, a missing pair, an extra pair. */
+    kms_context_pair changed[] = {{"purpose", 7, "backup", 6}, {"host", 4, "db-2", 4}};
+    kms_context_pair extra[] = {
+        {"purpose", 7, "backup", 6}, {"host", 4, "db-1", 4}, {"x", 1, "", 0}};
+    kms_context c1 = {changed, 2}, c2 = {pairs, 1}, c3 = {extra, 3};
+    assert_int_equal(kms_keyring_unwrap(f->kr, blob, len, &c1, &out, NULL, NULL), KMS_EAUTH);
+    assert_int_equal(kms_keyring_unwrap(f->kr, blob, len, &c2, &out, NULL, NULL), KMS_EAUTH);
+    assert_int_equal(kms_keyring_unwrap(f->kr, blob, len, &c3, &out, NULL, NULL), KMS_EAUTH);
+    assert_null(out);
+
+    /* A flipped bit in any byte of the blob. */
+    for (size_t i = 0; i < len; i++) {
+        blob[i] ^= 0x10;
+        int r = kms_keyring_unwrap(f->kr, blob, len, &ctx, &out, NULL, NULL);
+        if (r != KMS_EAUTH && r != KMS_EBADBLOB && r != KMS_ENOTFOUND)
+            fail_msg("byte %zu flipped gave %s", i, kms_error_name(r));
+        assert_null(out);
+        blob[i] ^= 0x10;
+    }
+    /* Every truncation. */
+    for (size_t n = 0; n < len; n++)
+        assert_int_equal(kms_keyring_unwrap(f->kr, blob, n, &ctx, &out, NULL, NULL), KMS_EBADBLOB);
+    /* The same blob relabelled as key b's. */
+    uint8_t other[KMS_BLOB_MAX];
+    memcpy(other, blob, len);
+    memcpy(other + 1, b.id, KMS_KEY_ID_LEN);
+    assert_int_equal(kms_keyring_unwrap(f->kr, other, len, &ctx, &out, NULL, NULL), KMS_EAUTH);
+    /* Wrong key version: after a rotation, claim version 2 for a v1 blob. */
+    memcpy(other, blob, len);
+    other[20] = 2;
+    assert_int_equal(kms_keyring_unwrap(f->kr, other, len, &ctx, &out, NULL, NULL), KMS_ENOTFOUND);
+    assert_int_equal(kms_keyring_rotate(f->kr, "a", NULL), KMS_OK);
+    assert_int_equal(kms_keyring_unwrap(f->kr, other, len, &ctx, &out, NULL, NULL), KMS_EAUTH);
+    assert_null(out);
+
+    /* And the original still decrypts: nothing above changed any state. */
+    assert_int_equal(kms_keyring_unwrap(f->kr, blob, len, &ctx, &out, NULL, NULL), KMS_OK);
+    assert_memory_equal(out->data, pt, sizeof(pt));
+    kms_secret_free(out);
+}
+
+static void rotation_keeps_old_blobs(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(kms_keyring_create_key(f->kr, "k", "pkcs11", NULL), KMS_OK);
+    uint8_t pt[32] = {42}, b1[KMS_BLOB_MAX], b2[KMS_BLOB_MAX];
+    uint32_t v = 0;
+    size_t l1 = wrap(f, "k", pt, sizeof(pt), b1, &v);
+    assert_int_equal(v, 1);
+    uint32_t nv = 0;
+    assert_int_equal(kms_keyring_rotate(f->kr, "k", &nv), KMS_OK);
+    assert_int_equal(nv, 2);
+    size_t l2 = wrap(f, "k", pt, sizeof(pt), b2, &v);
+    assert_int_equal(v, 2);
+    kms_secret *out = NULL;
+    assert_int_equal(kms_keyring_unwrap(f->kr, b1, l1, &ctx, &out, NULL, &v), KMS_OK);
+    assert_int_equal(v, 1);
+    kms_secret_free(out);
+    assert_int_equal(kms_keyring_unwrap(f->kr, b2, l2, &ctx, &out, NULL, &v), KMS_OK);
+    assert_int_equal(v, 2);
+    kms_secret_free(out);
+}
+
+static uint64_t usage(struct fx *f, const char *name, uint32_t version)
+{
+    kms_key_rec k;
+    kms_version_rec v;
+    assert_int_equal(f->store->ops->key_get_by_name(f->store, name, &k), KMS_OK);
+    assert_int_equal(f->store->ops->version_get(f->store, k.id, version, &v), KMS_OK);
+    return v.usage_count;
+}
+
+static void usage_counter_persists_across_reopen(void **state)
+{
+    struct fx *f = *state;
+    fx_close(f);
+    kms_keyring_config cfg = {.lease = 100};
+    fx_open(f, &cfg);
+    assert_int_equal(kms_keyring_create_key(f->kr, "k", "pkcs11", NULL), KMS_OK);
+    uint8_t pt[32] = {1}, blob[KMS_BLOB_MAX];
+    for (int i = 0; i < 250; i++)
+        wrap(f, "k", pt, sizeof(pt), blob, NULL);
+    size_t len = wrap(f, "k", pt, sizeof(pt), blob, NULL); /* the 251st use */
+    assert_int_equal(usage(f, "k", 1), 300);
+
+    /* Everything closed and reopened, as after a restart (or a crash: the
+     * count was durable before the IVs were used). */
+    fx_close(f);
+    fx_open(f, &cfg);
+    assert_int_equal(usage(f, "k", 1), 300);
+    kms_secret *out = NULL;
+    assert_int_equal(kms_keyring_unwrap(f->kr, blob, len, &ctx, &out, NULL, NULL), KMS_OK);
+    kms_secret_free(out);
+    wrap(f, "k", pt, sizeof(pt), blob, NULL);
+    assert_int_equal(usage(f, "k", 1), 400); /* a fresh lease, never reusing the old range */
+}
+
+/* A version record that points at a token key which is extractable (or not
+ * sensitive) is refused on first use, with the attribute named. */
+static void unsafe_token_key_refused(void **state)
+{
+    struct fx *f = *state;
+    static const char *const which[] = {"extractable", "not-sensitive"};
+    for (int w = 0; w < 2; w++) {
+        char name[32];
+        snprintf(name, sizeof(name), "bad-%d", w);
+        kms_key_rec k;
+        memset(&k, 0, sizeof(k));
+        assert_int_equal(RAND_bytes(k.id, sizeof(k.id)), 1);
+        memcpy(k.name, name, strlen(name) + 1);
+        memcpy(k.backend, "pkcs11", 7);
+        k.min_decrypt_version = 1;
+        assert_int_equal(f->store->ops->key_create(f->store, &k), KMS_OK);
+        kms_version_rec v;
+        memset(&v, 0, sizeof(v));
+        memcpy(v.key_id, k.id, sizeof(k.id));
+        v.version = 1;
+        v.state = KMS_VERSION_ENABLED;
+        assert_int_equal(
+            kms_test_token_make_unsafe_key(&f->token, k.id, 1, which[w], v.ref.bytes, &v.ref.len),
+            0);
+        assert_int_equal(f->store->ops->version_add(f->store, &v, 1), KMS_OK);
+
+        uint8_t pt[16] = {1}, blob[KMS_BLOB_MAX];
+        size_t len = 0;
+        int r = kms_keyring_wrap(f->kr, name, &ctx, pt, sizeof(pt), blob, sizeof(blob), &len, NULL);
+        assert_int_equal(r, KMS_EKEYCHECK);
+        const char *attr = w == 0 ? "CKA_EXTRACTABLE" : "SENSITIVE";
+        if (strstr(kms_error_detail(), attr) == NULL)
+            fail_msg("detail does not name %s: %s", attr, kms_error_detail());
+    }
+}
+
+#define THREADS 4
+#define PER_THREAD 25000
+
+struct worker {
+    struct fx *f;
+    uint8_t (*ivs)[KMS_GCM_IV_LEN];
+    int errors;
+};
+
+static void *wrap_worker(void *arg)
+{
+    struct worker *w = arg;
+    uint8_t pt[32] = {3}, blob[KMS_BLOB_MAX];
+    for (int i = 0; i < PER_THREAD; i++) {
+        size_t len = 0;
+        if (kms_keyring_wrap(w->f->kr, "busy", &ctx, pt, sizeof(pt), blob, sizeof(blob), &len,
+                             NULL) != KMS_OK) {
+            w->errors++;
+            continue;
+        }
+        memcpy(w->ivs[i], blob + KMS_BLOB_AAD_HEADER_LEN, KMS_GCM_IV_LEN);
+    }
+    return NULL;
+}
+
+static int iv_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, KMS_GCM_IV_LEN);
+}
+
+static void concurrent_wraps_through_the_keyring(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(kms_keyring_create_key(f->kr, "busy", "pkcs11", NULL), KMS_OK);
+    uint8_t(*ivs)[KMS_GCM_IV_LEN] = calloc((size_t)THREADS * PER_THREAD, KMS_GCM_IV_LEN);
+    assert_non_null(ivs);
+    pthread_t t[THREADS];
+    struct worker w[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (struct worker){f, ivs + (size_t)i * PER_THREAD, 0};
+        assert_int_equal(pthread_create(&t[i], NULL, wrap_worker, &w[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(w[i].errors, 0);
+    }
+    size_t n = (size_t)THREADS * PER_THREAD;
+    qsort(ivs, n, KMS_GCM_IV_LEN, iv_cmp);
+    for (size_t i = 1; i < n; i++)
+        assert_memory_not_equal(ivs[i - 1], ivs[i], KMS_GCM_IV_LEN);
+    free(ivs);
+    assert_true(usage(f, "busy", 1) >= n); /* every use was reserved */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(round_trip_every_size, setup, teardown),
+        cmocka_unit_test_setup_teardown(negatives_give_clear_errors_and_no_plaintext, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(rotation_keeps_old_blobs, setup, teardown),
+        cmocka_unit_test_setup_teardown(usage_counter_persists_across_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(unsafe_token_key_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(concurrent_wraps_through_the_keyring, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -115,25 +115,21 @@ static void write_refuses_bad_sizes(void **state)
     uint8_t header[KMS_BLOB_AAD_HEADER_LEN] = {0}, iv[12] = {0}, tag[16] = {0}, ct[8] = {0};
     uint8_t out[64];
     size_t len = 99;
-    assert_int_equal(kms_blob_write(header, iv, ct, 0, tag, out, sizeof(out), &len),
-                     KMS_ETOOBIG);
+    assert_int_equal(kms_blob_write(header, iv, ct, 0, tag, out, sizeof(out), &len), KMS_ETOOBIG);
     assert_int_equal(kms_blob_write(header, iv, ct, 8, tag, out, KMS_BLOB_OVERHEAD + 7, &len),
                      KMS_ETOOBIG);
     assert_int_equal(len, 99);
-    assert_int_equal(kms_blob_write(header, iv, ct, KMS_BLOB_MAX_PLAINTEXT + 1, tag, out,
-                                    sizeof(out), &len),
-                     KMS_ETOOBIG);
+    assert_int_equal(
+        kms_blob_write(header, iv, ct, KMS_BLOB_MAX_PLAINTEXT + 1, tag, out, sizeof(out), &len),
+        KMS_ETOOBIG);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(layout_is_as_documented),
-        cmocka_unit_test(parse_round_trip),
-        cmocka_unit_test(every_truncation_is_refused),
-        cmocka_unit_test(oversized_is_refused),
-        cmocka_unit_test(bad_header_fields_refused),
-        cmocka_unit_test(write_refuses_bad_sizes),
+        cmocka_unit_test(layout_is_as_documented),     cmocka_unit_test(parse_round_trip),
+        cmocka_unit_test(every_truncation_is_refused), cmocka_unit_test(oversized_is_refused),
+        cmocka_unit_test(bad_header_fields_refused),   cmocka_unit_test(write_refuses_bad_sizes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

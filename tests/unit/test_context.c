@@ -9,7 +9,10 @@
 
 #include "kms/context.h"
 
-#define P(k, v) {k, sizeof(k) - 1, v, sizeof(v) - 1}
+#define P(k, v)                                                                                    \
+    {                                                                                              \
+        k, sizeof(k) - 1, v, sizeof(v) - 1                                                         \
+    }
 
 static void empty_context(void **state)
 {
@@ -30,10 +33,10 @@ static void known_answer(void **state)
     /* Given out of order; encoded sorted by key bytes, a prefix first. */
     kms_context_pair pairs[] = {P("b", "2"), P("ab", ""), P("a", "xyz")};
     kms_context c = {pairs, 3};
-    const uint8_t expect[] = {0, 0, 0, 3,                                       /* count */
-                              0, 0, 0, 1, 'a', 0, 0, 0, 3, 'x', 'y', 'z',       /* a=xyz */
-                              0, 0, 0, 2, 'a', 'b', 0, 0, 0, 0,                 /* ab= */
-                              0, 0, 0, 1, 'b', 0, 0, 0, 1, '2'};                /* b=2 */
+    const uint8_t expect[] = {0, 0, 0, 3,                                   /* count */
+                              0, 0, 0, 1, 'a', 0,   0, 0, 3, 'x', 'y', 'z', /* a=xyz */
+                              0, 0, 0, 2, 'a', 'b', 0, 0, 0, 0,             /* ab= */
+                              0, 0, 0, 1, 'b', 0,   0, 0, 1, '2'};          /* b=2 */
     uint8_t out[64];
     size_t len = 0;
     assert_int_equal(kms_context_encode(&c, out, sizeof(out), &len), KMS_OK);

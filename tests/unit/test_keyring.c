@@ -29,8 +29,8 @@ struct fake_key {
 
 struct fake {
     struct fake_key keys[FAKE_MAX];
-    int fail_create;   /* create_version returns KMS_EUNAVAIL */
-    int fail_open;     /* open_version returns KMS_EKEYCHECK */
+    int fail_create; /* create_version returns KMS_EUNAVAIL */
+    int fail_open;   /* open_version returns KMS_EKEYCHECK */
     int creates, destroys, opens;
 };
 
@@ -316,8 +316,7 @@ static void wrong_context_and_tampering(void **state)
         }
     }
     for (size_t n = 0; n < len; n++)
-        assert_int_equal(kms_keyring_unwrap(f->kr, blob, n, &ctx, &out, NULL, NULL),
-                         KMS_EBADBLOB);
+        assert_int_equal(kms_keyring_unwrap(f->kr, blob, n, &ctx, &out, NULL, NULL), KMS_EBADBLOB);
     assert_int_equal(kms_keyring_unwrap(f->kr, blob, len, &ctx, &out, NULL, NULL), KMS_OK);
     kms_secret_free(out);
 }
@@ -464,9 +463,9 @@ static void unsafe_key_refused(void **state)
     f->fake.fail_open = 1;
     uint8_t pt[16] = {1}, blob[KMS_BLOB_MAX];
     size_t len = 0;
-    assert_int_equal(kms_keyring_wrap(f->kr, "k", &ctx, pt, sizeof(pt), blob, sizeof(blob), &len,
-                                      NULL),
-                     KMS_EKEYCHECK);
+    assert_int_equal(
+        kms_keyring_wrap(f->kr, "k", &ctx, pt, sizeof(pt), blob, sizeof(blob), &len, NULL),
+        KMS_EKEYCHECK);
     assert_non_null(strstr(kms_error_detail(), "CKA_EXTRACTABLE"));
 }
 
@@ -493,13 +492,11 @@ static void bad_arguments(void **state)
     size_t len = 0;
     assert_int_equal(kms_keyring_wrap(f->kr, "k", &ctx, pt, 0, blob, sizeof(blob), &len, NULL),
                      KMS_ETOOBIG);
-    assert_int_equal(kms_keyring_wrap(f->kr, "k", &ctx, pt, sizeof(pt), blob, sizeof(blob), &len,
-                                      NULL),
-                     KMS_ETOOBIG);
-    assert_int_equal(kms_keyring_wrap(f->kr, "k", &ctx, pt, 16, blob, 16, &len, NULL),
-                     KMS_ETOOBIG);
-    assert_int_equal(kms_keyring_wrap(f->kr, "nope", &ctx, pt, 16, blob, sizeof(blob), &len,
-                                      NULL),
+    assert_int_equal(
+        kms_keyring_wrap(f->kr, "k", &ctx, pt, sizeof(pt), blob, sizeof(blob), &len, NULL),
+        KMS_ETOOBIG);
+    assert_int_equal(kms_keyring_wrap(f->kr, "k", &ctx, pt, 16, blob, 16, &len, NULL), KMS_ETOOBIG);
+    assert_int_equal(kms_keyring_wrap(f->kr, "nope", &ctx, pt, 16, blob, sizeof(blob), &len, NULL),
                      KMS_ENOTFOUND);
     kms_context_pair dup[] = {{"a", 1, "1", 1}, {"a", 1, "2", 1}};
     kms_context bad = {dup, 2};
