@@ -6,6 +6,7 @@
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "kms/log.h"
@@ -25,9 +26,16 @@ static pthread_key_t cache_exit_key;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 static size_t page_size;
 
+/* mlock through the raw system call: AddressSanitizer replaces mlock() with a
+ * no-op, and a sanitizer build must lock secrets as the release build does. */
+static int lock_pages(void *p, size_t len)
+{
+    return (int)syscall(SYS_mlock, p, len);
+}
+
 static void unmap_locked(void *p, size_t len)
 {
-    munlock(p, len);
+    syscall(SYS_munlock, p, len);
     munmap(p, len);
 }
 
@@ -52,7 +60,7 @@ static void *map_locked(size_t len)
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
-    if (madvise(p, len, MADV_DONTDUMP) != 0 || mlock(p, len) != 0) {
+    if (madvise(p, len, MADV_DONTDUMP) != 0 || lock_pages(p, len) != 0) {
         munmap(p, len);
         return NULL;
     }
