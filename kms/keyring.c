@@ -530,10 +530,12 @@ static int take_iv(kms_keyring *kr, struct key_entry *e, struct version_slot **s
     return KMS_OK;
 }
 
+/* Writes header (if given) ‖ canonical context into aad. */
 static int build_aad(const uint8_t *header, const kms_context *ctx, uint8_t *aad, size_t *aad_len)
 {
     size_t clen = 0;
-    memcpy(aad, header, KMS_BLOB_AAD_HEADER_LEN);
+    if (header)
+        memcpy(aad, header, KMS_BLOB_AAD_HEADER_LEN);
     KMS_GUARD(kms_context_encode(ctx, aad + KMS_BLOB_AAD_HEADER_LEN,
                                  AAD_MAX - KMS_BLOB_AAD_HEADER_LEN, &clen));
     *aad_len = KMS_BLOB_AAD_HEADER_LEN + clen;
@@ -550,10 +552,12 @@ int kms_keyring_wrap(kms_keyring *kr, const char *name, const kms_context *ctx, 
     if (cap < pt_len + KMS_BLOB_OVERHEAD)
         return kms_error_set(KMS_ETOOBIG, "blob buffer too small");
 
+    /* AAD = header ‖ context. The context goes in first, so bad input is
+     * refused before a nonce is spent; the header follows once the
+     * version is known. */
     uint8_t aad[AAD_MAX];
     size_t aad_len = 0;
-    /* Validate the context before a nonce is spent on it. */
-    KMS_GUARD(kms_context_encode(ctx, aad, sizeof(aad), &aad_len));
+    KMS_GUARD(build_aad(NULL, ctx, aad, &aad_len));
 
     struct key_entry *e;
     KMS_GUARD(get_entry(kr, name, NULL, &e));
@@ -564,10 +568,7 @@ int kms_keyring_wrap(kms_keyring *kr, const char *name, const kms_context *ctx, 
     uint32_t ver = r == 0 ? v->version : 0;
     pthread_mutex_unlock(&e->mu);
     KMS_GUARD(r);
-
-    uint8_t header[KMS_BLOB_AAD_HEADER_LEN];
-    kms_blob_aad_header(e->rec.id, ver, KMS_BLOB_ALG_AES256_GCM, header);
-    KMS_GUARD(build_aad(header, ctx, aad, &aad_len));
+    kms_blob_aad_header(e->rec.id, ver, KMS_BLOB_ALG_AES256_GCM, aad);
 
     kms_aead_io io = {.aad = aad,
                       .aad_len = aad_len,
@@ -575,7 +576,7 @@ int kms_keyring_wrap(kms_keyring *kr, const char *name, const kms_context *ctx, 
                       .in_len = pt_len,
                       .out = out + KMS_BLOB_HEADER_LEN};
     KMS_GUARD(e->backend->ops->wrap(e->backend, bk, &io));
-    memcpy(out, header, KMS_BLOB_AAD_HEADER_LEN);
+    memcpy(out, aad, KMS_BLOB_AAD_HEADER_LEN);
     memcpy(out + KMS_BLOB_AAD_HEADER_LEN, io.iv, KMS_GCM_IV_LEN);
     memcpy(out + KMS_BLOB_HEADER_LEN + pt_len, io.tag, KMS_GCM_TAG_LEN);
     *blob_len = pt_len + KMS_BLOB_OVERHEAD;
