@@ -1,1 +1,424 @@
-/* placeholder */
+/* The PKCS#11 backend: kms_backend_ops over any PKCS#11 module.
+ *
+ * Master key versions are AES-256 token objects generated on the token;
+ * wrap/unwrap are single-part C_Encrypt/C_Decrypt with CKM_AES_GCM. Every
+ * operation borrows one session from the pool; a session-loss code heals
+ * the pool and the operation is tried once more. */
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kms/log.h"
+#include "p11_internal.h"
+#include "pkcs11/kms_p11.h"
+
+#define MAX_IO (4096 + KMS_GCM_TAG_LEN)
+
+static struct p11 *impl(kms_backend *b)
+{
+    return (struct p11 *)b;
+}
+
+static void make_id(const uint8_t key_id[KMS_KEY_ID_LEN], uint32_t version, uint8_t id[P11_ID_LEN])
+{
+    memcpy(id, key_id, KMS_KEY_ID_LEN);
+    id[16] = (uint8_t)(version >> 24);
+    id[17] = (uint8_t)(version >> 16);
+    id[18] = (uint8_t)(version >> 8);
+    id[19] = (uint8_t)version;
+}
+
+/* Runs op with a pooled session; on session loss heals and runs it once
+ * more. op returns a CK_RV-derived kms code and sets *lost when the CK_RV
+ * meant a lost session. */
+typedef int (*session_op)(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg, int *lost);
+
+static int with_session(struct p11 *p, session_op op, void *arg)
+{
+    for (int attempt = 0;; attempt++) {
+        CK_SESSION_HANDLE s;
+        int idx;
+        unsigned gen;
+        KMS_GUARD(kms_p11_pool_acquire(p, &s, &idx, &gen));
+        int lost = 0;
+        int r = op(p, s, gen, arg, &lost);
+        kms_p11_pool_release(p, idx);
+        if (!lost)
+            return r;
+        int h = kms_p11_pool_heal(p, gen);
+        if (h != 0 || attempt == 1)
+            return kms_error_set(KMS_EUNAVAIL, "pkcs11: token \"%s\" unavailable", p->label);
+    }
+}
+
+static int rv_result(CK_RV rv, int *lost, const char *what)
+{
+    if (rv == CKR_OK)
+        return KMS_OK;
+    *lost = kms_p11_rv_session_lost(rv);
+    return kms_error_set(kms_p11_rv_to_error(rv), "pkcs11: %s: %s", what, kms_p11_rv_name(rv));
+}
+
+/* ---- create / destroy ---------------------------------------------------------- */
+
+struct create_arg {
+    uint8_t id[P11_ID_LEN];
+};
+
+static int create_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg, int *lost)
+{
+    (void)gen;
+    struct create_arg *a = arg;
+    CK_OBJECT_HANDLE h;
+    int r = kms_p11_find_key(p, s, a->id, &h);
+    if (r == 0 || r == KMS_EKEYCHECK)
+        return kms_error_set(KMS_EEXISTS, "pkcs11: key version already on the token");
+    if (r != KMS_ENOTFOUND) {
+        *lost = r == KMS_EUNAVAIL;
+        return r;
+    }
+    char label[64];
+    kms_p11_label(a->id, label, sizeof(label));
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE type = CKK_AES;
+    CK_ULONG len = 32;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},     {CKA_KEY_TYPE, &type, sizeof(type)},
+        {CKA_VALUE_LEN, &len, sizeof(len)}, {CKA_TOKEN, &yes, sizeof(yes)},
+        {CKA_PRIVATE, &yes, sizeof(yes)},   {CKA_SENSITIVE, &yes, sizeof(yes)},
+        {CKA_EXTRACTABLE, &no, sizeof(no)}, {CKA_MODIFIABLE, &no, sizeof(no)},
+        {CKA_ENCRYPT, &yes, sizeof(yes)},   {CKA_DECRYPT, &yes, sizeof(yes)},
+        {CKA_WRAP, &no, sizeof(no)},        {CKA_UNWRAP, &no, sizeof(no)},
+        {CKA_SIGN, &no, sizeof(no)},        {CKA_VERIFY, &no, sizeof(no)},
+        {CKA_DERIVE, &no, sizeof(no)},      {CKA_ID, a->id, P11_ID_LEN},
+        {CKA_LABEL, label, strlen(label)},
+    };
+    CK_MECHANISM mech = {CKM_AES_KEY_GEN, NULL, 0};
+    CK_RV rv = p->f->C_GenerateKey(s, &mech, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &h);
+    return rv_result(rv, lost, "C_GenerateKey");
+}
+
+static int p11_create_version(kms_backend *b, const uint8_t key_id[KMS_KEY_ID_LEN],
+                              uint32_t version, kms_backend_ref *ref)
+{
+    struct create_arg a;
+    make_id(key_id, version, a.id);
+    int r = with_session(impl(b), create_op, &a);
+    if (r == 0 || r == KMS_EEXISTS) { /* on EEXISTS, ref names the existing object */
+        memcpy(ref->bytes, a.id, P11_ID_LEN);
+        ref->len = P11_ID_LEN;
+    }
+    if (r == 0) {
+        char label[64];
+        kms_p11_label(a.id, label, sizeof(label));
+        kms_log_info("pkcs11: created %s on token \"%s\"", label, impl(b)->label);
+    }
+    return r;
+}
+
+static int destroy_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg, int *lost)
+{
+    (void)gen;
+    CK_OBJECT_HANDLE h;
+    int r = kms_p11_find_key(p, s, arg, &h);
+    if (r == KMS_EKEYCHECK)
+        return r; /* two objects share the id: destroy neither */
+    if (r != 0) {
+        *lost = r == KMS_EUNAVAIL;
+        return r;
+    }
+    return rv_result(p->f->C_DestroyObject(s, h), lost, "C_DestroyObject");
+}
+
+static int p11_destroy_version(kms_backend *b, const kms_backend_ref *ref)
+{
+    if (ref == NULL || ref->len != P11_ID_LEN)
+        return kms_error_set(KMS_EINVAL, "pkcs11: bad key reference");
+    uint8_t id[P11_ID_LEN];
+    memcpy(id, ref->bytes, P11_ID_LEN);
+    int r = with_session(impl(b), destroy_op, id);
+    if (r == 0) {
+        char label[64];
+        kms_p11_label(id, label, sizeof(label));
+        kms_log_info("pkcs11: destroyed %s", label);
+    }
+    return r;
+}
+
+/* ---- open / release --------------------------------------------------------------- */
+
+/* Finds the key's handle for this generation (after a healing the old
+ * handle may be stale). On first find, checks the key. */
+static int resolve(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, kms_backend_key *k,
+                   CK_OBJECT_HANDLE *h, int check)
+{
+    pthread_mutex_lock(&k->mu);
+    int fresh = k->gen == gen && k->handle != CK_INVALID_HANDLE;
+    *h = k->handle;
+    pthread_mutex_unlock(&k->mu);
+    if (fresh && !check)
+        return KMS_OK;
+    KMS_GUARD(kms_p11_find_key(p, s, k->id, h));
+    if (check)
+        KMS_GUARD(kms_p11_check_key(p, s, *h, k->label));
+    pthread_mutex_lock(&k->mu);
+    k->handle = *h;
+    k->gen = gen;
+    pthread_mutex_unlock(&k->mu);
+    return KMS_OK;
+}
+
+static int open_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg, int *lost)
+{
+    CK_OBJECT_HANDLE h;
+    int r = resolve(p, s, gen, arg, &h, 1);
+    *lost = r == KMS_EUNAVAIL;
+    return r;
+}
+
+static int p11_open_version(kms_backend *b, const kms_backend_ref *ref, kms_backend_key **out)
+{
+    if (ref == NULL || ref->len != P11_ID_LEN || out == NULL)
+        return kms_error_set(KMS_EINVAL, "pkcs11: bad key reference");
+    kms_backend_key *k = calloc(1, sizeof(*k));
+    if (k == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    memcpy(k->id, ref->bytes, P11_ID_LEN);
+    kms_p11_label(k->id, k->label, sizeof(k->label));
+    k->handle = CK_INVALID_HANDLE;
+    pthread_mutex_init(&k->mu, NULL);
+    int r = with_session(impl(b), open_op, k);
+    if (r != 0) {
+        pthread_mutex_destroy(&k->mu);
+        free(k);
+        return r;
+    }
+    *out = k;
+    return KMS_OK;
+}
+
+static void p11_release_version(kms_backend *b, kms_backend_key *k)
+{
+    (void)b;
+    if (k == NULL)
+        return;
+    pthread_mutex_destroy(&k->mu);
+    free(k);
+}
+
+/* ---- wrap / unwrap ------------------------------------------------------------------ */
+
+struct aead_arg {
+    kms_backend_key *k;
+    kms_aead_io *io;
+};
+
+static int wrap_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg, int *lost)
+{
+    struct aead_arg *a = arg;
+    kms_aead_io *io = a->io;
+    CK_OBJECT_HANDLE h;
+    int r = resolve(p, s, gen, a->k, &h, 0);
+    if (r != 0) {
+        *lost = r == KMS_EUNAVAIL;
+        return r;
+    }
+    /* A fresh random IV from OpenSSL's DRBG. A FIPS-mode HSM may instead
+     * generate the IV and write it into the parameters: either way the IV
+     * used is what the parameters hold after the call. */
+    if (RAND_bytes(io->iv, KMS_GCM_IV_LEN) != 1)
+        return kms_error_set(KMS_EUNAVAIL, "OpenSSL DRBG failed");
+    CK_GCM_PARAMS gcm = {
+        .pIv = io->iv,
+        .ulIvLen = KMS_GCM_IV_LEN,
+        .ulIvBits = KMS_GCM_IV_LEN * 8,
+        .pAAD = (CK_BYTE_PTR)io->aad,
+        .ulAADLen = io->aad_len,
+        .ulTagBits = KMS_GCM_TAG_LEN * 8,
+    };
+    CK_MECHANISM mech = {CKM_AES_GCM, &gcm, sizeof(gcm)};
+    CK_RV rv = p->f->C_EncryptInit(s, &mech, h);
+    if (rv != CKR_OK)
+        return rv_result(rv, lost, "C_EncryptInit");
+    uint8_t buf[MAX_IO];
+    CK_ULONG n = sizeof(buf);
+    rv = p->f->C_Encrypt(s, (CK_BYTE_PTR)io->in, io->in_len, buf, &n);
+    if (rv == CKR_OK && n != io->in_len + KMS_GCM_TAG_LEN)
+        r = kms_error_set(KMS_EINTERNAL, "pkcs11: C_Encrypt returned %lu bytes", n);
+    else
+        r = rv_result(rv, lost, "C_Encrypt");
+    if (r == 0) {
+        memcpy(io->out, buf, io->in_len);
+        memcpy(io->tag, buf + io->in_len, KMS_GCM_TAG_LEN);
+    }
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return r;
+}
+
+static int unwrap_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg, int *lost)
+{
+    struct aead_arg *a = arg;
+    kms_aead_io *io = a->io;
+    CK_OBJECT_HANDLE h;
+    int r = resolve(p, s, gen, a->k, &h, 0);
+    if (r != 0) {
+        *lost = r == KMS_EUNAVAIL;
+        return r;
+    }
+    uint8_t iv[KMS_GCM_IV_LEN];
+    memcpy(iv, io->iv, sizeof(iv));
+    CK_GCM_PARAMS gcm = {
+        .pIv = iv,
+        .ulIvLen = KMS_GCM_IV_LEN,
+        .ulIvBits = KMS_GCM_IV_LEN * 8,
+        .pAAD = (CK_BYTE_PTR)io->aad,
+        .ulAADLen = io->aad_len,
+        .ulTagBits = KMS_GCM_TAG_LEN * 8,
+    };
+    CK_MECHANISM mech = {CKM_AES_GCM, &gcm, sizeof(gcm)};
+    CK_RV rv = p->f->C_DecryptInit(s, &mech, h);
+    if (rv != CKR_OK)
+        return rv_result(rv, lost, "C_DecryptInit");
+    uint8_t in[MAX_IO], out[MAX_IO];
+    memcpy(in, io->in, io->in_len);
+    memcpy(in + io->in_len, io->tag, KMS_GCM_TAG_LEN);
+    CK_ULONG n = sizeof(out);
+    rv = p->f->C_Decrypt(s, in, io->in_len + KMS_GCM_TAG_LEN, out, &n);
+    if (rv == CKR_OK && n == io->in_len) {
+        memcpy(io->out, out, n);
+        r = KMS_OK;
+    } else if (rv == CKR_OK) {
+        r = kms_error_set(KMS_EINTERNAL, "pkcs11: C_Decrypt returned %lu bytes", n);
+    } else if (rv == CKR_GENERAL_ERROR || rv == CKR_ENCRYPTED_DATA_INVALID ||
+               rv == CKR_ENCRYPTED_DATA_LEN_RANGE) {
+        /* SoftHSM reports a GCM tag mismatch as CKR_GENERAL_ERROR. */
+        r = kms_error_set(KMS_EAUTH, "pkcs11: GCM tag check failed (%s)", kms_p11_rv_name(rv));
+    } else {
+        r = rv_result(rv, lost, "C_Decrypt");
+    }
+    if (r != 0)
+        OPENSSL_cleanse(io->out, io->in_len);
+    OPENSSL_cleanse(out, sizeof(out));
+    return r;
+}
+
+static int check_io(const kms_backend_key *k, const kms_aead_io *io)
+{
+    if (k == NULL || io == NULL || io->in == NULL || io->out == NULL ||
+        (io->aad == NULL && io->aad_len))
+        return kms_error_set(KMS_EINVAL, "pkcs11: missing argument");
+    if (io->in_len == 0 || io->in_len > MAX_IO - KMS_GCM_TAG_LEN)
+        return kms_error_set(KMS_ETOOBIG, "pkcs11: data must be 1..4096 bytes");
+    return KMS_OK;
+}
+
+static int p11_wrap(kms_backend *b, kms_backend_key *k, kms_aead_io *io)
+{
+    KMS_GUARD(check_io(k, io));
+    struct aead_arg a = {k, io};
+    return with_session(impl(b), wrap_op, &a);
+}
+
+static int p11_unwrap(kms_backend *b, kms_backend_key *k, kms_aead_io *io)
+{
+    KMS_GUARD(check_io(k, io));
+    struct aead_arg a = {k, io};
+    return with_session(impl(b), unwrap_op, &a);
+}
+
+/* ---- random / health / close -------------------------------------------------------- */
+
+struct random_arg {
+    uint8_t *out;
+    size_t n;
+};
+
+static int random_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg, int *lost)
+{
+    (void)gen;
+    struct random_arg *a = arg;
+    return rv_result(p->f->C_GenerateRandom(s, a->out, a->n), lost, "C_GenerateRandom");
+}
+
+static int p11_random(kms_backend *b, uint8_t *out, size_t n)
+{
+    if (out == NULL || n == 0 || n > 4096)
+        return kms_error_set(KMS_EINVAL, "pkcs11: random length out of range");
+    struct random_arg a = {out, n};
+    return with_session(impl(b), random_op, &a);
+}
+
+static int health_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg, int *lost)
+{
+    (void)gen;
+    (void)arg;
+    CK_SESSION_INFO info;
+    CK_RV rv = p->f->C_GetSessionInfo(s, &info);
+    int r = rv_result(rv, lost, "C_GetSessionInfo");
+    if (r == 0 && info.state != CKS_RW_USER_FUNCTIONS && info.state != CKS_RO_USER_FUNCTIONS) {
+        *lost = 1; /* logged out under us */
+        r = kms_error_set(KMS_EUNAVAIL, "pkcs11: session not logged in");
+    }
+    return r;
+}
+
+static int p11_health(kms_backend *b)
+{
+    int r = with_session(impl(b), health_op, NULL);
+    return r == 0 ? KMS_OK : KMS_EUNAVAIL;
+}
+
+static void p11_close(kms_backend *b)
+{
+    if (b == NULL)
+        return;
+    struct p11 *p = impl(b);
+    kms_p11_pool_close(p);
+    kms_p11_module_unload(p);
+    kms_secret_free(p->pin);
+    free(p);
+}
+
+static const kms_backend_ops p11_ops = {
+    .name = "pkcs11",
+    .create_version = p11_create_version,
+    .open_version = p11_open_version,
+    .release_version = p11_release_version,
+    .wrap = p11_wrap,
+    .unwrap = p11_unwrap,
+    .destroy_version = p11_destroy_version,
+    .random = p11_random,
+    .health = p11_health,
+    .close = p11_close,
+};
+
+int kms_p11_open(const kms_p11_config *cfg, kms_backend **out)
+{
+    if (cfg == NULL || out == NULL)
+        return kms_error_set(KMS_EINVAL, "pkcs11: no configuration");
+    struct p11 *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    p->base.ops = &p11_ops;
+    p->base.impl = p;
+    int r;
+    if ((r = kms_p11_read_pin(cfg->pin_file, &p->pin)) != 0)
+        goto out;
+    if ((r = kms_p11_module_load(p, cfg->module_path)) != 0)
+        goto out;
+    if ((r = kms_p11_find_slot(p, cfg->token_label)) != 0)
+        goto out;
+    if ((r = kms_p11_pool_open(p, cfg->sessions)) != 0)
+        goto out;
+out:
+    if (r != 0) {
+        kms_log_error("%s", kms_error_detail());
+        p11_close(&p->base);
+        return r;
+    }
+    kms_log_info("pkcs11: token \"%s\" ready (%u sessions)", p->label, p->pool.size);
+    *out = &p->base;
+    return KMS_OK;
+}

@@ -1,1 +1,143 @@
-/* placeholder */
+/* Finding a master key version on the token and checking it is safe.
+ *
+ * A key is used only if the token says it is an AES-256 secret key that is
+ * sensitive, always was, is not extractable and never was, was generated
+ * on the token (local), may encrypt and decrypt and nothing else, and its
+ * value cannot be read. Anything else is refused, naming the attribute. */
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "kms/log.h"
+#include "p11_internal.h"
+
+void kms_p11_label(const uint8_t id[P11_ID_LEN], char *out, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    char idhex[2 * KMS_KEY_ID_LEN + 1];
+    for (int i = 0; i < KMS_KEY_ID_LEN; i++) {
+        idhex[2 * i] = hex[id[i] >> 4];
+        idhex[2 * i + 1] = hex[id[i] & 15];
+    }
+    idhex[2 * KMS_KEY_ID_LEN] = '\0';
+    uint32_t v = (uint32_t)id[16] << 24 | (uint32_t)id[17] << 16 | (uint32_t)id[18] << 8 | id[19];
+    snprintf(out, cap, "kms:%s:v%u", idhex, v);
+}
+
+int kms_p11_find_key(struct p11 *p, CK_SESSION_HANDLE s, const uint8_t id[P11_ID_LEN],
+                     CK_OBJECT_HANDLE *out)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_ID, (void *)id, P11_ID_LEN},
+    };
+    CK_RV rv = p->f->C_FindObjectsInit(s, tmpl, 2);
+    if (rv != CKR_OK)
+        return kms_p11_rv_to_error(rv);
+    CK_OBJECT_HANDLE found[2];
+    CK_ULONG n = 0;
+    rv = p->f->C_FindObjects(s, found, 2, &n);
+    CK_RV frv = p->f->C_FindObjectsFinal(s);
+    if (rv == CKR_OK)
+        rv = frv;
+    if (rv != CKR_OK)
+        return kms_p11_rv_to_error(rv);
+    char label[64];
+    kms_p11_label(id, label, sizeof(label));
+    if (n == 0)
+        return kms_error_set(KMS_ENOTFOUND, "pkcs11: no key %s on token \"%s\"", label, p->label);
+    if (n > 1)
+        return kms_error_set(KMS_EKEYCHECK, "key %s refused: two objects share its CKA_ID", label);
+    *out = found[0];
+    return KMS_OK;
+}
+
+struct bool_rule {
+    CK_ATTRIBUTE_TYPE type;
+    const char *name;
+    CK_BBOOL want;
+    int may_be_absent; /* an absent usage attribute means FALSE */
+};
+
+static const struct bool_rule bool_rules[] = {
+    {CKA_SENSITIVE, "CKA_SENSITIVE", CK_TRUE, 0},
+    {CKA_ALWAYS_SENSITIVE, "CKA_ALWAYS_SENSITIVE", CK_TRUE, 0},
+    {CKA_EXTRACTABLE, "CKA_EXTRACTABLE", CK_FALSE, 0},
+    {CKA_NEVER_EXTRACTABLE, "CKA_NEVER_EXTRACTABLE", CK_TRUE, 0},
+    {CKA_LOCAL, "CKA_LOCAL", CK_TRUE, 0},
+    {CKA_TOKEN, "CKA_TOKEN", CK_TRUE, 0},
+    {CKA_ENCRYPT, "CKA_ENCRYPT", CK_TRUE, 0},
+    {CKA_DECRYPT, "CKA_DECRYPT", CK_TRUE, 0},
+    {CKA_WRAP, "CKA_WRAP", CK_FALSE, 1},
+    {CKA_UNWRAP, "CKA_UNWRAP", CK_FALSE, 1},
+    {CKA_SIGN, "CKA_SIGN", CK_FALSE, 1},
+    {CKA_VERIFY, "CKA_VERIFY", CK_FALSE, 1},
+    {CKA_DERIVE, "CKA_DERIVE", CK_FALSE, 1},
+};
+
+#define N_BOOL_RULES (sizeof(bool_rules) / sizeof(bool_rules[0]))
+
+static int refuse(const char *label, const char *why)
+{
+    int r = kms_error_set(KMS_EKEYCHECK, "key %s refused: %s", label, why);
+    kms_log_error("pkcs11: key %s refused: %s", label, why);
+    return r;
+}
+
+int kms_p11_check_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, const char *label)
+{
+    CK_OBJECT_CLASS cls = 0;
+    CK_KEY_TYPE type = 0;
+    CK_ULONG value_len = 0;
+    CK_ATTRIBUTE basic[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_KEY_TYPE, &type, sizeof(type)},
+        {CKA_VALUE_LEN, &value_len, sizeof(value_len)},
+    };
+    CK_RV rv = p->f->C_GetAttributeValue(s, h, basic, 3);
+    if (rv != CKR_OK) {
+        if (kms_p11_rv_session_lost(rv))
+            return kms_p11_rv_to_error(rv);
+        return refuse(label, "class, key type or length unreadable");
+    }
+    if (cls != CKO_SECRET_KEY)
+        return refuse(label, "CKA_CLASS is not CKO_SECRET_KEY");
+    if (type != CKK_AES)
+        return refuse(label, "CKA_KEY_TYPE is not CKK_AES");
+    if (value_len != 32)
+        return refuse(label, "CKA_VALUE_LEN is not 32 (AES-256)");
+
+    /* One attribute per call, so an absent one is told apart from the rest. */
+    for (size_t i = 0; i < N_BOOL_RULES; i++) {
+        const struct bool_rule *rule = &bool_rules[i];
+        CK_BBOOL v = CK_FALSE;
+        CK_ATTRIBUTE a = {rule->type, &v, sizeof(v)};
+        rv = p->f->C_GetAttributeValue(s, h, &a, 1);
+        if (rv != CKR_OK) {
+            if (kms_p11_rv_session_lost(rv))
+                return kms_p11_rv_to_error(rv);
+            if (rv == CKR_ATTRIBUTE_TYPE_INVALID && rule->may_be_absent)
+                continue;
+            char why[96];
+            snprintf(why, sizeof(why), "%s unreadable (%s)", rule->name, kms_p11_rv_name(rv));
+            return refuse(label, why);
+        }
+        if ((v != CK_FALSE) != (rule->want != CK_FALSE)) {
+            char why[96];
+            snprintf(why, sizeof(why), "%s is %s", rule->name, v ? "TRUE" : "FALSE");
+            return refuse(label, why);
+        }
+    }
+
+    /* The token must refuse to reveal the value. */
+    uint8_t value[64];
+    CK_ATTRIBUTE va = {CKA_VALUE, value, sizeof(value)};
+    rv = p->f->C_GetAttributeValue(s, h, &va, 1);
+    OPENSSL_cleanse(value, sizeof(value));
+    if (rv == CKR_OK)
+        return refuse(label, "CKA_VALUE is readable");
+    if (kms_p11_rv_session_lost(rv))
+        return kms_p11_rv_to_error(rv);
+    return KMS_OK;
+}

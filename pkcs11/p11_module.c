@@ -1,1 +1,139 @@
-/* placeholder */
+/* Loading a PKCS#11 module, finding the token by label, reading the PIN. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kms/log.h"
+#include "p11_internal.h"
+
+int kms_p11_module_load(struct p11 *p, const char *path)
+{
+    if (path == NULL || path[0] == '\0')
+        return kms_error_set(KMS_EINVAL, "pkcs11: no module path");
+    /* RTLD_NODELETE: modules keep threads and atexit handlers that must not
+     * outlive their code; the module stays mapped after close. */
+    p->module = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+    if (p->module == NULL)
+        return kms_error_set(KMS_EUNAVAIL, "pkcs11: cannot load module %s: %s", path, dlerror());
+    CK_C_GetFunctionList get = NULL;
+    void *sym = dlsym(p->module, "C_GetFunctionList");
+    memcpy(&get, &sym, sizeof(get)); /* object pointer to function pointer, portably */
+    if (get == NULL || get(&p->f) != CKR_OK || p->f == NULL)
+        return kms_error_set(KMS_EUNAVAIL, "pkcs11: %s has no usable C_GetFunctionList", path);
+
+    CK_C_INITIALIZE_ARGS args;
+    memset(&args, 0, sizeof(args));
+    args.flags = CKF_OS_LOCKING_OK;
+    CK_RV rv = p->f->C_Initialize(&args);
+    if (rv == CKR_OK)
+        p->finalize_on_close = 1;
+    else if (rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
+        return kms_error_set(KMS_EUNAVAIL, "pkcs11: C_Initialize failed: %s", kms_p11_rv_name(rv));
+    return KMS_OK;
+}
+
+void kms_p11_module_unload(struct p11 *p)
+{
+    if (p->f && p->finalize_on_close)
+        p->f->C_Finalize(NULL);
+    p->f = NULL;
+    if (p->module)
+        dlclose(p->module);
+    p->module = NULL;
+}
+
+int kms_p11_find_slot(struct p11 *p, const char *label)
+{
+    size_t n = label ? strlen(label) : 0;
+    if (n == 0 || n > 32)
+        return kms_error_set(KMS_EINVAL, "pkcs11: token label must be 1..32 bytes");
+    /* Labels are blank-padded to 32 bytes, not NUL-terminated. */
+    CK_UTF8CHAR want[32];
+    memset(want, ' ', sizeof(want));
+    memcpy(want, label, n);
+    memcpy(p->label, label, n + 1);
+
+    CK_ULONG count = 0;
+    CK_RV rv = p->f->C_GetSlotList(CK_TRUE, NULL, &count);
+    if (rv != CKR_OK)
+        return kms_error_set(KMS_EUNAVAIL, "pkcs11: C_GetSlotList: %s", kms_p11_rv_name(rv));
+    if (count == 0)
+        return kms_error_set(KMS_ENOTFOUND, "pkcs11: no token present");
+    CK_SLOT_ID *slots = calloc(count, sizeof(*slots));
+    if (slots == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    int r = kms_error_set(KMS_ENOTFOUND, "pkcs11: no token labelled \"%s\"", label);
+    int found = 0;
+    rv = p->f->C_GetSlotList(CK_TRUE, slots, &count);
+    for (CK_ULONG i = 0; rv == CKR_OK && i < count; i++) {
+        CK_TOKEN_INFO ti;
+        if (p->f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
+            continue;
+        if (memcmp(ti.label, want, sizeof(want)) != 0)
+            continue;
+        if (found++) {
+            r = kms_error_set(KMS_EINVAL, "pkcs11: two tokens are labelled \"%s\"", label);
+            break;
+        }
+        p->slot = slots[i];
+        if (!(ti.flags & CKF_TOKEN_INITIALIZED))
+            r = kms_error_set(KMS_EPRECOND, "pkcs11: token \"%s\" is not initialized", label);
+        else if (!(ti.flags & CKF_USER_PIN_INITIALIZED))
+            r = kms_error_set(KMS_EPRECOND, "pkcs11: token \"%s\" has no user PIN", label);
+        else
+            r = KMS_OK;
+    }
+    if (rv != CKR_OK)
+        r = kms_error_set(KMS_EUNAVAIL, "pkcs11: C_GetSlotList: %s", kms_p11_rv_name(rv));
+    free(slots);
+    return r;
+}
+
+int kms_p11_read_pin(const char *path, kms_secret **pin)
+{
+    if (path == NULL)
+        return kms_error_set(KMS_EINVAL, "pkcs11: no PIN file");
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return kms_error_set(KMS_EINVAL, "pkcs11: cannot open PIN file %s: %s", path,
+                             strerror(errno));
+    struct stat st;
+    int r = KMS_OK;
+    kms_secret *buf = NULL;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        r = kms_error_set(KMS_EINVAL, "pkcs11: PIN file %s is not a regular file", path);
+        goto out;
+    }
+    if (st.st_mode & 0077) {
+        r = kms_error_set(KMS_EPRECOND,
+                          "pkcs11: PIN file %s is readable by others (mode %03o); chmod 600 it",
+                          path, (unsigned)(st.st_mode & 0777));
+        goto out;
+    }
+    if ((r = kms_secret_new(256, &buf)) != 0)
+        goto out;
+    ssize_t n = read(fd, buf->data, buf->len);
+    if (n <= 0) {
+        r = kms_error_set(KMS_EINVAL, "pkcs11: PIN file %s is empty or unreadable", path);
+        goto out;
+    }
+    size_t len = 0;
+    while (len < (size_t)n && buf->data[len] != '\n' && buf->data[len] != '\r')
+        len++;
+    if (len == 0 || len == buf->len) {
+        r = kms_error_set(KMS_EINVAL, "pkcs11: PIN in %s is empty or too long", path);
+        goto out;
+    }
+    kms_secret_truncate(buf, len);
+    *pin = buf;
+    buf = NULL;
+out:
+    kms_secret_free(buf);
+    close(fd);
+    return r;
+}
