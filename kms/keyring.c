@@ -498,14 +498,14 @@ static int take_iv(kms_keyring *kr, struct key_entry *e, struct version_slot **s
     if (v->used == v->reserved) {
         if (v->reserved >= kr->rotate_at) {
             int r = rotate_locked(kr, e, NULL);
+            /* The versions array may have moved: find the primary again. */
+            v = find_version(e, e->rec.primary_version);
             if (r != 0) {
                 kms_log_error("key %s: automatic rotation at %llu uses failed: %s", e->rec.name,
                               (unsigned long long)v->reserved, kms_error_detail());
                 if (v->reserved >= kr->nonce_limit)
                     return kms_error_set(KMS_EEXHAUSTED, "key %s version %u used its nonce budget",
                                          e->rec.name, v->version);
-            } else {
-                v = find_version(e, e->rec.primary_version);
             }
         }
         /* A lease never crosses rotate_at (so rotation happens exactly
