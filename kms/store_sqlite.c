@@ -1,39 +1,85 @@
-/* The SQLite store (see store.h and docs/storage.md).
+/* The SQLite store (contract: store.h; design notes: docs/storage.md).
  *
- * One connection, one mutex, every statement prepared once at open. WAL +
- * synchronous=FULL: a write is on disk when its call returns. The schema is
- * versioned; migrations run in order, each in its own transaction together
- * with the version bump. */
+ * One connection guarded by one mutex. Every statement the ops use is
+ * prepared once at open and reset, with its bindings cleared, after each
+ * use. WAL + synchronous=FULL: a write is on disk when its call returns.
+ * The schema is versioned: migrations run in order, each in its own
+ * transaction together with the version bump. The store holds metadata and
+ * backend references only, never key material, so nothing here is wiped. */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
-#include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "kms/log.h"
 #include "kms/store.h"
 
-/* Each step takes the schema from version i to i+1. Append, never edit. */
-static const char *const migrations[] = {
-    /* 0 -> 1: keys and versions */
-    "CREATE TABLE keys ("
-    "  id BLOB PRIMARY KEY CHECK (typeof(id) = 'blob' AND length(id) = 16),"
-    "  name TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 128),"
-    "  backend TEXT NOT NULL CHECK (length(backend) BETWEEN 1 AND 15),"
-    "  primary_version INTEGER NOT NULL DEFAULT 0 CHECK (primary_version >= 0),"
-    "  min_decrypt_version INTEGER NOT NULL DEFAULT 1 CHECK (min_decrypt_version >= 1),"
-    "  created_at INTEGER NOT NULL"
-    ") STRICT;"
-    "CREATE TABLE key_versions ("
-    "  key_id BLOB NOT NULL REFERENCES keys(id),"
-    "  version INTEGER NOT NULL CHECK (version BETWEEN 1 AND 4294967295),"
-    "  state INTEGER NOT NULL CHECK (state BETWEEN 1 AND 4),"
-    "  created_at INTEGER NOT NULL,"
-    "  usage_count INTEGER NOT NULL DEFAULT 0 CHECK (usage_count >= 0),"
-    "  backend_ref BLOB NOT NULL CHECK (length(backend_ref) BETWEEN 1 AND 2048),"
-    "  PRIMARY KEY (key_id, version)"
-    ") STRICT;",
+#define BUSY_TIMEOUT_MS 5000
+#define BACKEND_NAME_MAX 15 /* bytes, without the NUL */
+#define KEY_PAGE 64         /* keys read per lock hold in key_list */
+#define VERSION_PAGE 16     /* versions read per lock hold in version_list */
+
+/* The migrations below spell these limits out as literals, because a
+ * migration must never change once released. Changing a limit means a new
+ * migration, and these asserts are the reminder. */
+_Static_assert(KMS_KEY_ID_LEN == 16, "migration 1 fixes key ids at 16 bytes");
+_Static_assert(KMS_KEY_NAME_MAX == 128, "migration 1 fixes key names at 128 bytes");
+_Static_assert(KMS_BACKEND_REF_MAX == 2048, "migration 1 fixes backend refs at 2048 bytes");
+_Static_assert(sizeof(((kms_key_rec *)0)->backend) == BACKEND_NAME_MAX + 1,
+               "migration 1 fixes backend names at 15 bytes");
+
+/* Created, together with the first migration, in a file that has no tables
+ * yet. A single row; kms_store_sqlite_open refuses a file with any other
+ * number of rows. */
+static const char schema_version_table[] =
+    "CREATE TABLE schema_version ("
+    "  version INTEGER NOT NULL CHECK (typeof(version) = 'integer' AND version >= 0));"
+    "INSERT INTO schema_version (version) VALUES (0);";
+
+/* One schema step: a description for the log and an SQL script. */
+struct migration {
+    const char *what;
+    const char *sql;
+};
+
+/* migrations[i] takes the schema from version i to i + 1. Append, never
+ * edit or reorder: a released step has already run on someone's file.
+ * Lengths are in bytes (CAST AS BLOB), as the C buffers are. */
+static const struct migration migrations[] = {
+    /* 0 -> 1 */
+    {"keys and their versions",
+     "CREATE TABLE keys ("
+     "  id BLOB NOT NULL PRIMARY KEY"
+     "    CHECK (typeof(id) = 'blob' AND length(id) = 16),"
+     "  name TEXT NOT NULL UNIQUE"
+     "    CHECK (typeof(name) = 'text' AND length(CAST(name AS BLOB)) BETWEEN 1 AND 128),"
+     "  backend TEXT NOT NULL"
+     "    CHECK (typeof(backend) = 'text' AND length(CAST(backend AS BLOB)) BETWEEN 1 AND 15),"
+     "  primary_version INTEGER NOT NULL DEFAULT 0"
+     "    CHECK (typeof(primary_version) = 'integer'"
+     "           AND primary_version BETWEEN 0 AND 4294967295),"
+     "  min_decrypt_version INTEGER NOT NULL DEFAULT 1"
+     "    CHECK (typeof(min_decrypt_version) = 'integer'"
+     "           AND min_decrypt_version BETWEEN 1 AND 4294967295),"
+     "  created_at INTEGER NOT NULL CHECK (typeof(created_at) = 'integer')"
+     ");"
+     "CREATE TABLE key_versions ("
+     "  key_id BLOB NOT NULL REFERENCES keys(id),"
+     "  version INTEGER NOT NULL"
+     "    CHECK (typeof(version) = 'integer' AND version BETWEEN 1 AND 4294967295),"
+     "  state INTEGER NOT NULL CHECK (typeof(state) = 'integer' AND state BETWEEN 1 AND 4),"
+     "  created_at INTEGER NOT NULL CHECK (typeof(created_at) = 'integer'),"
+     "  usage_count INTEGER NOT NULL DEFAULT 0"
+     "    CHECK (typeof(usage_count) = 'integer' AND usage_count >= 0),"
+     "  backend_ref BLOB NOT NULL"
+     "    CHECK (typeof(backend_ref) = 'blob' AND length(backend_ref) BETWEEN 1 AND 2048),"
+     "  PRIMARY KEY (key_id, version)"
+     ");"},
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -42,12 +88,12 @@ enum stmt_id {
     ST_KEY_INSERT,
     ST_KEY_BY_NAME,
     ST_KEY_BY_ID,
-    ST_KEY_LIST,
+    ST_KEY_PAGE,
     ST_KEY_EXISTS,
     ST_VERSION_INSERT,
     ST_SET_PRIMARY,
     ST_VERSION_GET,
-    ST_VERSION_LIST,
+    ST_VERSION_PAGE,
     ST_VERSION_STATE,
     ST_USAGE_ADD,
     ST_USAGE_GET,
@@ -61,54 +107,101 @@ enum stmt_id {
 #define VERSION_COLUMNS "key_id, version, state, created_at, usage_count, backend_ref"
 
 static const char *const stmt_sql[ST_COUNT] = {
-    [ST_KEY_INSERT] = "INSERT INTO keys (" KEY_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?)",
-    [ST_KEY_BY_NAME] = "SELECT " KEY_COLUMNS " FROM keys WHERE name = ?",
-    [ST_KEY_BY_ID] = "SELECT " KEY_COLUMNS " FROM keys WHERE id = ?",
-    [ST_KEY_LIST] = "SELECT " KEY_COLUMNS " FROM keys ORDER BY name",
-    [ST_KEY_EXISTS] = "SELECT 1 FROM keys WHERE id = ?",
+    [ST_KEY_INSERT] = "INSERT INTO keys (" KEY_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_KEY_BY_NAME] = "SELECT " KEY_COLUMNS " FROM keys WHERE name = ?1",
+    [ST_KEY_BY_ID] = "SELECT " KEY_COLUMNS " FROM keys WHERE id = ?1",
+    [ST_KEY_PAGE] = "SELECT " KEY_COLUMNS " FROM keys WHERE name > ?1 ORDER BY name LIMIT ?2",
+    [ST_KEY_EXISTS] = "SELECT 1 FROM keys WHERE id = ?1",
     [ST_VERSION_INSERT] =
-        "INSERT INTO key_versions (" VERSION_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?)",
-    [ST_SET_PRIMARY] = "UPDATE keys SET primary_version = ? WHERE id = ?",
+        "INSERT INTO key_versions (" VERSION_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_SET_PRIMARY] = "UPDATE keys SET primary_version = ?1 WHERE id = ?2",
     [ST_VERSION_GET] =
-        "SELECT " VERSION_COLUMNS " FROM key_versions WHERE key_id = ? AND version = ?",
-    [ST_VERSION_LIST] =
-        "SELECT " VERSION_COLUMNS " FROM key_versions WHERE key_id = ? ORDER BY version",
-    [ST_VERSION_STATE] = "UPDATE key_versions SET state = ? WHERE key_id = ? AND version = ?",
-    [ST_USAGE_ADD] = "UPDATE key_versions SET usage_count = usage_count + ?1"
-                     " WHERE key_id = ?2 AND version = ?3 AND usage_count + ?1 <= ?4",
-    [ST_USAGE_GET] = "SELECT usage_count FROM key_versions WHERE key_id = ? AND version = ?",
+        "SELECT " VERSION_COLUMNS " FROM key_versions WHERE key_id = ?1 AND version = ?2",
+    [ST_VERSION_PAGE] = ("SELECT " VERSION_COLUMNS " FROM key_versions"
+                         " WHERE key_id = ?1 AND version > ?2 ORDER BY version LIMIT ?3"),
+    [ST_VERSION_STATE] = "UPDATE key_versions SET state = ?1 WHERE key_id = ?2 AND version = ?3",
+    /* "usage_count + n <= limit", written so that it cannot overflow:
+     * 0 <= n, limit <= INT64_MAX, so limit - n never does. */
+    [ST_USAGE_ADD] = ("UPDATE key_versions SET usage_count = usage_count + ?1"
+                      " WHERE key_id = ?2 AND version = ?3 AND usage_count <= ?4 - ?1"),
+    [ST_USAGE_GET] = "SELECT usage_count FROM key_versions WHERE key_id = ?1 AND version = ?2",
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
 };
 
 struct sqlite_store {
-    kms_store base;
+    kms_store base; /* first: a kms_store * is a struct sqlite_store * */
     sqlite3 *db;
     pthread_mutex_t mu;
+    int mu_ready;
     sqlite3_stmt *st[ST_COUNT];
 };
 
 static struct sqlite_store *impl(kms_store *s)
 {
-    return (struct sqlite_store *)s;
+    return (struct sqlite_store *)s->impl;
 }
 
-/* Maps an SQLite result to a kms error, recording the detail. */
-static int db_error(struct sqlite_store *s, int rc, const char *what)
+/* A mutex that cannot be taken or released is a broken invariant. */
+static void lock(struct sqlite_store *s)
 {
-    int base = rc & 0xff;
-    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
-        return kms_error_set(KMS_ENOTFOUND, "%s: no such key", what);
-    if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
-        return kms_error_set(KMS_EEXISTS, "%s: already exists", what);
-    if (base == SQLITE_CONSTRAINT)
-        return kms_error_set(KMS_EINVAL, "%s: %s", what, sqlite3_errmsg(s->db));
-    if (base == SQLITE_BUSY || base == SQLITE_LOCKED)
-        return kms_error_set(KMS_EUNAVAIL, "%s: database busy", what);
-    return kms_error_set(KMS_ESTORE, "%s: %s", what, sqlite3_errmsg(s->db));
+    if (pthread_mutex_lock(&s->mu) != 0)
+        abort();
 }
 
+static void unlock(struct sqlite_store *s)
+{
+    if (pthread_mutex_unlock(&s->mu) != 0)
+        abort();
+}
+
+/* Maps an SQLite result code (extended codes are on) to a kms error and
+ * records the detail. sqlite3_errmsg names tables and constraints, never
+ * values. Busy (another process held the write lock for longer than the
+ * busy timeout) may succeed on retry, hence KMS_EUNAVAIL; anything else
+ * unexpected is KMS_ESTORE. */
+static int db_error(sqlite3 *db, int rc, const char *what)
+{
+    switch (rc) {
+    case SQLITE_CONSTRAINT_UNIQUE:
+    case SQLITE_CONSTRAINT_PRIMARYKEY:
+        return kms_error_set(KMS_EEXISTS, "%s: already exists", what);
+    case SQLITE_CONSTRAINT_FOREIGNKEY:
+        return kms_error_set(KMS_ENOTFOUND, "%s: no such key", what);
+    default:
+        break;
+    }
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return kms_error_set(KMS_EUNAVAIL, "%s: database busy: %s", what, sqlite3_errmsg(db));
+    case SQLITE_NOMEM:
+        return kms_error_set(KMS_ENOMEM, "%s: sqlite out of memory", what);
+    default:
+        return kms_error_set(KMS_ESTORE, "%s: %s (sqlite %d)", what, sqlite3_errmsg(db), rc);
+    }
+}
+
+/* A rollback after a failure must not replace the failure's detail (any
+ * kms_error_set overwrites it), so callers save it around the rollback. */
+struct detail {
+    char text[256];
+};
+
+static void detail_save(struct detail *d)
+{
+    size_t n = strnlen(kms_error_detail(), sizeof(d->text) - 1);
+    memcpy(d->text, kms_error_detail(), n);
+    d->text[n] = '\0';
+}
+
+static void detail_restore(const struct detail *d, int r)
+{
+    (void)kms_error_set(r, "%s", d->text);
+}
+
+/* Returns statement id reset and unbound, ready for binding. */
 static sqlite3_stmt *stmt(struct sqlite_store *s, enum stmt_id id)
 {
     sqlite3_stmt *st = s->st[id];
@@ -117,42 +210,64 @@ static sqlite3_stmt *stmt(struct sqlite_store *s, enum stmt_id id)
     return st;
 }
 
+/* After every use: releases read locks and the bound buffers. NULL-safe. */
 static void done(sqlite3_stmt *st)
 {
+    if (st == NULL)
+        return;
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
 }
 
-static int exec_simple(struct sqlite_store *s, enum stmt_id id)
+static int bind_id(sqlite3_stmt *st, int col, const uint8_t *id)
+{
+    return sqlite3_bind_blob(st, col, id, KMS_KEY_ID_LEN, SQLITE_STATIC);
+}
+
+/* Runs a statement that returns no rows (BEGIN, COMMIT, ROLLBACK). */
+static int exec_stmt(struct sqlite_store *s, enum stmt_id id)
 {
     sqlite3_stmt *st = stmt(s, id);
     int rc = sqlite3_step(st);
+    int r = rc == SQLITE_DONE ? KMS_OK : db_error(s->db, rc, stmt_sql[id]);
     done(st);
-    return rc == SQLITE_DONE ? KMS_OK : db_error(s, rc, stmt_sql[id]);
+    return r;
 }
 
-static int begin(struct sqlite_store *s)
+/* BEGIN IMMEDIATE takes the write lock now, so a transaction never fails
+ * half-way because another writer got in first. */
+static int tx_begin(struct sqlite_store *s)
 {
-    return exec_simple(s, ST_BEGIN);
+    return exec_stmt(s, ST_BEGIN);
 }
 
-static int commit_or_rollback(struct sqlite_store *s, int r)
+/* Commits if r is 0, else (or if the commit fails) rolls back. Returns the
+ * first failure. Statements must all be reset before. */
+static int tx_end(struct sqlite_store *s, int r)
 {
     if (r == 0)
-        r = exec_simple(s, ST_COMMIT);
-    if (r != 0 && !sqlite3_get_autocommit(s->db))
-        (void)exec_simple(s, ST_ROLLBACK);
+        r = exec_stmt(s, ST_COMMIT);
+    if (r != 0 && !sqlite3_get_autocommit(s->db)) {
+        struct detail d;
+        detail_save(&d);
+        if (exec_stmt(s, ST_ROLLBACK) != 0)
+            kms_log_error("store: rollback failed: %s", kms_error_detail());
+        detail_restore(&d, r);
+    }
     return r;
 }
 
 /* ---- row decoding ------------------------------------------------------------ */
 
-static int copy_text(sqlite3_stmt *st, int col, char *out, size_t cap)
+/* Text column into out (cap bytes with the NUL); 1 <= length < cap. */
+static int copy_text(sqlite3_stmt *st, int col, char *out, size_t cap, const char *what)
 {
+    if (sqlite3_column_type(st, col) != SQLITE_TEXT)
+        return kms_error_set(KMS_ESTORE, "store: %s is not text", what);
     const unsigned char *t = sqlite3_column_text(st, col);
     int n = sqlite3_column_bytes(st, col);
-    if (t == NULL || n < 0 || (size_t)n >= cap)
-        return kms_error_set(KMS_ESTORE, "store: text column %d out of range", col);
+    if (t == NULL || n <= 0 || (size_t)n >= cap)
+        return kms_error_set(KMS_ESTORE, "store: %s has a bad length (%d)", what, n);
     memcpy(out, t, (size_t)n);
     out[n] = '\0';
     return KMS_OK;
@@ -160,318 +275,514 @@ static int copy_text(sqlite3_stmt *st, int col, char *out, size_t cap)
 
 static int copy_id(sqlite3_stmt *st, int col, uint8_t *out)
 {
+    if (sqlite3_column_type(st, col) != SQLITE_BLOB ||
+        sqlite3_column_bytes(st, col) != KMS_KEY_ID_LEN)
+        return kms_error_set(KMS_ESTORE, "store: key id is not a %d-byte blob", KMS_KEY_ID_LEN);
     const void *b = sqlite3_column_blob(st, col);
-    if (b == NULL || sqlite3_column_bytes(st, col) != KMS_KEY_ID_LEN)
-        return kms_error_set(KMS_ESTORE, "store: key id column has the wrong size");
+    if (b == NULL)
+        return kms_error_set(KMS_ESTORE, "store: key id unreadable");
     memcpy(out, b, KMS_KEY_ID_LEN);
     return KMS_OK;
 }
 
-static int u32_column(sqlite3_stmt *st, int col, uint32_t *out)
+static int int_column(sqlite3_stmt *st, int col, sqlite3_int64 min, sqlite3_int64 max,
+                      sqlite3_int64 *out, const char *what)
 {
+    if (sqlite3_column_type(st, col) != SQLITE_INTEGER)
+        return kms_error_set(KMS_ESTORE, "store: %s is not an integer", what);
     sqlite3_int64 v = sqlite3_column_int64(st, col);
-    if (v < 0 || v > (sqlite3_int64)UINT32_MAX)
-        return kms_error_set(KMS_ESTORE, "store: column %d out of range", col);
-    *out = (uint32_t)v;
-    return KMS_OK;
-}
-
-static int read_key(sqlite3_stmt *st, kms_key_rec *out)
-{
-    kms_key_rec k;
-    memset(&k, 0, sizeof(k));
-    KMS_GUARD(copy_id(st, 0, k.id));
-    KMS_GUARD(copy_text(st, 1, k.name, sizeof(k.name)));
-    KMS_GUARD(copy_text(st, 2, k.backend, sizeof(k.backend)));
-    KMS_GUARD(u32_column(st, 3, &k.primary_version));
-    KMS_GUARD(u32_column(st, 4, &k.min_decrypt_version));
-    k.created_at = sqlite3_column_int64(st, 5);
-    *out = k;
-    return KMS_OK;
-}
-
-static int read_version(sqlite3_stmt *st, kms_version_rec *out)
-{
-    kms_version_rec v;
-    memset(&v, 0, sizeof(v));
-    KMS_GUARD(copy_id(st, 0, v.key_id));
-    KMS_GUARD(u32_column(st, 1, &v.version));
-    sqlite3_int64 state = sqlite3_column_int64(st, 2);
-    if (state < KMS_VERSION_ENABLED || state > KMS_VERSION_DESTROYED)
-        return kms_error_set(KMS_ESTORE, "store: unknown version state %lld", (long long)state);
-    v.state = (kms_version_state)state;
-    v.created_at = sqlite3_column_int64(st, 3);
-    sqlite3_int64 usage = sqlite3_column_int64(st, 4);
-    if (usage < 0)
-        return kms_error_set(KMS_ESTORE, "store: negative usage count");
-    v.usage_count = (uint64_t)usage;
-    const void *ref = sqlite3_column_blob(st, 5);
-    int n = sqlite3_column_bytes(st, 5);
-    if (ref == NULL || n <= 0 || n > KMS_BACKEND_REF_MAX)
-        return kms_error_set(KMS_ESTORE, "store: backend reference has a bad size");
-    memcpy(v.ref.bytes, ref, (size_t)n);
-    v.ref.len = (size_t)n;
+    if (v < min || v > max)
+        return kms_error_set(KMS_ESTORE, "store: %s out of range (%lld)", what, (long long)v);
     *out = v;
     return KMS_OK;
 }
 
-/* ---- ops ----------------------------------------------------------------------- */
-
-static int key_create(kms_store *store, const kms_key_rec *k)
+/* Decodes the current row (KEY_COLUMNS); *out is written only if every
+ * column is valid. */
+static int read_key(sqlite3_stmt *st, kms_key_rec *out)
 {
-    struct sqlite_store *s = impl(store);
-    if (k == NULL || k->name[0] == '\0' || k->backend[0] == '\0')
-        return kms_error_set(KMS_EINVAL, "store: key record incomplete");
-    pthread_mutex_lock(&s->mu);
-    sqlite3_stmt *st = stmt(s, ST_KEY_INSERT);
-    sqlite3_bind_blob(st, 1, k->id, KMS_KEY_ID_LEN, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, k->name, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, k->backend, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, k->primary_version);
-    sqlite3_bind_int64(st, 5, k->min_decrypt_version ? k->min_decrypt_version : 1);
-    sqlite3_bind_int64(st, 6, k->created_at);
-    int rc = sqlite3_step(st);
-    int r = rc == SQLITE_DONE ? KMS_OK : db_error(s, sqlite3_extended_errcode(s->db), "key create");
-    done(st);
-    pthread_mutex_unlock(&s->mu);
+    kms_key_rec k;
+    sqlite3_int64 primary = 0, min_decrypt = 0, created = 0;
+    int r;
+
+    memset(&k, 0, sizeof(k));
+    if ((r = copy_id(st, 0, k.id)) != 0 ||
+        (r = copy_text(st, 1, k.name, sizeof(k.name), "key name")) != 0 ||
+        (r = copy_text(st, 2, k.backend, sizeof(k.backend), "backend name")) != 0 ||
+        (r = int_column(st, 3, 0, UINT32_MAX, &primary, "primary version")) != 0 ||
+        (r = int_column(st, 4, 1, UINT32_MAX, &min_decrypt, "min decrypt version")) != 0 ||
+        (r = int_column(st, 5, INT64_MIN, INT64_MAX, &created, "key created_at")) != 0)
+        goto out;
+    k.primary_version = (uint32_t)primary;
+    k.min_decrypt_version = (uint32_t)min_decrypt;
+    k.created_at = created;
+    *out = k;
+out:
     return r;
 }
 
-static int key_get(struct sqlite_store *s, enum stmt_id id, const void *arg, kms_key_rec *out)
+/* Decodes the current row (VERSION_COLUMNS); *out is written only if every
+ * column is valid. A reference longer than KMS_BACKEND_REF_MAX is refused,
+ * never truncated. */
+static int read_version(sqlite3_stmt *st, kms_version_rec *out)
 {
-    pthread_mutex_lock(&s->mu);
-    sqlite3_stmt *st = stmt(s, id);
-    if (id == ST_KEY_BY_NAME)
-        sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_blob(st, 1, arg, KMS_KEY_ID_LEN, SQLITE_STATIC);
-    int rc = sqlite3_step(st), r;
-    if (rc == SQLITE_ROW)
-        r = read_key(st, out);
-    else if (rc == SQLITE_DONE)
-        r = kms_error_set(KMS_ENOTFOUND, "no such key");
-    else
-        r = db_error(s, rc, "key lookup");
-    done(st);
-    pthread_mutex_unlock(&s->mu);
+    kms_version_rec v;
+    sqlite3_int64 version = 0, state = 0, created = 0, usage = 0;
+    int r;
+
+    memset(&v, 0, sizeof(v));
+    if ((r = copy_id(st, 0, v.key_id)) != 0 ||
+        (r = int_column(st, 1, 1, UINT32_MAX, &version, "version")) != 0 ||
+        (r = int_column(st, 2, KMS_VERSION_ENABLED, KMS_VERSION_DESTROYED, &state,
+                        "version state")) != 0 ||
+        (r = int_column(st, 3, INT64_MIN, INT64_MAX, &created, "version created_at")) != 0 ||
+        (r = int_column(st, 4, 0, INT64_MAX, &usage, "usage count")) != 0)
+        goto out;
+    if (sqlite3_column_type(st, 5) != SQLITE_BLOB) {
+        r = kms_error_set(KMS_ESTORE, "store: backend reference is not a blob");
+        goto out;
+    }
+    const void *ref = sqlite3_column_blob(st, 5);
+    int n = sqlite3_column_bytes(st, 5);
+    if (ref == NULL || n <= 0 || n > KMS_BACKEND_REF_MAX) {
+        r = kms_error_set(KMS_ESTORE, "store: backend reference has a bad size (%d)", n);
+        goto out;
+    }
+    memcpy(v.ref.bytes, ref, (size_t)n);
+    v.ref.len = (size_t)n;
+    v.version = (uint32_t)version;
+    v.state = (kms_version_state)state;
+    v.created_at = created;
+    v.usage_count = (uint64_t)usage;
+    *out = v;
+out:
     return r;
+}
+
+/* ---- argument checks ----------------------------------------------------------- */
+
+static int valid_name(const char *name)
+{
+    if (name == NULL)
+        return 0;
+    size_t n = strnlen(name, KMS_KEY_NAME_MAX + 1);
+    return n >= 1 && n <= KMS_KEY_NAME_MAX;
+}
+
+static int valid_state(kms_version_state state)
+{
+    switch (state) {
+    case KMS_VERSION_ENABLED:
+    case KMS_VERSION_DISABLED:
+    case KMS_VERSION_PENDING_DELETION:
+    case KMS_VERSION_DESTROYED:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* ---- ops: keys ----------------------------------------------------------------- */
+
+/* primary_version must be 0 (no version exists yet); min_decrypt_version 0
+ * means the default, 1. */
+static int key_create(kms_store *store, const kms_key_rec *k)
+{
+    struct sqlite_store *s;
+    sqlite3_stmt *st = NULL;
+    int r = KMS_OK, rc;
+
+    if (store == NULL || k == NULL || !valid_name(k->name) ||
+        strnlen(k->backend, sizeof(k->backend)) == 0 ||
+        strnlen(k->backend, sizeof(k->backend)) > BACKEND_NAME_MAX)
+        return kms_error_set(KMS_EINVAL, "store: key record incomplete or unterminated");
+    if (k->primary_version != 0)
+        return kms_error_set(KMS_EINVAL, "store: a new key has no primary version yet");
+    s = impl(store);
+
+    lock(s);
+    st = stmt(s, ST_KEY_INSERT);
+    if ((rc = bind_id(st, 1, k->id)) != SQLITE_OK ||
+        (rc = sqlite3_bind_text(st, 2, k->name, -1, SQLITE_STATIC)) != SQLITE_OK ||
+        (rc = sqlite3_bind_text(st, 3, k->backend, -1, SQLITE_STATIC)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 4, 0)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 5, k->min_decrypt_version ? k->min_decrypt_version : 1)) !=
+            SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 6, k->created_at)) != SQLITE_OK ||
+        (rc = sqlite3_step(st)) != SQLITE_DONE) {
+        r = db_error(s->db, rc, "key create");
+        goto out;
+    }
+out:
+    done(st);
+    unlock(s);
+    return r;
+}
+
+/* One-row lookup through a prepared statement whose ?1 is already bound. */
+static int key_get(struct sqlite_store *s, sqlite3_stmt *st, kms_key_rec *out)
+{
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        return read_key(st, out);
+    if (rc == SQLITE_DONE)
+        return kms_error_set(KMS_ENOTFOUND, "no such key");
+    return db_error(s->db, rc, "key lookup");
 }
 
 static int key_get_by_name(kms_store *store, const char *name, kms_key_rec *out)
 {
-    if (name == NULL || out == NULL)
-        return kms_error_set(KMS_EINVAL, "store: no key name");
-    return key_get(impl(store), ST_KEY_BY_NAME, name, out);
+    struct sqlite_store *s;
+    sqlite3_stmt *st = NULL;
+    int r, rc;
+
+    if (store == NULL || out == NULL || !valid_name(name))
+        return kms_error_set(KMS_EINVAL, "store: key name missing or longer than %d bytes",
+                             KMS_KEY_NAME_MAX);
+    s = impl(store);
+
+    lock(s);
+    st = stmt(s, ST_KEY_BY_NAME);
+    if ((rc = sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC)) != SQLITE_OK) {
+        r = db_error(s->db, rc, "key lookup");
+        goto out;
+    }
+    r = key_get(s, st, out);
+out:
+    done(st);
+    unlock(s);
+    return r;
 }
 
 static int key_get_by_id(kms_store *store, const uint8_t id[KMS_KEY_ID_LEN], kms_key_rec *out)
 {
-    if (id == NULL || out == NULL)
-        return kms_error_set(KMS_EINVAL, "store: no key id");
-    return key_get(impl(store), ST_KEY_BY_ID, id, out);
-}
+    struct sqlite_store *s;
+    sqlite3_stmt *st = NULL;
+    int r, rc;
 
-/* Walks rows into a heap array first, so callbacks run without the store
- * lock (a callback may call the store again). */
-static int key_list(kms_store *store, kms_store_key_cb cb, void *ctx)
-{
-    struct sqlite_store *s = impl(store);
-    kms_key_rec *rows = NULL;
-    size_t n = 0, cap = 0;
-    int r = KMS_OK;
-    pthread_mutex_lock(&s->mu);
-    sqlite3_stmt *st = stmt(s, ST_KEY_LIST);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            kms_key_rec *grown = realloc(rows, ncap * sizeof(*grown));
-            if (grown == NULL) {
-                r = kms_error_set(KMS_ENOMEM, "out of memory");
-                break;
-            }
-            rows = grown;
-            cap = ncap;
-        }
-        if ((r = read_key(st, &rows[n])) != 0)
-            break;
-        n++;
+    if (store == NULL || id == NULL || out == NULL)
+        return kms_error_set(KMS_EINVAL, "store: no key id");
+    s = impl(store);
+
+    lock(s);
+    st = stmt(s, ST_KEY_BY_ID);
+    if ((rc = bind_id(st, 1, id)) != SQLITE_OK) {
+        r = db_error(s->db, rc, "key lookup");
+        goto out;
     }
-    if (r == 0 && rc != SQLITE_DONE)
-        r = db_error(s, rc, "key list");
+    r = key_get(s, st, out);
+out:
     done(st);
-    pthread_mutex_unlock(&s->mu);
-    for (size_t i = 0; r == 0 && i < n; i++)
-        r = cb(ctx, &rows[i]);
-    free(rows);
+    unlock(s);
     return r;
 }
 
+/* Reads up to KEY_PAGE keys named after `after` into page. */
+static int key_page(struct sqlite_store *s, const char *after, kms_key_rec *page, size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    size_t got = 0;
+    int r = KMS_OK, rc;
+
+    lock(s);
+    st = stmt(s, ST_KEY_PAGE);
+    if ((rc = sqlite3_bind_text(st, 1, after, -1, SQLITE_STATIC)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int(st, 2, KEY_PAGE)) != SQLITE_OK) {
+        r = db_error(s->db, rc, "key list");
+        goto out;
+    }
+    while (got < KEY_PAGE && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if ((r = read_key(st, &page[got])) != 0)
+            goto out;
+        got++;
+    }
+    if (got < KEY_PAGE && rc != SQLITE_DONE) {
+        r = db_error(s->db, rc, "key list");
+        goto out;
+    }
+    *n = got;
+out:
+    done(st);
+    unlock(s);
+    return r;
+}
+
+/* Walks in pages (keyset pagination on name), so memory stays bounded and
+ * callbacks run without the store lock: a callback may call the store. A
+ * key created during the walk may or may not be seen. */
+static int key_list(kms_store *store, kms_store_key_cb cb, void *ctx)
+{
+    char after[KMS_KEY_NAME_MAX + 1] = ""; /* names are non-empty: "" sorts first */
+    kms_key_rec *page = NULL;
+    size_t n = 0;
+    int r = KMS_OK;
+
+    if (store == NULL || cb == NULL)
+        return kms_error_set(KMS_EINVAL, "store: no callback");
+    if ((page = calloc(KEY_PAGE, sizeof(*page))) == NULL) {
+        r = kms_error_set(KMS_ENOMEM, "out of memory");
+        goto out;
+    }
+    do {
+        if ((r = key_page(impl(store), after, page, &n)) != 0)
+            goto out;
+        for (size_t i = 0; i < n; i++)
+            if ((r = cb(ctx, &page[i])) != 0)
+                goto out;
+        if (n > 0)
+            memcpy(after, page[n - 1].name, sizeof(after));
+    } while (n == KEY_PAGE);
+out:
+    free(page);
+    return r;
+}
+
+/* ---- ops: versions --------------------------------------------------------------- */
+
 static int version_add(kms_store *store, const kms_version_rec *v, int make_primary)
 {
-    struct sqlite_store *s = impl(store);
-    if (v == NULL || v->version == 0 || v->ref.len == 0 || v->ref.len > KMS_BACKEND_REF_MAX)
-        return kms_error_set(KMS_EINVAL, "store: version record incomplete");
-    pthread_mutex_lock(&s->mu);
-    int r = begin(s);
-    if (r == 0) {
-        sqlite3_stmt *st = stmt(s, ST_KEY_EXISTS);
-        sqlite3_bind_blob(st, 1, v->key_id, KMS_KEY_ID_LEN, SQLITE_STATIC);
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_DONE)
-            r = kms_error_set(KMS_ENOTFOUND, "version add: no such key");
-        else if (rc != SQLITE_ROW)
-            r = db_error(s, rc, "version add");
-        done(st);
+    struct sqlite_store *s;
+    sqlite3_stmt *st = NULL;
+    int r = KMS_OK, rc;
+
+    if (store == NULL || v == NULL || v->version == 0 || !valid_state(v->state) ||
+        v->usage_count > INT64_MAX || v->ref.len == 0 || v->ref.len > KMS_BACKEND_REF_MAX)
+        return kms_error_set(KMS_EINVAL, "store: version record incomplete or out of range");
+    s = impl(store);
+
+    lock(s);
+    if ((r = tx_begin(s)) != 0)
+        goto out;
+
+    /* The foreign key would refuse it too; asking first gives the same
+     * answer whatever the connection's foreign_keys setting. */
+    st = stmt(s, ST_KEY_EXISTS);
+    if ((rc = bind_id(st, 1, v->key_id)) != SQLITE_OK ||
+        ((rc = sqlite3_step(st)) != SQLITE_ROW && rc != SQLITE_DONE)) {
+        r = db_error(s->db, rc, "version add");
+        goto out;
     }
-    if (r == 0) {
-        sqlite3_stmt *st = stmt(s, ST_VERSION_INSERT);
-        sqlite3_bind_blob(st, 1, v->key_id, KMS_KEY_ID_LEN, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, v->version);
-        sqlite3_bind_int64(st, 3, v->state);
-        sqlite3_bind_int64(st, 4, v->created_at);
-        sqlite3_bind_int64(st, 5, (sqlite3_int64)v->usage_count);
-        sqlite3_bind_blob(st, 6, v->ref.bytes, (int)v->ref.len, SQLITE_STATIC);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            r = db_error(s, sqlite3_extended_errcode(s->db), "version add");
-        done(st);
+    if (rc == SQLITE_DONE) {
+        r = kms_error_set(KMS_ENOTFOUND, "version add: no such key");
+        goto out;
     }
-    if (r == 0 && make_primary) {
-        sqlite3_stmt *st = stmt(s, ST_SET_PRIMARY);
-        sqlite3_bind_int64(st, 1, v->version);
-        sqlite3_bind_blob(st, 2, v->key_id, KMS_KEY_ID_LEN, SQLITE_STATIC);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            r = db_error(s, sqlite3_extended_errcode(s->db), "set primary");
-        done(st);
+    done(st);
+
+    st = stmt(s, ST_VERSION_INSERT);
+    if ((rc = bind_id(st, 1, v->key_id)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 2, v->version)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 3, v->state)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 4, v->created_at)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 5, (sqlite3_int64)v->usage_count)) != SQLITE_OK ||
+        (rc = sqlite3_bind_blob(st, 6, v->ref.bytes, (int)v->ref.len, SQLITE_STATIC)) !=
+            SQLITE_OK ||
+        (rc = sqlite3_step(st)) != SQLITE_DONE) {
+        r = db_error(s->db, rc, "version add");
+        goto out;
     }
-    r = commit_or_rollback(s, r);
-    pthread_mutex_unlock(&s->mu);
+    done(st);
+
+    if (make_primary) {
+        st = stmt(s, ST_SET_PRIMARY);
+        if ((rc = sqlite3_bind_int64(st, 1, v->version)) != SQLITE_OK ||
+            (rc = bind_id(st, 2, v->key_id)) != SQLITE_OK ||
+            (rc = sqlite3_step(st)) != SQLITE_DONE) {
+            r = db_error(s->db, rc, "set primary version");
+            goto out;
+        }
+        if (sqlite3_changes(s->db) != 1) {
+            r = kms_error_set(KMS_ESTORE, "set primary version: key row vanished");
+            goto out;
+        }
+    }
+out:
+    done(st);
+    r = tx_end(s, r);
+    unlock(s);
     return r;
 }
 
 static int version_get(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN], uint32_t version,
                        kms_version_rec *out)
 {
-    struct sqlite_store *s = impl(store);
-    if (key_id == NULL || out == NULL)
+    struct sqlite_store *s;
+    sqlite3_stmt *st = NULL;
+    int r, rc;
+
+    if (store == NULL || key_id == NULL || out == NULL)
         return kms_error_set(KMS_EINVAL, "store: no key id");
-    pthread_mutex_lock(&s->mu);
-    sqlite3_stmt *st = stmt(s, ST_VERSION_GET);
-    sqlite3_bind_blob(st, 1, key_id, KMS_KEY_ID_LEN, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, version);
-    int rc = sqlite3_step(st), r;
+    s = impl(store);
+
+    lock(s);
+    st = stmt(s, ST_VERSION_GET);
+    if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 2, version)) != SQLITE_OK) {
+        r = db_error(s->db, rc, "version lookup");
+        goto out;
+    }
+    rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         r = read_version(st, out);
     else if (rc == SQLITE_DONE)
         r = kms_error_set(KMS_ENOTFOUND, "no such key version");
     else
-        r = db_error(s, rc, "version lookup");
+        r = db_error(s->db, rc, "version lookup");
+out:
     done(st);
-    pthread_mutex_unlock(&s->mu);
+    unlock(s);
     return r;
 }
 
+/* Reads up to VERSION_PAGE versions of key_id after `after` into page. */
+static int version_page(struct sqlite_store *s, const uint8_t *key_id, uint32_t after,
+                        kms_version_rec *page, size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    size_t got = 0;
+    int r = KMS_OK, rc;
+
+    lock(s);
+    st = stmt(s, ST_VERSION_PAGE);
+    if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 2, after)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int(st, 3, VERSION_PAGE)) != SQLITE_OK) {
+        r = db_error(s->db, rc, "version list");
+        goto out;
+    }
+    while (got < VERSION_PAGE && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if ((r = read_version(st, &page[got])) != 0)
+            goto out;
+        got++;
+    }
+    if (got < VERSION_PAGE && rc != SQLITE_DONE) {
+        r = db_error(s->db, rc, "version list");
+        goto out;
+    }
+    *n = got;
+out:
+    done(st);
+    unlock(s);
+    return r;
+}
+
+/* Like key_list: paged, callbacks without the lock. An unknown key has no
+ * versions: the walk is empty and returns 0. */
 static int version_list(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
                         kms_store_version_cb cb, void *ctx)
 {
-    struct sqlite_store *s = impl(store);
-    kms_version_rec *rows = NULL;
-    size_t n = 0, cap = 0;
-    int r = KMS_OK, rc;
-    pthread_mutex_lock(&s->mu);
-    sqlite3_stmt *st = stmt(s, ST_VERSION_LIST);
-    sqlite3_bind_blob(st, 1, key_id, KMS_KEY_ID_LEN, SQLITE_STATIC);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 4;
-            kms_version_rec *grown = realloc(rows, ncap * sizeof(*grown));
-            if (grown == NULL) {
-                r = kms_error_set(KMS_ENOMEM, "out of memory");
-                break;
-            }
-            rows = grown;
-            cap = ncap;
-        }
-        if ((r = read_version(st, &rows[n])) != 0)
-            break;
-        n++;
+    kms_version_rec *page = NULL;
+    uint32_t after = 0;
+    size_t n = 0;
+    int r = KMS_OK;
+
+    if (store == NULL || key_id == NULL || cb == NULL)
+        return kms_error_set(KMS_EINVAL, "store: no key id or callback");
+    if ((page = calloc(VERSION_PAGE, sizeof(*page))) == NULL) {
+        r = kms_error_set(KMS_ENOMEM, "out of memory");
+        goto out;
     }
-    if (r == 0 && rc != SQLITE_DONE)
-        r = db_error(s, rc, "version list");
-    done(st);
-    pthread_mutex_unlock(&s->mu);
-    for (size_t i = 0; r == 0 && i < n; i++)
-        r = cb(ctx, &rows[i]);
-    free(rows);
+    do {
+        if ((r = version_page(impl(store), key_id, after, page, &n)) != 0)
+            goto out;
+        for (size_t i = 0; i < n; i++)
+            if ((r = cb(ctx, &page[i])) != 0)
+                goto out;
+        if (n > 0)
+            after = page[n - 1].version;
+    } while (n == VERSION_PAGE);
+out:
+    free(page);
     return r;
 }
 
+/* Sets the state as asked; which transitions are allowed is the keyring's
+ * business. */
 static int version_set_state(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
                              uint32_t version, kms_version_state state)
 {
-    struct sqlite_store *s = impl(store);
-    if (state < KMS_VERSION_ENABLED || state > KMS_VERSION_DESTROYED)
-        return kms_error_set(KMS_EINVAL, "store: unknown version state");
-    pthread_mutex_lock(&s->mu);
-    sqlite3_stmt *st = stmt(s, ST_VERSION_STATE);
-    sqlite3_bind_int64(st, 1, state);
-    sqlite3_bind_blob(st, 2, key_id, KMS_KEY_ID_LEN, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, version);
-    int rc = sqlite3_step(st), r;
-    if (rc != SQLITE_DONE)
-        r = db_error(s, rc, "version state");
-    else if (sqlite3_changes(s->db) == 0)
+    struct sqlite_store *s;
+    sqlite3_stmt *st = NULL;
+    int r = KMS_OK, rc;
+
+    if (store == NULL || key_id == NULL || !valid_state(state))
+        return kms_error_set(KMS_EINVAL, "store: no key id or unknown version state");
+    s = impl(store);
+
+    lock(s);
+    st = stmt(s, ST_VERSION_STATE);
+    if ((rc = sqlite3_bind_int64(st, 1, state)) != SQLITE_OK ||
+        (rc = bind_id(st, 2, key_id)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 3, version)) != SQLITE_OK ||
+        (rc = sqlite3_step(st)) != SQLITE_DONE) {
+        r = db_error(s->db, rc, "version state");
+        goto out;
+    }
+    if (sqlite3_changes(s->db) == 0)
         r = kms_error_set(KMS_ENOTFOUND, "no such key version");
-    else
-        r = KMS_OK;
+out:
     done(st);
-    pthread_mutex_unlock(&s->mu);
+    unlock(s);
     return r;
 }
 
+/* n == 0 is refused (KMS_EINVAL): reserving nothing is a caller bug. SQLite
+ * integers are signed 64-bit, so n and limit above INT64_MAX are refused
+ * too; the service's limit is 2^32. */
 static int usage_reserve(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN], uint32_t version,
                          uint64_t n, uint64_t limit, uint64_t *total)
 {
-    struct sqlite_store *s = impl(store);
-    if (n == 0 || n > INT64_MAX || limit > INT64_MAX || total == NULL)
+    struct sqlite_store *s;
+    sqlite3_stmt *st = NULL;
+    sqlite3_int64 now = 0;
+    int r = KMS_OK, rc, changed = 0;
+
+    if (store == NULL || key_id == NULL || total == NULL || n == 0 || n > INT64_MAX ||
+        limit > INT64_MAX)
         return kms_error_set(KMS_EINVAL, "store: usage reservation out of range");
-    pthread_mutex_lock(&s->mu);
-    int r = begin(s);
-    int changed = 0;
-    if (r == 0) {
-        sqlite3_stmt *st = stmt(s, ST_USAGE_ADD);
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)n);
-        sqlite3_bind_blob(st, 2, key_id, KMS_KEY_ID_LEN, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, version);
-        sqlite3_bind_int64(st, 4, (sqlite3_int64)limit);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            r = db_error(s, sqlite3_extended_errcode(s->db), "usage reserve");
-        else
-            changed = sqlite3_changes(s->db);
-        done(st);
+    s = impl(store);
+
+    lock(s);
+    if ((r = tx_begin(s)) != 0)
+        goto out;
+
+    st = stmt(s, ST_USAGE_ADD);
+    if ((rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)n)) != SQLITE_OK ||
+        (rc = bind_id(st, 2, key_id)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 3, version)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 4, (sqlite3_int64)limit)) != SQLITE_OK ||
+        (rc = sqlite3_step(st)) != SQLITE_DONE) {
+        r = db_error(s->db, rc, "usage reserve");
+        goto out;
     }
-    uint64_t now = 0;
-    if (r == 0) {
-        sqlite3_stmt *st = stmt(s, ST_USAGE_GET);
-        sqlite3_bind_blob(st, 1, key_id, KMS_KEY_ID_LEN, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, version);
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW)
-            now = (uint64_t)sqlite3_column_int64(st, 0);
-        else if (rc == SQLITE_DONE)
-            r = kms_error_set(KMS_ENOTFOUND, "no such key version");
-        else
-            r = db_error(s, rc, "usage read");
-        done(st);
+    changed = sqlite3_changes(s->db);
+    done(st);
+
+    /* Read back in the same transaction: the total includes exactly our n
+     * and whatever came before, nothing after. */
+    st = stmt(s, ST_USAGE_GET);
+    if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 2, version)) != SQLITE_OK ||
+        ((rc = sqlite3_step(st)) != SQLITE_ROW && rc != SQLITE_DONE)) {
+        r = db_error(s->db, rc, "usage read");
+        goto out;
     }
-    if (r == 0 && !changed)
-        r = kms_error_set(KMS_EEXHAUSTED, "usage count %llu + %llu would pass the limit %llu",
-                          (unsigned long long)now, (unsigned long long)n,
-                          (unsigned long long)limit);
-    r = commit_or_rollback(s, r);
+    if (rc == SQLITE_DONE) {
+        r = kms_error_set(KMS_ENOTFOUND, "usage reserve: no such key version");
+        goto out;
+    }
+    if ((r = int_column(st, 0, 0, INT64_MAX, &now, "usage count")) != 0)
+        goto out;
+    if (!changed) {
+        r = kms_error_set(KMS_EEXHAUSTED, "usage count %lld + %llu would pass the limit %llu",
+                          (long long)now, (unsigned long long)n, (unsigned long long)limit);
+        goto out;
+    }
+out:
+    done(st);
+    r = tx_end(s, r);
+    unlock(s);
     if (r == 0)
-        *total = now;
-    pthread_mutex_unlock(&s->mu);
+        *total = (uint64_t)now;
     return r;
 }
 
@@ -482,8 +793,10 @@ static void store_close(kms_store *store)
     struct sqlite_store *s = impl(store);
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(s->st[i]);
-    sqlite3_close(s->db);
-    pthread_mutex_destroy(&s->mu);
+    if (s->db != NULL && sqlite3_close(s->db) != SQLITE_OK)
+        kms_log_error("store: close failed: %s", sqlite3_errmsg(s->db));
+    if (s->mu_ready)
+        pthread_mutex_destroy(&s->mu);
     free(s);
 }
 
@@ -503,63 +816,222 @@ static const kms_store_ops sqlite_ops = {
 
 /* ---- open and migrate --------------------------------------------------------- */
 
+/* Runs fixed SQL (no parameters: only this file's constant scripts). */
 static int exec_sql(sqlite3 *db, const char *sql, const char *what)
 {
     char *msg = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        int r = kms_error_set(KMS_ESTORE, "%s: %s", what, msg ? msg : sqlite3_errmsg(db));
-        sqlite3_free(msg);
-        return r;
-    }
-    return KMS_OK;
+    int r = KMS_OK;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK)
+        r = kms_error_set(KMS_ESTORE, "%s: %s (sqlite %d)", what, msg ? msg : sqlite3_errmsg(db),
+                          rc);
+    sqlite3_free(msg);
+    return r;
 }
 
-static int read_schema_version(sqlite3 *db, int *version)
+/* Runs a one-shot query that must yield exactly one row whose first column
+ * is an integer. */
+static int query_int(sqlite3 *db, const char *sql, sqlite3_int64 *out)
 {
     sqlite3_stmt *st = NULL;
-    int r = KMS_OK;
-    if (sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &st, NULL) != SQLITE_OK)
-        return kms_error_set(KMS_ESTORE, "schema version: %s", sqlite3_errmsg(db));
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *version = sqlite3_column_int(st, 0);
-    else
-        r = kms_error_set(KMS_ESTORE, "schema version row missing");
+    int r = KMS_OK, rc;
+
+    if ((rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL)) != SQLITE_OK ||
+        (rc = sqlite3_step(st)) != SQLITE_ROW) {
+        r = rc == SQLITE_DONE
+                ? kms_error_set(KMS_ESTORE, "%s: no row", sql)
+                : kms_error_set(KMS_ESTORE, "%s: %s (sqlite %d)", sql, sqlite3_errmsg(db), rc);
+        goto out;
+    }
+    if (sqlite3_column_type(st, 0) != SQLITE_INTEGER) {
+        r = kms_error_set(KMS_ESTORE, "%s: not an integer", sql);
+        goto out;
+    }
+    *out = sqlite3_column_int64(st, 0);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        r = kms_error_set(KMS_ESTORE, "%s: more than one row", sql);
+out:
     sqlite3_finalize(st);
+    return r;
+}
+
+/* Sets the connection up and checks that each setting took: SQLite ignores
+ * what it cannot do (journal_mode stays "delete" where WAL is impossible,
+ * foreign_keys is silently absent from some builds) and durability is the
+ * point. Also the first read of the file, so a file that is not a database
+ * fails here. */
+static int configure(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    sqlite3_int64 v = 0;
+    int r = KMS_OK, rc;
+
+    if ((rc = sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS)) != SQLITE_OK) {
+        r = kms_error_set(KMS_ESTORE, "busy timeout: %s", sqlite3_errmsg(db));
+        goto out;
+    }
+    /* trusted_schema=OFF: triggers and views in the file may not call
+     * functions with side effects (defence against an edited file).
+     * secure_delete: freed pages are zeroed, so removed backend references
+     * do not linger in the file. */
+    if ((r = exec_sql(db, "PRAGMA trusted_schema=OFF; PRAGMA secure_delete=ON;", "settings")) != 0)
+        goto out;
+    if ((rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL)) != SQLITE_OK ||
+        (rc = sqlite3_step(st)) != SQLITE_ROW) {
+        r = kms_error_set(KMS_ESTORE, "journal_mode=WAL: %s (sqlite %d)", sqlite3_errmsg(db), rc);
+        goto out;
+    }
+    const unsigned char *mode = sqlite3_column_text(st, 0);
+    if (mode == NULL || sqlite3_stricmp((const char *)mode, "wal") != 0) {
+        r = kms_error_set(KMS_ESTORE, "journal_mode=WAL refused (mode is %s)",
+                          mode ? (const char *)mode : "?");
+        goto out;
+    }
+    if ((r = exec_sql(db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;", "settings")) != 0 ||
+        (r = query_int(db, "PRAGMA synchronous", &v)) != 0)
+        goto out;
+    if (v != 2) {
+        r = kms_error_set(KMS_ESTORE, "synchronous=FULL refused (%lld)", (long long)v);
+        goto out;
+    }
+    if ((r = query_int(db, "PRAGMA foreign_keys", &v)) != 0)
+        goto out;
+    if (v != 1) {
+        r = kms_error_set(KMS_ESTORE, "foreign_keys=ON refused (%lld)", (long long)v);
+        goto out;
+    }
+out:
+    sqlite3_finalize(st);
+    return r;
+}
+
+/* Schema version of the file, read inside the migration transaction. A
+ * file without tables is version 0 (*fresh set: schema_version must be
+ * created); a file with tables but no schema_version is not ours. */
+static int read_schema_version(sqlite3 *db, int *version, int *fresh)
+{
+    sqlite3_int64 n = 0, v = 0;
+    int r;
+
+    if ((r = query_int(db,
+                       "SELECT count(*) FROM sqlite_master"
+                       " WHERE type = 'table' AND name = 'schema_version'",
+                       &n)) != 0)
+        goto out;
+    if (n == 0) {
+        if ((r = query_int(db, "SELECT count(*) FROM sqlite_master", &n)) != 0)
+            goto out;
+        if (n != 0) {
+            r = kms_error_set(KMS_ESTORE, "not a kms store: tables but no schema_version");
+            goto out;
+        }
+        *version = 0;
+        *fresh = 1;
+        goto out;
+    }
+    /* query_int refuses zero or several rows. */
+    if ((r = query_int(db, "SELECT version FROM schema_version", &v)) != 0)
+        goto out;
+    if (v < 0 || v > INT32_MAX) {
+        r = kms_error_set(KMS_ESTORE, "schema version %lld is invalid", (long long)v);
+        goto out;
+    }
+    *version = (int)v;
+    *fresh = 0;
+out:
+    return r;
+}
+
+static int bump_schema_version(sqlite3 *db, int from)
+{
+    sqlite3_stmt *st = NULL;
+    int r = KMS_OK, rc;
+
+    if ((rc = sqlite3_prepare_v2(db, "UPDATE schema_version SET version = ?1 WHERE version = ?2",
+                                 -1, &st, NULL)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int(st, 1, from + 1)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int(st, 2, from)) != SQLITE_OK ||
+        (rc = sqlite3_step(st)) != SQLITE_DONE) {
+        r = kms_error_set(KMS_ESTORE, "schema version update: %s (sqlite %d)", sqlite3_errmsg(db),
+                          rc);
+        goto out;
+    }
+    if (sqlite3_changes(db) != 1)
+        r = kms_error_set(KMS_ESTORE, "schema version update: row missing");
+out:
+    sqlite3_finalize(st);
+    return r;
+}
+
+/* One transaction: reads the version and, if it is behind, applies the next
+ * step and bumps the version. The version is read under the write lock, so
+ * two processes opening one new file do not both migrate it. *version is
+ * the version after the call. */
+static int migrate_step(sqlite3 *db, int *version)
+{
+    int v = 0, fresh = 0, r;
+
+    if ((r = exec_sql(db, "BEGIN IMMEDIATE", "migration")) != 0)
+        goto out;
+    if ((r = read_schema_version(db, &v, &fresh)) != 0)
+        goto out;
+    if (v > SCHEMA_VERSION) {
+        r = kms_error_set(KMS_EUNSUPPORTED,
+                          "database schema version %d is newer than this build knows (%d)", v,
+                          SCHEMA_VERSION);
+        goto out;
+    }
+    if (v < SCHEMA_VERSION) {
+        if (fresh && (r = exec_sql(db, schema_version_table, "migration to 1")) != 0)
+            goto out;
+        if ((r = exec_sql(db, migrations[v].sql, migrations[v].what)) != 0 ||
+            (r = bump_schema_version(db, v)) != 0)
+            goto out;
+    }
+    r = exec_sql(db, "COMMIT", "migration commit");
+out:
+    if (r != 0 && !sqlite3_get_autocommit(db)) {
+        struct detail d;
+        detail_save(&d);
+        if (exec_sql(db, "ROLLBACK", "migration rollback") != 0)
+            kms_log_error("store: %s", kms_error_detail());
+        detail_restore(&d, r);
+    }
+    if (r == 0 && v < SCHEMA_VERSION) {
+        kms_log_info("store: schema migrated from version %d to %d (%s)", v, v + 1,
+                     migrations[v].what);
+        v++;
+    }
+    if (r == 0)
+        *version = v;
     return r;
 }
 
 static int migrate(sqlite3 *db)
 {
-    KMS_GUARD(exec_sql(db,
-                       "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);"
-                       "INSERT INTO schema_version SELECT 0"
-                       " WHERE NOT EXISTS (SELECT 1 FROM schema_version);",
-                       "schema version table"));
-    int version = 0;
-    KMS_GUARD(read_schema_version(db, &version));
-    if (version > SCHEMA_VERSION)
-        return kms_error_set(KMS_EUNSUPPORTED,
-                             "database schema version %d is newer than this kmsd (%d)", version,
-                             SCHEMA_VERSION);
-    if (version < 0)
-        return kms_error_set(KMS_ESTORE, "database schema version %d is invalid", version);
-    for (int v = version; v < SCHEMA_VERSION; v++) {
-        char bump[64];
-        snprintf(bump, sizeof(bump), "UPDATE schema_version SET version = %d;", v + 1);
-        int r = exec_sql(db, "BEGIN IMMEDIATE;", "migration");
-        if (r == 0)
-            r = exec_sql(db, migrations[v], "migration");
-        if (r == 0)
-            r = exec_sql(db, bump, "migration");
-        if (r == 0)
-            r = exec_sql(db, "COMMIT;", "migration");
-        if (r != 0) {
-            (void)exec_sql(db, "ROLLBACK;", "rollback");
+    int version = -1, r;
+    do {
+        if ((r = migrate_step(db, &version)) != 0)
             return r;
-        }
-        kms_log_info("database schema migrated to version %d", v + 1);
-    }
+    } while (version < SCHEMA_VERSION);
+    return KMS_OK;
+}
+
+/* Creates the file (if absent) with mode 0600 before SQLite sees it:
+ * SQLite gives the -wal and -shm files the mode of the database file. Not
+ * umask(), which is process-wide and would race with other threads. */
+static int create_private(const char *path)
+{
+    char msg[128];
+    struct stat sb;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+    if (fd < 0)
+        return kms_error_set(KMS_ESTORE, "cannot open database %s: %s", path,
+                             strerror_r(errno, msg, sizeof(msg)));
+    if (fstat(fd, &sb) == 0 && (sb.st_mode & 077) != 0)
+        kms_log_warn("store: %s is readable or writable by others (mode %03o)", path,
+                     (unsigned)(sb.st_mode & 0777));
+    close(fd);
     return KMS_OK;
 }
 
@@ -570,34 +1042,34 @@ int kms_store_sqlite_schema_version(void)
 
 int kms_store_sqlite_open(const char *path, kms_store **out)
 {
-    if (path == NULL || out == NULL)
+    struct sqlite_store *s = NULL;
+    int r = KMS_OK, rc;
+
+    if (path == NULL || path[0] == '\0' || out == NULL)
         return kms_error_set(KMS_EINVAL, "store: no database path");
-    struct sqlite_store *s = calloc(1, sizeof(*s));
-    if (s == NULL)
-        return kms_error_set(KMS_ENOMEM, "out of memory");
-    pthread_mutex_init(&s->mu, NULL);
+    if ((s = calloc(1, sizeof(*s))) == NULL) {
+        r = kms_error_set(KMS_ENOMEM, "out of memory");
+        goto out;
+    }
     s->base.ops = &sqlite_ops;
     s->base.impl = s;
-    int r = KMS_OK;
+    if (pthread_mutex_init(&s->mu, NULL) != 0) {
+        r = kms_error_set(KMS_ENOMEM, "store: cannot create mutex");
+        goto out;
+    }
+    s->mu_ready = 1;
 
-    /* The file holds no key material, but its metadata is nobody else's. */
-    mode_t old = umask(077);
-    int rc = sqlite3_open_v2(
-        path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    umask(old);
+    if ((r = create_private(path)) != 0)
+        goto out;
+    /* NOMUTEX: the store's own mutex serializes every use. */
+    rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         r = kms_error_set(KMS_ESTORE, "cannot open database %s: %s", path,
                           s->db ? sqlite3_errmsg(s->db) : "out of memory");
         goto out;
     }
     sqlite3_extended_result_codes(s->db, 1);
-    sqlite3_busy_timeout(s->db, 5000);
-    if ((r = exec_sql(s->db,
-                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                      " PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;",
-                      "database settings")) != 0)
-        goto out;
-    if ((r = migrate(s->db)) != 0)
+    if ((r = configure(s->db)) != 0 || (r = migrate(s->db)) != 0)
         goto out;
     for (int i = 0; i < ST_COUNT; i++) {
         if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
@@ -608,8 +1080,9 @@ int kms_store_sqlite_open(const char *path, kms_store **out)
     }
 out:
     if (r != 0) {
-        kms_log_error("store: %s", kms_error_detail());
-        store_close(&s->base);
+        kms_log_error("store: %s: %s", path, kms_error_detail());
+        if (s != NULL)
+            store_close(&s->base);
         return r;
     }
     *out = &s->base;

@@ -1,4 +1,4 @@
-/* The SQLite store on a real file in a temp dir. */
+/* The SQLite store, on a real file in a fresh temp dir per test. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,15 +16,17 @@
 #include "kms/store.h"
 
 struct fx {
-    char dir[64];
-    char db[128];
+    char dir[256];
+    char db[300];
     kms_store *s;
 };
 
 static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/kms-store-XXXXXX");
+    assert_non_null(f);
+    const char *tmp = getenv("TMPDIR");
+    snprintf(f->dir, sizeof(f->dir), "%s/kms-store-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->db, sizeof(f->db), "%s/kms.db", f->dir);
     assert_int_equal(kms_store_sqlite_open(f->db, &f->s), KMS_OK);
@@ -32,17 +34,28 @@ static int setup(void **state)
     return 0;
 }
 
-static int teardown(void **state)
+static void close_store(struct fx *f)
 {
-    struct fx *f = *state;
     if (f->s)
         f->s->ops->close(f->s);
-    char path[192];
-    const char *suffixes[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
+    f->s = NULL;
+}
+
+static void remove_db(struct fx *f)
+{
+    char path[320];
+    const char *suffixes[] = {"", "-wal", "-shm", "-journal"};
+    for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
         snprintf(path, sizeof(path), "%s%s", f->db, suffixes[i]);
         unlink(path);
     }
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    close_store(f);
+    remove_db(f);
     rmdir(f->dir);
     free(f);
     return 0;
@@ -50,9 +63,48 @@ static int teardown(void **state)
 
 static void reopen(struct fx *f)
 {
-    f->s->ops->close(f->s);
-    f->s = NULL;
+    close_store(f);
     assert_int_equal(kms_store_sqlite_open(f->db, &f->s), KMS_OK);
+}
+
+/* A second, plain connection to the file, as an operator (or attacker)
+ * would have. */
+static sqlite3 *raw_open(struct fx *f)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(f->db, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    return db;
+}
+
+static void raw_exec(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg ? msg : "?");
+    sqlite3_free(msg);
+}
+
+static long long raw_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    long long v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static void raw_text(sqlite3 *db, const char *sql, char *out, size_t cap)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    const unsigned char *t = sqlite3_column_text(st, 0);
+    assert_non_null(t);
+    snprintf(out, cap, "%s", (const char *)t);
+    sqlite3_finalize(st);
 }
 
 static kms_key_rec key(const char *name, uint8_t idbyte)
@@ -74,273 +126,864 @@ static kms_version_rec version(const uint8_t *id, uint32_t v)
     memcpy(r.key_id, id, KMS_KEY_ID_LEN);
     r.version = v;
     r.state = KMS_VERSION_ENABLED;
-    r.created_at = 1700000001;
-    r.ref.len = 20;
-    memset(r.ref.bytes, (int)v, 20);
+    r.created_at = 1700000000 + v;
+    r.ref.len = 20 + v;
+    memset(r.ref.bytes, (int)(v & 0xff), r.ref.len);
     return r;
 }
 
-static void keys_create_and_find(void **state)
+/* A store holding key "alpha" (id 01..01) with versions 1..n, 1 primary. */
+static kms_key_rec add_alpha(kms_store *s, uint32_t n)
+{
+    kms_key_rec a = key("alpha", 1);
+    assert_int_equal(s->ops->key_create(s, &a), KMS_OK);
+    for (uint32_t v = 1; v <= n; v++) {
+        kms_version_rec r = version(a.id, v);
+        assert_int_equal(s->ops->version_add(s, &r, v == 1), KMS_OK);
+    }
+    return a;
+}
+
+/* ---- keys --------------------------------------------------------------------- */
+
+static void keys_create_and_get(void **state)
+{
+    struct fx *f = *state;
+    kms_store *s = f->s;
+    kms_key_rec a = key("alpha", 1), got;
+    a.min_decrypt_version = 3;
+    assert_int_equal(s->ops->key_create(s, &a), KMS_OK);
+
+    memset(&got, 0x5a, sizeof(got));
+    assert_int_equal(s->ops->key_get_by_name(s, "alpha", &got), KMS_OK);
+    assert_memory_equal(got.id, a.id, KMS_KEY_ID_LEN);
+    assert_string_equal(got.name, "alpha");
+    assert_string_equal(got.backend, "pkcs11");
+    assert_int_equal(got.primary_version, 0);
+    assert_int_equal(got.min_decrypt_version, 3);
+    assert_int_equal(got.created_at, 1700000000);
+
+    memset(&got, 0x5a, sizeof(got));
+    assert_int_equal(s->ops->key_get_by_id(s, a.id, &got), KMS_OK);
+    assert_string_equal(got.name, "alpha");
+    assert_memory_equal(got.id, a.id, KMS_KEY_ID_LEN);
+
+    /* min_decrypt_version 0 means the default, 1. */
+    kms_key_rec b = key("bravo", 2);
+    b.min_decrypt_version = 0;
+    assert_int_equal(s->ops->key_create(s, &b), KMS_OK);
+    assert_int_equal(s->ops->key_get_by_name(s, "bravo", &got), KMS_OK);
+    assert_int_equal(got.min_decrypt_version, 1);
+
+    /* A name of exactly KMS_KEY_NAME_MAX bytes round-trips. */
+    kms_key_rec longest = key("", 3);
+    memset(longest.name, 'x', KMS_KEY_NAME_MAX);
+    longest.name[KMS_KEY_NAME_MAX] = '\0';
+    snprintf(longest.backend, sizeof(longest.backend), "%s", "abcdefghijklmno"); /* 15 */
+    assert_int_equal(s->ops->key_create(s, &longest), KMS_OK);
+    assert_int_equal(s->ops->key_get_by_id(s, longest.id, &got), KMS_OK);
+    assert_string_equal(got.name, longest.name);
+    assert_string_equal(got.backend, "abcdefghijklmno");
+}
+
+static void keys_duplicates_and_unknown(void **state)
 {
     struct fx *f = *state;
     kms_store *s = f->s;
     kms_key_rec a = key("alpha", 1), got;
     assert_int_equal(s->ops->key_create(s, &a), KMS_OK);
-    assert_int_equal(s->ops->key_get_by_name(s, "alpha", &got), KMS_OK);
-    assert_memory_equal(got.id, a.id, 16);
-    assert_string_equal(got.backend, "pkcs11");
-    assert_int_equal(got.primary_version, 0);
-    assert_int_equal(got.created_at, 1700000000);
-    memset(&got, 0, sizeof(got));
-    assert_int_equal(s->ops->key_get_by_id(s, a.id, &got), KMS_OK);
-    assert_string_equal(got.name, "alpha");
 
     kms_key_rec dup_name = key("alpha", 2), dup_id = key("beta", 1);
     assert_int_equal(s->ops->key_create(s, &dup_name), KMS_EEXISTS);
     assert_int_equal(s->ops->key_create(s, &dup_id), KMS_EEXISTS);
+    /* Neither failed create left a row. */
+    assert_int_equal(s->ops->key_get_by_name(s, "beta", &got), KMS_ENOTFOUND);
+    assert_int_equal(s->ops->key_get_by_id(s, dup_name.id, &got), KMS_ENOTFOUND);
+
     memset(&got, 0x5a, sizeof(got));
     kms_key_rec before = got;
+    uint8_t unknown[KMS_KEY_ID_LEN] = {9};
     assert_int_equal(s->ops->key_get_by_name(s, "nope", &got), KMS_ENOTFOUND);
-    uint8_t unknown[16] = {9};
     assert_int_equal(s->ops->key_get_by_id(s, unknown, &got), KMS_ENOTFOUND);
     assert_memory_equal(&got, &before, sizeof(got)); /* untouched on failure */
-    kms_key_rec empty = key("", 3);
-    assert_int_equal(s->ops->key_create(s, &empty), KMS_EINVAL);
 }
 
-static void versions_and_primary(void **state)
+static void keys_bad_records_refused(void **state)
+{
+    struct fx *f = *state;
+    kms_store *s = f->s;
+    kms_key_rec k = key("", 1), got;
+    assert_int_equal(s->ops->key_create(s, &k), KMS_EINVAL); /* empty name */
+
+    k = key("x", 1);
+    memset(k.name, 'n', sizeof(k.name)); /* unterminated */
+    assert_int_equal(s->ops->key_create(s, &k), KMS_EINVAL);
+
+    k = key("x", 1);
+    k.backend[0] = '\0';
+    assert_int_equal(s->ops->key_create(s, &k), KMS_EINVAL);
+    memset(k.backend, 'b', sizeof(k.backend)); /* unterminated */
+    assert_int_equal(s->ops->key_create(s, &k), KMS_EINVAL);
+
+    k = key("x", 1);
+    k.primary_version = 2; /* no version exists yet */
+    assert_int_equal(s->ops->key_create(s, &k), KMS_EINVAL);
+
+    assert_int_equal(s->ops->key_create(s, NULL), KMS_EINVAL);
+    assert_int_equal(s->ops->key_get_by_name(s, NULL, &got), KMS_EINVAL);
+    assert_int_equal(s->ops->key_get_by_name(s, "", &got), KMS_EINVAL);
+    char toolong[KMS_KEY_NAME_MAX + 2];
+    memset(toolong, 'x', sizeof(toolong) - 1);
+    toolong[sizeof(toolong) - 1] = '\0';
+    assert_int_equal(s->ops->key_get_by_name(s, toolong, &got), KMS_EINVAL);
+    assert_int_equal(s->ops->key_get_by_id(s, NULL, &got), KMS_EINVAL);
+    assert_int_equal(s->ops->key_list(s, NULL, NULL), KMS_EINVAL);
+
+    /* Nothing was stored. */
+    sqlite3 *db = raw_open(f);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM keys"), 0);
+    sqlite3_close(db);
+}
+
+struct key_walk {
+    kms_store *s;
+    char names[200][KMS_KEY_NAME_MAX + 1];
+    int n, stop_at;
+};
+
+static int walk_key(void *ctx, const kms_key_rec *k)
+{
+    struct key_walk *w = ctx;
+    /* The store lock is not held here: calling back into the store works. */
+    kms_key_rec again;
+    if (w->s->ops->key_get_by_id(w->s, k->id, &again) != KMS_OK)
+        return KMS_EINTERNAL;
+    snprintf(w->names[w->n++], sizeof(w->names[0]), "%s", k->name);
+    return w->n == w->stop_at ? 42 : 0;
+}
+
+static void key_list_walks_in_name_order(void **state)
+{
+    struct fx *f = *state;
+    kms_store *s = f->s;
+    /* 150 keys (more than two pages of 64), created out of order. */
+    enum { N = 150 };
+    for (int i = 0; i < N; i++) {
+        int j = (i * 7) % N;
+        char name[32];
+        snprintf(name, sizeof(name), "key-%03d", j);
+        kms_key_rec k = key(name, 0);
+        k.id[0] = (uint8_t)(j & 0xff);
+        k.id[1] = (uint8_t)(j >> 8);
+        assert_int_equal(s->ops->key_create(s, &k), KMS_OK);
+    }
+    struct key_walk *w = calloc(1, sizeof(*w));
+    assert_non_null(w);
+    w->s = s;
+    assert_int_equal(s->ops->key_list(s, walk_key, w), KMS_OK);
+    assert_int_equal(w->n, N);
+    for (int i = 0; i < N; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "key-%03d", i);
+        assert_string_equal(w->names[i], name);
+    }
+
+    /* Early stop, past a page boundary: the callback's value comes back. */
+    memset(w, 0, sizeof(*w));
+    w->s = s;
+    w->stop_at = 70;
+    assert_int_equal(s->ops->key_list(s, walk_key, w), 42);
+    assert_int_equal(w->n, 70);
+    assert_string_equal(w->names[69], "key-069");
+
+    /* An empty store walks nothing. */
+    close_store(f);
+    remove_db(f);
+    assert_int_equal(kms_store_sqlite_open(f->db, &f->s), KMS_OK);
+    memset(w, 0, sizeof(*w));
+    w->s = f->s;
+    assert_int_equal(f->s->ops->key_list(f->s, walk_key, w), KMS_OK);
+    assert_int_equal(w->n, 0);
+    free(w);
+}
+
+/* ---- versions ---------------------------------------------------------------- */
+
+static void versions_add_get_and_primary(void **state)
 {
     struct fx *f = *state;
     kms_store *s = f->s;
     kms_key_rec a = key("alpha", 1), got;
     assert_int_equal(s->ops->key_create(s, &a), KMS_OK);
-    kms_version_rec v1 = version(a.id, 1), v2 = version(a.id, 2), gv;
+
+    kms_version_rec v1 = version(a.id, 1), v2 = version(a.id, 2), v3 = version(a.id, 3), gv;
     assert_int_equal(s->ops->version_add(s, &v1, 1), KMS_OK);
     assert_int_equal(s->ops->key_get_by_name(s, "alpha", &got), KMS_OK);
     assert_int_equal(got.primary_version, 1);
+
     assert_int_equal(s->ops->version_add(s, &v2, 0), KMS_OK);
     assert_int_equal(s->ops->key_get_by_name(s, "alpha", &got), KMS_OK);
-    assert_int_equal(got.primary_version, 1); /* not made primary */
-    assert_int_equal(s->ops->version_add(s, &v2, 1), KMS_EEXISTS);
+    assert_int_equal(got.primary_version, 1); /* added, not made primary */
+
+    v3.state = KMS_VERSION_DISABLED;
+    v3.usage_count = 77;
+    v3.ref.len = KMS_BACKEND_REF_MAX; /* the largest reference fits */
+    memset(v3.ref.bytes, 0xc3, KMS_BACKEND_REF_MAX);
+    assert_int_equal(s->ops->version_add(s, &v3, 1), KMS_OK);
     assert_int_equal(s->ops->key_get_by_name(s, "alpha", &got), KMS_OK);
-    assert_int_equal(got.primary_version, 1); /* the failed add changed nothing */
+    assert_int_equal(got.primary_version, 3);
 
-    uint8_t unknown[16] = {7};
-    kms_version_rec orphan = version(unknown, 1);
-    assert_int_equal(s->ops->version_add(s, &orphan, 1), KMS_ENOTFOUND);
-
+    memset(&gv, 0x5a, sizeof(gv));
     assert_int_equal(s->ops->version_get(s, a.id, 2, &gv), KMS_OK);
-    assert_int_equal(gv.ref.len, 20);
-    assert_int_equal(gv.ref.bytes[0], 2);
+    assert_memory_equal(gv.key_id, a.id, KMS_KEY_ID_LEN);
+    assert_int_equal(gv.version, 2);
     assert_int_equal(gv.state, KMS_VERSION_ENABLED);
-    assert_int_equal(s->ops->version_get(s, a.id, 3, &gv), KMS_ENOTFOUND);
+    assert_int_equal(gv.created_at, 1700000002);
+    assert_int_equal(gv.usage_count, 0);
+    assert_int_equal(gv.ref.len, 22);
+    assert_memory_equal(gv.ref.bytes, v2.ref.bytes, 22);
 
-    assert_int_equal(s->ops->version_set_state(s, a.id, 1, KMS_VERSION_DISABLED), KMS_OK);
-    assert_int_equal(s->ops->version_set_state(s, a.id, 9, KMS_VERSION_DISABLED), KMS_ENOTFOUND);
-    assert_int_equal(s->ops->version_set_state(s, a.id, 1, (kms_version_state)7), KMS_EINVAL);
-    reopen(f);
-    s = f->s;
-    assert_int_equal(s->ops->version_get(s, a.id, 1, &gv), KMS_OK);
+    assert_int_equal(s->ops->version_get(s, a.id, 3, &gv), KMS_OK);
     assert_int_equal(gv.state, KMS_VERSION_DISABLED);
+    assert_int_equal(gv.usage_count, 77);
+    assert_int_equal(gv.ref.len, KMS_BACKEND_REF_MAX);
+    assert_memory_equal(gv.ref.bytes, v3.ref.bytes, KMS_BACKEND_REF_MAX);
+
+    kms_version_rec before;
+    memset(&gv, 0x5a, sizeof(gv));
+    before = gv;
+    assert_int_equal(s->ops->version_get(s, a.id, 4, &gv), KMS_ENOTFOUND);
+    uint8_t unknown[KMS_KEY_ID_LEN] = {7};
+    assert_int_equal(s->ops->version_get(s, unknown, 1, &gv), KMS_ENOTFOUND);
+    assert_memory_equal(&gv, &before, sizeof(gv));
 }
 
-struct walk {
-    uint32_t seen[8];
+static void versions_duplicate_and_unknown_key(void **state)
+{
+    struct fx *f = *state;
+    kms_store *s = f->s;
+    kms_key_rec a = add_alpha(s, 2), got;
+
+    /* A duplicate with make_primary changes nothing, primary included. */
+    kms_version_rec dup = version(a.id, 2);
+    dup.ref.bytes[0] = 0xee;
+    assert_int_equal(s->ops->version_add(s, &dup, 1), KMS_EEXISTS);
+    assert_int_equal(s->ops->key_get_by_name(s, "alpha", &got), KMS_OK);
+    assert_int_equal(got.primary_version, 1);
+    kms_version_rec gv;
+    assert_int_equal(s->ops->version_get(s, a.id, 2, &gv), KMS_OK);
+    assert_int_equal(gv.ref.bytes[0], 2);
+
+    uint8_t unknown[KMS_KEY_ID_LEN] = {7};
+    kms_version_rec orphan = version(unknown, 1);
+    assert_int_equal(s->ops->version_add(s, &orphan, 1), KMS_ENOTFOUND);
+    assert_int_equal(s->ops->version_add(s, &orphan, 0), KMS_ENOTFOUND);
+    sqlite3 *db = raw_open(f);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM key_versions"), 2);
+    sqlite3_close(db);
+
+    /* Bad records are refused before SQL. */
+    kms_version_rec bad = version(a.id, 0);
+    assert_int_equal(s->ops->version_add(s, &bad, 0), KMS_EINVAL);
+    bad = version(a.id, 5);
+    bad.state = (kms_version_state)0;
+    assert_int_equal(s->ops->version_add(s, &bad, 0), KMS_EINVAL);
+    bad = version(a.id, 5);
+    bad.ref.len = 0;
+    assert_int_equal(s->ops->version_add(s, &bad, 0), KMS_EINVAL);
+    bad.ref.len = KMS_BACKEND_REF_MAX + 1;
+    assert_int_equal(s->ops->version_add(s, &bad, 0), KMS_EINVAL);
+    bad = version(a.id, 5);
+    bad.usage_count = (uint64_t)INT64_MAX + 1;
+    assert_int_equal(s->ops->version_add(s, &bad, 0), KMS_EINVAL);
+    assert_int_equal(s->ops->version_add(s, NULL, 0), KMS_EINVAL);
+    assert_int_equal(s->ops->version_get(s, a.id, 5, &gv), KMS_ENOTFOUND);
+
+    /* The store is still usable: no transaction was left open. */
+    kms_version_rec v3 = version(a.id, 3);
+    assert_int_equal(s->ops->version_add(s, &v3, 1), KMS_OK);
+}
+
+/* The insert and the primary update commit together or not at all: a
+ * trigger makes the update fail after the insert succeeded. */
+static void version_add_with_primary_is_atomic(void **state)
+{
+    struct fx *f = *state;
+    kms_store *s = f->s;
+    kms_key_rec a = add_alpha(s, 1), got;
+    sqlite3 *db = raw_open(f);
+    raw_exec(db, "CREATE TRIGGER fail_primary BEFORE UPDATE OF primary_version ON keys"
+                 " WHEN NEW.primary_version = 2 BEGIN SELECT RAISE(ABORT, 'injected'); END;");
+
+    kms_version_rec v2 = version(a.id, 2), gv;
+    assert_int_equal(s->ops->version_add(s, &v2, 1), KMS_ESTORE);
+    assert_int_equal(s->ops->version_get(s, a.id, 2, &gv), KMS_ENOTFOUND); /* insert undone */
+    assert_int_equal(s->ops->key_get_by_name(s, "alpha", &got), KMS_OK);
+    assert_int_equal(got.primary_version, 1);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM key_versions"), 1);
+
+    /* Without make_primary the same insert goes through. */
+    assert_int_equal(s->ops->version_add(s, &v2, 0), KMS_OK);
+    assert_int_equal(s->ops->version_get(s, a.id, 2, &gv), KMS_OK);
+    raw_exec(db, "DROP TRIGGER fail_primary");
+    sqlite3_close(db);
+    kms_version_rec v3 = version(a.id, 3);
+    assert_int_equal(s->ops->version_add(s, &v3, 1), KMS_OK);
+    assert_int_equal(s->ops->key_get_by_name(s, "alpha", &got), KMS_OK);
+    assert_int_equal(got.primary_version, 3);
+}
+
+struct version_walk {
+    uint32_t seen[64];
     int n, stop_at;
 };
 
 static int walk_version(void *ctx, const kms_version_rec *v)
 {
-    struct walk *w = ctx;
+    struct version_walk *w = ctx;
+    if (v->ref.len != 20 + v->version || v->ref.bytes[0] != (uint8_t)v->version)
+        return KMS_EINTERNAL;
     w->seen[w->n++] = v->version;
     return w->n == w->stop_at ? KMS_EEXHAUSTED : 0;
 }
 
-static int walk_key(void *ctx, const kms_key_rec *k)
-{
-    struct walk *w = ctx;
-    w->seen[w->n++] = k->id[0];
-    return w->n == w->stop_at ? KMS_EEXHAUSTED : 0;
-}
-
-static void listing_in_order_with_early_stop(void **state)
+static void version_list_in_version_order(void **state)
 {
     struct fx *f = *state;
     kms_store *s = f->s;
-    kms_key_rec c = key("charlie", 3), a = key("alpha", 1), b = key("bravo", 2);
-    assert_int_equal(s->ops->key_create(s, &c), KMS_OK);
+    kms_key_rec a = key("alpha", 1), b = key("bravo", 2);
     assert_int_equal(s->ops->key_create(s, &a), KMS_OK);
     assert_int_equal(s->ops->key_create(s, &b), KMS_OK);
-    struct walk w = {{0}, 0, 0};
-    assert_int_equal(s->ops->key_list(s, walk_key, &w), KMS_OK);
-    assert_int_equal(w.n, 3);
-    assert_int_equal(w.seen[0], 1);
-    assert_int_equal(w.seen[1], 2);
-    assert_int_equal(w.seen[2], 3);
-    w = (struct walk){{0}, 0, 2};
-    assert_int_equal(s->ops->key_list(s, walk_key, &w), KMS_EEXHAUSTED);
-    assert_int_equal(w.n, 2);
-
-    for (uint32_t v = 3; v >= 1; v--) {
+    /* 40 versions (more than two pages of 16), added newest first, and a
+     * version of another key that must not show up. */
+    for (uint32_t v = 40; v >= 1; v--) {
         kms_version_rec r = version(a.id, v);
         assert_int_equal(s->ops->version_add(s, &r, 0), KMS_OK);
     }
-    w = (struct walk){{0}, 0, 0};
+    kms_version_rec other = version(b.id, 5);
+    assert_int_equal(s->ops->version_add(s, &other, 1), KMS_OK);
+
+    struct version_walk w = {{0}, 0, 0};
     assert_int_equal(s->ops->version_list(s, a.id, walk_version, &w), KMS_OK);
-    assert_int_equal(w.n, 3);
-    assert_int_equal(w.seen[0], 1);
-    assert_int_equal(w.seen[2], 3);
+    assert_int_equal(w.n, 40);
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(w.seen[i], i + 1);
+
+    w = (struct version_walk){{0}, 0, 20};
+    assert_int_equal(s->ops->version_list(s, a.id, walk_version, &w), KMS_EEXHAUSTED);
+    assert_int_equal(w.n, 20);
+
+    w = (struct version_walk){{0}, 0, 0};
+    assert_int_equal(s->ops->version_list(s, b.id, walk_version, &w), KMS_OK);
+    assert_int_equal(w.n, 1);
+    assert_int_equal(w.seen[0], 5);
+
+    uint8_t unknown[KMS_KEY_ID_LEN] = {7};
+    w = (struct version_walk){{0}, 0, 0};
+    assert_int_equal(s->ops->version_list(s, unknown, walk_version, &w), KMS_OK);
+    assert_int_equal(w.n, 0);
+    assert_int_equal(s->ops->version_list(s, a.id, NULL, NULL), KMS_EINVAL);
 }
 
-static void usage_reservations(void **state)
+static void version_set_state_persists(void **state)
+{
+    struct fx *f = *state;
+    kms_store *s = f->s;
+    kms_key_rec a = add_alpha(s, 2);
+    kms_version_rec gv;
+
+    assert_int_equal(s->ops->version_set_state(s, a.id, 2, KMS_VERSION_DISABLED), KMS_OK);
+    assert_int_equal(s->ops->version_get(s, a.id, 2, &gv), KMS_OK);
+    assert_int_equal(gv.state, KMS_VERSION_DISABLED);
+    assert_int_equal(s->ops->version_set_state(s, a.id, 2, KMS_VERSION_PENDING_DELETION), KMS_OK);
+    assert_int_equal(s->ops->version_set_state(s, a.id, 1, KMS_VERSION_DESTROYED), KMS_OK);
+    assert_int_equal(s->ops->version_set_state(s, a.id, 9, KMS_VERSION_DISABLED), KMS_ENOTFOUND);
+    uint8_t unknown[KMS_KEY_ID_LEN] = {7};
+    assert_int_equal(s->ops->version_set_state(s, unknown, 1, KMS_VERSION_DISABLED), KMS_ENOTFOUND);
+    assert_int_equal(s->ops->version_set_state(s, a.id, 1, (kms_version_state)0), KMS_EINVAL);
+    assert_int_equal(s->ops->version_set_state(s, a.id, 1, (kms_version_state)5), KMS_EINVAL);
+
+    reopen(f);
+    s = f->s;
+    assert_int_equal(s->ops->version_get(s, a.id, 1, &gv), KMS_OK);
+    assert_int_equal(gv.state, KMS_VERSION_DESTROYED);
+    assert_int_equal(s->ops->version_get(s, a.id, 2, &gv), KMS_OK);
+    assert_int_equal(gv.state, KMS_VERSION_PENDING_DELETION);
+}
+
+/* ---- usage counters --------------------------------------------------------------- */
+
+static void usage_reserve_counts_and_refuses(void **state)
+{
+    struct fx *f = *state;
+    kms_store *s = f->s;
+    kms_key_rec a = add_alpha(s, 1);
+    kms_version_rec gv;
+    uint64_t total = 0;
+
+    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 40, 100, &total), KMS_OK);
+    assert_int_equal(total, 40);
+    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 60, 100, &total), KMS_OK);
+    assert_int_equal(total, 100); /* exactly at the limit is allowed */
+
+    total = 12345;
+    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 1, 100, &total), KMS_EEXHAUSTED);
+    assert_int_equal(total, 12345); /* untouched on failure */
+    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 200, 150, &total), KMS_EEXHAUSTED);
+    assert_int_equal(s->ops->version_get(s, a.id, 1, &gv), KMS_OK);
+    assert_int_equal(gv.usage_count, 100); /* refusals changed nothing */
+
+    assert_int_equal(s->ops->usage_reserve(s, a.id, 2, 1, 100, &total), KMS_ENOTFOUND);
+    uint8_t unknown[KMS_KEY_ID_LEN] = {7};
+    assert_int_equal(s->ops->usage_reserve(s, unknown, 1, 1, 100, &total), KMS_ENOTFOUND);
+    assert_int_equal(total, 12345);
+
+    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 0, 100, &total), KMS_EINVAL);
+    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 1, UINT64_MAX, &total), KMS_EINVAL);
+    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, (uint64_t)INT64_MAX + 1, INT64_MAX, &total),
+                     KMS_EINVAL);
+    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 1, 100, NULL), KMS_EINVAL);
+
+    /* The service's limit, 2^32, is representable. */
+    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 1, UINT64_C(1) << 32, &total), KMS_OK);
+    assert_int_equal(total, 101);
+}
+
+/* Near INT64_MAX the comparison must not overflow (into a REAL, in SQLite). */
+static void usage_reserve_no_overflow(void **state)
 {
     struct fx *f = *state;
     kms_store *s = f->s;
     kms_key_rec a = key("alpha", 1);
     assert_int_equal(s->ops->key_create(s, &a), KMS_OK);
     kms_version_rec v1 = version(a.id, 1), gv;
+    v1.usage_count = INT64_MAX - 1;
     assert_int_equal(s->ops->version_add(s, &v1, 1), KMS_OK);
     uint64_t total = 0;
-    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 40, 100, &total), KMS_OK);
-    assert_int_equal(total, 40);
-    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 60, 100, &total), KMS_OK);
-    assert_int_equal(total, 100);
-    total = 12345;
-    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 1, 100, &total), KMS_EEXHAUSTED);
-    assert_int_equal(total, 12345);
-    assert_int_equal(s->ops->usage_reserve(s, a.id, 2, 1, 100, &total), KMS_ENOTFOUND);
-    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 0, 100, &total), KMS_EINVAL);
-    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 1, UINT64_MAX, &total), KMS_EINVAL);
+    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, INT64_MAX, INT64_MAX, &total),
+                     KMS_EEXHAUSTED);
+    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 2, INT64_MAX, &total), KMS_EEXHAUSTED);
+    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 1, INT64_MAX, &total), KMS_OK);
+    assert_int_equal(total, (uint64_t)INT64_MAX);
+    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 1, INT64_MAX, &total), KMS_EEXHAUSTED);
+    assert_int_equal(s->ops->version_get(s, a.id, 1, &gv), KMS_OK);
+    assert_int_equal(gv.usage_count, (uint64_t)INT64_MAX);
+}
+
+static void usage_persists_across_reopen(void **state)
+{
+    struct fx *f = *state;
+    kms_store *s = f->s;
+    kms_key_rec a = add_alpha(s, 1);
+    kms_version_rec gv;
+    uint64_t total = 0;
+    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 1000, UINT64_C(1) << 32, &total), KMS_OK);
+    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 24, 1024, &total), KMS_OK);
+    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 1, 1024, &total), KMS_EEXHAUSTED);
+
     reopen(f);
     s = f->s;
     assert_int_equal(s->ops->version_get(s, a.id, 1, &gv), KMS_OK);
-    assert_int_equal(gv.usage_count, 100); /* durable, and unchanged by the refusals */
-    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 1, UINT64_C(1) << 32, &total), KMS_OK);
-    assert_int_equal(total, 101);
+    assert_int_equal(gv.usage_count, 1024);
+    assert_int_equal(s->ops->usage_reserve(s, a.id, 1, 1, 1025, &total), KMS_OK);
+    assert_int_equal(total, 1025);
+
+    /* And another process reading the file sees it. */
+    sqlite3 *db = raw_open(f);
+    assert_int_equal(raw_int(db, "SELECT usage_count FROM key_versions"), 1025);
+    sqlite3_close(db);
 }
 
 struct racer {
     kms_store *s;
     const uint8_t *id;
     int errors;
+    uint64_t totals[1000];
 };
 
 static void *reserve_loop(void *arg)
 {
     struct racer *r = arg;
     for (int i = 0; i < 1000; i++) {
-        uint64_t total;
-        if (r->s->ops->usage_reserve(r->s, r->id, 1, 1, 1000000, &total) != KMS_OK)
+        if (r->s->ops->usage_reserve(r->s, r->id, 1, 1, 1000000, &r->totals[i]) != KMS_OK)
             r->errors++;
     }
     return NULL;
 }
 
-static void concurrent_reservations_add_up(void **state)
+static void usage_reserve_concurrent(void **state)
 {
     struct fx *f = *state;
     kms_store *s = f->s;
-    kms_key_rec a = key("alpha", 1);
-    assert_int_equal(s->ops->key_create(s, &a), KMS_OK);
-    kms_version_rec v1 = version(a.id, 1), gv;
-    assert_int_equal(s->ops->version_add(s, &v1, 1), KMS_OK);
-    pthread_t t[4];
-    struct racer r[4];
-    for (int i = 0; i < 4; i++) {
-        r[i] = (struct racer){s, a.id, 0};
+    kms_key_rec a = add_alpha(s, 1);
+    kms_version_rec gv;
+    enum { THREADS = 4 };
+    pthread_t t[THREADS];
+    struct racer *r = calloc(THREADS, sizeof(*r));
+    assert_non_null(r);
+    for (int i = 0; i < THREADS; i++) {
+        r[i].s = s;
+        r[i].id = a.id;
         assert_int_equal(pthread_create(&t[i], NULL, reserve_loop, &r[i]), 0);
     }
-    for (int i = 0; i < 4; i++) {
-        pthread_join(t[i], NULL);
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+
+    /* Every call got a distinct total: each read-back saw its own add. */
+    uint8_t *seen = calloc(THREADS * 1000 + 1, 1);
+    assert_non_null(seen);
+    for (int i = 0; i < THREADS; i++) {
         assert_int_equal(r[i].errors, 0);
+        for (int j = 0; j < 1000; j++) {
+            assert_in_range(r[i].totals[j], 1, THREADS * 1000);
+            assert_int_equal(seen[r[i].totals[j]]++, 0);
+            if (j > 0)
+                assert_true(r[i].totals[j] > r[i].totals[j - 1]);
+        }
     }
+    free(seen);
+    free(r);
     assert_int_equal(s->ops->version_get(s, a.id, 1, &gv), KMS_OK);
-    assert_int_equal(gv.usage_count, 4000);
+    assert_int_equal(gv.usage_count, THREADS * 1000);
 }
 
-static long long pragma(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    long long v = sqlite3_column_type(st, 0) == SQLITE_TEXT
-                      ? (strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0 ||
-                                 strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0
-                             ? 1
-                             : -1)
-                      : sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
-}
+/* ---- the file --------------------------------------------------------------------- */
 
-static void file_settings_and_schema(void **state)
+static void reopen_keeps_data(void **state)
 {
     struct fx *f = *state;
-    struct stat st;
-    assert_int_equal(stat(f->db, &st), 0);
-    assert_int_equal(st.st_mode & 0777, 0600);
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
-    assert_int_equal(pragma(db, "PRAGMA journal_mode"), 1); /* wal */
-    assert_int_equal(pragma(db, "PRAGMA integrity_check"), 1);
-    assert_int_equal(pragma(db, "SELECT version FROM schema_version"),
+    kms_key_rec a = add_alpha(f->s, 3), b = key("bravo", 2), got;
+    assert_int_equal(f->s->ops->key_create(f->s, &b), KMS_OK);
+    reopen(f);
+    reopen(f); /* a second open of a current file migrates nothing */
+    kms_store *s = f->s;
+    assert_int_equal(s->ops->key_get_by_name(s, "alpha", &got), KMS_OK);
+    assert_memory_equal(got.id, a.id, KMS_KEY_ID_LEN);
+    assert_int_equal(got.primary_version, 1);
+    assert_int_equal(s->ops->key_get_by_id(s, b.id, &got), KMS_OK);
+    assert_string_equal(got.name, "bravo");
+    struct version_walk w = {{0}, 0, 0};
+    assert_int_equal(s->ops->version_list(s, a.id, walk_version, &w), KMS_OK);
+    assert_int_equal(w.n, 3);
+    kms_key_rec dup = key("alpha", 9);
+    assert_int_equal(s->ops->key_create(s, &dup), KMS_EEXISTS); /* indexes survived too */
+}
+
+static sqlite3 *captured_db;
+
+/* Called by SQLite for every new connection while registered: how the test
+ * reaches the store's own connection, whose per-connection settings
+ * (synchronous, foreign_keys) another connection cannot see. */
+static int capture_db(sqlite3 *db, const char **err, const struct sqlite3_api_routines *api)
+{
+    (void)err;
+    (void)api;
+    if (captured_db == NULL)
+        captured_db = db;
+    return SQLITE_OK;
+}
+
+static void pragmas_on_the_store_connection(void **state)
+{
+    struct fx *f = *state;
+    close_store(f);
+    captured_db = NULL;
+    assert_int_equal(sqlite3_auto_extension((void (*)(void))capture_db), SQLITE_OK);
+    int r = kms_store_sqlite_open(f->db, &f->s);
+    sqlite3_cancel_auto_extension((void (*)(void))capture_db);
+    assert_int_equal(r, KMS_OK);
+    assert_non_null(captured_db);
+
+    char mode[16];
+    raw_text(captured_db, "PRAGMA journal_mode", mode, sizeof(mode));
+    assert_string_equal(mode, "wal");
+    assert_int_equal(raw_int(captured_db, "PRAGMA synchronous"), 2); /* FULL */
+    assert_int_equal(raw_int(captured_db, "PRAGMA foreign_keys"), 1);
+    assert_true(raw_int(captured_db, "PRAGMA busy_timeout") > 0);
+    assert_int_equal(raw_int(captured_db, "PRAGMA trusted_schema"), 0);
+    assert_int_equal(raw_int(captured_db, "PRAGMA secure_delete"), 1);
+    captured_db = NULL;
+}
+
+static void file_schema_and_integrity(void **state)
+{
+    struct fx *f = *state;
+    add_alpha(f->s, 2);
+    sqlite3 *db = raw_open(f);
+    char text[64];
+    raw_text(db, "PRAGMA journal_mode", text, sizeof(text));
+    assert_string_equal(text, "wal"); /* WAL is a property of the file */
+    raw_text(db, "PRAGMA integrity_check", text, sizeof(text));
+    assert_string_equal(text, "ok");
+    raw_exec(db, "PRAGMA foreign_keys=ON");
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM pragma_foreign_key_check"), 0);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM schema_version"), 1);
+    assert_int_equal(raw_int(db, "SELECT version FROM schema_version"),
                      kms_store_sqlite_schema_version());
-    assert_int_equal(pragma(db, "SELECT count(*) FROM schema_version"), 1);
+    assert_true(kms_store_sqlite_schema_version() >= 1);
+
+    /* The CHECKs hold even against a writer that bypasses the store. */
+    assert_int_not_equal(sqlite3_exec(db,
+                                      "INSERT INTO keys (id, name, backend, created_at)"
+                                      " VALUES (x'0102', 'short-id', 'pkcs11', 0)",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK);
+    assert_int_not_equal(sqlite3_exec(db, "UPDATE key_versions SET state = 5", NULL, NULL, NULL),
+                         SQLITE_OK);
+    assert_int_not_equal(
+        sqlite3_exec(db, "UPDATE key_versions SET usage_count = -1", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_not_equal(
+        sqlite3_exec(db, "UPDATE key_versions SET usage_count = 'many'", NULL, NULL, NULL),
+        SQLITE_OK);
     sqlite3_close(db);
-    /* synchronous and foreign_keys are per connection: check the store's
-     * own effect instead. A version for a missing key is refused (foreign
-     * keys), covered in versions_and_primary. */
+}
+
+static void file_mode_is_0600(void **state)
+{
+    struct fx *f = *state;
+    close_store(f);
+    remove_db(f);
+    /* With a permissive umask, SQLite alone would create 0666. */
+    mode_t old = umask(0);
+    int r = kms_store_sqlite_open(f->db, &f->s);
+    umask(old);
+    assert_int_equal(r, KMS_OK);
+    add_alpha(f->s, 1); /* a write, so the -wal file exists */
+
+    struct stat sb;
+    char path[320];
+    assert_int_equal(stat(f->db, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    snprintf(path, sizeof(path), "%s-wal", f->db);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    snprintf(path, sizeof(path), "%s-shm", f->db);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
 }
 
 static void future_schema_refused(void **state)
 {
     struct fx *f = *state;
-    f->s->ops->close(f->s);
-    f->s = NULL;
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
-    char sql[64];
+    close_store(f);
+    sqlite3 *db = raw_open(f);
+    char sql[96];
     snprintf(sql, sizeof(sql), "UPDATE schema_version SET version = %d",
              kms_store_sqlite_schema_version() + 1);
-    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    raw_exec(db, sql);
     sqlite3_close(db);
+
     kms_store *s = (kms_store *)0x1;
     assert_int_equal(kms_store_sqlite_open(f->db, &s), KMS_EUNSUPPORTED);
-    assert_ptr_equal(s, (kms_store *)0x1);
+    assert_ptr_equal(s, (kms_store *)0x1); /* untouched on failure */
+    assert_non_null(strstr(kms_error_detail(), "newer"));
+
+    /* The refused open changed nothing. */
+    db = raw_open(f);
+    assert_int_equal(raw_int(db, "SELECT version FROM schema_version"),
+                     kms_store_sqlite_schema_version() + 1);
+    sqlite3_close(db);
+}
+
+static void bad_schema_version_table_refused(void **state)
+{
+    struct fx *f = *state;
+    close_store(f);
+    sqlite3 *db = raw_open(f);
+    raw_exec(db, "INSERT INTO schema_version VALUES (1)"); /* two rows */
+    sqlite3_close(db);
+    kms_store *s = NULL;
+    assert_int_equal(kms_store_sqlite_open(f->db, &s), KMS_ESTORE);
+    assert_null(s);
+
+    db = raw_open(f);
+    raw_exec(db, "DELETE FROM schema_version"); /* no row */
+    sqlite3_close(db);
+    assert_int_equal(kms_store_sqlite_open(f->db, &s), KMS_ESTORE);
+    assert_null(s);
+}
+
+/* A database that is someone else's (tables, no schema_version) is left
+ * alone. */
+static void foreign_database_refused(void **state)
+{
+    struct fx *f = *state;
+    close_store(f);
+    remove_db(f);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+    raw_exec(db, "CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('hello');");
+    sqlite3_close(db);
+
+    kms_store *s = NULL;
+    assert_int_equal(kms_store_sqlite_open(f->db, &s), KMS_ESTORE);
+    assert_null(s);
+    db = raw_open(f);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'keys'"), 0);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM notes"), 1);
+    sqlite3_close(db);
+}
+
+/* A migration that fails half-way leaves the file as it was: the step and
+ * the version bump share one transaction. */
+static void failed_migration_rolls_back(void **state)
+{
+    struct fx *f = *state;
+    close_store(f);
+    remove_db(f);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+    /* Version 0 with a table in the way of the second CREATE of step 1. */
+    raw_exec(db, "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+                 "INSERT INTO schema_version VALUES (0);"
+                 "CREATE TABLE key_versions (x);");
+    sqlite3_close(db);
+
+    kms_store *s = NULL;
+    assert_int_equal(kms_store_sqlite_open(f->db, &s), KMS_ESTORE);
+    assert_null(s);
+    db = raw_open(f);
+    assert_int_equal(raw_int(db, "SELECT version FROM schema_version"), 0);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'keys'"), 0);
+    /* Once the obstacle is gone, the same file migrates. */
+    raw_exec(db, "DROP TABLE key_versions");
+    sqlite3_close(db);
+    assert_int_equal(kms_store_sqlite_open(f->db, &f->s), KMS_OK);
+    db = raw_open(f);
+    assert_int_equal(raw_int(db, "SELECT version FROM schema_version"),
+                     kms_store_sqlite_schema_version());
+    sqlite3_close(db);
+}
+
+static void write_noise(const char *path, long offset, int len, uint32_t seed)
+{
+    FILE *fp = fopen(path, offset == 0 ? "wb" : "r+b");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, offset, SEEK_SET), 0);
+    uint32_t x = seed;
+    for (int i = 0; i < len; i++) {
+        x = x * 1664525u + 1013904223u;
+        fputc((int)(x >> 24), fp);
+    }
+    assert_int_equal(fclose(fp), 0);
 }
 
 static void corrupt_file_refused(void **state)
 {
     struct fx *f = *state;
-    f->s->ops->close(f->s);
-    f->s = NULL;
-    char path[192];
-    snprintf(path, sizeof(path), "%s-wal", f->db);
-    unlink(path);
-    FILE *fp = fopen(f->db, "wb");
-    assert_non_null(fp);
-    for (int i = 0; i < 8192; i++)
-        fputc((i * 7919) & 0xff, fp);
-    fclose(fp);
+    close_store(f);
+    remove_db(f);
+    write_noise(f->db, 0, 8192, 1);
     kms_store *s = NULL;
-    int r = kms_store_sqlite_open(f->db, &s);
-    assert_int_equal(r, KMS_ESTORE);
+    assert_int_equal(kms_store_sqlite_open(f->db, &s), KMS_ESTORE);
     assert_null(s);
-    kms_store *nopath = NULL;
-    assert_int_equal(kms_store_sqlite_open("/nonexistent-dir/x/kms.db", &nopath), KMS_ESTORE);
+
+    /* A real store whose pages after the first are overwritten. */
+    remove_db(f);
+    assert_int_equal(kms_store_sqlite_open(f->db, &f->s), KMS_OK);
+    add_alpha(f->s, 3);
+    close_store(f); /* checkpoints: everything is in the main file now */
+    sqlite3 *db = raw_open(f);
+    long page = (long)raw_int(db, "PRAGMA page_size");
+    long pages = (long)raw_int(db, "PRAGMA page_count");
+    sqlite3_close(db);
+    assert_true(pages > 1);
+    write_noise(f->db, page, (int)(page * (pages - 1)), 2);
+    assert_int_equal(kms_store_sqlite_open(f->db, &s), KMS_ESTORE);
+    assert_null(s);
+
+    /* Neither a directory nor a path in a missing directory opens. */
+    assert_int_equal(kms_store_sqlite_open(f->dir, &s), KMS_ESTORE);
+    char missing[320];
+    snprintf(missing, sizeof(missing), "%s/no/such/dir/kms.db", f->dir);
+    assert_int_equal(kms_store_sqlite_open(missing, &s), KMS_ESTORE);
+    assert_int_equal(kms_store_sqlite_open(NULL, &s), KMS_EINVAL);
+    assert_int_equal(kms_store_sqlite_open(f->db, NULL), KMS_EINVAL);
+    assert_null(s);
+}
+
+/* Rows edited behind the store's back (CHECKs switched off) are refused on
+ * read, never copied past a buffer or passed on with an unknown state. */
+static void bad_rows_refused(void **state)
+{
+    struct fx *f = *state;
+    kms_store *s = f->s;
+    kms_key_rec a = add_alpha(s, 3), b = key("bravo", 2), c = key("charlie", 3), got;
+    assert_int_equal(s->ops->key_create(s, &b), KMS_OK);
+    assert_int_equal(s->ops->key_create(s, &c), KMS_OK);
+
+    sqlite3 *db = raw_open(f);
+    raw_exec(db, "PRAGMA ignore_check_constraints=ON;"
+                 "UPDATE key_versions SET backend_ref = zeroblob(2049) WHERE version = 1;"
+                 "UPDATE key_versions SET state = 9 WHERE version = 2;"
+                 "UPDATE key_versions SET usage_count = -5 WHERE version = 3;"
+                 "UPDATE keys SET name = replace(hex(zeroblob(100)), '0', 'n')"
+                 " WHERE name = 'bravo';"
+                 "UPDATE keys SET backend = 'abcdefghijklmnop' WHERE name = 'charlie';");
+    sqlite3_close(db);
+
+    kms_version_rec gv, before;
+    memset(&gv, 0x5a, sizeof(gv));
+    before = gv;
+    assert_int_equal(s->ops->version_get(s, a.id, 1, &gv), KMS_ESTORE); /* ref too long */
+    assert_int_equal(s->ops->version_get(s, a.id, 2, &gv), KMS_ESTORE); /* unknown state */
+    assert_int_equal(s->ops->version_get(s, a.id, 3, &gv), KMS_ESTORE); /* negative count */
+    assert_memory_equal(&gv, &before, sizeof(gv));
+    uint64_t total = 0;
+    assert_int_equal(s->ops->usage_reserve(s, a.id, 3, 1, 100, &total), KMS_ESTORE);
+
+    struct version_walk w = {{0}, 0, 0};
+    assert_int_equal(s->ops->version_list(s, a.id, walk_version, &w), KMS_ESTORE);
+    assert_int_equal(w.n, 0);
+
+    memset(&got, 0x5a, sizeof(got));
+    kms_key_rec kbefore = got;
+    assert_int_equal(s->ops->key_get_by_id(s, b.id, &got), KMS_ESTORE); /* 200-byte name */
+    assert_int_equal(s->ops->key_get_by_id(s, c.id, &got), KMS_ESTORE); /* 16-byte backend */
+    assert_memory_equal(&got, &kbefore, sizeof(got));
+    assert_int_equal(s->ops->key_get_by_name(s, "alpha", &got), KMS_OK);
+
+    struct key_walk *kw = calloc(1, sizeof(*kw));
+    assert_non_null(kw);
+    kw->s = s;
+    assert_int_equal(s->ops->key_list(s, walk_key, kw), KMS_ESTORE);
+    free(kw);
+}
+
+static void close_is_null_safe(void **state)
+{
+    struct fx *f = *state;
+    f->s->ops->close(NULL);
+    assert_string_equal(f->s->ops->name, "sqlite");
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(keys_create_and_find, setup, teardown),
-        cmocka_unit_test_setup_teardown(versions_and_primary, setup, teardown),
-        cmocka_unit_test_setup_teardown(listing_in_order_with_early_stop, setup, teardown),
-        cmocka_unit_test_setup_teardown(usage_reservations, setup, teardown),
-        cmocka_unit_test_setup_teardown(concurrent_reservations_add_up, setup, teardown),
-        cmocka_unit_test_setup_teardown(file_settings_and_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(keys_create_and_get, setup, teardown),
+        cmocka_unit_test_setup_teardown(keys_duplicates_and_unknown, setup, teardown),
+        cmocka_unit_test_setup_teardown(keys_bad_records_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(key_list_walks_in_name_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(versions_add_get_and_primary, setup, teardown),
+        cmocka_unit_test_setup_teardown(versions_duplicate_and_unknown_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(version_add_with_primary_is_atomic, setup, teardown),
+        cmocka_unit_test_setup_teardown(version_list_in_version_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(version_set_state_persists, setup, teardown),
+        cmocka_unit_test_setup_teardown(usage_reserve_counts_and_refuses, setup, teardown),
+        cmocka_unit_test_setup_teardown(usage_reserve_no_overflow, setup, teardown),
+        cmocka_unit_test_setup_teardown(usage_persists_across_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(usage_reserve_concurrent, setup, teardown),
+        cmocka_unit_test_setup_teardown(reopen_keeps_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(pragmas_on_the_store_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(file_schema_and_integrity, setup, teardown),
+        cmocka_unit_test_setup_teardown(file_mode_is_0600, setup, teardown),
         cmocka_unit_test_setup_teardown(future_schema_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(bad_schema_version_table_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(foreign_database_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(failed_migration_rolls_back, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_file_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(bad_rows_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(close_is_null_safe, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
