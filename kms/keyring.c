@@ -223,6 +223,9 @@ static int get_entry(kms_keyring *kr, const char *name, const uint8_t *id, struc
                  : kr->store->ops->key_get_by_id(kr->store, id, &rec);
     if (r != 0)
         return r;
+    if (rec.primary_version == 0) /* not cached: creating it again completes it */
+        return kms_error_set(KMS_EPRECOND, "key %s is incomplete: its creation was interrupted",
+                             rec.name);
     struct key_entry *fresh = NULL;
     KMS_GUARD(load_entry(kr, &rec, &fresh));
 
@@ -368,21 +371,26 @@ int kms_keyring_create_key(kms_keyring *kr, const char *name, const char *backen
     if (b == NULL)
         return kms_error_set(KMS_EINVAL, "unknown backend %s", backend ? backend : "(none)");
 
-    kms_key_rec probe;
-    int r = kr->store->ops->key_get_by_name(kr->store, name, &probe);
-    if (r == 0)
-        return kms_error_set(KMS_EEXISTS, "key %s already exists", name);
-    if (r != KMS_ENOTFOUND)
-        return r;
-
     kms_key_rec rec;
-    memset(&rec, 0, sizeof(rec));
-    if (RAND_bytes(rec.id, KMS_KEY_ID_LEN) != 1)
-        return kms_error_set(KMS_EUNAVAIL, "OpenSSL DRBG failed");
-    memcpy(rec.name, name, strlen(name) + 1);
-    memcpy(rec.backend, b->ops->name, strnlen(b->ops->name, sizeof(rec.backend) - 1));
-    rec.min_decrypt_version = 1;
-    rec.created_at = (int64_t)time(NULL);
+    int resume = 0;
+    int r = kr->store->ops->key_get_by_name(kr->store, name, &rec);
+    if (r == 0 && (rec.primary_version != 0 || strcmp(rec.backend, b->ops->name) != 0))
+        return kms_error_set(KMS_EEXISTS, "key %s already exists", name);
+    if (r == 0) {
+        /* An earlier creation stopped between its two store writes: finish it. */
+        resume = 1;
+        kms_log_warn("key %s: completing an interrupted creation", name);
+    } else if (r != KMS_ENOTFOUND) {
+        return r;
+    } else {
+        memset(&rec, 0, sizeof(rec));
+        if (RAND_bytes(rec.id, KMS_KEY_ID_LEN) != 1)
+            return kms_error_set(KMS_EUNAVAIL, "OpenSSL DRBG failed");
+        memcpy(rec.name, name, strlen(name) + 1);
+        memcpy(rec.backend, b->ops->name, strnlen(b->ops->name, sizeof(rec.backend) - 1));
+        rec.min_decrypt_version = 1;
+        rec.created_at = (int64_t)time(NULL);
+    }
 
     kms_version_rec v;
     memset(&v, 0, sizeof(v));
@@ -392,10 +400,12 @@ int kms_keyring_create_key(kms_keyring *kr, const char *name, const char *backen
     v.created_at = rec.created_at;
     KMS_GUARD(create_on_backend(b, rec.id, 1, &v.ref));
 
-    /* Metadata after the device object: a crash in between leaves only an
-     * unreferenced device object under a fresh random id, never a key
-     * record that points at nothing. */
-    r = kr->store->ops->key_create(kr->store, &rec);
+    /* Device object first, then the key record, then version 1 as primary.
+     * A crash after the device write leaves an unreferenced object (made
+     * afresh next time); a crash between the two store writes leaves a key
+     * with no primary version, which is unusable and completed by the next
+     * create of the same name. */
+    r = resume ? 0 : kr->store->ops->key_create(kr->store, &rec);
     if (r == 0)
         r = kr->store->ops->version_add(kr->store, &v, 1);
     if (r != 0) {

@@ -474,6 +474,36 @@ static void unsafe_key_refused(void **state)
     assert_non_null(strstr(kms_error_detail(), "CKA_EXTRACTABLE"));
 }
 
+/* A crash between the key record and its first version leaves a key with
+ * no primary: unusable, and completed by creating it again. */
+static void interrupted_creation_is_completed(void **state)
+{
+    struct fx *f = *state;
+    kms_key_rec half;
+    memset(&half, 0, sizeof(half));
+    memset(half.id, 0x42, sizeof(half.id));
+    memcpy(half.name, "half", 5);
+    memcpy(half.backend, "fake", 5);
+    half.min_decrypt_version = 1;
+    assert_int_equal(f->store->ops->key_create(f->store, &half), KMS_OK);
+
+    uint8_t pt[16] = {1}, blob[KMS_BLOB_MAX];
+    size_t len = 0;
+    assert_int_equal(
+        kms_keyring_wrap(f->kr, "half", &ctx, pt, sizeof(pt), blob, sizeof(blob), &len, NULL),
+        KMS_EPRECOND);
+    assert_int_equal(kms_keyring_rotate(f->kr, "half", NULL), KMS_EPRECOND);
+
+    kms_key_rec done;
+    assert_int_equal(kms_keyring_create_key(f->kr, "half", "fake", &done), KMS_OK);
+    assert_memory_equal(done.id, half.id, sizeof(half.id)); /* the same key, completed */
+    assert_int_equal(done.primary_version, 1);
+    uint32_t v = 0;
+    wrap_ok(f, "half", pt, sizeof(pt), blob, &v);
+    assert_int_equal(v, 1);
+    assert_int_equal(kms_keyring_create_key(f->kr, "half", "fake", NULL), KMS_EEXISTS);
+}
+
 static void orphan_device_object_replaced(void **state)
 {
     struct fx *f = *state;
@@ -522,6 +552,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(nonce_budget_rotates_then_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(usage_survives_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(unsafe_key_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(interrupted_creation_is_completed, setup, teardown),
         cmocka_unit_test_setup_teardown(orphan_device_object_replaced, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_arguments, setup, teardown),
     };
