@@ -7,6 +7,7 @@
 #ifndef KMS_STORE_H
 #define KMS_STORE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kms/backend.h"
@@ -39,10 +40,42 @@ typedef struct kms_version_rec {
     kms_backend_ref ref;
 } kms_version_rec;
 
+/* Authorization records (schema 2). Identities are mTLS identities: the
+ * client certificate's SAN URI, else its CN. */
+#define KMS_IDENTITY_MAX 1024        /* bytes */
+#define KMS_OFFICER_ID_MAX 64        /* bytes */
+#define KMS_ACTION_TYPE_MAX 64       /* bytes of a quorum action type name */
+#define KMS_SIGNING_KEY_PEM_MAX 1024 /* bytes of a PEM public key */
+#define KMS_THRESHOLD_MIN 2          /* no officer ever acts alone */
+
+/* What a key policy grants to an identity. */
+typedef enum kms_key_action {
+    KMS_ACTION_ENCRYPT = 1,  /* GenerateDataKey, Encrypt */
+    KMS_ACTION_DECRYPT = 2,  /* Decrypt */
+    KMS_ACTION_REENCRYPT = 3 /* ReEncrypt (docs/api.md) */
+} kms_key_action;
+
+/* One grant of a key policy. identity: 1..KMS_IDENTITY_MAX bytes. */
+typedef struct kms_grant_rec {
+    kms_key_action action;
+    const char *identity;
+} kms_grant_rec;
+
+/* A security officer (quorum member). */
+typedef struct kms_officer_rec {
+    char id[KMS_OFFICER_ID_MAX + 1];
+    char identity[KMS_IDENTITY_MAX + 1];
+    char signing_key_pem[KMS_SIGNING_KEY_PEM_MAX + 1]; /* public key, PEM */
+    int64_t created_at;
+} kms_officer_rec;
+
 typedef struct kms_store kms_store;
 
 typedef int (*kms_store_key_cb)(void *ctx, const kms_key_rec *k);
 typedef int (*kms_store_version_cb)(void *ctx, const kms_version_rec *v);
+typedef int (*kms_store_grant_cb)(void *ctx, const kms_grant_rec *g);
+typedef int (*kms_store_officer_cb)(void *ctx, const kms_officer_rec *o);
+typedef int (*kms_store_threshold_cb)(void *ctx, const char *action_type, uint32_t threshold);
 
 typedef struct kms_store_ops {
     const char *name; /* "sqlite" */
@@ -73,6 +106,37 @@ typedef struct kms_store_ops {
      * change) if it would exceed limit. */
     int (*usage_reserve)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN], uint32_t version,
                          uint64_t n, uint64_t limit, uint64_t *total);
+
+    /* ---- authorization (schema 2) ---- */
+
+    /* Replaces the key's whole policy with grants[0..n) in one transaction
+     * (n == 0 clears it). KMS_ENOTFOUND if the key does not exist,
+     * KMS_EINVAL for an unknown action, an empty or over-long identity or a
+     * grant listed twice; nothing changes on failure. */
+    int (*policy_set)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN],
+                      const kms_grant_rec *grants, size_t n);
+    /* Calls cb for every grant of the key, by action then identity. An
+     * unknown key has no grants: cb is not called and 0 is returned. The
+     * record passed to cb is valid during the call only. */
+    int (*policy_list)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN], kms_store_grant_cb cb,
+                       void *ctx);
+
+    /* KMS_EEXISTS if the id or the identity is already an officer's;
+     * KMS_EINVAL for empty or unterminated fields. */
+    int (*officer_add)(kms_store *s, const kms_officer_rec *o);
+    /* KMS_ENOTFOUND if there is no such officer. */
+    int (*officer_remove)(kms_store *s, const char *officer_id);
+    /* In id order. */
+    int (*officer_list)(kms_store *s, kms_store_officer_cb cb, void *ctx);
+
+    /* Sets (inserts or replaces) the approval threshold of an action type.
+     * KMS_EINVAL if threshold < KMS_THRESHOLD_MIN or the name is empty or
+     * longer than KMS_ACTION_TYPE_MAX. */
+    int (*threshold_set)(kms_store *s, const char *action_type, uint32_t threshold);
+    /* KMS_ENOTFOUND if the action type has no threshold. */
+    int (*threshold_get)(kms_store *s, const char *action_type, uint32_t *threshold);
+    /* In action type order. */
+    int (*threshold_list)(kms_store *s, kms_store_threshold_cb cb, void *ctx);
 
     /* Releases everything. NULL-safe. */
     void (*close)(kms_store *s);

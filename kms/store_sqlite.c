@@ -23,6 +23,9 @@
 #define BACKEND_NAME_MAX 15 /* bytes, without the NUL */
 #define KEY_PAGE 64         /* keys read per lock hold in key_list */
 #define VERSION_PAGE 16     /* versions read per lock hold in version_list */
+#define GRANT_PAGE 32       /* grants read per lock hold in policy_list */
+#define OFFICER_PAGE 16     /* officers read per lock hold in officer_list */
+#define THRESHOLD_PAGE 32   /* thresholds read per lock hold in threshold_list */
 
 /* The migrations below spell these limits out as literals, because a
  * migration must never change once released. Changing a limit means a new
@@ -32,6 +35,13 @@ _Static_assert(KMS_KEY_NAME_MAX == 128, "migration 1 fixes key names at 128 byte
 _Static_assert(KMS_BACKEND_REF_MAX == 2048, "migration 1 fixes backend refs at 2048 bytes");
 _Static_assert(sizeof(((kms_key_rec *)0)->backend) == BACKEND_NAME_MAX + 1,
                "migration 1 fixes backend names at 15 bytes");
+_Static_assert(KMS_IDENTITY_MAX == 1024, "migration 2 fixes identities at 1024 bytes");
+_Static_assert(KMS_OFFICER_ID_MAX == 64, "migration 2 fixes officer ids at 64 bytes");
+_Static_assert(KMS_SIGNING_KEY_PEM_MAX == 1024, "migration 2 fixes signing keys at 1024 bytes");
+_Static_assert(KMS_ACTION_TYPE_MAX == 64, "migration 2 fixes action type names at 64 bytes");
+_Static_assert(KMS_THRESHOLD_MIN == 2, "migration 2 fixes the smallest threshold at 2");
+_Static_assert(KMS_ACTION_ENCRYPT == 1 && KMS_ACTION_REENCRYPT == 3,
+               "migration 2 fixes policy actions at 1..3");
 
 /* Created, together with the first migration, in a file that has no tables
  * yet. A single row; kms_store_sqlite_open refuses a file with any other
@@ -80,6 +90,33 @@ static const struct migration migrations[] = {
      "    CHECK (typeof(backend_ref) = 'blob' AND length(backend_ref) BETWEEN 1 AND 2048),"
      "  PRIMARY KEY (key_id, version)"
      ");"},
+    /* 1 -> 2 */
+    {"key policies, officers and approval thresholds",
+     "CREATE TABLE key_policies ("
+     "  key_id BLOB NOT NULL REFERENCES keys(id)"
+     "    CHECK (typeof(key_id) = 'blob' AND length(key_id) = 16),"
+     "  action INTEGER NOT NULL CHECK (typeof(action) = 'integer' AND action BETWEEN 1 AND 3),"
+     "  identity TEXT NOT NULL"
+     "    CHECK (typeof(identity) = 'text' AND length(CAST(identity AS BLOB)) BETWEEN 1 AND 1024),"
+     "  PRIMARY KEY (key_id, action, identity)"
+     ");"
+     "CREATE TABLE officers ("
+     "  id TEXT NOT NULL PRIMARY KEY"
+     "    CHECK (typeof(id) = 'text' AND length(CAST(id AS BLOB)) BETWEEN 1 AND 64),"
+     "  identity TEXT NOT NULL UNIQUE"
+     "    CHECK (typeof(identity) = 'text' AND length(CAST(identity AS BLOB)) BETWEEN 1 AND 1024),"
+     "  signing_key_pem TEXT NOT NULL"
+     "    CHECK (typeof(signing_key_pem) = 'text'"
+     "           AND length(CAST(signing_key_pem AS BLOB)) BETWEEN 1 AND 1024),"
+     "  created_at INTEGER NOT NULL CHECK (typeof(created_at) = 'integer')"
+     ");"
+     "CREATE TABLE thresholds ("
+     "  action_type TEXT NOT NULL PRIMARY KEY"
+     "    CHECK (typeof(action_type) = 'text'"
+     "           AND length(CAST(action_type AS BLOB)) BETWEEN 1 AND 64),"
+     "  threshold INTEGER NOT NULL"
+     "    CHECK (typeof(threshold) = 'integer' AND threshold BETWEEN 2 AND 4294967295)"
+     ");"},
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -97,6 +134,15 @@ enum stmt_id {
     ST_VERSION_STATE,
     ST_USAGE_ADD,
     ST_USAGE_GET,
+    ST_POLICY_DELETE,
+    ST_POLICY_INSERT,
+    ST_POLICY_PAGE,
+    ST_OFFICER_INSERT,
+    ST_OFFICER_DELETE,
+    ST_OFFICER_PAGE,
+    ST_THRESHOLD_SET,
+    ST_THRESHOLD_GET,
+    ST_THRESHOLD_PAGE,
     ST_BEGIN,
     ST_COMMIT,
     ST_ROLLBACK,
@@ -125,6 +171,22 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_USAGE_ADD] = ("UPDATE key_versions SET usage_count = usage_count + ?1"
                       " WHERE key_id = ?2 AND version = ?3 AND usage_count <= ?4 - ?1"),
     [ST_USAGE_GET] = "SELECT usage_count FROM key_versions WHERE key_id = ?1 AND version = ?2",
+    [ST_POLICY_DELETE] = "DELETE FROM key_policies WHERE key_id = ?1",
+    [ST_POLICY_INSERT] = "INSERT INTO key_policies (key_id, action, identity) VALUES (?1, ?2, ?3)",
+    [ST_POLICY_PAGE] = ("SELECT action, identity FROM key_policies"
+                        " WHERE key_id = ?1 AND (action, identity) > (?2, ?3)"
+                        " ORDER BY action, identity LIMIT ?4"),
+    [ST_OFFICER_INSERT] = ("INSERT INTO officers (id, identity, signing_key_pem, created_at)"
+                           " VALUES (?1, ?2, ?3, ?4)"),
+    [ST_OFFICER_DELETE] = "DELETE FROM officers WHERE id = ?1",
+    [ST_OFFICER_PAGE] = ("SELECT id, identity, signing_key_pem, created_at FROM officers"
+                         " WHERE id > ?1 ORDER BY id LIMIT ?2"),
+    [ST_THRESHOLD_SET] =
+        ("INSERT INTO thresholds (action_type, threshold) VALUES (?1, ?2)"
+         " ON CONFLICT (action_type) DO UPDATE SET threshold = excluded.threshold"),
+    [ST_THRESHOLD_GET] = "SELECT threshold FROM thresholds WHERE action_type = ?1",
+    [ST_THRESHOLD_PAGE] = ("SELECT action_type, threshold FROM thresholds"
+                           " WHERE action_type > ?1 ORDER BY action_type LIMIT ?2"),
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
@@ -786,6 +848,415 @@ out:
     return r;
 }
 
+/* ---- ops: authorization (schema 2) -------------------------------------------- */
+
+/* A NUL-terminated string of 1..max bytes within its buffer. */
+static int valid_text(const char *t, size_t max)
+{
+    if (t == NULL)
+        return 0;
+    size_t n = strnlen(t, max + 1);
+    return n >= 1 && n <= max;
+}
+
+static int valid_action(kms_key_action a)
+{
+    switch (a) {
+    case KMS_ACTION_ENCRYPT:
+    case KMS_ACTION_DECRYPT:
+    case KMS_ACTION_REENCRYPT:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int policy_set(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
+                      const kms_grant_rec *grants, size_t n)
+{
+    struct sqlite_store *s;
+    sqlite3_stmt *st = NULL;
+    int r = KMS_OK, rc;
+
+    if (store == NULL || key_id == NULL || (grants == NULL && n > 0))
+        return kms_error_set(KMS_EINVAL, "store: no key id or grants");
+    for (size_t i = 0; i < n; i++) {
+        if (!valid_action(grants[i].action) || !valid_text(grants[i].identity, KMS_IDENTITY_MAX))
+            return kms_error_set(KMS_EINVAL,
+                                 "store: grant %zu has an unknown action or a bad "
+                                 "identity",
+                                 i);
+        for (size_t j = 0; j < i; j++)
+            if (grants[j].action == grants[i].action &&
+                strcmp(grants[j].identity, grants[i].identity) == 0)
+                return kms_error_set(KMS_EINVAL, "store: grant %zu is listed twice", i);
+    }
+    s = impl(store);
+
+    lock(s);
+    if ((r = tx_begin(s)) != 0)
+        goto out;
+    st = stmt(s, ST_KEY_EXISTS);
+    if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK ||
+        ((rc = sqlite3_step(st)) != SQLITE_ROW && rc != SQLITE_DONE)) {
+        r = db_error(s->db, rc, "policy set");
+        goto out;
+    }
+    if (rc == SQLITE_DONE) {
+        r = kms_error_set(KMS_ENOTFOUND, "policy set: no such key");
+        goto out;
+    }
+    done(st);
+
+    st = stmt(s, ST_POLICY_DELETE);
+    if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK || (rc = sqlite3_step(st)) != SQLITE_DONE) {
+        r = db_error(s->db, rc, "policy set");
+        goto out;
+    }
+    done(st);
+
+    for (size_t i = 0; i < n; i++) {
+        st = stmt(s, ST_POLICY_INSERT);
+        if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK ||
+            (rc = sqlite3_bind_int64(st, 2, grants[i].action)) != SQLITE_OK ||
+            (rc = sqlite3_bind_text(st, 3, grants[i].identity, -1, SQLITE_STATIC)) != SQLITE_OK ||
+            (rc = sqlite3_step(st)) != SQLITE_DONE) {
+            r = db_error(s->db, rc, "policy set");
+            goto out;
+        }
+        done(st);
+    }
+out:
+    done(st);
+    r = tx_end(s, r);
+    unlock(s);
+    return r;
+}
+
+/* One grant read back; identity storage is owned by the page. */
+struct grant_row {
+    kms_key_action action;
+    char identity[KMS_IDENTITY_MAX + 1];
+};
+
+/* Reads up to GRANT_PAGE grants after (after_action, after_identity). */
+static int grant_page(struct sqlite_store *s, const uint8_t *key_id, kms_key_action after_action,
+                      const char *after_identity, struct grant_row *page, size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    sqlite3_int64 action = 0;
+    size_t got = 0;
+    int r = KMS_OK, rc;
+
+    lock(s);
+    st = stmt(s, ST_POLICY_PAGE);
+    if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 2, after_action)) != SQLITE_OK ||
+        (rc = sqlite3_bind_text(st, 3, after_identity, -1, SQLITE_STATIC)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int(st, 4, GRANT_PAGE)) != SQLITE_OK) {
+        r = db_error(s->db, rc, "policy list");
+        goto out;
+    }
+    while (got < GRANT_PAGE && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if ((r = int_column(st, 0, KMS_ACTION_ENCRYPT, KMS_ACTION_REENCRYPT, &action,
+                            "policy action")) != 0 ||
+            (r = copy_text(st, 1, page[got].identity, sizeof(page[got].identity),
+                           "policy identity")) != 0)
+            goto out;
+        page[got].action = (kms_key_action)action;
+        got++;
+    }
+    if (got < GRANT_PAGE && rc != SQLITE_DONE) {
+        r = db_error(s->db, rc, "policy list");
+        goto out;
+    }
+    *n = got;
+out:
+    done(st);
+    unlock(s);
+    return r;
+}
+
+static int policy_list(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
+                       kms_store_grant_cb cb, void *ctx)
+{
+    struct grant_row *page = NULL;
+    char after[KMS_IDENTITY_MAX + 1] = ""; /* identities are non-empty: "" sorts first */
+    kms_key_action after_action = 0;
+    size_t n = 0;
+    int r = KMS_OK;
+
+    if (store == NULL || key_id == NULL || cb == NULL)
+        return kms_error_set(KMS_EINVAL, "store: no key id or callback");
+    if ((page = calloc(GRANT_PAGE, sizeof(*page))) == NULL) {
+        r = kms_error_set(KMS_ENOMEM, "out of memory");
+        goto out;
+    }
+    do {
+        if ((r = grant_page(impl(store), key_id, after_action, after, page, &n)) != 0)
+            goto out;
+        for (size_t i = 0; i < n; i++) {
+            kms_grant_rec g = {.action = page[i].action, .identity = page[i].identity};
+            if ((r = cb(ctx, &g)) != 0)
+                goto out;
+        }
+        if (n > 0) {
+            after_action = page[n - 1].action;
+            memcpy(after, page[n - 1].identity, sizeof(after));
+        }
+    } while (n == GRANT_PAGE);
+out:
+    free(page);
+    return r;
+}
+
+static int officer_add(kms_store *store, const kms_officer_rec *o)
+{
+    struct sqlite_store *s;
+    sqlite3_stmt *st = NULL;
+    int r = KMS_OK, rc;
+
+    if (store == NULL || o == NULL || !valid_text(o->id, KMS_OFFICER_ID_MAX) ||
+        !valid_text(o->identity, KMS_IDENTITY_MAX) ||
+        !valid_text(o->signing_key_pem, KMS_SIGNING_KEY_PEM_MAX))
+        return kms_error_set(KMS_EINVAL, "store: officer record incomplete or unterminated");
+    s = impl(store);
+
+    lock(s);
+    st = stmt(s, ST_OFFICER_INSERT);
+    if ((rc = sqlite3_bind_text(st, 1, o->id, -1, SQLITE_STATIC)) != SQLITE_OK ||
+        (rc = sqlite3_bind_text(st, 2, o->identity, -1, SQLITE_STATIC)) != SQLITE_OK ||
+        (rc = sqlite3_bind_text(st, 3, o->signing_key_pem, -1, SQLITE_STATIC)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 4, o->created_at)) != SQLITE_OK ||
+        (rc = sqlite3_step(st)) != SQLITE_DONE) {
+        r = db_error(s->db, rc, "officer add");
+        goto out;
+    }
+out:
+    done(st);
+    unlock(s);
+    return r;
+}
+
+static int officer_remove(kms_store *store, const char *officer_id)
+{
+    struct sqlite_store *s;
+    sqlite3_stmt *st = NULL;
+    int r = KMS_OK, rc;
+
+    if (store == NULL || !valid_text(officer_id, KMS_OFFICER_ID_MAX))
+        return kms_error_set(KMS_EINVAL, "store: no officer id");
+    s = impl(store);
+
+    lock(s);
+    st = stmt(s, ST_OFFICER_DELETE);
+    if ((rc = sqlite3_bind_text(st, 1, officer_id, -1, SQLITE_STATIC)) != SQLITE_OK ||
+        (rc = sqlite3_step(st)) != SQLITE_DONE) {
+        r = db_error(s->db, rc, "officer remove");
+        goto out;
+    }
+    if (sqlite3_changes(s->db) == 0)
+        r = kms_error_set(KMS_ENOTFOUND, "no such officer");
+out:
+    done(st);
+    unlock(s);
+    return r;
+}
+
+static int officer_page(struct sqlite_store *s, const char *after, kms_officer_rec *page, size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    sqlite3_int64 created = 0;
+    size_t got = 0;
+    int r = KMS_OK, rc;
+
+    lock(s);
+    st = stmt(s, ST_OFFICER_PAGE);
+    if ((rc = sqlite3_bind_text(st, 1, after, -1, SQLITE_STATIC)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int(st, 2, OFFICER_PAGE)) != SQLITE_OK) {
+        r = db_error(s->db, rc, "officer list");
+        goto out;
+    }
+    while (got < OFFICER_PAGE && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        kms_officer_rec *o = &page[got];
+        memset(o, 0, sizeof(*o));
+        if ((r = copy_text(st, 0, o->id, sizeof(o->id), "officer id")) != 0 ||
+            (r = copy_text(st, 1, o->identity, sizeof(o->identity), "officer identity")) != 0 ||
+            (r = copy_text(st, 2, o->signing_key_pem, sizeof(o->signing_key_pem),
+                           "officer signing key")) != 0 ||
+            (r = int_column(st, 3, INT64_MIN, INT64_MAX, &created, "officer created_at")) != 0)
+            goto out;
+        o->created_at = created;
+        got++;
+    }
+    if (got < OFFICER_PAGE && rc != SQLITE_DONE) {
+        r = db_error(s->db, rc, "officer list");
+        goto out;
+    }
+    *n = got;
+out:
+    done(st);
+    unlock(s);
+    return r;
+}
+
+static int officer_list(kms_store *store, kms_store_officer_cb cb, void *ctx)
+{
+    char after[KMS_OFFICER_ID_MAX + 1] = "";
+    kms_officer_rec *page = NULL;
+    size_t n = 0;
+    int r = KMS_OK;
+
+    if (store == NULL || cb == NULL)
+        return kms_error_set(KMS_EINVAL, "store: no callback");
+    if ((page = calloc(OFFICER_PAGE, sizeof(*page))) == NULL) {
+        r = kms_error_set(KMS_ENOMEM, "out of memory");
+        goto out;
+    }
+    do {
+        if ((r = officer_page(impl(store), after, page, &n)) != 0)
+            goto out;
+        for (size_t i = 0; i < n; i++)
+            if ((r = cb(ctx, &page[i])) != 0)
+                goto out;
+        if (n > 0)
+            memcpy(after, page[n - 1].id, sizeof(after));
+    } while (n == OFFICER_PAGE);
+out:
+    free(page);
+    return r;
+}
+
+static int threshold_set(kms_store *store, const char *action_type, uint32_t threshold)
+{
+    struct sqlite_store *s;
+    sqlite3_stmt *st = NULL;
+    int r = KMS_OK, rc;
+
+    if (store == NULL || !valid_text(action_type, KMS_ACTION_TYPE_MAX))
+        return kms_error_set(KMS_EINVAL, "store: no action type");
+    if (threshold < KMS_THRESHOLD_MIN)
+        return kms_error_set(KMS_EINVAL,
+                             "threshold %u for %s is below %d: no officer may act "
+                             "alone",
+                             threshold, action_type, KMS_THRESHOLD_MIN);
+    s = impl(store);
+
+    lock(s);
+    st = stmt(s, ST_THRESHOLD_SET);
+    if ((rc = sqlite3_bind_text(st, 1, action_type, -1, SQLITE_STATIC)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 2, threshold)) != SQLITE_OK ||
+        (rc = sqlite3_step(st)) != SQLITE_DONE) {
+        r = db_error(s->db, rc, "threshold set");
+        goto out;
+    }
+out:
+    done(st);
+    unlock(s);
+    return r;
+}
+
+static int threshold_get(kms_store *store, const char *action_type, uint32_t *threshold)
+{
+    struct sqlite_store *s;
+    sqlite3_stmt *st = NULL;
+    sqlite3_int64 v = 0;
+    int r = KMS_OK, rc;
+
+    if (store == NULL || threshold == NULL || !valid_text(action_type, KMS_ACTION_TYPE_MAX))
+        return kms_error_set(KMS_EINVAL, "store: no action type");
+    s = impl(store);
+
+    lock(s);
+    st = stmt(s, ST_THRESHOLD_GET);
+    if ((rc = sqlite3_bind_text(st, 1, action_type, -1, SQLITE_STATIC)) != SQLITE_OK) {
+        r = db_error(s->db, rc, "threshold get");
+        goto out;
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        r = kms_error_set(KMS_ENOTFOUND, "no threshold for this action type");
+        goto out;
+    }
+    if (rc != SQLITE_ROW) {
+        r = db_error(s->db, rc, "threshold get");
+        goto out;
+    }
+    if ((r = int_column(st, 0, KMS_THRESHOLD_MIN, UINT32_MAX, &v, "threshold")) != 0)
+        goto out;
+    *threshold = (uint32_t)v;
+out:
+    done(st);
+    unlock(s);
+    return r;
+}
+
+struct threshold_row {
+    char action_type[KMS_ACTION_TYPE_MAX + 1];
+    uint32_t threshold;
+};
+
+static int threshold_page(struct sqlite_store *s, const char *after, struct threshold_row *page,
+                          size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    sqlite3_int64 v = 0;
+    size_t got = 0;
+    int r = KMS_OK, rc;
+
+    lock(s);
+    st = stmt(s, ST_THRESHOLD_PAGE);
+    if ((rc = sqlite3_bind_text(st, 1, after, -1, SQLITE_STATIC)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int(st, 2, THRESHOLD_PAGE)) != SQLITE_OK) {
+        r = db_error(s->db, rc, "threshold list");
+        goto out;
+    }
+    while (got < THRESHOLD_PAGE && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if ((r = copy_text(st, 0, page[got].action_type, sizeof(page[got].action_type),
+                           "action type")) != 0 ||
+            (r = int_column(st, 1, KMS_THRESHOLD_MIN, UINT32_MAX, &v, "threshold")) != 0)
+            goto out;
+        page[got].threshold = (uint32_t)v;
+        got++;
+    }
+    if (got < THRESHOLD_PAGE && rc != SQLITE_DONE) {
+        r = db_error(s->db, rc, "threshold list");
+        goto out;
+    }
+    *n = got;
+out:
+    done(st);
+    unlock(s);
+    return r;
+}
+
+static int threshold_list(kms_store *store, kms_store_threshold_cb cb, void *ctx)
+{
+    char after[KMS_ACTION_TYPE_MAX + 1] = "";
+    struct threshold_row *page = NULL;
+    size_t n = 0;
+    int r = KMS_OK;
+
+    if (store == NULL || cb == NULL)
+        return kms_error_set(KMS_EINVAL, "store: no callback");
+    if ((page = calloc(THRESHOLD_PAGE, sizeof(*page))) == NULL) {
+        r = kms_error_set(KMS_ENOMEM, "out of memory");
+        goto out;
+    }
+    do {
+        if ((r = threshold_page(impl(store), after, page, &n)) != 0)
+            goto out;
+        for (size_t i = 0; i < n; i++)
+            if ((r = cb(ctx, page[i].action_type, page[i].threshold)) != 0)
+                goto out;
+        if (n > 0)
+            memcpy(after, page[n - 1].action_type, sizeof(after));
+    } while (n == THRESHOLD_PAGE);
+out:
+    free(page);
+    return r;
+}
+
 static void store_close(kms_store *store)
 {
     if (store == NULL)
@@ -811,6 +1282,14 @@ static const kms_store_ops sqlite_ops = {
     .version_list = version_list,
     .version_set_state = version_set_state,
     .usage_reserve = usage_reserve,
+    .policy_set = policy_set,
+    .policy_list = policy_list,
+    .officer_add = officer_add,
+    .officer_remove = officer_remove,
+    .officer_list = officer_list,
+    .threshold_set = threshold_set,
+    .threshold_get = threshold_get,
+    .threshold_list = threshold_list,
     .close = store_close,
 };
 

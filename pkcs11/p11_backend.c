@@ -13,8 +13,6 @@
 #include "p11_internal.h"
 #include "pkcs11/kms_p11.h"
 
-#define MAX_IO (4096 + KMS_GCM_TAG_LEN)
-
 static struct p11 *impl(kms_backend *b)
 {
     return (struct p11 *)b;
@@ -30,8 +28,9 @@ static void make_id(const uint8_t key_id[KMS_KEY_ID_LEN], uint32_t version, uint
 }
 
 /* Runs op with a pooled session; on session loss heals and runs it once
- * more. op returns a CK_RV-derived kms code and sets *lost when the CK_RV
- * meant a lost session. */
+ * more. op returns a kms code and sets *lost when the session is gone (or
+ * left in an unknown state); it must leave no partial output behind, since
+ * it may run twice. */
 typedef int (*session_op)(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg, int *lost);
 
 static int with_session(struct p11 *p, session_op op, void *arg)
@@ -46,17 +45,21 @@ static int with_session(struct p11 *p, session_op op, void *arg)
         kms_p11_pool_release(p, idx);
         if (!lost)
             return r;
-        int h = kms_p11_pool_heal(p, gen);
-        if (h != 0 || attempt == 1)
-            return kms_error_set(KMS_EUNAVAIL, "pkcs11: token \"%s\" unavailable", p->label);
+        /* On failure the detail is the healing's (why the token is out) or,
+         * after a second loss in a row, the operation's. */
+        if (kms_p11_pool_heal(p, gen) != 0 || attempt == 1)
+            return KMS_EUNAVAIL;
     }
 }
 
+/* The kms code for a failed call's rv, with the detail naming the call.
+ * Sets *lost (never clears it) when the session is gone. */
 static int rv_result(CK_RV rv, int *lost, const char *what)
 {
     if (rv == CKR_OK)
         return KMS_OK;
-    *lost = kms_p11_rv_session_lost(rv);
+    if (kms_p11_rv_session_lost(rv))
+        *lost = 1;
     return kms_error_set(kms_p11_rv_to_error(rv), "pkcs11: %s: %s", what, kms_p11_rv_name(rv));
 }
 
@@ -78,7 +81,7 @@ static int create_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg
         *lost = r == KMS_EUNAVAIL;
         return r;
     }
-    char label[64];
+    char label[P11_LABEL_MAX];
     kms_p11_label(a->id, label, sizeof(label));
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_KEY_TYPE type = CKK_AES;
@@ -103,6 +106,8 @@ static int create_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg
 static int p11_create_version(kms_backend *b, const uint8_t key_id[KMS_KEY_ID_LEN],
                               uint32_t version, kms_backend_ref *ref)
 {
+    if (key_id == NULL || ref == NULL)
+        return kms_error_set(KMS_EINVAL, "pkcs11: missing argument");
     struct create_arg a;
     make_id(key_id, version, a.id);
     int r = with_session(impl(b), create_op, &a);
@@ -111,7 +116,7 @@ static int p11_create_version(kms_backend *b, const uint8_t key_id[KMS_KEY_ID_LE
         ref->len = P11_ID_LEN;
     }
     if (r == 0) {
-        char label[64];
+        char label[P11_LABEL_MAX];
         kms_p11_label(a.id, label, sizeof(label));
         kms_log_info("pkcs11: created %s on token \"%s\"", label, impl(b)->label);
     }
@@ -140,7 +145,7 @@ static int p11_destroy_version(kms_backend *b, const kms_backend_ref *ref)
     memcpy(id, ref->bytes, P11_ID_LEN);
     int r = with_session(impl(b), destroy_op, id);
     if (r == 0) {
-        char label[64];
+        char label[P11_LABEL_MAX];
         kms_p11_label(id, label, sizeof(label));
         kms_log_info("pkcs11: destroyed %s", label);
     }
@@ -149,31 +154,45 @@ static int p11_destroy_version(kms_backend *b, const kms_backend_ref *ref)
 
 /* ---- open / release --------------------------------------------------------------- */
 
-/* Finds the key's handle for this generation (after a healing the old
- * handle may be stale). On first find, checks the key. */
+/* The key's object handle for this pool generation. A handle found under
+ * an older generation (a healing ran since) or forgotten after the token
+ * called it invalid is looked up again by CKA_ID, and the object found is
+ * checked again before it is used: whatever holds that CKA_ID now is not
+ * trusted because an earlier object with the same id was. */
 static int resolve(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, kms_backend_key *k,
-                   CK_OBJECT_HANDLE *h, int check)
+                   CK_OBJECT_HANDLE *h)
 {
     pthread_mutex_lock(&k->mu);
     int fresh = k->gen == gen && k->handle != CK_INVALID_HANDLE;
     *h = k->handle;
     pthread_mutex_unlock(&k->mu);
-    if (fresh && !check)
+    if (fresh)
         return KMS_OK;
-    KMS_GUARD(kms_p11_find_key(p, s, k->id, h));
-    if (check)
-        KMS_GUARD(kms_p11_check_key(p, s, *h, k->label));
+    CK_OBJECT_HANDLE found;
+    KMS_GUARD(kms_p11_find_key(p, s, k->id, &found));
+    KMS_GUARD(kms_p11_check_key(p, s, found, k->label));
     pthread_mutex_lock(&k->mu);
-    k->handle = *h;
+    k->handle = found;
     k->gen = gen;
     pthread_mutex_unlock(&k->mu);
+    *h = found;
     return KMS_OK;
+}
+
+/* The token says handle h is no longer valid (object destroyed, or handles
+ * renumbered): the next resolve looks the key up again. */
+static void forget(kms_backend_key *k, CK_OBJECT_HANDLE h)
+{
+    pthread_mutex_lock(&k->mu);
+    if (k->handle == h)
+        k->handle = CK_INVALID_HANDLE;
+    pthread_mutex_unlock(&k->mu);
 }
 
 static int open_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg, int *lost)
 {
     CK_OBJECT_HANDLE h;
-    int r = resolve(p, s, gen, arg, &h, 1);
+    int r = resolve(p, s, gen, arg, &h);
     *lost = r == KMS_EUNAVAIL;
     return r;
 }
@@ -210,24 +229,58 @@ static void p11_release_version(kms_backend *b, kms_backend_key *k)
 
 /* ---- wrap / unwrap ------------------------------------------------------------------ */
 
+/* Wrap and unwrap take the data on the stack: no allocation per call. */
+#define MAX_IO (P11_DATA_MAX + KMS_GCM_TAG_LEN)
+
 struct aead_arg {
     kms_backend_key *k;
     kms_aead_io *io;
 };
 
+/* A call failed in a way that leaves the session's operation state unknown
+ * (CKR_BUFFER_TOO_SMALL keeps the operation active by the standard;
+ * CKR_OPERATION_ACTIVE means an earlier one never ended). Such a session
+ * would fail every later call, so it is treated as lost: the pool heals. */
+static int stuck(CK_RV rv)
+{
+    return rv == CKR_OPERATION_ACTIVE || rv == CKR_BUFFER_TOO_SMALL;
+}
+
+/* Resolves the key and starts an AES-GCM operation on session s. A stale
+ * handle (the object was replaced on the token) is looked up and checked
+ * again once. */
+static int aead_init(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, kms_backend_key *k,
+                     CK_MECHANISM *mech, int encrypt, int *lost)
+{
+    for (int attempt = 0;; attempt++) {
+        CK_OBJECT_HANDLE h;
+        int r = resolve(p, s, gen, k, &h);
+        if (r != 0) {
+            *lost = r == KMS_EUNAVAIL;
+            return r;
+        }
+        CK_RV rv = encrypt ? p->f->C_EncryptInit(s, mech, h) : p->f->C_DecryptInit(s, mech, h);
+        if (rv == CKR_OK)
+            return KMS_OK;
+        if ((rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID) && attempt == 0) {
+            forget(k, h);
+            continue;
+        }
+        if (stuck(rv))
+            *lost = 1;
+        return rv_result(rv, lost, encrypt ? "C_EncryptInit" : "C_DecryptInit");
+    }
+}
+
 static int wrap_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg, int *lost)
 {
     struct aead_arg *a = arg;
     kms_aead_io *io = a->io;
-    CK_OBJECT_HANDLE h;
-    int r = resolve(p, s, gen, a->k, &h, 0);
-    if (r != 0) {
-        *lost = r == KMS_EUNAVAIL;
-        return r;
-    }
-    /* A fresh random IV from OpenSSL's DRBG. A FIPS-mode HSM may instead
-     * generate the IV and write it into the parameters: either way the IV
-     * used is what the parameters hold after the call. */
+    /* A fresh random IV from OpenSSL's DRBG for every call (96 bits: at
+     * most 2^32 calls per key version, counted by the keyring). An HSM in
+     * FIPS mode may ignore it, generate its own and write it into the
+     * parameters' IV buffer: pIv points at io->iv, so io->iv holds the IV
+     * actually used after the call either way. */
     if (RAND_bytes(io->iv, KMS_GCM_IV_LEN) != 1)
         return kms_error_set(KMS_EUNAVAIL, "OpenSSL DRBG failed");
     CK_GCM_PARAMS gcm = {
@@ -239,35 +292,28 @@ static int wrap_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg, 
         .ulTagBits = KMS_GCM_TAG_LEN * 8,
     };
     CK_MECHANISM mech = {CKM_AES_GCM, &gcm, sizeof(gcm)};
-    CK_RV rv = p->f->C_EncryptInit(s, &mech, h);
-    if (rv != CKR_OK)
-        return rv_result(rv, lost, "C_EncryptInit");
+    KMS_GUARD(aead_init(p, s, gen, a->k, &mech, 1, lost));
+    /* ciphertext ‖ tag; public data, so not wiped. */
     uint8_t buf[MAX_IO];
     CK_ULONG n = sizeof(buf);
-    rv = p->f->C_Encrypt(s, (CK_BYTE_PTR)io->in, io->in_len, buf, &n);
+    CK_RV rv = p->f->C_Encrypt(s, (CK_BYTE_PTR)io->in, io->in_len, buf, &n);
     if (rv == CKR_OK && n != io->in_len + KMS_GCM_TAG_LEN)
-        r = kms_error_set(KMS_EINTERNAL, "pkcs11: C_Encrypt returned %lu bytes", n);
-    else
-        r = rv_result(rv, lost, "C_Encrypt");
-    if (r == 0) {
-        memcpy(io->out, buf, io->in_len);
-        memcpy(io->tag, buf + io->in_len, KMS_GCM_TAG_LEN);
+        return kms_error_set(KMS_EINTERNAL, "pkcs11: C_Encrypt returned %lu bytes", n);
+    if (rv != CKR_OK) {
+        if (stuck(rv))
+            *lost = 1;
+        return rv_result(rv, lost, "C_Encrypt");
     }
-    OPENSSL_cleanse(buf, sizeof(buf));
-    return r;
+    memcpy(io->out, buf, io->in_len);
+    memcpy(io->tag, buf + io->in_len, KMS_GCM_TAG_LEN);
+    return KMS_OK;
 }
 
 static int unwrap_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg, int *lost)
 {
     struct aead_arg *a = arg;
     kms_aead_io *io = a->io;
-    CK_OBJECT_HANDLE h;
-    int r = resolve(p, s, gen, a->k, &h, 0);
-    if (r != 0) {
-        *lost = r == KMS_EUNAVAIL;
-        return r;
-    }
-    uint8_t iv[KMS_GCM_IV_LEN];
+    uint8_t iv[KMS_GCM_IV_LEN]; /* a copy: the token must not change the caller's IV */
     memcpy(iv, io->iv, sizeof(iv));
     CK_GCM_PARAMS gcm = {
         .pIv = iv,
@@ -278,29 +324,32 @@ static int unwrap_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg
         .ulTagBits = KMS_GCM_TAG_LEN * 8,
     };
     CK_MECHANISM mech = {CKM_AES_GCM, &gcm, sizeof(gcm)};
-    CK_RV rv = p->f->C_DecryptInit(s, &mech, h);
-    if (rv != CKR_OK)
-        return rv_result(rv, lost, "C_DecryptInit");
+    int r = aead_init(p, s, gen, a->k, &mech, 0, lost);
+    if (r != 0)
+        goto out;
     uint8_t in[MAX_IO], out[MAX_IO];
+    size_t in_len = io->in_len + KMS_GCM_TAG_LEN;
     memcpy(in, io->in, io->in_len);
     memcpy(in + io->in_len, io->tag, KMS_GCM_TAG_LEN);
     CK_ULONG n = sizeof(out);
-    rv = p->f->C_Decrypt(s, in, io->in_len + KMS_GCM_TAG_LEN, out, &n);
+    CK_RV rv = p->f->C_Decrypt(s, in, in_len, out, &n);
     if (rv == CKR_OK && n == io->in_len) {
         memcpy(io->out, out, n);
-        r = KMS_OK;
     } else if (rv == CKR_OK) {
         r = kms_error_set(KMS_EINTERNAL, "pkcs11: C_Decrypt returned %lu bytes", n);
-    } else if (rv == CKR_GENERAL_ERROR || rv == CKR_ENCRYPTED_DATA_INVALID ||
-               rv == CKR_ENCRYPTED_DATA_LEN_RANGE) {
-        /* SoftHSM reports a GCM tag mismatch as CKR_GENERAL_ERROR. */
+    } else if (kms_p11_decrypt_rv_to_error(rv) == KMS_EAUTH) {
         r = kms_error_set(KMS_EAUTH, "pkcs11: GCM tag check failed (%s)", kms_p11_rv_name(rv));
     } else {
+        if (stuck(rv))
+            *lost = 1;
         r = rv_result(rv, lost, "C_Decrypt");
     }
+    /* Plaintext, or what a token might leave there on failure: no output
+     * can be longer than the input. */
+    OPENSSL_cleanse(out, in_len);
+out:
     if (r != 0)
         OPENSSL_cleanse(io->out, io->in_len);
-    OPENSSL_cleanse(out, sizeof(out));
     return r;
 }
 
@@ -309,8 +358,10 @@ static int check_io(const kms_backend_key *k, const kms_aead_io *io)
     if (k == NULL || io == NULL || io->in == NULL || io->out == NULL ||
         (io->aad == NULL && io->aad_len))
         return kms_error_set(KMS_EINVAL, "pkcs11: missing argument");
-    if (io->in_len == 0 || io->in_len > MAX_IO - KMS_GCM_TAG_LEN)
-        return kms_error_set(KMS_ETOOBIG, "pkcs11: data must be 1..4096 bytes");
+    if (io->in_len == 0)
+        return kms_error_set(KMS_EINVAL, "pkcs11: no data");
+    if (io->in_len > P11_DATA_MAX)
+        return kms_error_set(KMS_ETOOBIG, "pkcs11: data must be 1..%d bytes", P11_DATA_MAX);
     return KMS_OK;
 }
 
@@ -323,7 +374,12 @@ static int p11_wrap(kms_backend *b, kms_backend_key *k, kms_aead_io *io)
 
 static int p11_unwrap(kms_backend *b, kms_backend_key *k, kms_aead_io *io)
 {
-    KMS_GUARD(check_io(k, io));
+    int r = check_io(k, io);
+    if (r != 0) {
+        if (io != NULL && io->out != NULL && io->in_len <= P11_DATA_MAX)
+            OPENSSL_cleanse(io->out, io->in_len);
+        return r;
+    }
     struct aead_arg a = {k, io};
     return with_session(impl(b), unwrap_op, &a);
 }

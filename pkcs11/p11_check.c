@@ -2,9 +2,10 @@
  *
  * A key is used only if the token says it is an AES-256 secret key that is
  * sensitive, always was, is not extractable and never was, was generated
- * on the token (local), may encrypt and decrypt and nothing else, and its
- * value cannot be read. Anything else is refused, naming the attribute. */
-#include <openssl/crypto.h>
+ * on the token (local), is a private token object (usable only after
+ * login), may encrypt and decrypt and nothing else, and its value cannot
+ * be read. Anything else is refused loudly (error detail and log line),
+ * naming the first failing attribute. */
 #include <stdio.h>
 #include <string.h>
 
@@ -24,6 +25,20 @@ void kms_p11_label(const uint8_t id[P11_ID_LEN], char *out, size_t cap)
     snprintf(out, cap, "kms:%s:v%u", idhex, v);
 }
 
+static int refuse(const char *label, const char *why)
+{
+    int r = kms_error_set(KMS_EKEYCHECK, "key %s refused: %s", label, why);
+    kms_log_error("pkcs11: key %s refused: %s", label, why);
+    return r;
+}
+
+/* A failed C_* call in the lookup or the check: the session-loss codes come
+ * back as KMS_EUNAVAIL (the caller heals); anything else is as mapped. */
+static int call_failed(CK_RV rv, const char *what)
+{
+    return kms_error_set(kms_p11_rv_to_error(rv), "pkcs11: %s: %s", what, kms_p11_rv_name(rv));
+}
+
 int kms_p11_find_key(struct p11 *p, CK_SESSION_HANDLE s, const uint8_t id[P11_ID_LEN],
                      CK_OBJECT_HANDLE *out)
 {
@@ -34,7 +49,7 @@ int kms_p11_find_key(struct p11 *p, CK_SESSION_HANDLE s, const uint8_t id[P11_ID
     };
     CK_RV rv = p->f->C_FindObjectsInit(s, tmpl, 2);
     if (rv != CKR_OK)
-        return kms_p11_rv_to_error(rv);
+        return call_failed(rv, "C_FindObjectsInit");
     CK_OBJECT_HANDLE found[2];
     CK_ULONG n = 0;
     rv = p->f->C_FindObjects(s, found, 2, &n);
@@ -42,13 +57,13 @@ int kms_p11_find_key(struct p11 *p, CK_SESSION_HANDLE s, const uint8_t id[P11_ID
     if (rv == CKR_OK)
         rv = frv;
     if (rv != CKR_OK)
-        return kms_p11_rv_to_error(rv);
-    char label[64];
+        return call_failed(rv, "C_FindObjects");
+    char label[P11_LABEL_MAX];
     kms_p11_label(id, label, sizeof(label));
     if (n == 0)
         return kms_error_set(KMS_ENOTFOUND, "pkcs11: no key %s on token \"%s\"", label, p->label);
     if (n > 1)
-        return kms_error_set(KMS_EKEYCHECK, "key %s refused: two objects share its CKA_ID", label);
+        return refuse(label, "two objects share its CKA_ID");
     *out = found[0];
     return KMS_OK;
 }
@@ -60,13 +75,18 @@ struct bool_rule {
     int may_be_absent; /* an absent usage attribute means FALSE */
 };
 
+/* In the order they are checked: the first failing one is reported. */
 static const struct bool_rule bool_rules[] = {
-    {CKA_SENSITIVE, "CKA_SENSITIVE", CK_TRUE, 0},
-    {CKA_ALWAYS_SENSITIVE, "CKA_ALWAYS_SENSITIVE", CK_TRUE, 0},
-    {CKA_EXTRACTABLE, "CKA_EXTRACTABLE", CK_FALSE, 0},
-    {CKA_NEVER_EXTRACTABLE, "CKA_NEVER_EXTRACTABLE", CK_TRUE, 0},
-    {CKA_LOCAL, "CKA_LOCAL", CK_TRUE, 0},
     {CKA_TOKEN, "CKA_TOKEN", CK_TRUE, 0},
+    /* A public key object is usable by any session, without the PIN. */
+    {CKA_PRIVATE, "CKA_PRIVATE", CK_TRUE, 0},
+    {CKA_SENSITIVE, "CKA_SENSITIVE", CK_TRUE, 0},
+    {CKA_EXTRACTABLE, "CKA_EXTRACTABLE", CK_FALSE, 0},
+    /* Was never readable or exportable in its life ... */
+    {CKA_ALWAYS_SENSITIVE, "CKA_ALWAYS_SENSITIVE", CK_TRUE, 0},
+    {CKA_NEVER_EXTRACTABLE, "CKA_NEVER_EXTRACTABLE", CK_TRUE, 0},
+    /* ... and was generated on the token, never imported. */
+    {CKA_LOCAL, "CKA_LOCAL", CK_TRUE, 0},
     {CKA_ENCRYPT, "CKA_ENCRYPT", CK_TRUE, 0},
     {CKA_DECRYPT, "CKA_DECRYPT", CK_TRUE, 0},
     {CKA_WRAP, "CKA_WRAP", CK_FALSE, 1},
@@ -77,13 +97,6 @@ static const struct bool_rule bool_rules[] = {
 };
 
 #define N_BOOL_RULES (sizeof(bool_rules) / sizeof(bool_rules[0]))
-
-static int refuse(const char *label, const char *why)
-{
-    int r = kms_error_set(KMS_EKEYCHECK, "key %s refused: %s", label, why);
-    kms_log_error("pkcs11: key %s refused: %s", label, why);
-    return r;
-}
 
 int kms_p11_check_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, const char *label)
 {
@@ -98,14 +111,17 @@ int kms_p11_check_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, co
     CK_RV rv = p->f->C_GetAttributeValue(s, h, basic, 3);
     if (rv != CKR_OK) {
         if (kms_p11_rv_session_lost(rv))
-            return kms_p11_rv_to_error(rv);
-        return refuse(label, "class, key type or length unreadable");
+            return call_failed(rv, "C_GetAttributeValue");
+        char why[96];
+        snprintf(why, sizeof(why), "class, key type or length unreadable (%s)",
+                 kms_p11_rv_name(rv));
+        return refuse(label, why);
     }
-    if (cls != CKO_SECRET_KEY)
+    if (basic[0].ulValueLen != sizeof(cls) || cls != CKO_SECRET_KEY)
         return refuse(label, "CKA_CLASS is not CKO_SECRET_KEY");
-    if (type != CKK_AES)
+    if (basic[1].ulValueLen != sizeof(type) || type != CKK_AES)
         return refuse(label, "CKA_KEY_TYPE is not CKK_AES");
-    if (value_len != 32)
+    if (basic[2].ulValueLen != sizeof(value_len) || value_len != 32)
         return refuse(label, "CKA_VALUE_LEN is not 32 (AES-256)");
 
     /* One attribute per call, so an absent one is told apart from the rest. */
@@ -116,11 +132,16 @@ int kms_p11_check_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, co
         rv = p->f->C_GetAttributeValue(s, h, &a, 1);
         if (rv != CKR_OK) {
             if (kms_p11_rv_session_lost(rv))
-                return kms_p11_rv_to_error(rv);
+                return call_failed(rv, "C_GetAttributeValue");
             if (rv == CKR_ATTRIBUTE_TYPE_INVALID && rule->may_be_absent)
                 continue;
             char why[96];
             snprintf(why, sizeof(why), "%s unreadable (%s)", rule->name, kms_p11_rv_name(rv));
+            return refuse(label, why);
+        }
+        if (a.ulValueLen != sizeof(v)) {
+            char why[96];
+            snprintf(why, sizeof(why), "%s is not a CK_BBOOL", rule->name);
             return refuse(label, why);
         }
         if ((v != CK_FALSE) != (rule->want != CK_FALSE)) {
@@ -130,14 +151,14 @@ int kms_p11_check_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, co
         }
     }
 
-    /* The token must refuse to reveal the value. */
-    uint8_t value[64];
-    CK_ATTRIBUTE va = {CKA_VALUE, value, sizeof(value)};
+    /* The token must refuse to reveal the value. Asked for its length only
+     * (pValue NULL), so no key byte is ever copied into this process even
+     * if the token would hand it out. */
+    CK_ATTRIBUTE va = {CKA_VALUE, NULL, 0};
     rv = p->f->C_GetAttributeValue(s, h, &va, 1);
-    OPENSSL_cleanse(value, sizeof(value));
-    if (rv == CKR_OK)
-        return refuse(label, "CKA_VALUE is readable");
     if (kms_p11_rv_session_lost(rv))
-        return kms_p11_rv_to_error(rv);
+        return call_failed(rv, "C_GetAttributeValue");
+    if ((rv == CKR_OK || rv == CKR_BUFFER_TOO_SMALL) && va.ulValueLen != CK_UNAVAILABLE_INFORMATION)
+        return refuse(label, "CKA_VALUE is readable");
     return KMS_OK;
 }

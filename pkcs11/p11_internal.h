@@ -1,19 +1,23 @@
-/* Private to pkcs11/: the backend's state, shared by its files. */
+/* Private to pkcs11/ (and its unit test): the backend's state, shared by
+ * its files. The core never includes this header. */
 #ifndef KMS_P11_INTERNAL_H
 #define KMS_P11_INTERNAL_H
 
-#include <p11-kit/pkcs11.h>
+#include "pkcs11/p11_pkcs11.h"
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kms/backend.h"
 #include "kms/secret.h"
 
 #define P11_ID_LEN (KMS_KEY_ID_LEN + 4) /* CKA_ID = key id ‖ version (u32 BE) */
+#define P11_LABEL_MAX 64                /* "kms:<32 hex>:v<u32>" + NUL fits */
 #define P11_POOL_MAX 64
+#define P11_DATA_MAX 4096 /* largest wrap/unwrap input (DESIGN §3: plaintext ≤ 4 KiB) */
 
 /* The session pool. `gen` counts healings: object handles found under an
- * older generation are looked up again. */
+ * older generation are looked up (and checked) again. */
 struct p11_pool {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -23,7 +27,8 @@ struct p11_pool {
     unsigned in_use; /* sessions handed out */
     unsigned gen;
     int healing;          /* a thread is re-opening sessions */
-    int broken;           /* the last healing failed */
+    int broken;           /* the last healing failed: back off */
+    int dead;             /* the token refused the PIN while healing: never retry */
     uint64_t retry_at_ms; /* while broken: no new attempt before this */
     uint64_t backoff_ms;  /* next back-off step */
 };
@@ -41,41 +46,68 @@ struct p11 {
 
 struct kms_backend_key {
     uint8_t id[P11_ID_LEN];
-    char label[64];
+    char label[P11_LABEL_MAX];
     pthread_mutex_t mu; /* guards handle and gen */
     CK_OBJECT_HANDLE handle;
     unsigned gen;
 };
 
-/* p11_rv.c: the one CK_RV table. */
-int kms_p11_rv_to_error(CK_RV rv);
-const char *kms_p11_rv_name(CK_RV rv);
-/* 1 if rv means the session or login is gone (heal and retry). */
-int kms_p11_rv_session_lost(CK_RV rv);
+/* ---- p11_rv.c: the one CK_RV table ------------------------------------------ */
 
-/* p11_module.c: module, slot, PIN, login. */
+/* kms code for rv: 0 only for CKR_OK; unknown codes fail closed with
+ * KMS_EINTERNAL. */
+int kms_p11_rv_to_error(CK_RV rv);
+/* As kms_p11_rv_to_error, for the rv of C_Decrypt with an AEAD mechanism:
+ * a failed tag check is KMS_EAUTH (SoftHSM says CKR_GENERAL_ERROR, other
+ * tokens CKR_ENCRYPTED_DATA_INVALID or CKR_ENCRYPTED_DATA_LEN_RANGE). */
+int kms_p11_decrypt_rv_to_error(CK_RV rv);
+/* "CKR_PIN_INCORRECT", or "CKR_(unknown)". Never NULL. */
+const char *kms_p11_rv_name(CK_RV rv);
+/* 1 if rv means the session or the login is gone (heal and retry). */
+int kms_p11_rv_session_lost(CK_RV rv);
+/* The table itself, for its unit test: number of rows and the rv of row i. */
+size_t kms_p11_rv_table_len(void);
+CK_RV kms_p11_rv_table_code(size_t i);
+
+/* ---- p11_module.c: module, slot, PIN ------------------------------------------- */
+
+/* dlopen + C_GetFunctionList + C_Initialize(CKF_OS_LOCKING_OK). */
 int kms_p11_module_load(struct p11 *p, const char *path);
+/* Finds the one initialized token labelled `label` (≤ 32 bytes). */
 int kms_p11_find_slot(struct p11 *p, const char *label);
+/* Reads the PIN (first line of a 0600 regular file) into locked memory. */
 int kms_p11_read_pin(const char *path, kms_secret **pin);
 void kms_p11_module_unload(struct p11 *p);
 
-/* p11_session.c: the pool. acquire gives a session index and the pool
- * generation it belongs to; release gives it back. heal re-opens every
- * session and logs in again, with back-off; it is called by a thread that
- * saw a session-loss code from generation `seen_gen`. */
+/* ---- p11_session.c: the pool ------------------------------------------------------ */
+
+/* Opens `size` (0 = 4) RW sessions and logs in once. */
 int kms_p11_pool_open(struct p11 *p, unsigned size);
+/* Borrows a session: its handle, its index (for release) and the pool
+ * generation it belongs to. Blocks while every session is busy or a
+ * healing runs; fails fast with KMS_EUNAVAIL while the pool is broken and
+ * inside its back-off window, or dead. */
 int kms_p11_pool_acquire(struct p11 *p, CK_SESSION_HANDLE *s, int *idx, unsigned *gen);
 void kms_p11_pool_release(struct p11 *p, int idx);
+/* Called (holding no session) by a thread that saw a session-loss code on
+ * a session of generation `seen_gen`: re-opens every session and logs in
+ * again unless another thread already did. 0 if the pool is usable again,
+ * KMS_EUNAVAIL otherwise. */
 int kms_p11_pool_heal(struct p11 *p, unsigned seen_gen);
 void kms_p11_pool_close(struct p11 *p);
 
-/* p11_check.c: finds the object with CKA_ID id (exactly one), and checks
- * it is a safe master key. KMS_ENOTFOUND, or KMS_EKEYCHECK naming the
- * attribute in the error detail. */
+/* ---- p11_check.c: finding and checking keys ---------------------------------------- */
+
+/* Finds the secret key with CKA_ID id: KMS_ENOTFOUND if none, KMS_EKEYCHECK
+ * if two objects share the id, KMS_EUNAVAIL (and the rv is a session-loss
+ * code) if the session is gone. */
 int kms_p11_find_key(struct p11 *p, CK_SESSION_HANDLE s, const uint8_t id[P11_ID_LEN],
                      CK_OBJECT_HANDLE *out);
+/* Checks the object is a safe master key (see p11_check.c). KMS_EKEYCHECK
+ * naming the attribute in the error detail, logged as an error. */
 int kms_p11_check_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, const char *label);
 
+/* "kms:<32 hex key id>:v<version>" for a CKA_ID; cap ≥ P11_LABEL_MAX. */
 void kms_p11_label(const uint8_t id[P11_ID_LEN], char *out, size_t cap);
 
 #endif

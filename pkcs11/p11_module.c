@@ -15,8 +15,10 @@ int kms_p11_module_load(struct p11 *p, const char *path)
 {
     if (path == NULL || path[0] == '\0')
         return kms_error_set(KMS_EINVAL, "pkcs11: no module path");
-    /* RTLD_NODELETE: modules keep threads and atexit handlers that must not
-     * outlive their code; the module stays mapped after close. */
+    /* RTLD_NODELETE: the module stays mapped after dlclose. Modules keep
+     * threads, thread-local destructors and atexit handlers that must not
+     * outlive their code, and LeakSanitizer can only symbolize stacks in a
+     * library that is still mapped at exit. */
     p->module = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (p->module == NULL)
         return kms_error_set(KMS_EUNAVAIL, "pkcs11: cannot load module %s: %s", path, dlerror());
@@ -85,6 +87,15 @@ int kms_p11_find_slot(struct p11 *p, const char *label)
             r = kms_error_set(KMS_EPRECOND, "pkcs11: token \"%s\" is not initialized", label);
         else if (!(ti.flags & CKF_USER_PIN_INITIALIZED))
             r = kms_error_set(KMS_EPRECOND, "pkcs11: token \"%s\" has no user PIN", label);
+        else if (ti.flags & CKF_USER_PIN_LOCKED)
+            r = kms_error_set(KMS_EDENIED, "pkcs11: the user PIN of token \"%s\" is locked", label);
+        else if (ti.flags & CKF_USER_PIN_FINAL_TRY)
+            /* A wrong PIN now would lock the token: a service must not spend
+             * the last attempt unattended. */
+            r = kms_error_set(KMS_EPRECOND,
+                              "pkcs11: token \"%s\" allows one more PIN attempt only; log in "
+                              "by hand (e.g. pkcs11-tool --login) to reset the counter",
+                              label);
         else
             r = KMS_OK;
     }
@@ -115,15 +126,26 @@ int kms_p11_read_pin(const char *path, kms_secret **pin)
                           path, (unsigned)(st.st_mode & 0777));
         goto out;
     }
+    /* Read straight into locked memory: the PIN is never in an ordinary
+     * buffer. Up to 256 bytes; the first line is the PIN. */
     if ((r = kms_secret_new(256, &buf)) != 0)
         goto out;
-    ssize_t n = read(fd, buf->data, buf->len);
-    if (n <= 0) {
-        r = kms_error_set(KMS_EINVAL, "pkcs11: PIN file %s is empty or unreadable", path);
-        goto out;
+    size_t got = 0;
+    while (got < buf->len) {
+        ssize_t n = read(fd, buf->data + got, buf->len - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            r = kms_error_set(KMS_EINVAL, "pkcs11: cannot read PIN file %s: %s", path,
+                              strerror(errno));
+            goto out;
+        }
+        if (n == 0)
+            break;
+        got += (size_t)n;
     }
     size_t len = 0;
-    while (len < (size_t)n && buf->data[len] != '\n' && buf->data[len] != '\r')
+    while (len < got && buf->data[len] != '\n' && buf->data[len] != '\r')
         len++;
     if (len == 0 || len == buf->len) {
         r = kms_error_set(KMS_EINVAL, "pkcs11: PIN in %s is empty or too long", path);

@@ -6,7 +6,15 @@
  * session is back, closes them all, opens new ones and logs in again, then
  * bumps the generation so object handles are looked up again. If that
  * fails the pool is "broken": callers get KMS_EUNAVAIL at once until a
- * back-off (50 ms doubling to 5 s) allows the next attempt. */
+ * back-off (50 ms doubling to 5 s) allows the next attempt, so a missing
+ * device is not hammered. If the token refuses the PIN while healing (it
+ * was changed or locked under us), the pool is "dead": no further login is
+ * tried, because each attempt would count against the token's PIN retry
+ * counter and could lock it; kmsd must be restarted with the right PIN.
+ *
+ * The healer waits until every session is back before closing them: a
+ * module may free a session's state in C_CloseAllSessions while another
+ * thread is still inside a call on it. */
 #include <openssl/crypto.h>
 #include <string.h>
 #include <time.h>
@@ -43,9 +51,7 @@ static int open_sessions(struct p11 *p)
     CK_RV rv = p->f->C_Login(pool->sessions[0], CKU_USER, p->pin->data, p->pin->len);
     if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
         p->f->C_CloseAllSessions(p->slot);
-        int err = rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_EXPIRED
-                      ? KMS_EDENIED
-                      : KMS_EUNAVAIL;
+        int err = kms_p11_rv_to_error(rv) == KMS_EDENIED ? KMS_EDENIED : KMS_EUNAVAIL;
         return kms_error_set(err, "pkcs11: C_Login on token \"%s\": %s", p->label,
                              kms_p11_rv_name(rv));
     }
@@ -74,6 +80,12 @@ int kms_p11_pool_acquire(struct p11 *p, CK_SESSION_HANDLE *s, int *idx, unsigned
     struct p11_pool *pool = &p->pool;
     pthread_mutex_lock(&pool->mu);
     for (;;) {
+        if (pool->dead) {
+            pthread_mutex_unlock(&pool->mu);
+            return kms_error_set(KMS_EUNAVAIL,
+                                 "pkcs11: token \"%s\" refused the PIN; restart with the right PIN",
+                                 p->label);
+        }
         if (pool->healing) {
             pthread_cond_wait(&pool->cv, &pool->mu);
             continue;
@@ -123,6 +135,10 @@ int kms_p11_pool_heal(struct p11 *p, unsigned seen_gen)
     pthread_mutex_lock(&pool->mu);
     while (pool->healing)
         pthread_cond_wait(&pool->cv, &pool->mu);
+    if (pool->dead) {
+        pthread_mutex_unlock(&pool->mu);
+        return kms_error_set(KMS_EUNAVAIL, "pkcs11: token \"%s\" refused the PIN", p->label);
+    }
     if (pool->gen != seen_gen && !pool->broken) {
         pthread_mutex_unlock(&pool->mu); /* another thread healed already */
         return KMS_OK;
@@ -146,6 +162,13 @@ int kms_p11_pool_heal(struct p11 *p, unsigned seen_gen)
         pool->broken = 0;
         pool->backoff_ms = BACKOFF_MIN_MS;
         kms_log_info("pkcs11: token \"%s\" sessions restored", p->label);
+    } else if (r == KMS_EDENIED) {
+        pool->dead = 1;
+        pool->nfree = 0;
+        kms_log_error("pkcs11: token \"%s\" refused the PIN while re-opening sessions (%s); "
+                      "no further login will be tried",
+                      p->label, kms_error_detail());
+        r = KMS_EUNAVAIL;
     } else {
         pool->broken = 1;
         pool->nfree = 0; /* no usable sessions */

@@ -957,6 +957,327 @@ static void close_is_null_safe(void **state)
     assert_string_equal(f->s->ops->name, "sqlite");
 }
 
+/* ---- schema 2: key policies, officers, thresholds ----------------------------- */
+
+struct grants_seen {
+    kms_key_action action[64];
+    char identity[64][64];
+    size_t n;
+};
+
+static int collect_grant(void *ctx, const kms_grant_rec *g)
+{
+    struct grants_seen *gs = ctx;
+    assert_true(gs->n < 64);
+    gs->action[gs->n] = g->action;
+    snprintf(gs->identity[gs->n], sizeof(gs->identity[0]), "%s", g->identity);
+    gs->n++;
+    return 0;
+}
+
+static void policy_set_replaces_and_lists_in_order(void **state)
+{
+    struct fx *f = *state;
+    kms_key_rec a = add_alpha(f->s, 1);
+    const kms_grant_rec grants[] = {
+        {KMS_ACTION_DECRYPT, "spiffe://kms.local/b"},
+        {KMS_ACTION_ENCRYPT, "spiffe://kms.local/b"},
+        {KMS_ACTION_ENCRYPT, "spiffe://kms.local/a"},
+        {KMS_ACTION_REENCRYPT, "spiffe://kms.local/a"},
+    };
+    assert_int_equal(f->s->ops->policy_set(f->s, a.id, grants, 4), KMS_OK);
+    struct grants_seen gs = {0};
+    assert_int_equal(f->s->ops->policy_list(f->s, a.id, collect_grant, &gs), KMS_OK);
+    assert_int_equal(gs.n, 4);
+    assert_int_equal(gs.action[0], KMS_ACTION_ENCRYPT);
+    assert_string_equal(gs.identity[0], "spiffe://kms.local/a");
+    assert_int_equal(gs.action[1], KMS_ACTION_ENCRYPT);
+    assert_string_equal(gs.identity[1], "spiffe://kms.local/b");
+    assert_int_equal(gs.action[2], KMS_ACTION_DECRYPT);
+    assert_int_equal(gs.action[3], KMS_ACTION_REENCRYPT);
+
+    /* A second set replaces the whole policy; it survives a reopen. */
+    const kms_grant_rec only[] = {{KMS_ACTION_DECRYPT, "CN-only"}};
+    assert_int_equal(f->s->ops->policy_set(f->s, a.id, only, 1), KMS_OK);
+    reopen(f);
+    memset(&gs, 0, sizeof(gs));
+    assert_int_equal(f->s->ops->policy_list(f->s, a.id, collect_grant, &gs), KMS_OK);
+    assert_int_equal(gs.n, 1);
+    assert_string_equal(gs.identity[0], "CN-only");
+
+    /* An empty set clears it; an unknown key has no grants. */
+    assert_int_equal(f->s->ops->policy_set(f->s, a.id, NULL, 0), KMS_OK);
+    memset(&gs, 0, sizeof(gs));
+    assert_int_equal(f->s->ops->policy_list(f->s, a.id, collect_grant, &gs), KMS_OK);
+    assert_int_equal(gs.n, 0);
+    uint8_t other[KMS_KEY_ID_LEN];
+    memset(other, 0x77, sizeof(other));
+    assert_int_equal(f->s->ops->policy_list(f->s, other, collect_grant, &gs), KMS_OK);
+    assert_int_equal(gs.n, 0);
+}
+
+static void policy_set_refuses_bad_grants_atomically(void **state)
+{
+    struct fx *f = *state;
+    kms_key_rec a = add_alpha(f->s, 1);
+    const kms_grant_rec good[] = {{KMS_ACTION_ENCRYPT, "app"}};
+    assert_int_equal(f->s->ops->policy_set(f->s, a.id, good, 1), KMS_OK);
+
+    const kms_grant_rec twice[] = {{KMS_ACTION_DECRYPT, "x"}, {KMS_ACTION_DECRYPT, "x"}};
+    assert_int_equal(f->s->ops->policy_set(f->s, a.id, twice, 2), KMS_EINVAL);
+    const kms_grant_rec bad_action[] = {{(kms_key_action)9, "x"}};
+    assert_int_equal(f->s->ops->policy_set(f->s, a.id, bad_action, 1), KMS_EINVAL);
+    const kms_grant_rec empty[] = {{KMS_ACTION_DECRYPT, ""}};
+    assert_int_equal(f->s->ops->policy_set(f->s, a.id, empty, 1), KMS_EINVAL);
+    const kms_grant_rec null_id[] = {{KMS_ACTION_DECRYPT, NULL}};
+    assert_int_equal(f->s->ops->policy_set(f->s, a.id, null_id, 1), KMS_EINVAL);
+    char *longid = malloc(KMS_IDENTITY_MAX + 2);
+    assert_non_null(longid);
+    memset(longid, 'a', KMS_IDENTITY_MAX + 1);
+    longid[KMS_IDENTITY_MAX + 1] = '\0';
+    const kms_grant_rec too_long[] = {{KMS_ACTION_DECRYPT, longid}};
+    assert_int_equal(f->s->ops->policy_set(f->s, a.id, too_long, 1), KMS_EINVAL);
+    longid[KMS_IDENTITY_MAX] = '\0'; /* exactly the limit is fine */
+    const kms_grant_rec at_limit[] = {{KMS_ACTION_DECRYPT, longid}};
+    assert_int_equal(f->s->ops->policy_set(f->s, a.id, at_limit, 1), KMS_OK);
+    free(longid);
+    assert_int_equal(f->s->ops->policy_set(f->s, a.id, good, 1), KMS_OK);
+
+    uint8_t other[KMS_KEY_ID_LEN];
+    memset(other, 0x77, sizeof(other));
+    assert_int_equal(f->s->ops->policy_set(f->s, other, good, 1), KMS_ENOTFOUND);
+
+    /* Nothing above changed the good policy. */
+    struct grants_seen gs = {0};
+    assert_int_equal(f->s->ops->policy_list(f->s, a.id, collect_grant, &gs), KMS_OK);
+    assert_int_equal(gs.n, 1);
+    assert_string_equal(gs.identity[0], "app");
+}
+
+static void policy_list_pages_through_many_grants(void **state)
+{
+    struct fx *f = *state;
+    kms_key_rec a = add_alpha(f->s, 1);
+    enum { N = 60 };
+    kms_grant_rec grants[N];
+    char ids[N][16];
+    for (int i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "id-%03d", i);
+        grants[i].action = (kms_key_action)(1 + i % 3);
+        grants[i].identity = ids[i];
+    }
+    assert_int_equal(f->s->ops->policy_set(f->s, a.id, grants, N), KMS_OK);
+    struct grants_seen gs = {0};
+    assert_int_equal(f->s->ops->policy_list(f->s, a.id, collect_grant, &gs), KMS_OK);
+    assert_int_equal(gs.n, N);
+    for (size_t i = 1; i < gs.n; i++) /* strictly ordered: no repeats across pages */
+        assert_true(
+            gs.action[i - 1] < gs.action[i] ||
+            (gs.action[i - 1] == gs.action[i] && strcmp(gs.identity[i - 1], gs.identity[i]) < 0));
+}
+
+static kms_officer_rec officer(const char *id, const char *identity)
+{
+    kms_officer_rec o;
+    memset(&o, 0, sizeof(o));
+    snprintf(o.id, sizeof(o.id), "%s", id);
+    snprintf(o.identity, sizeof(o.identity), "%s", identity);
+    snprintf(o.signing_key_pem, sizeof(o.signing_key_pem),
+             "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA%s\n-----END PUBLIC KEY-----\n", id);
+    o.created_at = 1700000000;
+    return o;
+}
+
+struct officers_seen {
+    char id[40][KMS_OFFICER_ID_MAX + 1];
+    char identity[40][64];
+    size_t n;
+};
+
+static int collect_officer(void *ctx, const kms_officer_rec *o)
+{
+    struct officers_seen *os = ctx;
+    assert_true(os->n < 40);
+    int n = snprintf(os->id[os->n], sizeof(os->id[0]), "%s", o->id);
+    assert_true(n > 0 && (size_t)n < sizeof(os->id[0]));
+    n = snprintf(os->identity[os->n], sizeof(os->identity[0]), "%s", o->identity);
+    assert_true(n > 0 && (size_t)n < sizeof(os->identity[0]));
+    assert_non_null(strstr(o->signing_key_pem, "BEGIN PUBLIC KEY"));
+    assert_int_equal(o->created_at, 1700000000);
+    os->n++;
+    return 0;
+}
+
+static void officers_add_list_remove(void **state)
+{
+    struct fx *f = *state;
+    kms_officer_rec o2 = officer("officer2", "spiffe://kms.local/officer2");
+    kms_officer_rec o1 = officer("officer1", "spiffe://kms.local/officer1");
+    assert_int_equal(f->s->ops->officer_add(f->s, &o2), KMS_OK);
+    assert_int_equal(f->s->ops->officer_add(f->s, &o1), KMS_OK);
+
+    /* The id and the identity are each unique. */
+    kms_officer_rec same_id = officer("officer1", "spiffe://kms.local/other");
+    assert_int_equal(f->s->ops->officer_add(f->s, &same_id), KMS_EEXISTS);
+    kms_officer_rec same_identity = officer("officer9", "spiffe://kms.local/officer2");
+    assert_int_equal(f->s->ops->officer_add(f->s, &same_identity), KMS_EEXISTS);
+    kms_officer_rec blank = officer("", "x");
+    assert_int_equal(f->s->ops->officer_add(f->s, &blank), KMS_EINVAL);
+    kms_officer_rec nokey = officer("officer7", "y");
+    nokey.signing_key_pem[0] = '\0';
+    assert_int_equal(f->s->ops->officer_add(f->s, &nokey), KMS_EINVAL);
+    kms_officer_rec unterminated = officer("officer8", "z");
+    memset(unterminated.identity, 'z', sizeof(unterminated.identity));
+    assert_int_equal(f->s->ops->officer_add(f->s, &unterminated), KMS_EINVAL);
+
+    reopen(f);
+    struct officers_seen os = {0};
+    assert_int_equal(f->s->ops->officer_list(f->s, collect_officer, &os), KMS_OK);
+    assert_int_equal(os.n, 2);
+    assert_string_equal(os.id[0], "officer1"); /* id order */
+    assert_string_equal(os.identity[0], "spiffe://kms.local/officer1");
+    assert_string_equal(os.id[1], "officer2");
+
+    assert_int_equal(f->s->ops->officer_remove(f->s, "officer1"), KMS_OK);
+    assert_int_equal(f->s->ops->officer_remove(f->s, "officer1"), KMS_ENOTFOUND);
+    memset(&os, 0, sizeof(os));
+    assert_int_equal(f->s->ops->officer_list(f->s, collect_officer, &os), KMS_OK);
+    assert_int_equal(os.n, 1);
+    assert_string_equal(os.id[0], "officer2");
+}
+
+static void officer_list_pages(void **state)
+{
+    struct fx *f = *state;
+    for (int i = 0; i < 35; i++) {
+        char id[16], identity[48];
+        snprintf(id, sizeof(id), "o%02d", i);
+        snprintf(identity, sizeof(identity), "spiffe://kms.local/o%02d", i);
+        kms_officer_rec o = officer(id, identity);
+        assert_int_equal(f->s->ops->officer_add(f->s, &o), KMS_OK);
+    }
+    struct officers_seen os = {0};
+    assert_int_equal(f->s->ops->officer_list(f->s, collect_officer, &os), KMS_OK);
+    assert_int_equal(os.n, 35);
+    for (size_t i = 1; i < os.n; i++)
+        assert_true(strcmp(os.id[i - 1], os.id[i]) < 0);
+}
+
+struct thresholds_seen {
+    char action[16][KMS_ACTION_TYPE_MAX + 1];
+    uint32_t threshold[16];
+    size_t n;
+};
+
+static int collect_threshold(void *ctx, const char *action, uint32_t threshold)
+{
+    struct thresholds_seen *ts = ctx;
+    assert_true(ts->n < 16);
+    snprintf(ts->action[ts->n], sizeof(ts->action[0]), "%s", action);
+    ts->threshold[ts->n++] = threshold;
+    return 0;
+}
+
+static void thresholds_set_get_list(void **state)
+{
+    struct fx *f = *state;
+    uint32_t t = 0;
+    assert_int_equal(f->s->ops->threshold_get(f->s, "RotateKey", &t), KMS_ENOTFOUND);
+    assert_int_equal(f->s->ops->threshold_set(f->s, "RotateKey", 2), KMS_OK);
+    assert_int_equal(f->s->ops->threshold_set(f->s, "CreateKey", 3), KMS_OK);
+    assert_int_equal(f->s->ops->threshold_set(f->s, "RotateKey", 4), KMS_OK); /* replaces */
+    /* No officer ever acts alone: 0 and 1 are refused and change nothing. */
+    assert_int_equal(f->s->ops->threshold_set(f->s, "RotateKey", 1), KMS_EINVAL);
+    assert_non_null(strstr(kms_error_detail(), "alone"));
+    assert_int_equal(f->s->ops->threshold_set(f->s, "RotateKey", 0), KMS_EINVAL);
+    assert_int_equal(f->s->ops->threshold_set(f->s, "", 2), KMS_EINVAL);
+    assert_int_equal(f->s->ops->threshold_set(f->s, NULL, 2), KMS_EINVAL);
+
+    reopen(f);
+    assert_int_equal(f->s->ops->threshold_get(f->s, "RotateKey", &t), KMS_OK);
+    assert_int_equal(t, 4);
+    struct thresholds_seen ts = {0};
+    assert_int_equal(f->s->ops->threshold_list(f->s, collect_threshold, &ts), KMS_OK);
+    assert_int_equal(ts.n, 2);
+    assert_string_equal(ts.action[0], "CreateKey");
+    assert_int_equal(ts.threshold[0], 3);
+    assert_string_equal(ts.action[1], "RotateKey");
+    assert_int_equal(ts.threshold[1], 4);
+}
+
+/* The schema-2 CHECKs hold against a writer that bypasses the store. */
+static void authorization_checks_in_the_file(void **state)
+{
+    struct fx *f = *state;
+    kms_key_rec a = add_alpha(f->s, 1);
+    (void)a;
+    sqlite3 *db = raw_open(f);
+    raw_exec(db, "PRAGMA foreign_keys=ON");
+    assert_int_not_equal(
+        sqlite3_exec(db, "INSERT INTO thresholds VALUES ('RotateKey', 1)", NULL, NULL, NULL),
+        SQLITE_OK);
+    assert_int_not_equal(
+        sqlite3_exec(db, "INSERT INTO thresholds VALUES ('RotateKey', 'two')", NULL, NULL, NULL),
+        SQLITE_OK);
+    assert_int_not_equal(sqlite3_exec(db,
+                                      "INSERT INTO key_policies VALUES"
+                                      " (x'01010101010101010101010101010101', 4, 'x')",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK);
+    assert_int_not_equal(sqlite3_exec(db,
+                                      "INSERT INTO key_policies VALUES"
+                                      " (x'09090909090909090909090909090909', 1, 'x')",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK); /* no such key */
+    assert_int_not_equal(
+        sqlite3_exec(db, "INSERT INTO officers VALUES ('', 'i', 'k', 0)", NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* A file at schema 1 (keys only) migrates to the current schema with its
+ * keys intact. */
+static void schema_1_file_migrates(void **state)
+{
+    struct fx *f = *state;
+    kms_key_rec a = add_alpha(f->s, 2);
+    close_store(f);
+    sqlite3 *db = raw_open(f);
+    raw_exec(db, "DROP TABLE key_policies; DROP TABLE officers; DROP TABLE thresholds;"
+                 "UPDATE schema_version SET version = 1;");
+    sqlite3_close(db);
+
+    assert_int_equal(kms_store_sqlite_open(f->db, &f->s), KMS_OK);
+    kms_key_rec got;
+    assert_int_equal(f->s->ops->key_get_by_name(f->s, "alpha", &got), KMS_OK);
+    assert_memory_equal(got.id, a.id, KMS_KEY_ID_LEN);
+    assert_int_equal(got.primary_version, 1);
+    const kms_grant_rec g[] = {{KMS_ACTION_ENCRYPT, "app"}};
+    assert_int_equal(f->s->ops->policy_set(f->s, a.id, g, 1), KMS_OK);
+    db = raw_open(f);
+    assert_int_equal(raw_int(db, "SELECT version FROM schema_version"),
+                     kms_store_sqlite_schema_version());
+    assert_true(kms_store_sqlite_schema_version() >= 2);
+    sqlite3_close(db);
+}
+
+static void authorization_ops_refuse_bad_arguments(void **state)
+{
+    struct fx *f = *state;
+    uint8_t id[KMS_KEY_ID_LEN] = {0};
+    uint32_t t = 0;
+    assert_int_equal(f->s->ops->policy_set(NULL, id, NULL, 0), KMS_EINVAL);
+    assert_int_equal(f->s->ops->policy_set(f->s, NULL, NULL, 0), KMS_EINVAL);
+    assert_int_equal(f->s->ops->policy_set(f->s, id, NULL, 1), KMS_EINVAL);
+    assert_int_equal(f->s->ops->policy_list(f->s, id, NULL, NULL), KMS_EINVAL);
+    assert_int_equal(f->s->ops->officer_add(f->s, NULL), KMS_EINVAL);
+    assert_int_equal(f->s->ops->officer_remove(f->s, NULL), KMS_EINVAL);
+    assert_int_equal(f->s->ops->officer_list(f->s, NULL, NULL), KMS_EINVAL);
+    assert_int_equal(f->s->ops->threshold_get(f->s, "x", NULL), KMS_EINVAL);
+    assert_int_equal(f->s->ops->threshold_get(f->s, NULL, &t), KMS_EINVAL);
+    assert_int_equal(f->s->ops->threshold_list(f->s, NULL, NULL), KMS_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -984,6 +1305,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(corrupt_file_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_rows_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(close_is_null_safe, setup, teardown),
+        cmocka_unit_test_setup_teardown(policy_set_replaces_and_lists_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(policy_set_refuses_bad_grants_atomically, setup, teardown),
+        cmocka_unit_test_setup_teardown(policy_list_pages_through_many_grants, setup, teardown),
+        cmocka_unit_test_setup_teardown(officers_add_list_remove, setup, teardown),
+        cmocka_unit_test_setup_teardown(officer_list_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(thresholds_set_get_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(authorization_checks_in_the_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(schema_1_file_migrates, setup, teardown),
+        cmocka_unit_test_setup_teardown(authorization_ops_refuse_bad_arguments, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,233 @@
+/* A real kmsd process for integration tests (kmsd_fixture.h). */
+#include "kmsd_fixture.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static void die(const char *what)
+{
+    fprintf(stderr, "kmsd fixture: %s\n", what);
+    abort();
+}
+
+static const char *env_or_die(const char *name)
+{
+    const char *v = getenv(name);
+    if (v == NULL || v[0] == '\0') {
+        fprintf(stderr, "kmsd fixture: %s must be set (run through ctest)\n", name);
+        abort();
+    }
+    return v;
+}
+
+const char *kms_test_kmsd_pki(const kms_test_kmsd *k, const char *file, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/%s", k->pki, file);
+    return buf;
+}
+
+static void pki(kms_test_kmsd *k, const char *const *args)
+{
+    char *argv[8];
+    size_t n = 0;
+    argv[n++] = (char *)env_or_die("KMS_DEV_PKI");
+    argv[n++] = k->pki;
+    for (; args[n - 2] != NULL && n < 7; n++)
+        argv[n] = (char *)args[n - 2];
+    argv[n] = NULL;
+    char out[8192];
+    if (kms_test_run(argv, out, sizeof(out)) != 0) {
+        fprintf(stderr, "%s\n", out);
+        die("scripts/dev-pki failed");
+    }
+}
+
+static void write_config(kms_test_kmsd *k)
+{
+    FILE *f = fopen(k->config, "w");
+    if (f == NULL)
+        die("write kmsd.yaml");
+    /* Relative paths: relative to the config file's directory. */
+    fprintf(f,
+            "# written by tests/integration/kmsd_fixture.c\n"
+            "listen: 127.0.0.1:0\n"
+            "tls:\n"
+            "  cert: pki/server.pem\n"
+            "  key: pki/server-key.pem\n"
+            "  client_ca: pki/ca.pem\n"
+            "database: kms.db\n"
+            "pkcs11:\n"
+            "  module: %s\n"
+            "  token_label: %s\n"
+            "  pin_file: pin\n"
+            "  sessions: 4\n"
+            "workers: 4\n"
+            "log_level: warn\n"
+            "init:\n"
+            "  officers:\n"
+            "    - {id: officer1, identity: \"spiffe://kms.local/officer1\", "
+            "signing_key: pki/officer1-signing-pub.pem}\n"
+            "    - {id: officer2, identity: \"spiffe://kms.local/officer2\", "
+            "signing_key: pki/officer2-signing-pub.pem}\n"
+            "    - {id: officer3, identity: \"spiffe://kms.local/officer3\", "
+            "signing_key: pki/officer3-signing-pub.pem}\n"
+            "  thresholds:\n"
+            "    default: 2\n"
+            "    RemoveOfficer: 3\n"
+            "  keys:\n"
+            "    - name: demo\n"
+            "      encrypt: [\"" KMS_TEST_APP_ID "\"]\n"
+            "      decrypt: [\"" KMS_TEST_APP_ID "\"]\n"
+            "      reencrypt: [\"" KMS_TEST_APP_ID "\"]\n"
+            "    - name: second\n"
+            "      encrypt: [\"" KMS_TEST_APP_ID "\"]\n"
+            "      decrypt: [\"" KMS_TEST_APP_ID "\"]\n"
+            "      reencrypt: [\"" KMS_TEST_APP_ID "\"]\n"
+            "    - name: locked\n"
+            "      encrypt: [\"spiffe://kms.local/someone-else\"]\n"
+            "      decrypt: [\"spiffe://kms.local/someone-else\"]\n"
+            "    - name: cnkey\n"
+            "      encrypt: [cnonly]\n"
+            "      decrypt: [cnonly]\n",
+            k->token.module, k->token.label);
+    fclose(f);
+}
+
+int kms_test_kmsd_run(const char *const *args, char *out, size_t cap)
+{
+    char *argv[64];
+    size_t n = 0;
+    argv[n++] = (char *)env_or_die("KMS_KMSD");
+    for (size_t i = 0; args[i] != NULL && n < 63; i++)
+        argv[n++] = (char *)args[i];
+    argv[n] = NULL;
+    return kms_test_run(argv, out, cap);
+}
+
+void kms_test_kmsd_setup(kms_test_kmsd *k)
+{
+    memset(k, 0, sizeof(*k));
+    if (kms_test_token_create(&k->token, "kmsd-test") != 0)
+        die("token");
+    snprintf(k->pki, sizeof(k->pki), "%s/pki", k->token.dir);
+    snprintf(k->db, sizeof(k->db), "%s/kms.db", k->token.dir);
+    snprintf(k->config, sizeof(k->config), "%s/kmsd.yaml", k->token.dir);
+
+    const char *all[] = {"all", NULL};
+    const char *bob[] = {"client", "bob", KMS_TEST_BOB_ID, NULL};
+    const char *cn[] = {"client-cn", "cnonly", NULL};
+    const char *two[] = {"client", "twouri", KMS_TEST_APP_ID, KMS_TEST_BOB_ID, NULL};
+    pki(k, all);
+    pki(k, bob);
+    pki(k, cn);
+    pki(k, two);
+    write_config(k);
+
+    const char *init[] = {"--config", k->config, "init", NULL};
+    char out[16384];
+    int st = kms_test_kmsd_run(init, out, sizeof(out));
+    if (st != 0) {
+        fprintf(stderr, "%s\n", out);
+        die("kmsd init failed");
+    }
+}
+
+void kms_test_kmsd_start(kms_test_kmsd *k, const char *const *extra)
+{
+    char *argv[64];
+    size_t n = 0;
+    argv[n++] = (char *)env_or_die("KMS_KMSD");
+    argv[n++] = "--config";
+    argv[n++] = k->config;
+    for (size_t i = 0; extra != NULL && extra[i] != NULL && n < 62; i++)
+        argv[n++] = (char *)extra[i];
+    argv[n++] = "run";
+    argv[n] = NULL;
+
+    int pipefd[2];
+    if (pipe(pipefd) != 0)
+        die("pipe");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+    posix_spawn_file_actions_addclose(&fa, pipefd[0]);
+    int rc = posix_spawn(&k->pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pipefd[1]);
+    if (rc != 0)
+        die("spawn kmsd");
+
+    /* Read stdout until the ready line: "kmsd ready on 127.0.0.1:PORT". */
+    char buf[512];
+    size_t used = 0;
+    time_t until = time(NULL) + 60;
+    const char *ready = NULL;
+    while (ready == NULL) {
+        struct pollfd p = {.fd = pipefd[0], .events = POLLIN};
+        int left = (int)(until - time(NULL));
+        if (left <= 0 || poll(&p, 1, left * 1000) <= 0)
+            die("kmsd did not print its ready line within 60 s");
+        ssize_t got = read(pipefd[0], buf + used, sizeof(buf) - 1 - used);
+        if (got <= 0)
+            die("kmsd exited before it was ready (see its log above)");
+        used += (size_t)got;
+        buf[used] = '\0';
+        ready = strstr(buf, "kmsd ready on ");
+        if (ready != NULL && strchr(ready, '\n') == NULL)
+            ready = NULL; /* wait for the whole line */
+        if (used == sizeof(buf) - 1)
+            die("unexpected output from kmsd");
+    }
+    close(pipefd[0]);
+    const char *colon = strrchr(ready, ':');
+    char *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : 0;
+    if (port <= 0 || port > 65535 || end == NULL || *end != '\n')
+        die("cannot parse the ready line");
+    k->port = (int)port;
+    snprintf(k->target, sizeof(k->target), "127.0.0.1:%d", k->port);
+}
+
+int kms_test_kmsd_stop(kms_test_kmsd *k, int sig)
+{
+    if (k->pid <= 0)
+        return -1;
+    kill(k->pid, sig);
+    int status = 0;
+    for (int i = 0; i < 600; i++) {
+        pid_t w = waitpid(k->pid, &status, WNOHANG);
+        if (w == k->pid) {
+            k->pid = 0;
+            if (WIFEXITED(status))
+                return WEXITSTATUS(status);
+            return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+        }
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    kill(k->pid, SIGKILL);
+    waitpid(k->pid, &status, 0);
+    k->pid = 0;
+    return -1;
+}
+
+void kms_test_kmsd_teardown(kms_test_kmsd *k)
+{
+    if (k->pid > 0) {
+        kill(k->pid, SIGKILL);
+        waitpid(k->pid, NULL, 0);
+        k->pid = 0;
+    }
+    kms_test_token_destroy(&k->token);
+}

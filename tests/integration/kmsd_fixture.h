@@ -1,0 +1,64 @@
+/* Test fixture: a real kmsd process on a free loopback port.
+ *
+ *   kms_test_kmsd k;
+ *   kms_test_kmsd_setup(&k);      // token, dev PKI, config, `kmsd init`
+ *   kms_test_kmsd_start(&k, NULL); // `kmsd run`, waits for "kmsd ready on"
+ *   ... talk to k.target with the certificates in k.pki ...
+ *   kms_test_kmsd_stop(&k, SIGTERM);  // returns kmsd's exit status
+ *   kms_test_kmsd_teardown(&k);
+ *
+ * Everything lives in one temp dir: a SoftHSM2 token (softhsm_fixture.h),
+ * certificates from scripts/dev-pki (`all`, plus `client bob
+ * spiffe://kms.local/bob`, `client-cn cnonly` and a two-URI certificate
+ * `twouri`), kms.db and kmsd.yaml. Needs KMS_KMSD (the kmsd binary) and
+ * KMS_DEV_PKI (scripts/dev-pki) in the environment, plus what the token
+ * fixture needs; ctest sets them all.
+ *
+ * `kmsd init` registers officer1..3 (threshold 2) and the keys:
+ *   demo    encrypt, decrypt, reencrypt: spiffe://kms.local/app
+ *   second  encrypt, decrypt, reencrypt: spiffe://kms.local/app
+ *   locked  encrypt, decrypt: spiffe://kms.local/someone-else
+ *   cnkey   encrypt, decrypt: cnonly (a CN identity)
+ * Functions abort() on set-up failure: a test that cannot make its server
+ * must not pass. */
+#ifndef KMS_KMSD_FIXTURE_H
+#define KMS_KMSD_FIXTURE_H
+
+#include <sys/types.h>
+
+#include "softhsm_fixture.h"
+
+#define KMS_TEST_APP_ID "spiffe://kms.local/app"
+#define KMS_TEST_BOB_ID "spiffe://kms.local/bob"
+
+typedef struct kms_test_kmsd {
+    kms_test_token token;
+    char pki[320];    /* certificates: PKI/NAME.pem, PKI/NAME-key.pem, PKI/ca.pem */
+    char db[320];     /* kms.db */
+    char config[320]; /* kmsd.yaml */
+    pid_t pid;        /* 0 when not running */
+    int port;
+    char target[64]; /* "127.0.0.1:PORT" */
+} kms_test_kmsd;
+
+void kms_test_kmsd_setup(kms_test_kmsd *k);
+
+/* Starts `kmsd --config k->config [extra...] run` (extra NULL-terminated,
+ * may be NULL) and waits up to 60 s for its ready line. */
+void kms_test_kmsd_start(kms_test_kmsd *k, const char *const *extra);
+
+/* Sends sig and waits up to 60 s; returns the exit status (128+n if killed
+ * by signal n, -1 on timeout, after which it is SIGKILLed). */
+int kms_test_kmsd_stop(kms_test_kmsd *k, int sig);
+
+/* Stops kmsd if running (SIGKILL) and removes the temp dir. */
+void kms_test_kmsd_teardown(kms_test_kmsd *k);
+
+/* Runs `kmsd` with argv (NULL-terminated, without argv[0]); output goes to
+ * out. Returns the exit status. */
+int kms_test_kmsd_run(const char *const *argv, char *out, size_t cap);
+
+/* PKI path of a file: kms_test_kmsd_pki(&k, "app.pem", buf, sizeof(buf)). */
+const char *kms_test_kmsd_pki(const kms_test_kmsd *k, const char *file, char *buf, size_t cap);
+
+#endif

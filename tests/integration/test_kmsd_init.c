@@ -1,0 +1,332 @@
+/* `kmsd init` (the key ceremony) and kmsd's command line, on real parts:
+ * the SoftHSM2 token, the SQLite file, certificates from scripts/dev-pki.
+ * Every refusal names its reason and writes nothing a later `run` would
+ * serve; a ceremony made from flags alone serves its key. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <grpc/grpc.h>
+#include <grpc/status.h>
+
+#include "grpc_test_client.h"
+#include "kms/store.h"
+#include "kms/v1/kms.pb-c.h"
+#include "kmsd_fixture.h"
+
+static kms_test_kmsd K;
+static char out[65536];
+
+static int group_setup(void **state)
+{
+    (void)state;
+    grpc_init();
+    kms_test_kmsd_setup(&K); /* token, PKI, config, and one init on kms.db */
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    kms_test_kmsd_teardown(&K);
+    grpc_shutdown();
+    return 0;
+}
+
+static char *path(const char *file)
+{
+    static char bufs[8][400];
+    static int next;
+    char *b = bufs[next++ % 8];
+    snprintf(b, sizeof(bufs[0]), "%s/%s", K.token.dir, file);
+    return b;
+}
+
+static char *pki(const char *file)
+{
+    static char bufs[8][400];
+    static int next;
+    char *b = bufs[next++ % 8];
+    return (char *)kms_test_kmsd_pki(&K, file, b, sizeof(bufs[0]));
+}
+
+/* "officerI,spiffe://kms.local/officerI,PKI/officerI<suffix>" */
+static char *officer(int i, const char *suffix)
+{
+    static char bufs[8][600];
+    static int next;
+    char *b = bufs[next++ % 8];
+    char f[64];
+    snprintf(f, sizeof(f), "officer%d%s", i, suffix);
+    snprintf(b, sizeof(bufs[0]), "officer%d,spiffe://kms.local/officer%d,%s", i, i, pki(f));
+    return b;
+}
+
+/* Runs kmsd --config CONFIG --database DB ARGS... init; returns its status. */
+static int init_with(const char *db, const char *const *args)
+{
+    const char *argv[40];
+    size_t n = 0;
+    argv[n++] = "--config";
+    argv[n++] = K.config;
+    argv[n++] = "--database";
+    argv[n++] = path(db);
+    for (size_t i = 0; args && args[i]; i++)
+        argv[n++] = args[i];
+    argv[n++] = "init";
+    argv[n] = NULL;
+    return kms_test_kmsd_run(argv, out, sizeof(out));
+}
+
+static void expect_refused(const char *db, const char *const *args, const char *reason)
+{
+    int st = init_with(db, args);
+    if (st == 0 || strstr(out, reason) == NULL)
+        fail_msg("init should fail with \"%s\"; status %d, output:\n%s", reason, st, out);
+}
+
+static int count_officers(void *ctx, const kms_officer_rec *o)
+{
+    (void)o;
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static int count_keys(void *ctx, const kms_key_rec *k)
+{
+    (void)k;
+    (*(int *)ctx)++;
+    return 0;
+}
+
+/* Officers and keys in a database file (0/0 if it was never created). */
+static void contents(const char *db, int *officers, int *keys)
+{
+    kms_store *s = NULL;
+    *officers = *keys = 0;
+    if (access(path(db), F_OK) != 0)
+        return;
+    assert_int_equal(kms_store_sqlite_open(path(db), &s), KMS_OK);
+    assert_int_equal(s->ops->officer_list(s, count_officers, officers), KMS_OK);
+    assert_int_equal(s->ops->key_list(s, count_keys, keys), KMS_OK);
+    s->ops->close(s);
+}
+
+static void ceremony_from_the_config_file(void **state)
+{
+    (void)state;
+    int officers, keys;
+    contents("kms.db", &officers, &keys);
+    assert_int_equal(officers, 3);
+    assert_int_equal(keys, 4);
+    kms_store *s = NULL;
+    uint32_t t = 0;
+    assert_int_equal(kms_store_sqlite_open(K.db, &s), KMS_OK);
+    assert_int_equal(s->ops->threshold_get(s, "RotateKey", &t), KMS_OK);
+    assert_int_equal(t, 2); /* default */
+    assert_int_equal(s->ops->threshold_get(s, "RemoveOfficer", &t), KMS_OK);
+    assert_int_equal(t, 3); /* explicit */
+    assert_int_equal(s->ops->threshold_get(s, "SetThreshold", &t), KMS_OK);
+    s->ops->close(s);
+}
+
+static void init_runs_once(void **state)
+{
+    (void)state;
+    expect_refused("kms.db", NULL, "already initialised");
+    int officers, keys;
+    contents("kms.db", &officers, &keys);
+    assert_int_equal(officers, 3);
+    assert_int_equal(keys, 4);
+}
+
+static void threshold_of_one_refused(void **state)
+{
+    (void)state;
+    const char *a[] = {"--threshold", "1", NULL};
+    expect_refused("t1.db", a, "threshold 1 for default refused");
+    assert_non_null(strstr(out, "no officer ever acts alone"));
+    const char *b[] = {"--threshold", "RotateKey=1", NULL};
+    expect_refused("t1.db", b, "threshold 1 for RotateKey refused");
+    const char *c[] = {"--threshold", "RotateKey=0", NULL};
+    expect_refused("t1.db", c, "threshold 0 for RotateKey refused");
+    int officers, keys;
+    contents("t1.db", &officers, &keys);
+    assert_int_equal(officers + keys, 0); /* nothing written */
+}
+
+static void impossible_thresholds_refused(void **state)
+{
+    (void)state;
+    const char *a[] = {"--threshold", "RotateKey=4", NULL};
+    expect_refused("t2.db", a, "more than the 3 officers");
+    const char *b[] = {"--threshold", "Bogus=2", NULL};
+    expect_refused("t2.db", b, "unknown action type Bogus");
+    const char *c[] = {"--officer", officer(1, "-signing-pub.pem"), NULL};
+    expect_refused("t2.db", c, "at least 2 officers");
+    int officers, keys;
+    contents("t2.db", &officers, &keys);
+    assert_int_equal(officers + keys, 0);
+}
+
+static void bad_officers_refused(void **state)
+{
+    (void)state;
+    /* Three officers each time, so the config's RemoveOfficer: 3 fits. */
+    const char *priv[] = {
+        "--officer", officer(1, "-signing-key.pem"), "--officer", officer(2, "-signing-pub.pem"),
+        "--officer", officer(3, "-signing-pub.pem"), NULL};
+    expect_refused("t3.db", priv, "holds a private key");
+    const char *notkey[] = {"--officer", officer(1, ".pem"),
+                            "--officer", officer(2, "-signing-pub.pem"),
+                            "--officer", officer(3, "-signing-pub.pem"),
+                            NULL};
+    expect_refused("t3.db", notkey, "is not a PEM public key");
+    const char *twice[] = {"--officer", officer(1, "-signing-pub.pem"), "--officer",
+                           officer(1, "-signing-pub.pem"), NULL};
+    expect_refused("t3.db", twice, "listed twice");
+    const char *bad_spec[] = {"--officer", "only-an-id", NULL};
+    assert_int_equal(init_with("t3.db", bad_spec), 2); /* a usage error */
+    assert_non_null(strstr(out, "ID,IDENTITY,PUBLIC_KEY_PEM_FILE"));
+    int officers, keys;
+    contents("t3.db", &officers, &keys);
+    assert_int_equal(officers + keys, 0);
+}
+
+static void officer_in_a_policy_refused(void **state)
+{
+    (void)state;
+    const char *a[] = {"--create-key", "k", "--allow-decrypt", "spiffe://kms.local/officer2", NULL};
+    expect_refused("t4.db", a, "separation of duties");
+    const char *b[] = {"--create-key", "/bad", NULL};
+    expect_refused("t4.db", b, "key name");
+    const char *c[] = {"--allow-encrypt", "x", NULL};
+    assert_int_equal(init_with("t4.db", c), 2);
+    assert_non_null(strstr(out, "needs a --create-key before it"));
+    int officers, keys;
+    contents("t4.db", &officers, &keys);
+    assert_int_equal(officers + keys, 0);
+}
+
+/* The ceremony from flags alone (what a client-library test would run),
+ * then `kmsd run` on it serves the key to the granted identity only. */
+static void ceremony_from_flags_serves_its_key(void **state)
+{
+    (void)state;
+    const char *a[] = {"--officer",
+                       officer(1, "-signing-pub.pem"),
+                       "--officer",
+                       officer(2, "-signing-pub.pem"),
+                       "--threshold",
+                       "2",
+                       "--threshold",
+                       "RemoveOfficer=2",
+                       "--create-key",
+                       "flagkey",
+                       "--allow-encrypt",
+                       KMS_TEST_APP_ID,
+                       "--allow-decrypt",
+                       KMS_TEST_APP_ID,
+                       "--create-key",
+                       "other",
+                       NULL};
+    int st = init_with("flags.db", a);
+    if (st != 0)
+        fail_msg("init from flags failed (%d):\n%s", st, out);
+    assert_non_null(strstr(out, "key flagkey created"));
+    assert_non_null(strstr(out, "officer officer2 registered"));
+    int officers, keys;
+    contents("flags.db", &officers, &keys);
+    assert_int_equal(officers, 2);
+    assert_int_equal(keys, 2);
+
+    const char *extra[] = {"--database", path("flags.db"), "--listen", "127.0.0.1:0", NULL};
+    kms_test_kmsd_start(&K, extra);
+    kms_tc *c = NULL;
+    assert_int_equal(kms_tc_open(K.target, pki("ca.pem"), pki("app.pem"), pki("app-key.pem"), &c),
+                     0);
+    Kms__V1__EncryptRequest req = KMS__V1__ENCRYPT_REQUEST__INIT;
+    req.key_name = "flagkey";
+    req.plaintext.data = (uint8_t *)"x";
+    req.plaintext.len = 1;
+    assert_int_equal(
+        kms_tc_call(c, "/kms.v1.KeyManagement/Encrypt", &req.base, NULL, NULL, NULL, 0),
+        GRPC_STATUS_OK);
+    req.key_name = "other"; /* a key with an empty policy */
+    assert_int_equal(
+        kms_tc_call(c, "/kms.v1.KeyManagement/Encrypt", &req.base, NULL, NULL, NULL, 0),
+        GRPC_STATUS_PERMISSION_DENIED);
+    req.key_name = "demo"; /* not in this database */
+    assert_int_equal(
+        kms_tc_call(c, "/kms.v1.KeyManagement/Encrypt", &req.base, NULL, NULL, NULL, 0),
+        GRPC_STATUS_NOT_FOUND);
+    kms_tc_close(c);
+    assert_int_equal(kms_test_kmsd_stop(&K, SIGTERM), 0);
+}
+
+/* `run` refuses what it must not serve; the command line is checked. */
+static void run_refusals_and_usage(void **state)
+{
+    (void)state;
+    const char *missing[] = {"--config", K.config, "--database", path("absent.db"), "run", NULL};
+    assert_int_equal(kms_test_kmsd_run(missing, out, sizeof(out)), 1);
+    assert_non_null(strstr(out, "does not exist"));
+    assert_int_equal(access(path("absent.db"), F_OK), -1); /* not created by run */
+
+    /* t1.db exists (the refused inits opened it) but has no officers. */
+    const char *uninit[] = {"--config", K.config, "--database", path("t1.db"), "run", NULL};
+    assert_int_equal(kms_test_kmsd_run(uninit, out, sizeof(out)), 1);
+    assert_non_null(strstr(out, "not initialised"));
+
+    /* Mutual TLS is mandatory: no TLS settings, no run. */
+    FILE *f = fopen(path("notls.yaml"), "w");
+    assert_non_null(f);
+    fprintf(f, "database: kms.db\npkcs11: {module: %s, token_label: %s, pin_file: pin}\n",
+            K.token.module, K.token.label);
+    fclose(f);
+    const char *notls[] = {"--config", path("notls.yaml"), "run", NULL};
+    assert_int_equal(kms_test_kmsd_run(notls, out, sizeof(out)), 2);
+    assert_non_null(strstr(out, "mutual TLS is mandatory"));
+
+    f = fopen(path("typo.yaml"), "w");
+    assert_non_null(f);
+    fprintf(f, "listen: 127.0.0.1:0\nworkerz: 4\n");
+    fclose(f);
+    const char *typo[] = {"--config", path("typo.yaml"), "run", NULL};
+    assert_int_equal(kms_test_kmsd_run(typo, out, sizeof(out)), 2);
+    assert_non_null(strstr(out, "line 2: unknown setting workerz"));
+
+    const char *badnum[] = {"--config", K.config, "--workers", "lots", "run", NULL};
+    assert_int_equal(kms_test_kmsd_run(badnum, out, sizeof(out)), 2);
+    assert_non_null(strstr(out, "workers"));
+    const char *nocmd[] = {"--config", K.config, NULL};
+    assert_int_equal(kms_test_kmsd_run(nocmd, out, sizeof(out)), 2);
+    assert_non_null(strstr(out, "usage: kmsd"));
+    const char *unknown[] = {"--frobnicate", "run", NULL};
+    assert_int_equal(kms_test_kmsd_run(unknown, out, sizeof(out)), 2);
+    const char *help[] = {"--help", NULL};
+    assert_int_equal(kms_test_kmsd_run(help, out, sizeof(out)), 0);
+    assert_non_null(strstr(out, "--allow-reencrypt"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(ceremony_from_the_config_file),
+        cmocka_unit_test(init_runs_once),
+        cmocka_unit_test(threshold_of_one_refused),
+        cmocka_unit_test(impossible_thresholds_refused),
+        cmocka_unit_test(bad_officers_refused),
+        cmocka_unit_test(officer_in_a_policy_refused),
+        cmocka_unit_test(ceremony_from_flags_serves_its_key),
+        cmocka_unit_test(run_refusals_and_usage),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,178 @@
+/* kmsd's mutual TLS and caller identity, against a real kmsd process:
+ * callers without a certificate, with one from another CA, with an expired
+ * one, over plaintext, or with an ambiguous identity are all refused with
+ * nothing changed; a CN-only certificate is the CN identity; the
+ * --insecure-dev listener is plaintext with one fixed identity. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <grpc/grpc.h>
+#include <grpc/status.h>
+
+#include "grpc/health/v1/health.pb-c.h"
+#include "grpc_test_client.h"
+#include "kms/v1/kms.pb-c.h"
+#include "kmsd_fixture.h"
+
+#define KM "/kms.v1.KeyManagement/"
+#define HEALTH "/grpc.health.v1.Health/Check"
+
+static kms_test_kmsd K;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    grpc_init();
+    kms_test_kmsd_setup(&K);
+    kms_test_kmsd_start(&K, NULL);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    int st = K.pid > 0 ? kms_test_kmsd_stop(&K, SIGTERM) : 0;
+    kms_test_kmsd_teardown(&K);
+    grpc_shutdown();
+    return st == 0 ? 0 : -1;
+}
+
+/* A channel as NAME (NULL: no client certificate), trusting our CA. */
+static kms_tc *open_as(const char *name)
+{
+    char ca[400], cert[400], key[400], f1[64], f2[64];
+    kms_tc *c = NULL;
+    kms_test_kmsd_pki(&K, "ca.pem", ca, sizeof(ca));
+    if (name) {
+        snprintf(f1, sizeof(f1), "%s.pem", name);
+        snprintf(f2, sizeof(f2), "%s-key.pem", name);
+        kms_test_kmsd_pki(&K, f1, cert, sizeof(cert));
+        kms_test_kmsd_pki(&K, f2, key, sizeof(key));
+    }
+    assert_int_equal(kms_tc_open(K.target, ca, name ? cert : NULL, name ? key : NULL, &c), 0);
+    kms_tc_set_timeout(c, 5000);
+    return c;
+}
+
+static int health(kms_tc *c)
+{
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    return kms_tc_call(c, HEALTH, &req.base, NULL, NULL, NULL, 0);
+}
+
+static int encrypt(kms_tc *c, const char *key)
+{
+    Kms__V1__EncryptRequest req = KMS__V1__ENCRYPT_REQUEST__INIT;
+    req.key_name = (char *)key;
+    req.plaintext.data = (uint8_t *)"payload";
+    req.plaintext.len = 7;
+    return kms_tc_call(c, KM "Encrypt", &req.base, NULL, NULL, NULL, 0);
+}
+
+static size_t snapshot(uint8_t *buf, size_t cap)
+{
+    kms_tc *o = open_as("officer1");
+    uint8_t *out = NULL;
+    size_t len = 0;
+    assert_int_equal(kms_tc_call_raw(o, KM "ListKeys", (const uint8_t *)"", 0, &out, &len, NULL, 0),
+                     GRPC_STATUS_OK);
+    assert_true(len <= cap);
+    memcpy(buf, out, len);
+    free(out);
+    kms_tc_close(o);
+    return len;
+}
+
+/* Every refused caller: the handshake or the identity fails, no method
+ * runs, the server stays up and nothing changes. */
+static void refused_callers(void **state)
+{
+    (void)state;
+    static uint8_t before[1 << 16], after[1 << 16];
+    size_t n = snapshot(before, sizeof(before));
+
+    const struct {
+        const char *what;
+        const char *cert; /* NULL: no client certificate */
+        int plaintext;
+        int status;
+    } cases[] = {
+        {"no client certificate", NULL, 0, GRPC_STATUS_UNAVAILABLE},
+        {"certificate from another CA", "stranger", 0, GRPC_STATUS_UNAVAILABLE},
+        {"expired certificate", "expired", 0, GRPC_STATUS_UNAVAILABLE},
+        {"plaintext", NULL, 1, GRPC_STATUS_UNAVAILABLE},
+        {"two URI identities", "twouri", 0, GRPC_STATUS_UNAUTHENTICATED},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        kms_tc *c = NULL;
+        if (cases[i].plaintext)
+            assert_int_equal(kms_tc_open(K.target, NULL, NULL, NULL, &c), 0);
+        else
+            c = open_as(cases[i].cert);
+        kms_tc_set_timeout(c, 5000);
+        int h = health(c), e = encrypt(c, "demo");
+        if (h != cases[i].status || e != cases[i].status)
+            fail_msg("%s: Health %d, Encrypt %d, expected %d", cases[i].what, h, e,
+                     cases[i].status);
+        kms_tc_close(c);
+    }
+
+    kms_tc *app = open_as("app");
+    assert_int_equal(health(app), GRPC_STATUS_OK); /* still serving */
+    kms_tc_close(app);
+    assert_int_equal(snapshot(after, sizeof(after)), n);
+    assert_memory_equal(after, before, n);
+}
+
+/* A certificate without a URI SAN: the identity is its CN. */
+static void cn_identity(void **state)
+{
+    (void)state;
+    kms_tc *c = open_as("cnonly");
+    assert_int_equal(encrypt(c, "cnkey"), GRPC_STATUS_OK);
+    assert_int_equal(encrypt(c, "demo"), GRPC_STATUS_PERMISSION_DENIED);
+    kms_tc_close(c);
+    /* The app's certificate has CN=app: its URI wins, "app" has no rights. */
+    c = open_as("app");
+    assert_int_equal(encrypt(c, "cnkey"), GRPC_STATUS_PERMISSION_DENIED);
+    assert_int_equal(encrypt(c, "demo"), GRPC_STATUS_OK);
+    kms_tc_close(c);
+}
+
+/* --insecure-dev: plaintext only, every caller is "insecure-dev", which no
+ * policy names here. */
+static void insecure_dev_listener(void **state)
+{
+    (void)state;
+    assert_int_equal(kms_test_kmsd_stop(&K, SIGTERM), 0);
+    const char *extra[] = {"--insecure-dev", NULL};
+    kms_test_kmsd_start(&K, extra);
+
+    kms_tc *c = NULL;
+    assert_int_equal(kms_tc_open(K.target, NULL, NULL, NULL, &c), 0);
+    assert_int_equal(health(c), GRPC_STATUS_OK);
+    assert_int_equal(encrypt(c, "demo"), GRPC_STATUS_PERMISSION_DENIED);
+    kms_tc_close(c);
+    c = open_as("app"); /* TLS to a plaintext listener */
+    assert_int_equal(health(c), GRPC_STATUS_UNAVAILABLE);
+    kms_tc_close(c);
+
+    assert_int_equal(kms_test_kmsd_stop(&K, SIGINT), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(refused_callers),
+        cmocka_unit_test(cn_identity),
+        cmocka_unit_test(insecure_dev_listener),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,237 @@
+/* Authorization over a real SQLite store: grants per action, officers
+ * without data-plane rights, describe rights, unknown keys, cache
+ * invalidation and officer reloads. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "kms/policy.h"
+
+struct fx {
+    char dir[64];
+    char db[96];
+    kms_store *s;
+    kms_policy *p;
+    kms_key_rec demo;
+};
+
+static kms_key_rec make_key(kms_store *s, const char *name, uint8_t idbyte)
+{
+    kms_key_rec k;
+    memset(&k, 0, sizeof(k));
+    memset(k.id, idbyte, sizeof(k.id));
+    snprintf(k.name, sizeof(k.name), "%s", name);
+    snprintf(k.backend, sizeof(k.backend), "pkcs11");
+    k.min_decrypt_version = 1;
+    assert_int_equal(s->ops->key_create(s, &k), KMS_OK);
+    return k;
+}
+
+static void add_officer(kms_store *s, const char *id, const char *identity)
+{
+    kms_officer_rec o;
+    memset(&o, 0, sizeof(o));
+    snprintf(o.id, sizeof(o.id), "%s", id);
+    snprintf(o.identity, sizeof(o.identity), "%s", identity);
+    snprintf(o.signing_key_pem, sizeof(o.signing_key_pem), "pem");
+    assert_int_equal(s->ops->officer_add(s, &o), KMS_OK);
+}
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    snprintf(f->dir, sizeof(f->dir), "/tmp/kms-policy-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->db, sizeof(f->db), "%s/kms.db", f->dir);
+    assert_int_equal(kms_store_sqlite_open(f->db, &f->s), KMS_OK);
+    f->demo = make_key(f->s, "demo", 1);
+    const kms_grant_rec g[] = {{KMS_ACTION_ENCRYPT, "app"},
+                               {KMS_ACTION_DECRYPT, "app"},
+                               {KMS_ACTION_DECRYPT, "backup"},
+                               {KMS_ACTION_REENCRYPT, "rotator"},
+                               /* an officer listed anyway: still no rights */
+                               {KMS_ACTION_DECRYPT, "officer-1"}};
+    assert_int_equal(f->s->ops->policy_set(f->s, f->demo.id, g, 5), KMS_OK);
+    add_officer(f->s, "o1", "officer-1");
+    add_officer(f->s, "o2", "officer-2");
+    assert_int_equal(kms_policy_open(f->s, &f->p), KMS_OK);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    kms_policy_close(f->p);
+    f->s->ops->close(f->s);
+    char path[128];
+    const char *sfx[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s%s", f->db, sfx[i]);
+        unlink(path);
+    }
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static void grants_per_action(void **state)
+{
+    struct fx *f = *state;
+    kms_key_rec rec;
+    memset(&rec, 0, sizeof(rec));
+    assert_int_equal(kms_policy_check(f->p, "app", "demo", NULL, KMS_PERM_ENCRYPT, &rec), KMS_OK);
+    assert_string_equal(rec.name, "demo");
+    assert_memory_equal(rec.id, f->demo.id, KMS_KEY_ID_LEN);
+    assert_int_equal(kms_policy_check(f->p, "app", NULL, f->demo.id, KMS_PERM_DECRYPT, NULL),
+                     KMS_OK);
+    assert_int_equal(kms_policy_check(f->p, "app", "demo", NULL, KMS_PERM_REENCRYPT, NULL),
+                     KMS_EDENIED);
+    assert_int_equal(kms_policy_check(f->p, "backup", "demo", NULL, KMS_PERM_DECRYPT, NULL),
+                     KMS_OK);
+    assert_int_equal(kms_policy_check(f->p, "backup", "demo", NULL, KMS_PERM_ENCRYPT, NULL),
+                     KMS_EDENIED);
+    assert_int_equal(kms_policy_check(f->p, "rotator", "demo", NULL, KMS_PERM_REENCRYPT, NULL),
+                     KMS_OK);
+    /* Identities compare byte for byte. */
+    assert_int_equal(kms_policy_check(f->p, "App", "demo", NULL, KMS_PERM_ENCRYPT, NULL),
+                     KMS_EDENIED);
+    assert_int_equal(kms_policy_check(f->p, "app ", "demo", NULL, KMS_PERM_ENCRYPT, NULL),
+                     KMS_EDENIED);
+    assert_int_equal(kms_policy_check(f->p, "", "demo", NULL, KMS_PERM_ENCRYPT, NULL), KMS_EDENIED);
+}
+
+static void officers_have_no_data_plane_rights(void **state)
+{
+    struct fx *f = *state;
+    assert_true(kms_policy_is_officer(f->p, "officer-1"));
+    assert_false(kms_policy_is_officer(f->p, "app"));
+    /* officer-1 is in demo's decrypt list, and is refused all the same. */
+    assert_int_equal(kms_policy_check(f->p, "officer-1", "demo", NULL, KMS_PERM_DECRYPT, NULL),
+                     KMS_EDENIED);
+    assert_int_equal(kms_policy_check(f->p, "officer-2", "demo", NULL, KMS_PERM_ENCRYPT, NULL),
+                     KMS_EDENIED);
+    /* Officers may describe any key; others only keys that name them. */
+    assert_int_equal(kms_policy_check(f->p, "officer-2", "demo", NULL, KMS_PERM_DESCRIBE, NULL),
+                     KMS_OK);
+    assert_int_equal(kms_policy_check(f->p, "rotator", "demo", NULL, KMS_PERM_DESCRIBE, NULL),
+                     KMS_OK);
+    assert_int_equal(kms_policy_check(f->p, "stranger", "demo", NULL, KMS_PERM_DESCRIBE, NULL),
+                     KMS_EDENIED);
+}
+
+static void unknown_keys_and_bad_arguments(void **state)
+{
+    struct fx *f = *state;
+    uint8_t other[KMS_KEY_ID_LEN];
+    memset(other, 0x55, sizeof(other));
+    assert_int_equal(kms_policy_check(f->p, "app", "nope", NULL, KMS_PERM_ENCRYPT, NULL),
+                     KMS_ENOTFOUND);
+    assert_int_equal(kms_policy_check(f->p, "app", NULL, other, KMS_PERM_DECRYPT, NULL),
+                     KMS_ENOTFOUND);
+    assert_int_equal(kms_policy_check(f->p, "app", "", NULL, KMS_PERM_ENCRYPT, NULL),
+                     KMS_ENOTFOUND);
+    char longname[KMS_KEY_NAME_MAX + 8];
+    memset(longname, 'a', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = '\0';
+    assert_int_equal(kms_policy_check(f->p, "app", longname, NULL, KMS_PERM_ENCRYPT, NULL),
+                     KMS_ENOTFOUND);
+    assert_int_equal(kms_policy_check(f->p, "app", "demo", NULL, KMS_PERM_OFFICER, NULL),
+                     KMS_EINVAL);
+    assert_int_equal(kms_policy_check(f->p, NULL, "demo", NULL, KMS_PERM_ENCRYPT, NULL),
+                     KMS_EINVAL);
+    assert_int_equal(kms_policy_check(f->p, "app", NULL, NULL, KMS_PERM_ENCRYPT, NULL), KMS_EINVAL);
+    kms_key_policy kp;
+    assert_int_equal(kms_policy_get(f->p, other, &kp), KMS_ENOTFOUND);
+    assert_string_equal(kms_policy_perm_name(KMS_PERM_REENCRYPT), "reencrypt");
+    assert_string_equal(kms_policy_perm_name((kms_perm)99), "?");
+}
+
+static void cache_invalidation_and_reload(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(kms_policy_check(f->p, "app", "demo", NULL, KMS_PERM_ENCRYPT, NULL), KMS_OK);
+    /* A policy change in the store is seen after invalidation, not before. */
+    const kms_grant_rec g[] = {{KMS_ACTION_ENCRYPT, "newapp"}};
+    assert_int_equal(f->s->ops->policy_set(f->s, f->demo.id, g, 1), KMS_OK);
+    assert_int_equal(kms_policy_check(f->p, "app", "demo", NULL, KMS_PERM_ENCRYPT, NULL), KMS_OK);
+    kms_policy_invalidate(f->p, f->demo.id);
+    assert_int_equal(kms_policy_check(f->p, "app", "demo", NULL, KMS_PERM_ENCRYPT, NULL),
+                     KMS_EDENIED);
+    assert_int_equal(kms_policy_check(f->p, "newapp", NULL, f->demo.id, KMS_PERM_ENCRYPT, NULL),
+                     KMS_OK);
+    kms_key_policy kp;
+    assert_int_equal(kms_policy_get(f->p, f->demo.id, &kp), KMS_OK);
+    assert_int_equal(kp.n[0], 1);
+    assert_string_equal(kp.ids[0][0], "newapp");
+    assert_int_equal(kp.n[1] + kp.n[2], 0);
+    assert_true(kms_policy_allows(&kp, KMS_ACTION_ENCRYPT, "newapp"));
+    assert_false(kms_policy_allows(&kp, (kms_key_action)7, "newapp"));
+    assert_true(kms_policy_names(&kp, "newapp"));
+    kms_policy_clear(&kp);
+    kms_policy_clear(&kp);
+
+    /* A new officer counts after a reload. */
+    add_officer(f->s, "o3", "newapp");
+    assert_int_equal(kms_policy_check(f->p, "newapp", "demo", NULL, KMS_PERM_ENCRYPT, NULL),
+                     KMS_OK);
+    assert_int_equal(kms_policy_reload_officers(f->p), KMS_OK);
+    assert_int_equal(kms_policy_check(f->p, "newapp", "demo", NULL, KMS_PERM_ENCRYPT, NULL),
+                     KMS_EDENIED);
+    kms_policy_invalidate(f->p, f->demo.id); /* twice, and for unknown keys: harmless */
+    kms_policy_invalidate(f->p, f->demo.id);
+}
+
+struct racer {
+    kms_policy *p;
+    const uint8_t *id;
+    int bad;
+};
+
+static void *race(void *arg)
+{
+    struct racer *r = arg;
+    for (int i = 0; i < 2000; i++) {
+        if (kms_policy_check(r->p, "app", i % 2 ? "demo" : NULL, r->id, KMS_PERM_DECRYPT, NULL) !=
+            KMS_OK)
+            r->bad++;
+        if (i % 100 == 0)
+            kms_policy_invalidate(r->p, r->id);
+    }
+    return NULL;
+}
+
+static void concurrent_checks(void **state)
+{
+    struct fx *f = *state;
+    pthread_t t[8];
+    struct racer r[8];
+    for (int i = 0; i < 8; i++) {
+        r[i] = (struct racer){f->p, f->demo.id, 0};
+        assert_int_equal(pthread_create(&t[i], NULL, race, &r[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(r[i].bad, 0);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(grants_per_action, setup, teardown),
+        cmocka_unit_test_setup_teardown(officers_have_no_data_plane_rights, setup, teardown),
+        cmocka_unit_test_setup_teardown(unknown_keys_and_bad_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(cache_invalidation_and_reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(concurrent_checks, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
