@@ -631,6 +631,8 @@ static void unplugged_token_backs_off_then_recovers(void **state)
     kms_aead_io w = {.in = pt, .in_len = 32, .out = ct};
     assert_int_equal(f->b->ops->wrap(f->b, k, &w), KMS_EUNAVAIL);
     assert_int_equal(atomic_load(&inj.opens), opens0 + 1); /* one healing attempt */
+    if (strstr(kms_error_detail(), "CKR_TOKEN_NOT_PRESENT") == NULL)
+        fail_msg("detail does not say why: %s", kms_error_detail());
 
     uint64_t t0 = now_ms();
     for (int i = 0; i < 20; i++) {
