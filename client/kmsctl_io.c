@@ -1,0 +1,305 @@
+/* kmsctl: encryption contexts, input and output bytes, base64, and the
+ * text/JSON printer. Binary data goes to files or base64, never raw to a
+ * terminal. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "kmsctl.h"
+
+int kmsctl_context_add(kmsctl_context *c, const char *spec)
+{
+    const char *eq = strchr(spec, '=');
+    if (eq == NULL || eq == spec)
+        return -1;
+    kms_client_context_entry *v = realloc(c->v, (c->n + 1) * sizeof(*v));
+    if (v == NULL)
+        return -1;
+    c->v = v;
+    char **owned = realloc(c->owned, (c->n + 1) * sizeof(*owned));
+    if (owned == NULL)
+        return -1;
+    c->owned = owned;
+    char *copy = strdup(spec);
+    if (copy == NULL)
+        return -1;
+    copy[eq - spec] = '\0';
+    c->owned[c->n] = copy;
+    c->v[c->n].key = copy;
+    c->v[c->n].value = copy + (eq - spec) + 1;
+    c->n++;
+    return 0;
+}
+
+void kmsctl_context_free(kmsctl_context *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        free(c->owned[i]);
+    free(c->owned);
+    free(c->v);
+    memset(c, 0, sizeof(*c));
+}
+
+/* Locked buffer for plaintext input (the raw syscall: sanitizers make
+ * mlock() a no-op). The process is not dumpable (main). */
+static uint8_t *buf_alloc(size_t n, int secret)
+{
+    uint8_t *p = malloc(n ? n : 1);
+    if (p != NULL && secret) {
+        if (syscall(SYS_mlock, p, n ? n : 1) != 0) {
+            free(p);
+            return NULL;
+        }
+    }
+    return p;
+}
+
+void kmsctl_bytes_free(kmsctl_bytes *b)
+{
+    if (b->data != NULL) {
+        OPENSSL_cleanse(b->data, b->cap);
+        if (b->secret)
+            (void)syscall(SYS_munlock, b->data, b->cap);
+        free(b->data);
+    }
+    memset(b, 0, sizeof(*b));
+}
+
+static int read_fd(int fd, uint8_t *buf, size_t cap, size_t *len)
+{
+    size_t n = 0;
+    for (;;) {
+        ssize_t got = read(fd, buf + n, cap - n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return -1;
+        if (got == 0)
+            break;
+        n += (size_t)got;
+        if (n == cap)
+            break;
+    }
+    *len = n;
+    return 0;
+}
+
+int kmsctl_read_input(kmsctl *k, const char *file, const char *b64, size_t max, int secret,
+                      kmsctl_bytes *out)
+{
+    memset(out, 0, sizeof(*out));
+    if ((file == NULL) == (b64 == NULL))
+        return kmsctl_usage_error(k, "give the input as --in FILE or --in-b64 BASE64");
+    /* One byte more than allowed, to tell "too large" from "exactly max". */
+    uint8_t *buf = buf_alloc(max + 1, secret);
+    if (buf == NULL) {
+        fprintf(stderr, "kmsctl: out of memory (or locked memory limit)\n");
+        return KMSCTL_EXIT_FAILURE;
+    }
+    size_t n = 0;
+    if (b64 != NULL) {
+        long d = strlen(b64) / 4 * 3 <= max + 3 ? kmsctl_unb64(b64, buf, max + 1) : -2;
+        if (d < 0) {
+            OPENSSL_cleanse(buf, max + 1);
+            if (secret)
+                (void)syscall(SYS_munlock, buf, max + 1);
+            free(buf);
+            if (d == -2) {
+                fprintf(stderr, "kmsctl: %s: input larger than %zu bytes\n", k->command, max);
+                return KMSCTL_EXIT_INVALID;
+            }
+            return kmsctl_usage_error(k, "--in-b64: not valid base64");
+        }
+        n = (size_t)d;
+    } else {
+        int fd = strcmp(file, "-") == 0 ? 0 : open(file, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || read_fd(fd, buf, max + 1, &n) != 0) {
+            fprintf(stderr, "kmsctl: %s: %s\n", file, strerror(errno));
+            if (fd > 0)
+                close(fd);
+            out->data = buf;
+            out->cap = max + 1;
+            out->secret = secret;
+            kmsctl_bytes_free(out);
+            return KMSCTL_EXIT_FAILURE;
+        }
+        if (fd > 0)
+            close(fd);
+    }
+    out->data = buf;
+    out->cap = max + 1;
+    out->secret = secret;
+    if (n == 0 || n > max) {
+        kmsctl_bytes_free(out);
+        fprintf(stderr, "kmsctl: %s: input must be 1..%zu bytes\n", k->command, max);
+        return KMSCTL_EXIT_INVALID;
+    }
+    out->len = n;
+    return 0;
+}
+
+int kmsctl_write_output(kmsctl *k, const char *file, const uint8_t *data, size_t len, int secret)
+{
+    int fd;
+    if (strcmp(file, "-") == 0) {
+        if (isatty(1)) {
+            fprintf(stderr,
+                    "kmsctl: %s: refusing to write binary data to a terminal; "
+                    "use --out FILE or leave out --out for base64\n",
+                    k->command);
+            return KMSCTL_EXIT_USAGE;
+        }
+        fd = 1;
+    } else {
+        fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, secret ? 0600 : 0644);
+        if (fd < 0) {
+            fprintf(stderr, "kmsctl: %s: %s\n", file, strerror(errno));
+            return KMSCTL_EXIT_FAILURE;
+        }
+        /* An existing file keeps its mode on open(): tighten it for secrets. */
+        if (secret && fchmod(fd, 0600) != 0) {
+            fprintf(stderr, "kmsctl: %s: %s\n", file, strerror(errno));
+            close(fd);
+            return KMSCTL_EXIT_FAILURE;
+        }
+    }
+    size_t done = 0;
+    while (done < len) {
+        ssize_t w = write(fd, data + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            fprintf(stderr, "kmsctl: %s: %s\n", file, strerror(errno));
+            if (fd != 1)
+                close(fd);
+            return KMSCTL_EXIT_FAILURE;
+        }
+        done += (size_t)w;
+    }
+    if (fd != 1 && close(fd) != 0) {
+        fprintf(stderr, "kmsctl: %s: %s\n", file, strerror(errno));
+        return KMSCTL_EXIT_FAILURE;
+    }
+    return 0;
+}
+
+char *kmsctl_b64(const uint8_t *data, size_t len)
+{
+    if (len > (1u << 28))
+        return NULL;
+    char *s = malloc((len + 2) / 3 * 4 + 1);
+    if (s != NULL)
+        EVP_EncodeBlock((unsigned char *)s, data, (int)len);
+    return s;
+}
+
+void kmsctl_b64_free(char *s)
+{
+    if (s != NULL) {
+        OPENSSL_cleanse(s, strlen(s));
+        free(s);
+    }
+}
+
+static int b64_value(char ch)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char *p = ch != '\0' ? strchr(alphabet, ch) : NULL;
+    return p != NULL ? (int)(p - alphabet) : -1;
+}
+
+long kmsctl_unb64(const char *s, uint8_t *out, size_t cap)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len % 4 != 0)
+        return -1;
+    size_t pad = s[len - 1] == '=' ? (s[len - 2] == '=' ? 2 : 1) : 0;
+    size_t n = len / 4 * 3 - pad;
+    if (n > cap)
+        return -2;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 4) {
+        int v[4];
+        for (int j = 0; j < 4; j++) {
+            int last_group = i + 4 == len;
+            if (last_group && s[i + j] == '=' && j >= 4 - (int)pad)
+                v[j] = 0;
+            else if ((v[j] = b64_value(s[i + j])) < 0)
+                return -1;
+        }
+        uint32_t w =
+            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+        uint8_t b[3] = {(uint8_t)(w >> 16), (uint8_t)(w >> 8), (uint8_t)w};
+        for (int j = 0; j < 3 && o < n; j++)
+            out[o++] = b[j];
+        OPENSSL_cleanse(b, sizeof(b));
+    }
+    return (long)n;
+}
+
+void kmsctl_json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+void kmsctl_out_begin(kmsctl_out *o, int json)
+{
+    o->f = stdout;
+    o->json = json;
+    o->first = 1;
+    if (json)
+        fputc('{', o->f);
+}
+
+static void field(kmsctl_out *o, const char *name)
+{
+    if (o->json) {
+        if (!o->first)
+            fputc(',', o->f);
+        kmsctl_json_string(o->f, name);
+        fputc(':', o->f);
+    } else {
+        fprintf(o->f, "%s: ", name);
+    }
+    o->first = 0;
+}
+
+void kmsctl_out_str(kmsctl_out *o, const char *name, const char *value)
+{
+    field(o, name);
+    if (o->json)
+        kmsctl_json_string(o->f, value);
+    else
+        fprintf(o->f, "%s\n", value);
+}
+
+void kmsctl_out_num(kmsctl_out *o, const char *name, long long value)
+{
+    field(o, name);
+    fprintf(o->f, o->json ? "%lld" : "%lld\n", value);
+}
+
+void kmsctl_out_end(kmsctl_out *o)
+{
+    if (o->json)
+        fputs("}\n", o->f);
+    fflush(o->f);
+}

@@ -1,0 +1,213 @@
+/* libkmsclient: the C client of kmsd's data plane over gRPC with mutual TLS.
+ *
+ *   kms_client_options o = {.target = "127.0.0.1:7443", .ca_file = "ca.pem",
+ *                           .cert_file = "app.pem", .key_file = "app-key.pem"};
+ *   kms_client *c;
+ *   kms_client_error err;
+ *   if (kms_client_open(&o, &c, &err) != KMS_CLIENT_OK) ... err.message ...
+ *   kms_client_context_entry ctx[] = {{"app", "billing"}};
+ *   kms_client_result dk;
+ *   if (kms_client_generate_data_key(c, "demo", KMS_CLIENT_AES_256, ctx, 1, 0, &dk, &err) == 0) {
+ *       ... dk.plaintext (32 bytes), dk.blob ...
+ *       kms_client_result_free(&dk);   (wipes the plaintext)
+ *   }
+ *   kms_client_close(c);
+ *
+ * Every call returns a kms_client_status: KMS_CLIENT_OK, a gRPC status code
+ * from the server (same numbers as grpc_status_code), or a negative local
+ * code. On failure *err (when given) holds the code and a message: the
+ * server's fixed message, or what went wrong locally. Output parameters are
+ * filled only on success.
+ *
+ * A kms_client may be used from several threads at once; each call blocks
+ * until its reply or its deadline. Plaintext outputs live in locked memory
+ * that is not dumped and is wiped by kms_client_result_free. */
+#ifndef KMS_CLIENT_H
+#define KMS_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define KMS_CLIENT_API __attribute__((visibility("default")))
+#define KMS_CLIENT_MUST_CHECK __attribute__((warn_unused_result))
+#else
+#define KMS_CLIENT_API
+#define KMS_CLIENT_MUST_CHECK
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum kms_client_status {
+    KMS_CLIENT_OK = 0,
+    /* gRPC status codes returned by the server (or by the channel). */
+    KMS_CLIENT_CANCELLED = 1,
+    KMS_CLIENT_UNKNOWN = 2,
+    KMS_CLIENT_INVALID_ARGUMENT = 3, /* malformed blob, wrong context, tampered data */
+    KMS_CLIENT_DEADLINE_EXCEEDED = 4,
+    KMS_CLIENT_NOT_FOUND = 5, /* unknown key or key version */
+    KMS_CLIENT_ALREADY_EXISTS = 6,
+    KMS_CLIENT_PERMISSION_DENIED = 7, /* identity not in the key's policy */
+    KMS_CLIENT_RESOURCE_EXHAUSTED = 8,
+    KMS_CLIENT_FAILED_PRECONDITION = 9, /* disabled version, pending deletion */
+    KMS_CLIENT_ABORTED = 10,
+    KMS_CLIENT_OUT_OF_RANGE = 11,
+    KMS_CLIENT_UNIMPLEMENTED = 12,
+    KMS_CLIENT_INTERNAL = 13,
+    KMS_CLIENT_UNAVAILABLE = 14, /* server, HSM or store unreachable; TLS refused */
+    KMS_CLIENT_DATA_LOSS = 15,
+    KMS_CLIENT_UNAUTHENTICATED = 16,
+    /* Local failures, before or after the call. */
+    KMS_CLIENT_EARG = -1,   /* bad argument (NULL, empty name, oversized input) */
+    KMS_CLIENT_EFILE = -2,  /* a certificate or key file cannot be read */
+    KMS_CLIENT_ENOMEM = -3, /* out of memory, or memory could not be locked */
+    KMS_CLIENT_EREPLY = -4  /* the server's reply could not be decoded */
+} kms_client_status;
+
+#define KMS_CLIENT_MESSAGE_MAX 256
+
+typedef struct kms_client_error {
+    int code;                             /* a kms_client_status */
+    char message[KMS_CLIENT_MESSAGE_MAX]; /* never holds key material */
+} kms_client_error;
+
+typedef struct kms_client_options {
+    const char *target;    /* "host:port" */
+    const char *ca_file;   /* PEM: CA that signed the server certificate */
+    const char *cert_file; /* PEM: this client's certificate (its identity) */
+    const char *key_file;  /* PEM: its private key */
+    const char
+        *server_name; /* name to verify in the server certificate; NULL: the host of target */
+    int timeout_ms;   /* per call; 0: 10000 */
+} kms_client_options;
+
+typedef struct kms_client kms_client;
+
+/* One key=value pair of an encryption context. Order does not matter. */
+typedef struct kms_client_context_entry {
+    const char *key;
+    const char *value;
+} kms_client_context_entry;
+
+typedef enum kms_client_key_spec {
+    KMS_CLIENT_AES_256 = 1,
+    KMS_CLIENT_AES_128 = 2
+} kms_client_key_spec;
+
+/* The result of a data-plane call. Fields a call does not produce are
+ * NULL / 0. plaintext is locked memory, wiped by kms_client_result_free. */
+typedef struct kms_client_result {
+    uint8_t *plaintext;
+    size_t plaintext_len;
+    uint8_t *blob; /* ciphertext blob */
+    size_t blob_len;
+    char *key_name;
+    uint32_t key_version;
+    char *source_key_name; /* ReEncrypt only */
+    uint32_t source_key_version;
+} kms_client_result;
+
+typedef enum kms_client_version_state {
+    KMS_CLIENT_VERSION_UNSPECIFIED = 0,
+    KMS_CLIENT_VERSION_ENABLED = 1,
+    KMS_CLIENT_VERSION_DISABLED = 2,
+    KMS_CLIENT_VERSION_PENDING_DELETION = 3,
+    KMS_CLIENT_VERSION_DESTROYED = 4
+} kms_client_version_state;
+
+typedef struct kms_client_key_version {
+    uint32_t version;
+    int state;          /* kms_client_version_state */
+    int64_t created_at; /* unix seconds */
+    uint64_t usage_count;
+} kms_client_key_version;
+
+typedef struct kms_client_strings {
+    char **items;
+    size_t n;
+} kms_client_strings;
+
+typedef struct kms_client_key {
+    char *name;
+    uint8_t key_id[16];
+    char *backend;      /* "pkcs11" | "tpm2" */
+    char *backend_mode; /* "" or, for TPM, "sealed" | "resident" */
+    uint32_t primary_version;
+    uint32_t min_decryption_version;
+    kms_client_key_version *versions;
+    size_t n_versions;
+    kms_client_strings encrypt, decrypt, reencrypt; /* the key's policy */
+    uint32_t rotation_period_days;
+    int64_t created_at;
+    int64_t deletion_at; /* 0 unless deletion is scheduled */
+} kms_client_key;
+
+typedef struct kms_client_key_list {
+    kms_client_key *keys;
+    size_t n;
+} kms_client_key_list;
+
+/* Connects lazily: a server that is down shows up as KMS_CLIENT_UNAVAILABLE
+ * on the first call, not here. Fails here only on bad options or unreadable
+ * files. */
+KMS_CLIENT_API int kms_client_open(const kms_client_options *opts, kms_client **out,
+                                   kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+/* Waits for no call; close only after every call has returned. NULL-safe. */
+KMS_CLIENT_API void kms_client_close(kms_client *c);
+
+/* A fresh data key under key_name's primary version. without_plaintext: only
+ * the blob comes back (result->plaintext NULL). */
+KMS_CLIENT_API int kms_client_generate_data_key(kms_client *c, const char *key_name,
+                                                kms_client_key_spec spec,
+                                                const kms_client_context_entry *ctx, size_t n_ctx,
+                                                int without_plaintext, kms_client_result *result,
+                                                kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+
+/* Wraps 1..4096 bytes under key_name's primary version: result->blob. */
+KMS_CLIENT_API int kms_client_encrypt(kms_client *c, const char *key_name, const uint8_t *plaintext,
+                                      size_t len, const kms_client_context_entry *ctx, size_t n_ctx,
+                                      kms_client_result *result,
+                                      kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+
+/* Unwraps a blob (the key is read from it): result->plaintext. */
+KMS_CLIENT_API int kms_client_decrypt(kms_client *c, const uint8_t *blob, size_t blob_len,
+                                      const kms_client_context_entry *ctx, size_t n_ctx,
+                                      kms_client_result *result,
+                                      kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+
+/* Moves a blob under dest_key's primary version without the plaintext
+ * leaving the server: result->blob and both key names and versions. */
+KMS_CLIENT_API int kms_client_reencrypt(kms_client *c, const uint8_t *blob, size_t blob_len,
+                                        const kms_client_context_entry *src_ctx, size_t n_src_ctx,
+                                        const char *dest_key,
+                                        const kms_client_context_entry *dest_ctx, size_t n_dest_ctx,
+                                        kms_client_result *result,
+                                        kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+
+/* Wipes the plaintext and frees everything in *r; leaves it zeroed. */
+KMS_CLIENT_API void kms_client_result_free(kms_client_result *r);
+
+KMS_CLIENT_API int kms_client_describe_key(kms_client *c, const char *key_name, kms_client_key *key,
+                                           kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+KMS_CLIENT_API void kms_client_key_free(kms_client_key *key);
+
+KMS_CLIENT_API int kms_client_list_keys(kms_client *c, kms_client_key_list *list,
+                                        kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+KMS_CLIENT_API void kms_client_key_list_free(kms_client_key_list *list);
+
+/* grpc.health.v1.Health/Check for service ("" = the whole server).
+ * KMS_CLIENT_OK when it answers SERVING; KMS_CLIENT_UNAVAILABLE when it
+ * answers anything else or cannot be reached. */
+KMS_CLIENT_API int kms_client_health(kms_client *c, const char *service,
+                                     kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+
+/* "INVALID_ARGUMENT", "EFILE", ... for a kms_client_status. */
+KMS_CLIENT_API const char *kms_client_status_name(int status);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

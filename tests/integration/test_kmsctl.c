@@ -1,0 +1,364 @@
+/* kmsctl against a real kmsd (mutual TLS on a free loopback port, SoftHSM2
+ * token and SQLite file in a temp dir): the commands a user types, their
+ * output (text and --json), files and modes, and the exit codes that tell
+ * usage errors, denial, absence, unavailability and bad input apart. */
+#include <fcntl.h>
+#include <pty.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "kmsd_fixture.h"
+
+static kms_test_kmsd K;
+static char DIR_[320]; /* the fixture's temp dir (where kmsd.yaml is) */
+static char OUT[65536], ERR[65536];
+
+static const char *kmsctl_path(void)
+{
+    const char *p = getenv("KMS_KMSCTL");
+    if (p == NULL)
+        fail_msg("KMS_KMSCTL not set");
+    return p;
+}
+
+static void path_in(char *buf, size_t cap, const char *name)
+{
+    snprintf(buf, cap, "%s/%s", DIR_, name);
+}
+
+static void write_conf(const char *name, const char *who, const char *server)
+{
+    char path[400], ca[400], cert[400], key[400], f1[64], f2[64];
+    snprintf(f1, sizeof(f1), "%s.pem", who);
+    snprintf(f2, sizeof(f2), "%s-key.pem", who);
+    path_in(path, sizeof(path), name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "# kmsctl connection for %s\nserver: %s\nca: %s\ncert: %s\nkey: %s\n", who, server,
+            kms_test_kmsd_pki(&K, "ca.pem", ca, sizeof(ca)),
+            kms_test_kmsd_pki(&K, f1, cert, sizeof(cert)),
+            kms_test_kmsd_pki(&K, f2, key, sizeof(key)));
+    fclose(f);
+}
+
+static void slurp(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "rb");
+    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
+    buf[n] = '\0';
+    if (f)
+        fclose(f);
+}
+
+/* Runs kmsctl with args (NULL-terminated); stdout in OUT, stderr in ERR. */
+static int kmsctl(const char *first, ...)
+{
+    const char *argv[40];
+    int n = 0;
+    argv[n++] = kmsctl_path();
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a != NULL && n < 39; a = va_arg(ap, const char *))
+        argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    char o[400], e[400];
+    path_in(o, sizeof(o), "stdout");
+    path_in(e, sizeof(e), "stderr");
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fo = open(o, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int fe = open(e, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int fi = open("/dev/null", O_RDONLY);
+        if (fo < 0 || fe < 0 || fi < 0)
+            _exit(127);
+        dup2(fi, 0);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        unsetenv("KMSCTL_CONFIG");
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    slurp(o, OUT, sizeof(OUT));
+    slurp(e, ERR, sizeof(ERR));
+    assert_true(WIFEXITED(st));
+    return WEXITSTATUS(st);
+}
+
+/* The value of "name: value" in OUT (text output), copied to buf. */
+static const char *field(const char *name, char *buf, size_t cap)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "%s: ", name);
+    const char *p = strstr(OUT, key);
+    if (p == NULL)
+        fail_msg("no %s in output: %s", name, OUT);
+    p += strlen(key);
+    size_t n = strcspn(p, "\n");
+    assert_true(n < cap);
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+static char APP[400], BOB[400], OFFICER[400], DOWN[400];
+
+static int group_setup(void **state)
+{
+    (void)state;
+    kms_test_kmsd_setup(&K);
+    kms_test_kmsd_start(&K, NULL);
+    snprintf(DIR_, sizeof(DIR_), "%s", K.config);
+    *strrchr(DIR_, '/') = '\0';
+    write_conf("app.conf", "app", K.target);
+    write_conf("bob.conf", "bob", K.target);
+    write_conf("officer1.conf", "officer1", K.target);
+    write_conf("down.conf", "app", "127.0.0.1:1");
+    path_in(APP, sizeof(APP), "app.conf");
+    path_in(BOB, sizeof(BOB), "bob.conf");
+    path_in(OFFICER, sizeof(OFFICER), "officer1.conf");
+    path_in(DOWN, sizeof(DOWN), "down.conf");
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    assert_int_equal(kms_test_kmsd_stop(&K, SIGTERM), 0);
+    kms_test_kmsd_teardown(&K);
+    return 0;
+}
+
+static void health(void **state)
+{
+    (void)state;
+    assert_int_equal(kmsctl("--config", APP, "health", NULL), 0);
+    assert_string_equal(OUT, "status: SERVING\n");
+    assert_int_equal(kmsctl("--config", APP, "--json", "health", NULL), 0);
+    assert_string_equal(OUT, "{\"status\":\"SERVING\"}\n");
+}
+
+/* The README's session: a data key with its blob in a file, decrypted. */
+static void data_key_session(void **state)
+{
+    (void)state;
+    char blob[400], pt[128], pt2[128];
+    path_in(blob, sizeof(blob), "dk.blob");
+    assert_int_equal(kmsctl("--config", APP, "generate-data-key", "--key", "demo", "--context",
+                            "app=billing", "--blob-out", blob, NULL),
+                     0);
+    field("plaintext", pt, sizeof(pt));
+    assert_int_equal(strlen(pt), 44); /* 32 bytes in base64 */
+    char v[16];
+    assert_string_equal(field("key_name", v, sizeof(v)), "demo");
+    assert_string_equal(field("key_version", v, sizeof(v)), "1");
+    struct stat st;
+    assert_int_equal(stat(blob, &st), 0);
+    assert_int_equal(st.st_size, 22 + 12 + 32 + 16);
+
+    assert_int_equal(
+        kmsctl("--config", APP, "decrypt", "--in", blob, "--context", "app=billing", NULL), 0);
+    assert_string_equal(field("plaintext", pt2, sizeof(pt2)), pt);
+    /* Wrong context: invalid input (6), nothing printed on stdout. */
+    assert_int_equal(
+        kmsctl("--config", APP, "decrypt", "--in", blob, "--context", "app=other", NULL), 6);
+    assert_string_equal(OUT, "");
+    assert_non_null(strstr(ERR, "INVALID_ARGUMENT"));
+    /* --no-plaintext: blob only. */
+    assert_int_equal(
+        kmsctl("--config", APP, "generate-data-key", "--key", "demo", "--no-plaintext", NULL), 0);
+    assert_null(strstr(OUT, "plaintext:"));
+    assert_non_null(strstr(OUT, "ciphertext_blob: "));
+}
+
+static void encrypt_decrypt_files(void **state)
+{
+    (void)state;
+    char in[400], blob[400], out[400], moved[400];
+    path_in(in, sizeof(in), "plain.bin");
+    path_in(blob, sizeof(blob), "plain.blob");
+    path_in(out, sizeof(out), "plain.out");
+    path_in(moved, sizeof(moved), "moved.blob");
+    uint8_t data[4096];
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i * 13); /* includes NUL and newline bytes */
+    FILE *f = fopen(in, "wb");
+    assert_int_equal(fwrite(data, 1, sizeof(data), f), sizeof(data));
+    fclose(f);
+    assert_int_equal(kmsctl("--config", APP, "encrypt", "--key", "demo", "--in", in, "--out", blob,
+                            "--context", "a=1", NULL),
+                     0);
+    assert_int_equal(
+        kmsctl("--config", APP, "decrypt", "--in", blob, "--out", out, "--context", "a=1", NULL),
+        0);
+    struct stat st;
+    assert_int_equal(stat(out, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600); /* plaintext files are private */
+    uint8_t back[4097];
+    f = fopen(out, "rb");
+    assert_int_equal(fread(back, 1, sizeof(back), f), sizeof(data));
+    fclose(f);
+    assert_memory_equal(back, data, sizeof(data));
+
+    /* reencrypt to another key and context; the result decrypts there. */
+    assert_int_equal(kmsctl("--config", APP, "--json", "reencrypt", "--in", blob,
+                            "--source-context", "a=1", "--key", "second", "--context", "b=2",
+                            "--out", moved, NULL),
+                     0);
+    assert_non_null(strstr(OUT, "\"source_key_name\":\"demo\""));
+    assert_non_null(strstr(OUT, "\"key_name\":\"second\""));
+    assert_int_equal(
+        kmsctl("--config", APP, "decrypt", "--in", moved, "--out", out, "--context", "b=2", NULL),
+        0);
+    f = fopen(out, "rb");
+    assert_int_equal(fread(back, 1, sizeof(back), f), sizeof(data));
+    fclose(f);
+    assert_memory_equal(back, data, sizeof(data));
+
+    /* base64 in, base64 out, through JSON. */
+    assert_int_equal(
+        kmsctl("--config", APP, "--json", "encrypt", "--key", "demo", "--in-b64", "aGVsbG8=", NULL),
+        0);
+    const char *b = strstr(OUT, "\"ciphertext_blob\":\"");
+    assert_non_null(b);
+    char b64[256];
+    b += strlen("\"ciphertext_blob\":\"");
+    size_t n = strcspn(b, "\"");
+    memcpy(b64, b, n);
+    b64[n] = '\0';
+    assert_int_equal(kmsctl("--config", APP, "--json", "decrypt", "--in-b64", b64, NULL), 0);
+    assert_non_null(strstr(OUT, "\"plaintext\":\"aGVsbG8=\""));
+}
+
+static void describe_and_list(void **state)
+{
+    (void)state;
+    assert_int_equal(kmsctl("--config", APP, "describe-key", "demo", NULL), 0);
+    assert_non_null(strstr(OUT, "key demo\n"));
+    assert_non_null(strstr(OUT, "backend    pkcs11"));
+    assert_non_null(strstr(OUT, "version 1  ENABLED"));
+    assert_int_equal(kmsctl("--config", APP, "--json", "describe-key", "demo", NULL), 0);
+    assert_non_null(strstr(OUT, "\"key_name\":\"demo\""));
+    assert_non_null(strstr(OUT, "\"primary_version\":1"));
+    assert_non_null(strstr(OUT, "\"encrypt\":[\"spiffe://kms.local/app\"]"));
+    assert_int_equal(kmsctl("--config", APP, "list-keys", NULL), 0);
+    assert_non_null(strstr(OUT, "demo\tv1\tpkcs11"));
+    assert_non_null(strstr(OUT, "second\tv1\tpkcs11"));
+    assert_int_equal(kmsctl("--config", APP, "--json", "list-keys", NULL), 0);
+    assert_true(strncmp(OUT, "{\"keys\":[{", 10) == 0);
+}
+
+static void exit_codes(void **state)
+{
+    (void)state;
+    char blob[400], bad[400], big[400];
+    path_in(blob, sizeof(blob), "codes.blob");
+    path_in(bad, sizeof(bad), "codes.bad");
+    path_in(big, sizeof(big), "big.bin");
+    assert_int_equal(kmsctl("--config", APP, "encrypt", "--key", "demo", "--in-b64",
+                            "aGk=", "--out", blob, NULL),
+                     0);
+    /* 2: usage. */
+    assert_int_equal(kmsctl("--config", APP, "frobnicate", NULL), 2);
+    assert_int_equal(kmsctl("--config", APP, "encrypt", "--in-b64", "aGk=", NULL), 2);
+    assert_int_equal(kmsctl("--config", APP, "encrypt", "--key", "demo", "--bogus", NULL), 2);
+    assert_int_equal(kmsctl("--config", APP, "decrypt", "--in-b64", "not base64!", NULL), 2);
+    assert_int_equal(kmsctl("--config", "/nonexistent.conf", "health", NULL), 2);
+    assert_int_equal(kmsctl("health", NULL), 2); /* no connection settings at all */
+    assert_int_equal(kmsctl("--config", APP, "--cert", "/nonexistent.pem", "health", NULL), 2);
+    /* 3: denied. */
+    assert_int_equal(kmsctl("--config", BOB, "decrypt", "--in", blob, NULL), 3);
+    assert_non_null(strstr(ERR, "PERMISSION_DENIED"));
+    assert_int_equal(kmsctl("--config", OFFICER, "decrypt", "--in", blob, NULL), 3);
+    /* 4: not found. */
+    assert_int_equal(kmsctl("--config", APP, "describe-key", "nope", NULL), 4);
+    assert_int_equal(kmsctl("--config", APP, "encrypt", "--key", "nope", "--in-b64", "aGk=", NULL),
+                     4);
+    /* 5: unavailable. */
+    assert_int_equal(kmsctl("--config", DOWN, "--timeout-ms", "3000", "health", NULL), 5);
+    /* 6: bad input: tampered, truncated, oversized. */
+    uint8_t b[128];
+    FILE *f = fopen(blob, "rb");
+    size_t n = fread(b, 1, sizeof(b), f);
+    fclose(f);
+    b[n - 1] ^= 1;
+    f = fopen(bad, "wb");
+    fwrite(b, 1, n, f);
+    fclose(f);
+    assert_int_equal(kmsctl("--config", APP, "decrypt", "--in", bad, NULL), 6);
+    f = fopen(bad, "wb");
+    fwrite(b, 1, 10, f);
+    fclose(f);
+    assert_int_equal(kmsctl("--config", APP, "decrypt", "--in", bad, NULL), 6);
+    f = fopen(big, "wb");
+    for (int i = 0; i < 4097; i++)
+        fputc('x', f);
+    fclose(f);
+    assert_int_equal(kmsctl("--config", APP, "encrypt", "--key", "demo", "--in", big, NULL), 6);
+    assert_non_null(strstr(ERR, "1..4096 bytes"));
+    /* --json errors are machine-readable too. */
+    assert_int_equal(kmsctl("--config", APP, "--json", "describe-key", "nope", NULL), 4);
+    assert_non_null(strstr(OUT, "{\"error\":{\"code\":\"NOT_FOUND\""));
+}
+
+/* Raw plaintext is never written to a terminal. */
+static void no_binary_to_terminal(void **state)
+{
+    (void)state;
+    char blob[400];
+    path_in(blob, sizeof(blob), "tty.blob");
+    assert_int_equal(kmsctl("--config", APP, "encrypt", "--key", "demo", "--in-b64",
+                            "aGk=", "--out", blob, NULL),
+                     0);
+    int master;
+    pid_t pid = forkpty(&master, NULL, NULL, NULL);
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execl(kmsctl_path(), kmsctl_path(), "--config", APP, "decrypt", "--in", blob, "--out", "-",
+              (char *)NULL);
+        _exit(127);
+    }
+    char buf[4096];
+    size_t got = 0;
+    for (;;) {
+        ssize_t r = read(master, buf + got, sizeof(buf) - 1 - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    buf[got] = '\0';
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    close(master);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 2);
+    assert_non_null(strstr(buf, "refusing to write binary data to a terminal"));
+    assert_null(strstr(buf, "hi"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(health),
+        cmocka_unit_test(data_key_session),
+        cmocka_unit_test(encrypt_decrypt_files),
+        cmocka_unit_test(describe_and_list),
+        cmocka_unit_test(exit_codes),
+        cmocka_unit_test(no_binary_to_terminal),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
