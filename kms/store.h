@@ -28,7 +28,9 @@ typedef struct kms_key_rec {
     char backend[16];         /* backend name that holds its versions ("pkcs11") */
     uint32_t primary_version; /* 0 before the first version exists */
     uint32_t min_decrypt_version;
-    int64_t created_at; /* unix seconds */
+    int64_t created_at;            /* unix seconds */
+    uint32_t rotation_period_days; /* 0: no periodic rotation (schema 3) */
+    int64_t deletion_at;           /* 0, or when the key's versions are destroyed (schema 3) */
 } kms_key_rec;
 
 typedef struct kms_version_rec {
@@ -68,6 +70,49 @@ typedef struct kms_officer_rec {
     char signing_key_pem[KMS_SIGNING_KEY_PEM_MAX + 1]; /* public key, PEM */
     int64_t created_at;
 } kms_officer_rec;
+
+/* Quorum actions (schema 3, DESIGN §6, docs/approvals.md). */
+#define KMS_INSTANCE_ID_LEN 16
+#define KMS_ACTION_ID_LEN 16
+#define KMS_ACTION_BYTES_MAX 16384 /* canonical ActionBody bytes */
+#define KMS_ACTION_RESULT_MAX 256
+#define KMS_ACTION_PLAN_MAX 64
+#define KMS_APPROVALS_MAX 64 /* == KMS_CONFIG_MAX_OFFICERS */
+#define KMS_SIGNATURE_MAX 256
+
+typedef enum kms_action_state {
+    KMS_ACTION_PENDING = 1,
+    KMS_ACTION_EXECUTED = 2,
+    KMS_ACTION_CANCELLED = 3,
+    KMS_ACTION_EXPIRED = 4,
+    KMS_ACTION_FAILED = 5,
+    /* The threshold was met and execution started; a crash leaves it here
+     * and kmsd resumes it at start (kms/quorum_exec.c). Shown as PENDING. */
+    KMS_ACTION_EXECUTING = 6
+} kms_action_state;
+
+typedef struct kms_approval_rec {
+    char officer_id[KMS_OFFICER_ID_MAX + 1];
+    int64_t approved_at;
+} kms_approval_rec;
+
+/* One action with its approvals (about 20 KiB: allocate it). */
+typedef struct kms_action_rec {
+    uint8_t id[KMS_ACTION_ID_LEN];
+    char type[KMS_ACTION_TYPE_MAX + 1];  /* "RotateKey" */
+    uint8_t bytes[KMS_ACTION_BYTES_MAX]; /* canonical ActionBody */
+    size_t bytes_len;
+    uint8_t digest[32];
+    char proposer[KMS_OFFICER_ID_MAX + 1];
+    kms_action_state state;
+    uint32_t threshold;
+    int64_t created_at, expires_at;
+    char result[KMS_ACTION_RESULT_MAX + 1];
+    uint8_t plan[KMS_ACTION_PLAN_MAX]; /* executor's plan, set when execution starts */
+    size_t plan_len;
+    kms_approval_rec approvals[KMS_APPROVALS_MAX]; /* of officers still enrolled, by time */
+    size_t n_approvals;
+} kms_action_rec;
 
 typedef struct kms_store kms_store;
 
@@ -137,6 +182,42 @@ typedef struct kms_store_ops {
     int (*threshold_get)(kms_store *s, const char *action_type, uint32_t *threshold);
     /* In action type order. */
     int (*threshold_list)(kms_store *s, kms_store_threshold_cb cb, void *ctx);
+
+    /* ---- key lifecycle and quorum (schema 3) ---- */
+
+    /* This deployment's random id (made with the schema; never changes). */
+    int (*instance_id)(kms_store *s, uint8_t out[KMS_INSTANCE_ID_LEN]);
+    /* KMS_ENOTFOUND if the key does not exist. deletion_at 0 cancels. */
+    int (*key_set_min_decrypt)(kms_store *s, const uint8_t id[KMS_KEY_ID_LEN], uint32_t version);
+    int (*key_set_rotation)(kms_store *s, const uint8_t id[KMS_KEY_ID_LEN], uint32_t days);
+    int (*key_set_deletion)(kms_store *s, const uint8_t id[KMS_KEY_ID_LEN], int64_t deletion_at);
+
+    /* A new PENDING action without approvals. KMS_EEXISTS if the id is taken. */
+    int (*action_create)(kms_store *s, const kms_action_rec *a);
+    /* KMS_ENOTFOUND if absent. Approvals listed are those of officers still
+     * enrolled. */
+    int (*action_get)(kms_store *s, const uint8_t id[KMS_ACTION_ID_LEN], kms_action_rec *out);
+    /* Up to cap action ids, newest first (pending_only: PENDING and
+     * EXECUTING only); *n gets how many were written. */
+    int (*action_ids)(kms_store *s, int pending_only, uint8_t (*ids)[KMS_ACTION_ID_LEN], size_t cap,
+                      size_t *n);
+    /* Records officer_id's approval, in one transaction: KMS_ENOTFOUND (no
+     * action), KMS_EPRECOND (not PENDING, or expired at now: it is then
+     * marked EXPIRED), KMS_EEXISTS (this officer approved already). When
+     * the approvals of enrolled officers reach the threshold the action
+     * becomes EXECUTING and *reached is 1. */
+    int (*action_approve)(kms_store *s, const uint8_t id[KMS_ACTION_ID_LEN], const char *officer_id,
+                          const uint8_t *sig, size_t sig_len, int64_t now, int *reached);
+    /* EXECUTING only (KMS_EPRECOND otherwise). */
+    int (*action_set_plan)(kms_store *s, const uint8_t id[KMS_ACTION_ID_LEN], const uint8_t *plan,
+                           size_t len);
+    /* EXECUTING -> EXECUTED or FAILED with a result text. */
+    int (*action_finish)(kms_store *s, const uint8_t id[KMS_ACTION_ID_LEN], kms_action_state state,
+                         const char *result);
+    /* PENDING -> CANCELLED (KMS_EPRECOND otherwise). */
+    int (*action_cancel)(kms_store *s, const uint8_t id[KMS_ACTION_ID_LEN]);
+    /* Every PENDING action with expires_at <= now becomes EXPIRED. */
+    int (*action_expire)(kms_store *s, int64_t now, size_t *n);
 
     /* Releases everything. NULL-safe. */
     void (*close)(kms_store *s);

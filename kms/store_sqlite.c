@@ -18,6 +18,7 @@
 
 #include "kms/log.h"
 #include "kms/store.h"
+#include "kms/store_sqlite_internal.h"
 
 #define BUSY_TIMEOUT_MS 5000
 #define BACKEND_NAME_MAX 15 /* bytes, without the NUL */
@@ -42,6 +43,9 @@ _Static_assert(KMS_ACTION_TYPE_MAX == 64, "migration 2 fixes action type names a
 _Static_assert(KMS_THRESHOLD_MIN == 2, "migration 2 fixes the smallest threshold at 2");
 _Static_assert(KMS_ACTION_ENCRYPT == 1 && KMS_ACTION_REENCRYPT == 3,
                "migration 2 fixes policy actions at 1..3");
+_Static_assert(KMS_ACTION_BYTES_MAX == 16384 && KMS_ACTION_RESULT_MAX == 256 &&
+                   KMS_ACTION_PLAN_MAX == 64 && KMS_SIGNATURE_MAX == 256,
+               "migration 3 fixes action sizes");
 
 /* Created, together with the first migration, in a file that has no tables
  * yet. A single row; kms_store_sqlite_open refuses a file with any other
@@ -117,6 +121,46 @@ static const struct migration migrations[] = {
      "  threshold INTEGER NOT NULL"
      "    CHECK (typeof(threshold) = 'integer' AND threshold BETWEEN 2 AND 4294967295)"
      ");"},
+    /* 2 -> 3 */
+    {"key lifecycle settings, instance id, quorum actions and approvals",
+     "ALTER TABLE keys ADD COLUMN rotation_period_days INTEGER NOT NULL DEFAULT 0"
+     "  CHECK (typeof(rotation_period_days) = 'integer'"
+     "         AND rotation_period_days BETWEEN 0 AND 36500);"
+     "ALTER TABLE keys ADD COLUMN deletion_at INTEGER NOT NULL DEFAULT 0"
+     "  CHECK (typeof(deletion_at) = 'integer' AND deletion_at >= 0);"
+     "CREATE TABLE instance ("
+     "  id BLOB NOT NULL CHECK (typeof(id) = 'blob' AND length(id) = 16)"
+     ");"
+     "INSERT INTO instance (id) VALUES (randomblob(16));"
+     "CREATE TABLE actions ("
+     "  id BLOB NOT NULL PRIMARY KEY CHECK (typeof(id) = 'blob' AND length(id) = 16),"
+     "  type TEXT NOT NULL"
+     "    CHECK (typeof(type) = 'text' AND length(CAST(type AS BLOB)) BETWEEN 1 AND 64),"
+     "  body BLOB NOT NULL"
+     "    CHECK (typeof(body) = 'blob' AND length(body) BETWEEN 1 AND 16384),"
+     "  digest BLOB NOT NULL CHECK (typeof(digest) = 'blob' AND length(digest) = 32),"
+     "  proposer TEXT NOT NULL"
+     "    CHECK (typeof(proposer) = 'text' AND length(CAST(proposer AS BLOB)) BETWEEN 1 AND 64),"
+     "  state INTEGER NOT NULL CHECK (typeof(state) = 'integer' AND state BETWEEN 1 AND 6),"
+     "  threshold INTEGER NOT NULL"
+     "    CHECK (typeof(threshold) = 'integer' AND threshold BETWEEN 2 AND 4294967295),"
+     "  created_at INTEGER NOT NULL CHECK (typeof(created_at) = 'integer'),"
+     "  expires_at INTEGER NOT NULL CHECK (typeof(expires_at) = 'integer'),"
+     "  result TEXT NOT NULL DEFAULT ''"
+     "    CHECK (typeof(result) = 'text' AND length(CAST(result AS BLOB)) <= 256),"
+     "  plan BLOB CHECK (plan IS NULL OR (typeof(plan) = 'blob' AND length(plan) <= 64))"
+     ");"
+     "CREATE INDEX actions_by_time ON actions (created_at);"
+     "CREATE TABLE approvals ("
+     "  action_id BLOB NOT NULL REFERENCES actions(id),"
+     "  officer_id TEXT NOT NULL"
+     "    CHECK (typeof(officer_id) = 'text'"
+     "           AND length(CAST(officer_id AS BLOB)) BETWEEN 1 AND 64),"
+     "  signature BLOB NOT NULL"
+     "    CHECK (typeof(signature) = 'blob' AND length(signature) BETWEEN 1 AND 256),"
+     "  approved_at INTEGER NOT NULL CHECK (typeof(approved_at) = 'integer'),"
+     "  PRIMARY KEY (action_id, officer_id)"
+     ");"},
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -148,12 +192,15 @@ enum stmt_id {
     ST_ROLLBACK,
     ST_COUNT
 };
+_Static_assert(ST_COUNT <= KMS_SQLITE_STMTS_MAX, "room for the prepared statements");
 
-#define KEY_COLUMNS "id, name, backend, primary_version, min_decrypt_version, created_at"
+#define KEY_COLUMNS                                                                                \
+    "id, name, backend, primary_version, min_decrypt_version, created_at, rotation_period_days, "  \
+    "deletion_at"
 #define VERSION_COLUMNS "key_id, version, state, created_at, usage_count, backend_ref"
 
 static const char *const stmt_sql[ST_COUNT] = {
-    [ST_KEY_INSERT] = "INSERT INTO keys (" KEY_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_KEY_INSERT] = "INSERT INTO keys (" KEY_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [ST_KEY_BY_NAME] = "SELECT " KEY_COLUMNS " FROM keys WHERE name = ?1",
     [ST_KEY_BY_ID] = "SELECT " KEY_COLUMNS " FROM keys WHERE id = ?1",
     [ST_KEY_PAGE] = "SELECT " KEY_COLUMNS " FROM keys WHERE name > ?1 ORDER BY name LIMIT ?2",
@@ -192,27 +239,19 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ROLLBACK] = "ROLLBACK",
 };
 
-struct sqlite_store {
-    kms_store base; /* first: a kms_store * is a struct sqlite_store * */
-    sqlite3 *db;
-    pthread_mutex_t mu;
-    int mu_ready;
-    sqlite3_stmt *st[ST_COUNT];
-};
-
 static struct sqlite_store *impl(kms_store *s)
 {
     return (struct sqlite_store *)s->impl;
 }
 
 /* A mutex that cannot be taken or released is a broken invariant. */
-static void lock(struct sqlite_store *s)
+void kms_sqlite_lock(struct sqlite_store *s)
 {
     if (pthread_mutex_lock(&s->mu) != 0)
         abort();
 }
 
-static void unlock(struct sqlite_store *s)
+void kms_sqlite_unlock(struct sqlite_store *s)
 {
     if (pthread_mutex_unlock(&s->mu) != 0)
         abort();
@@ -223,7 +262,7 @@ static void unlock(struct sqlite_store *s)
  * values. Busy (another process held the write lock for longer than the
  * busy timeout) may succeed on retry, hence KMS_EUNAVAIL; anything else
  * unexpected is KMS_ESTORE. */
-static int db_error(sqlite3 *db, int rc, const char *what)
+int kms_sqlite_error(sqlite3 *db, int rc, const char *what)
 {
     switch (rc) {
     case SQLITE_CONSTRAINT_UNIQUE:
@@ -273,7 +312,7 @@ static sqlite3_stmt *stmt(struct sqlite_store *s, enum stmt_id id)
 }
 
 /* After every use: releases read locks and the bound buffers. NULL-safe. */
-static void done(sqlite3_stmt *st)
+void kms_sqlite_done(sqlite3_stmt *st)
 {
     if (st == NULL)
         return;
@@ -291,21 +330,21 @@ static int exec_stmt(struct sqlite_store *s, enum stmt_id id)
 {
     sqlite3_stmt *st = stmt(s, id);
     int rc = sqlite3_step(st);
-    int r = rc == SQLITE_DONE ? KMS_OK : db_error(s->db, rc, stmt_sql[id]);
-    done(st);
+    int r = rc == SQLITE_DONE ? KMS_OK : kms_sqlite_error(s->db, rc, stmt_sql[id]);
+    kms_sqlite_done(st);
     return r;
 }
 
 /* BEGIN IMMEDIATE takes the write lock now, so a transaction never fails
  * half-way because another writer got in first. */
-static int tx_begin(struct sqlite_store *s)
+int kms_sqlite_tx_begin(struct sqlite_store *s)
 {
     return exec_stmt(s, ST_BEGIN);
 }
 
 /* Commits if r is 0, else (or if the commit fails) rolls back. Returns the
  * first failure. Statements must all be reset before. */
-static int tx_end(struct sqlite_store *s, int r)
+int kms_sqlite_tx_end(struct sqlite_store *s, int r)
 {
     if (r == 0)
         r = exec_stmt(s, ST_COMMIT);
@@ -322,7 +361,7 @@ static int tx_end(struct sqlite_store *s, int r)
 /* ---- row decoding ------------------------------------------------------------ */
 
 /* Text column into out (cap bytes with the NUL); 1 <= length < cap. */
-static int copy_text(sqlite3_stmt *st, int col, char *out, size_t cap, const char *what)
+int kms_sqlite_copy_text(sqlite3_stmt *st, int col, char *out, size_t cap, const char *what)
 {
     if (sqlite3_column_type(st, col) != SQLITE_TEXT)
         return kms_error_set(KMS_ESTORE, "store: %s is not text", what);
@@ -335,7 +374,7 @@ static int copy_text(sqlite3_stmt *st, int col, char *out, size_t cap, const cha
     return KMS_OK;
 }
 
-static int copy_id(sqlite3_stmt *st, int col, uint8_t *out)
+int kms_sqlite_copy_id(sqlite3_stmt *st, int col, uint8_t *out)
 {
     if (sqlite3_column_type(st, col) != SQLITE_BLOB ||
         sqlite3_column_bytes(st, col) != KMS_KEY_ID_LEN)
@@ -347,8 +386,8 @@ static int copy_id(sqlite3_stmt *st, int col, uint8_t *out)
     return KMS_OK;
 }
 
-static int int_column(sqlite3_stmt *st, int col, sqlite3_int64 min, sqlite3_int64 max,
-                      sqlite3_int64 *out, const char *what)
+int kms_sqlite_int_column(sqlite3_stmt *st, int col, sqlite3_int64 min, sqlite3_int64 max,
+                          sqlite3_int64 *out, const char *what)
 {
     if (sqlite3_column_type(st, col) != SQLITE_INTEGER)
         return kms_error_set(KMS_ESTORE, "store: %s is not an integer", what);
@@ -364,17 +403,22 @@ static int int_column(sqlite3_stmt *st, int col, sqlite3_int64 min, sqlite3_int6
 static int read_key(sqlite3_stmt *st, kms_key_rec *out)
 {
     kms_key_rec k;
-    sqlite3_int64 primary = 0, min_decrypt = 0, created = 0;
+    sqlite3_int64 primary = 0, min_decrypt = 0, created = 0, rotation = 0, deletion = 0;
     int r;
 
     memset(&k, 0, sizeof(k));
-    if ((r = copy_id(st, 0, k.id)) != 0 ||
-        (r = copy_text(st, 1, k.name, sizeof(k.name), "key name")) != 0 ||
-        (r = copy_text(st, 2, k.backend, sizeof(k.backend), "backend name")) != 0 ||
-        (r = int_column(st, 3, 0, UINT32_MAX, &primary, "primary version")) != 0 ||
-        (r = int_column(st, 4, 1, UINT32_MAX, &min_decrypt, "min decrypt version")) != 0 ||
-        (r = int_column(st, 5, INT64_MIN, INT64_MAX, &created, "key created_at")) != 0)
+    if ((r = kms_sqlite_copy_id(st, 0, k.id)) != 0 ||
+        (r = kms_sqlite_copy_text(st, 1, k.name, sizeof(k.name), "key name")) != 0 ||
+        (r = kms_sqlite_copy_text(st, 2, k.backend, sizeof(k.backend), "backend name")) != 0 ||
+        (r = kms_sqlite_int_column(st, 3, 0, UINT32_MAX, &primary, "primary version")) != 0 ||
+        (r = kms_sqlite_int_column(st, 4, 1, UINT32_MAX, &min_decrypt, "min decrypt version")) !=
+            0 ||
+        (r = kms_sqlite_int_column(st, 5, INT64_MIN, INT64_MAX, &created, "key created_at")) != 0 ||
+        (r = kms_sqlite_int_column(st, 6, 0, 36500, &rotation, "rotation period")) != 0 ||
+        (r = kms_sqlite_int_column(st, 7, 0, INT64_MAX, &deletion, "deletion_at")) != 0)
         goto out;
+    k.rotation_period_days = (uint32_t)rotation;
+    k.deletion_at = deletion;
     k.primary_version = (uint32_t)primary;
     k.min_decrypt_version = (uint32_t)min_decrypt;
     k.created_at = created;
@@ -393,12 +437,13 @@ static int read_version(sqlite3_stmt *st, kms_version_rec *out)
     int r;
 
     memset(&v, 0, sizeof(v));
-    if ((r = copy_id(st, 0, v.key_id)) != 0 ||
-        (r = int_column(st, 1, 1, UINT32_MAX, &version, "version")) != 0 ||
-        (r = int_column(st, 2, KMS_VERSION_ENABLED, KMS_VERSION_DESTROYED, &state,
-                        "version state")) != 0 ||
-        (r = int_column(st, 3, INT64_MIN, INT64_MAX, &created, "version created_at")) != 0 ||
-        (r = int_column(st, 4, 0, INT64_MAX, &usage, "usage count")) != 0)
+    if ((r = kms_sqlite_copy_id(st, 0, v.key_id)) != 0 ||
+        (r = kms_sqlite_int_column(st, 1, 1, UINT32_MAX, &version, "version")) != 0 ||
+        (r = kms_sqlite_int_column(st, 2, KMS_VERSION_ENABLED, KMS_VERSION_DESTROYED, &state,
+                                   "version state")) != 0 ||
+        (r = kms_sqlite_int_column(st, 3, INT64_MIN, INT64_MAX, &created, "version created_at")) !=
+            0 ||
+        (r = kms_sqlite_int_column(st, 4, 0, INT64_MAX, &usage, "usage count")) != 0)
         goto out;
     if (sqlite3_column_type(st, 5) != SQLITE_BLOB) {
         r = kms_error_set(KMS_ESTORE, "store: backend reference is not a blob");
@@ -462,7 +507,7 @@ static int key_create(kms_store *store, const kms_key_rec *k)
         return kms_error_set(KMS_EINVAL, "store: a new key has no primary version yet");
     s = impl(store);
 
-    lock(s);
+    kms_sqlite_lock(s);
     st = stmt(s, ST_KEY_INSERT);
     if ((rc = bind_id(st, 1, k->id)) != SQLITE_OK ||
         (rc = sqlite3_bind_text(st, 2, k->name, -1, SQLITE_STATIC)) != SQLITE_OK ||
@@ -471,13 +516,15 @@ static int key_create(kms_store *store, const kms_key_rec *k)
         (rc = sqlite3_bind_int64(st, 5, k->min_decrypt_version ? k->min_decrypt_version : 1)) !=
             SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 6, k->created_at)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 7, k->rotation_period_days)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(st, 8, k->deletion_at)) != SQLITE_OK ||
         (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = db_error(s->db, rc, "key create");
+        r = kms_sqlite_error(s->db, rc, "key create");
         goto out;
     }
 out:
-    done(st);
-    unlock(s);
+    kms_sqlite_done(st);
+    kms_sqlite_unlock(s);
     return r;
 }
 
@@ -489,7 +536,7 @@ static int key_get(struct sqlite_store *s, sqlite3_stmt *st, kms_key_rec *out)
         return read_key(st, out);
     if (rc == SQLITE_DONE)
         return kms_error_set(KMS_ENOTFOUND, "no such key");
-    return db_error(s->db, rc, "key lookup");
+    return kms_sqlite_error(s->db, rc, "key lookup");
 }
 
 static int key_get_by_name(kms_store *store, const char *name, kms_key_rec *out)
@@ -503,16 +550,16 @@ static int key_get_by_name(kms_store *store, const char *name, kms_key_rec *out)
                              KMS_KEY_NAME_MAX);
     s = impl(store);
 
-    lock(s);
+    kms_sqlite_lock(s);
     st = stmt(s, ST_KEY_BY_NAME);
     if ((rc = sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC)) != SQLITE_OK) {
-        r = db_error(s->db, rc, "key lookup");
+        r = kms_sqlite_error(s->db, rc, "key lookup");
         goto out;
     }
     r = key_get(s, st, out);
 out:
-    done(st);
-    unlock(s);
+    kms_sqlite_done(st);
+    kms_sqlite_unlock(s);
     return r;
 }
 
@@ -526,16 +573,16 @@ static int key_get_by_id(kms_store *store, const uint8_t id[KMS_KEY_ID_LEN], kms
         return kms_error_set(KMS_EINVAL, "store: no key id");
     s = impl(store);
 
-    lock(s);
+    kms_sqlite_lock(s);
     st = stmt(s, ST_KEY_BY_ID);
     if ((rc = bind_id(st, 1, id)) != SQLITE_OK) {
-        r = db_error(s->db, rc, "key lookup");
+        r = kms_sqlite_error(s->db, rc, "key lookup");
         goto out;
     }
     r = key_get(s, st, out);
 out:
-    done(st);
-    unlock(s);
+    kms_sqlite_done(st);
+    kms_sqlite_unlock(s);
     return r;
 }
 
@@ -546,11 +593,11 @@ static int key_page(struct sqlite_store *s, const char *after, kms_key_rec *page
     size_t got = 0;
     int r = KMS_OK, rc;
 
-    lock(s);
+    kms_sqlite_lock(s);
     st = stmt(s, ST_KEY_PAGE);
     if ((rc = sqlite3_bind_text(st, 1, after, -1, SQLITE_STATIC)) != SQLITE_OK ||
         (rc = sqlite3_bind_int(st, 2, KEY_PAGE)) != SQLITE_OK) {
-        r = db_error(s->db, rc, "key list");
+        r = kms_sqlite_error(s->db, rc, "key list");
         goto out;
     }
     while (got < KEY_PAGE && (rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -559,13 +606,13 @@ static int key_page(struct sqlite_store *s, const char *after, kms_key_rec *page
         got++;
     }
     if (got < KEY_PAGE && rc != SQLITE_DONE) {
-        r = db_error(s->db, rc, "key list");
+        r = kms_sqlite_error(s->db, rc, "key list");
         goto out;
     }
     *n = got;
 out:
-    done(st);
-    unlock(s);
+    kms_sqlite_done(st);
+    kms_sqlite_unlock(s);
     return r;
 }
 
@@ -612,8 +659,8 @@ static int version_add(kms_store *store, const kms_version_rec *v, int make_prim
         return kms_error_set(KMS_EINVAL, "store: version record incomplete or out of range");
     s = impl(store);
 
-    lock(s);
-    if ((r = tx_begin(s)) != 0)
+    kms_sqlite_lock(s);
+    if ((r = kms_sqlite_tx_begin(s)) != 0)
         goto out;
 
     /* The foreign key would refuse it too; asking first gives the same
@@ -621,14 +668,14 @@ static int version_add(kms_store *store, const kms_version_rec *v, int make_prim
     st = stmt(s, ST_KEY_EXISTS);
     if ((rc = bind_id(st, 1, v->key_id)) != SQLITE_OK ||
         ((rc = sqlite3_step(st)) != SQLITE_ROW && rc != SQLITE_DONE)) {
-        r = db_error(s->db, rc, "version add");
+        r = kms_sqlite_error(s->db, rc, "version add");
         goto out;
     }
     if (rc == SQLITE_DONE) {
         r = kms_error_set(KMS_ENOTFOUND, "version add: no such key");
         goto out;
     }
-    done(st);
+    kms_sqlite_done(st);
 
     st = stmt(s, ST_VERSION_INSERT);
     if ((rc = bind_id(st, 1, v->key_id)) != SQLITE_OK ||
@@ -639,17 +686,17 @@ static int version_add(kms_store *store, const kms_version_rec *v, int make_prim
         (rc = sqlite3_bind_blob(st, 6, v->ref.bytes, (int)v->ref.len, SQLITE_STATIC)) !=
             SQLITE_OK ||
         (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = db_error(s->db, rc, "version add");
+        r = kms_sqlite_error(s->db, rc, "version add");
         goto out;
     }
-    done(st);
+    kms_sqlite_done(st);
 
     if (make_primary) {
         st = stmt(s, ST_SET_PRIMARY);
         if ((rc = sqlite3_bind_int64(st, 1, v->version)) != SQLITE_OK ||
             (rc = bind_id(st, 2, v->key_id)) != SQLITE_OK ||
             (rc = sqlite3_step(st)) != SQLITE_DONE) {
-            r = db_error(s->db, rc, "set primary version");
+            r = kms_sqlite_error(s->db, rc, "set primary version");
             goto out;
         }
         if (sqlite3_changes(s->db) != 1) {
@@ -658,9 +705,9 @@ static int version_add(kms_store *store, const kms_version_rec *v, int make_prim
         }
     }
 out:
-    done(st);
-    r = tx_end(s, r);
-    unlock(s);
+    kms_sqlite_done(st);
+    r = kms_sqlite_tx_end(s, r);
+    kms_sqlite_unlock(s);
     return r;
 }
 
@@ -675,11 +722,11 @@ static int version_get(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN], u
         return kms_error_set(KMS_EINVAL, "store: no key id");
     s = impl(store);
 
-    lock(s);
+    kms_sqlite_lock(s);
     st = stmt(s, ST_VERSION_GET);
     if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 2, version)) != SQLITE_OK) {
-        r = db_error(s->db, rc, "version lookup");
+        r = kms_sqlite_error(s->db, rc, "version lookup");
         goto out;
     }
     rc = sqlite3_step(st);
@@ -688,10 +735,10 @@ static int version_get(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN], u
     else if (rc == SQLITE_DONE)
         r = kms_error_set(KMS_ENOTFOUND, "no such key version");
     else
-        r = db_error(s->db, rc, "version lookup");
+        r = kms_sqlite_error(s->db, rc, "version lookup");
 out:
-    done(st);
-    unlock(s);
+    kms_sqlite_done(st);
+    kms_sqlite_unlock(s);
     return r;
 }
 
@@ -703,12 +750,12 @@ static int version_page(struct sqlite_store *s, const uint8_t *key_id, uint32_t 
     size_t got = 0;
     int r = KMS_OK, rc;
 
-    lock(s);
+    kms_sqlite_lock(s);
     st = stmt(s, ST_VERSION_PAGE);
     if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 2, after)) != SQLITE_OK ||
         (rc = sqlite3_bind_int(st, 3, VERSION_PAGE)) != SQLITE_OK) {
-        r = db_error(s->db, rc, "version list");
+        r = kms_sqlite_error(s->db, rc, "version list");
         goto out;
     }
     while (got < VERSION_PAGE && (rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -717,13 +764,13 @@ static int version_page(struct sqlite_store *s, const uint8_t *key_id, uint32_t 
         got++;
     }
     if (got < VERSION_PAGE && rc != SQLITE_DONE) {
-        r = db_error(s->db, rc, "version list");
+        r = kms_sqlite_error(s->db, rc, "version list");
         goto out;
     }
     *n = got;
 out:
-    done(st);
-    unlock(s);
+    kms_sqlite_done(st);
+    kms_sqlite_unlock(s);
     return r;
 }
 
@@ -770,20 +817,20 @@ static int version_set_state(kms_store *store, const uint8_t key_id[KMS_KEY_ID_L
         return kms_error_set(KMS_EINVAL, "store: no key id or unknown version state");
     s = impl(store);
 
-    lock(s);
+    kms_sqlite_lock(s);
     st = stmt(s, ST_VERSION_STATE);
     if ((rc = sqlite3_bind_int64(st, 1, state)) != SQLITE_OK ||
         (rc = bind_id(st, 2, key_id)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 3, version)) != SQLITE_OK ||
         (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = db_error(s->db, rc, "version state");
+        r = kms_sqlite_error(s->db, rc, "version state");
         goto out;
     }
     if (sqlite3_changes(s->db) == 0)
         r = kms_error_set(KMS_ENOTFOUND, "no such key version");
 out:
-    done(st);
-    unlock(s);
+    kms_sqlite_done(st);
+    kms_sqlite_unlock(s);
     return r;
 }
 
@@ -803,8 +850,8 @@ static int usage_reserve(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
         return kms_error_set(KMS_EINVAL, "store: usage reservation out of range");
     s = impl(store);
 
-    lock(s);
-    if ((r = tx_begin(s)) != 0)
+    kms_sqlite_lock(s);
+    if ((r = kms_sqlite_tx_begin(s)) != 0)
         goto out;
 
     st = stmt(s, ST_USAGE_ADD);
@@ -813,11 +860,11 @@ static int usage_reserve(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
         (rc = sqlite3_bind_int64(st, 3, version)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 4, (sqlite3_int64)limit)) != SQLITE_OK ||
         (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = db_error(s->db, rc, "usage reserve");
+        r = kms_sqlite_error(s->db, rc, "usage reserve");
         goto out;
     }
     changed = sqlite3_changes(s->db);
-    done(st);
+    kms_sqlite_done(st);
 
     /* Read back in the same transaction: the total includes exactly our n
      * and whatever came before, nothing after. */
@@ -825,14 +872,14 @@ static int usage_reserve(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
     if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 2, version)) != SQLITE_OK ||
         ((rc = sqlite3_step(st)) != SQLITE_ROW && rc != SQLITE_DONE)) {
-        r = db_error(s->db, rc, "usage read");
+        r = kms_sqlite_error(s->db, rc, "usage read");
         goto out;
     }
     if (rc == SQLITE_DONE) {
         r = kms_error_set(KMS_ENOTFOUND, "usage reserve: no such key version");
         goto out;
     }
-    if ((r = int_column(st, 0, 0, INT64_MAX, &now, "usage count")) != 0)
+    if ((r = kms_sqlite_int_column(st, 0, 0, INT64_MAX, &now, "usage count")) != 0)
         goto out;
     if (!changed) {
         r = kms_error_set(KMS_EEXHAUSTED, "usage count %lld + %llu would pass the limit %llu",
@@ -840,9 +887,9 @@ static int usage_reserve(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
         goto out;
     }
 out:
-    done(st);
-    r = tx_end(s, r);
-    unlock(s);
+    kms_sqlite_done(st);
+    r = kms_sqlite_tx_end(s, r);
+    kms_sqlite_unlock(s);
     if (r == 0)
         *total = (uint64_t)now;
     return r;
@@ -893,27 +940,27 @@ static int policy_set(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
     }
     s = impl(store);
 
-    lock(s);
-    if ((r = tx_begin(s)) != 0)
+    kms_sqlite_lock(s);
+    if ((r = kms_sqlite_tx_begin(s)) != 0)
         goto out;
     st = stmt(s, ST_KEY_EXISTS);
     if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK ||
         ((rc = sqlite3_step(st)) != SQLITE_ROW && rc != SQLITE_DONE)) {
-        r = db_error(s->db, rc, "policy set");
+        r = kms_sqlite_error(s->db, rc, "policy set");
         goto out;
     }
     if (rc == SQLITE_DONE) {
         r = kms_error_set(KMS_ENOTFOUND, "policy set: no such key");
         goto out;
     }
-    done(st);
+    kms_sqlite_done(st);
 
     st = stmt(s, ST_POLICY_DELETE);
     if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK || (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = db_error(s->db, rc, "policy set");
+        r = kms_sqlite_error(s->db, rc, "policy set");
         goto out;
     }
-    done(st);
+    kms_sqlite_done(st);
 
     for (size_t i = 0; i < n; i++) {
         st = stmt(s, ST_POLICY_INSERT);
@@ -921,15 +968,15 @@ static int policy_set(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
             (rc = sqlite3_bind_int64(st, 2, grants[i].action)) != SQLITE_OK ||
             (rc = sqlite3_bind_text(st, 3, grants[i].identity, -1, SQLITE_STATIC)) != SQLITE_OK ||
             (rc = sqlite3_step(st)) != SQLITE_DONE) {
-            r = db_error(s->db, rc, "policy set");
+            r = kms_sqlite_error(s->db, rc, "policy set");
             goto out;
         }
-        done(st);
+        kms_sqlite_done(st);
     }
 out:
-    done(st);
-    r = tx_end(s, r);
-    unlock(s);
+    kms_sqlite_done(st);
+    r = kms_sqlite_tx_end(s, r);
+    kms_sqlite_unlock(s);
     return r;
 }
 
@@ -948,32 +995,32 @@ static int grant_page(struct sqlite_store *s, const uint8_t *key_id, kms_key_act
     size_t got = 0;
     int r = KMS_OK, rc;
 
-    lock(s);
+    kms_sqlite_lock(s);
     st = stmt(s, ST_POLICY_PAGE);
     if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 2, after_action)) != SQLITE_OK ||
         (rc = sqlite3_bind_text(st, 3, after_identity, -1, SQLITE_STATIC)) != SQLITE_OK ||
         (rc = sqlite3_bind_int(st, 4, GRANT_PAGE)) != SQLITE_OK) {
-        r = db_error(s->db, rc, "policy list");
+        r = kms_sqlite_error(s->db, rc, "policy list");
         goto out;
     }
     while (got < GRANT_PAGE && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if ((r = int_column(st, 0, KMS_ACTION_ENCRYPT, KMS_ACTION_REENCRYPT, &action,
-                            "policy action")) != 0 ||
-            (r = copy_text(st, 1, page[got].identity, sizeof(page[got].identity),
-                           "policy identity")) != 0)
+        if ((r = kms_sqlite_int_column(st, 0, KMS_ACTION_ENCRYPT, KMS_ACTION_REENCRYPT, &action,
+                                       "policy action")) != 0 ||
+            (r = kms_sqlite_copy_text(st, 1, page[got].identity, sizeof(page[got].identity),
+                                      "policy identity")) != 0)
             goto out;
         page[got].action = (kms_key_action)action;
         got++;
     }
     if (got < GRANT_PAGE && rc != SQLITE_DONE) {
-        r = db_error(s->db, rc, "policy list");
+        r = kms_sqlite_error(s->db, rc, "policy list");
         goto out;
     }
     *n = got;
 out:
-    done(st);
-    unlock(s);
+    kms_sqlite_done(st);
+    kms_sqlite_unlock(s);
     return r;
 }
 
@@ -1022,19 +1069,19 @@ static int officer_add(kms_store *store, const kms_officer_rec *o)
         return kms_error_set(KMS_EINVAL, "store: officer record incomplete or unterminated");
     s = impl(store);
 
-    lock(s);
+    kms_sqlite_lock(s);
     st = stmt(s, ST_OFFICER_INSERT);
     if ((rc = sqlite3_bind_text(st, 1, o->id, -1, SQLITE_STATIC)) != SQLITE_OK ||
         (rc = sqlite3_bind_text(st, 2, o->identity, -1, SQLITE_STATIC)) != SQLITE_OK ||
         (rc = sqlite3_bind_text(st, 3, o->signing_key_pem, -1, SQLITE_STATIC)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 4, o->created_at)) != SQLITE_OK ||
         (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = db_error(s->db, rc, "officer add");
+        r = kms_sqlite_error(s->db, rc, "officer add");
         goto out;
     }
 out:
-    done(st);
-    unlock(s);
+    kms_sqlite_done(st);
+    kms_sqlite_unlock(s);
     return r;
 }
 
@@ -1048,18 +1095,18 @@ static int officer_remove(kms_store *store, const char *officer_id)
         return kms_error_set(KMS_EINVAL, "store: no officer id");
     s = impl(store);
 
-    lock(s);
+    kms_sqlite_lock(s);
     st = stmt(s, ST_OFFICER_DELETE);
     if ((rc = sqlite3_bind_text(st, 1, officer_id, -1, SQLITE_STATIC)) != SQLITE_OK ||
         (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = db_error(s->db, rc, "officer remove");
+        r = kms_sqlite_error(s->db, rc, "officer remove");
         goto out;
     }
     if (sqlite3_changes(s->db) == 0)
         r = kms_error_set(KMS_ENOTFOUND, "no such officer");
 out:
-    done(st);
-    unlock(s);
+    kms_sqlite_done(st);
+    kms_sqlite_unlock(s);
     return r;
 }
 
@@ -1070,33 +1117,35 @@ static int officer_page(struct sqlite_store *s, const char *after, kms_officer_r
     size_t got = 0;
     int r = KMS_OK, rc;
 
-    lock(s);
+    kms_sqlite_lock(s);
     st = stmt(s, ST_OFFICER_PAGE);
     if ((rc = sqlite3_bind_text(st, 1, after, -1, SQLITE_STATIC)) != SQLITE_OK ||
         (rc = sqlite3_bind_int(st, 2, OFFICER_PAGE)) != SQLITE_OK) {
-        r = db_error(s->db, rc, "officer list");
+        r = kms_sqlite_error(s->db, rc, "officer list");
         goto out;
     }
     while (got < OFFICER_PAGE && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         kms_officer_rec *o = &page[got];
         memset(o, 0, sizeof(*o));
-        if ((r = copy_text(st, 0, o->id, sizeof(o->id), "officer id")) != 0 ||
-            (r = copy_text(st, 1, o->identity, sizeof(o->identity), "officer identity")) != 0 ||
-            (r = copy_text(st, 2, o->signing_key_pem, sizeof(o->signing_key_pem),
-                           "officer signing key")) != 0 ||
-            (r = int_column(st, 3, INT64_MIN, INT64_MAX, &created, "officer created_at")) != 0)
+        if ((r = kms_sqlite_copy_text(st, 0, o->id, sizeof(o->id), "officer id")) != 0 ||
+            (r = kms_sqlite_copy_text(st, 1, o->identity, sizeof(o->identity),
+                                      "officer identity")) != 0 ||
+            (r = kms_sqlite_copy_text(st, 2, o->signing_key_pem, sizeof(o->signing_key_pem),
+                                      "officer signing key")) != 0 ||
+            (r = kms_sqlite_int_column(st, 3, INT64_MIN, INT64_MAX, &created,
+                                       "officer created_at")) != 0)
             goto out;
         o->created_at = created;
         got++;
     }
     if (got < OFFICER_PAGE && rc != SQLITE_DONE) {
-        r = db_error(s->db, rc, "officer list");
+        r = kms_sqlite_error(s->db, rc, "officer list");
         goto out;
     }
     *n = got;
 out:
-    done(st);
-    unlock(s);
+    kms_sqlite_done(st);
+    kms_sqlite_unlock(s);
     return r;
 }
 
@@ -1142,17 +1191,17 @@ static int threshold_set(kms_store *store, const char *action_type, uint32_t thr
                              threshold, action_type, KMS_THRESHOLD_MIN);
     s = impl(store);
 
-    lock(s);
+    kms_sqlite_lock(s);
     st = stmt(s, ST_THRESHOLD_SET);
     if ((rc = sqlite3_bind_text(st, 1, action_type, -1, SQLITE_STATIC)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 2, threshold)) != SQLITE_OK ||
         (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = db_error(s->db, rc, "threshold set");
+        r = kms_sqlite_error(s->db, rc, "threshold set");
         goto out;
     }
 out:
-    done(st);
-    unlock(s);
+    kms_sqlite_done(st);
+    kms_sqlite_unlock(s);
     return r;
 }
 
@@ -1167,10 +1216,10 @@ static int threshold_get(kms_store *store, const char *action_type, uint32_t *th
         return kms_error_set(KMS_EINVAL, "store: no action type");
     s = impl(store);
 
-    lock(s);
+    kms_sqlite_lock(s);
     st = stmt(s, ST_THRESHOLD_GET);
     if ((rc = sqlite3_bind_text(st, 1, action_type, -1, SQLITE_STATIC)) != SQLITE_OK) {
-        r = db_error(s->db, rc, "threshold get");
+        r = kms_sqlite_error(s->db, rc, "threshold get");
         goto out;
     }
     rc = sqlite3_step(st);
@@ -1179,15 +1228,15 @@ static int threshold_get(kms_store *store, const char *action_type, uint32_t *th
         goto out;
     }
     if (rc != SQLITE_ROW) {
-        r = db_error(s->db, rc, "threshold get");
+        r = kms_sqlite_error(s->db, rc, "threshold get");
         goto out;
     }
-    if ((r = int_column(st, 0, KMS_THRESHOLD_MIN, UINT32_MAX, &v, "threshold")) != 0)
+    if ((r = kms_sqlite_int_column(st, 0, KMS_THRESHOLD_MIN, UINT32_MAX, &v, "threshold")) != 0)
         goto out;
     *threshold = (uint32_t)v;
 out:
-    done(st);
-    unlock(s);
+    kms_sqlite_done(st);
+    kms_sqlite_unlock(s);
     return r;
 }
 
@@ -1204,29 +1253,29 @@ static int threshold_page(struct sqlite_store *s, const char *after, struct thre
     size_t got = 0;
     int r = KMS_OK, rc;
 
-    lock(s);
+    kms_sqlite_lock(s);
     st = stmt(s, ST_THRESHOLD_PAGE);
     if ((rc = sqlite3_bind_text(st, 1, after, -1, SQLITE_STATIC)) != SQLITE_OK ||
         (rc = sqlite3_bind_int(st, 2, THRESHOLD_PAGE)) != SQLITE_OK) {
-        r = db_error(s->db, rc, "threshold list");
+        r = kms_sqlite_error(s->db, rc, "threshold list");
         goto out;
     }
     while (got < THRESHOLD_PAGE && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if ((r = copy_text(st, 0, page[got].action_type, sizeof(page[got].action_type),
-                           "action type")) != 0 ||
-            (r = int_column(st, 1, KMS_THRESHOLD_MIN, UINT32_MAX, &v, "threshold")) != 0)
+        if ((r = kms_sqlite_copy_text(st, 0, page[got].action_type, sizeof(page[got].action_type),
+                                      "action type")) != 0 ||
+            (r = kms_sqlite_int_column(st, 1, KMS_THRESHOLD_MIN, UINT32_MAX, &v, "threshold")) != 0)
             goto out;
         page[got].threshold = (uint32_t)v;
         got++;
     }
     if (got < THRESHOLD_PAGE && rc != SQLITE_DONE) {
-        r = db_error(s->db, rc, "threshold list");
+        r = kms_sqlite_error(s->db, rc, "threshold list");
         goto out;
     }
     *n = got;
 out:
-    done(st);
-    unlock(s);
+    kms_sqlite_done(st);
+    kms_sqlite_unlock(s);
     return r;
 }
 
@@ -1290,6 +1339,18 @@ static const kms_store_ops sqlite_ops = {
     .threshold_set = threshold_set,
     .threshold_get = threshold_get,
     .threshold_list = threshold_list,
+    .instance_id = kms_sqlite_instance_id,
+    .key_set_min_decrypt = kms_sqlite_key_set_min_decrypt,
+    .key_set_rotation = kms_sqlite_key_set_rotation,
+    .key_set_deletion = kms_sqlite_key_set_deletion,
+    .action_create = kms_sqlite_action_create,
+    .action_get = kms_sqlite_action_get,
+    .action_ids = kms_sqlite_action_ids,
+    .action_approve = kms_sqlite_action_approve,
+    .action_set_plan = kms_sqlite_action_set_plan,
+    .action_finish = kms_sqlite_action_finish,
+    .action_cancel = kms_sqlite_action_cancel,
+    .action_expire = kms_sqlite_action_expire,
     .close = store_close,
 };
 

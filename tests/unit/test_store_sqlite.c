@@ -1243,7 +1243,10 @@ static void schema_1_file_migrates(void **state)
     kms_key_rec a = add_alpha(f->s, 2);
     close_store(f);
     sqlite3 *db = raw_open(f);
-    raw_exec(db, "DROP TABLE key_policies; DROP TABLE officers; DROP TABLE thresholds;"
+    raw_exec(db, "DROP TABLE approvals; DROP TABLE actions; DROP TABLE instance;"
+                 "ALTER TABLE keys DROP COLUMN rotation_period_days;"
+                 "ALTER TABLE keys DROP COLUMN deletion_at;"
+                 "DROP TABLE key_policies; DROP TABLE officers; DROP TABLE thresholds;"
                  "UPDATE schema_version SET version = 1;");
     sqlite3_close(db);
 
@@ -1278,10 +1281,155 @@ static void authorization_ops_refuse_bad_arguments(void **state)
     assert_int_equal(f->s->ops->threshold_list(f->s, NULL, NULL), KMS_EINVAL);
 }
 
+/* ---- schema 3: lifecycle settings and quorum actions ---- */
+
+static void enrol(kms_store *s, const char *id)
+{
+    kms_officer_rec o;
+    memset(&o, 0, sizeof(o));
+    snprintf(o.id, sizeof(o.id), "%s", id);
+    snprintf(o.identity, sizeof(o.identity), "spiffe://x/%s", id);
+    snprintf(o.signing_key_pem, sizeof(o.signing_key_pem), "PEM %s", id);
+    assert_int_equal(s->ops->officer_add(s, &o), KMS_OK);
+}
+
+static kms_action_rec *new_action(uint8_t tag, uint32_t threshold, int64_t expires_at)
+{
+    kms_action_rec *a = calloc(1, sizeof(*a));
+    memset(a->id, tag, sizeof(a->id));
+    snprintf(a->type, sizeof(a->type), "RotateKey");
+    a->bytes[0] = 0x12;
+    a->bytes_len = 1;
+    memset(a->digest, tag, sizeof(a->digest));
+    snprintf(a->proposer, sizeof(a->proposer), "o1");
+    a->state = KMS_ACTION_PENDING;
+    a->threshold = threshold;
+    a->created_at = 100 + tag;
+    a->expires_at = expires_at;
+    return a;
+}
+
+static void lifecycle_settings(void **state)
+{
+    struct fx *f = *state;
+    kms_key_rec a = add_alpha(f->s, 1), got;
+    uint8_t inst[KMS_INSTANCE_ID_LEN], inst2[KMS_INSTANCE_ID_LEN], zero[KMS_INSTANCE_ID_LEN] = {0};
+    assert_int_equal(f->s->ops->instance_id(f->s, inst), KMS_OK);
+    assert_memory_not_equal(inst, zero, sizeof(inst));
+    assert_int_equal(f->s->ops->key_set_min_decrypt(f->s, a.id, 1), KMS_OK);
+    assert_int_equal(f->s->ops->key_set_rotation(f->s, a.id, 90), KMS_OK);
+    assert_int_equal(f->s->ops->key_set_deletion(f->s, a.id, 12345), KMS_OK);
+    assert_int_equal(f->s->ops->key_get_by_id(f->s, a.id, &got), KMS_OK);
+    assert_int_equal(got.rotation_period_days, 90);
+    assert_int_equal(got.deletion_at, 12345);
+    assert_int_equal(f->s->ops->key_set_min_decrypt(f->s, a.id, 0), KMS_EINVAL);
+    assert_int_equal(f->s->ops->key_set_rotation(f->s, a.id, 40000), KMS_EINVAL);
+    uint8_t nope[KMS_KEY_ID_LEN] = {9};
+    assert_int_equal(f->s->ops->key_set_deletion(f->s, nope, 1), KMS_ENOTFOUND);
+    /* The instance id survives a reopen. */
+    close_store(f);
+    assert_int_equal(kms_store_sqlite_open(f->db, &f->s), KMS_OK);
+    assert_int_equal(f->s->ops->instance_id(f->s, inst2), KMS_OK);
+    assert_memory_equal(inst, inst2, sizeof(inst));
+}
+
+static void actions_approve_to_threshold(void **state)
+{
+    struct fx *f = *state;
+    enrol(f->s, "o1");
+    enrol(f->s, "o2");
+    enrol(f->s, "o3");
+    kms_action_rec *a = new_action(1, 2, 1000), *got = calloc(1, sizeof(*got));
+    const uint8_t sig[] = {1, 2, 3};
+    int reached = -1;
+    assert_int_equal(f->s->ops->action_create(f->s, a), KMS_OK);
+    assert_int_equal(f->s->ops->action_create(f->s, a), KMS_EEXISTS);
+    assert_int_equal(f->s->ops->action_approve(f->s, a->id, "o1", sig, 3, 500, &reached), KMS_OK);
+    assert_int_equal(reached, 0);
+    /* The same officer twice: refused, nothing changes. */
+    assert_int_equal(f->s->ops->action_approve(f->s, a->id, "o1", sig, 3, 501, &reached),
+                     KMS_EEXISTS);
+    assert_int_equal(f->s->ops->action_get(f->s, a->id, got), KMS_OK);
+    assert_int_equal(got->n_approvals, 1);
+    assert_int_equal(got->state, KMS_ACTION_PENDING);
+    /* A removed officer's approval stops counting. */
+    assert_int_equal(f->s->ops->officer_remove(f->s, "o1"), KMS_OK);
+    assert_int_equal(f->s->ops->action_approve(f->s, a->id, "o2", sig, 3, 502, &reached), KMS_OK);
+    assert_int_equal(reached, 0);
+    assert_int_equal(f->s->ops->action_approve(f->s, a->id, "o3", sig, 3, 503, &reached), KMS_OK);
+    assert_int_equal(reached, 1);
+    assert_int_equal(f->s->ops->action_get(f->s, a->id, got), KMS_OK);
+    assert_int_equal(got->state, KMS_ACTION_EXECUTING);
+    assert_int_equal(got->n_approvals, 2);
+    assert_string_equal(got->approvals[0].officer_id, "o2");
+    /* Executing: no more approvals or cancel; plan and finish once. */
+    assert_int_equal(f->s->ops->action_cancel(f->s, a->id), KMS_EPRECOND);
+    const uint8_t plan[] = {7, 7};
+    assert_int_equal(f->s->ops->action_set_plan(f->s, a->id, plan, 2), KMS_OK);
+    assert_int_equal(f->s->ops->action_finish(f->s, a->id, KMS_ACTION_EXECUTED, "version 2"),
+                     KMS_OK);
+    assert_int_equal(f->s->ops->action_finish(f->s, a->id, KMS_ACTION_EXECUTED, "again"),
+                     KMS_EPRECOND);
+    assert_int_equal(f->s->ops->action_get(f->s, a->id, got), KMS_OK);
+    assert_int_equal(got->state, KMS_ACTION_EXECUTED);
+    assert_string_equal(got->result, "version 2");
+    assert_int_equal(got->plan_len, 2);
+    enrol(f->s, "o4");
+    assert_int_equal(f->s->ops->action_approve(f->s, a->id, "o4", sig, 3, 504, &reached),
+                     KMS_EPRECOND);
+    free(a);
+    free(got);
+}
+
+static void actions_expire_cancel_list(void **state)
+{
+    struct fx *f = *state;
+    enrol(f->s, "o1");
+    kms_action_rec *a = new_action(1, 2, 1000), *b = new_action(2, 2, 2000),
+                   *got = calloc(1, sizeof(*got));
+    const uint8_t sig[] = {1};
+    int reached;
+    assert_int_equal(f->s->ops->action_create(f->s, a), KMS_OK);
+    assert_int_equal(f->s->ops->action_create(f->s, b), KMS_OK);
+    /* Approving at or after expires_at: refused, and the action is EXPIRED. */
+    assert_int_equal(f->s->ops->action_approve(f->s, a->id, "o1", sig, 1, 1000, &reached),
+                     KMS_EPRECOND);
+    assert_int_equal(f->s->ops->action_get(f->s, a->id, got), KMS_OK);
+    assert_int_equal(got->state, KMS_ACTION_EXPIRED);
+    assert_int_equal(got->n_approvals, 0);
+    uint8_t ids[8][KMS_ACTION_ID_LEN];
+    size_t n;
+    assert_int_equal(f->s->ops->action_ids(f->s, 1, ids, 8, &n), KMS_OK);
+    assert_int_equal(n, 1);
+    assert_memory_equal(ids[0], b->id, KMS_ACTION_ID_LEN);
+    assert_int_equal(f->s->ops->action_ids(f->s, 0, ids, 8, &n), KMS_OK);
+    assert_int_equal(n, 2);
+    assert_memory_equal(ids[0], b->id, KMS_ACTION_ID_LEN); /* newest first */
+    assert_int_equal(f->s->ops->action_cancel(f->s, b->id), KMS_OK);
+    assert_int_equal(f->s->ops->action_cancel(f->s, b->id), KMS_EPRECOND);
+    kms_action_rec *c = new_action(3, 2, 3000);
+    assert_int_equal(f->s->ops->action_create(f->s, c), KMS_OK);
+    assert_int_equal(f->s->ops->action_expire(f->s, 2999, &n), KMS_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(f->s->ops->action_expire(f->s, 3000, &n), KMS_OK);
+    assert_int_equal(n, 1);
+    uint8_t unknown[KMS_ACTION_ID_LEN] = {0x77};
+    assert_int_equal(f->s->ops->action_get(f->s, unknown, got), KMS_ENOTFOUND);
+    assert_int_equal(f->s->ops->action_approve(f->s, unknown, "o1", sig, 1, 1, &reached),
+                     KMS_ENOTFOUND);
+    free(a);
+    free(b);
+    free(c);
+    free(got);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(keys_create_and_get, setup, teardown),
+        cmocka_unit_test_setup_teardown(lifecycle_settings, setup, teardown),
+        cmocka_unit_test_setup_teardown(actions_approve_to_threshold, setup, teardown),
+        cmocka_unit_test_setup_teardown(actions_expire_cancel_list, setup, teardown),
         cmocka_unit_test_setup_teardown(keys_duplicates_and_unknown, setup, teardown),
         cmocka_unit_test_setup_teardown(keys_bad_records_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(key_list_walks_in_name_order, setup, teardown),
