@@ -1,5 +1,6 @@
 /* `kmsd init`: the key ceremony (contract: ceremony.h). */
 #include "kms/ceremony.h"
+#include "kms/signature.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -63,8 +64,6 @@ int kms_ceremony_read_signing_key(const char *path, char *out, size_t cap)
 {
     char *pem = NULL;
     size_t len = 0;
-    BIO *in = NULL, *mem = NULL;
-    EVP_PKEY *pk = NULL;
     int r = KMS_OK;
 
     if (path == NULL || out == NULL || cap == 0)
@@ -73,45 +72,12 @@ int kms_ceremony_read_signing_key(const char *path, char *out, size_t cap)
         return kms_error_set(KMS_ENOMEM, "out of memory");
     if ((r = read_small_file(path, pem, PEM_FILE_MAX, &len)) != 0)
         goto out;
-    if (strstr(pem, "PRIVATE KEY") != NULL) {
-        r = kms_error_set(KMS_EINVAL,
-                          "%s holds a private key: give the officer's public key "
-                          "(openssl pkey -in KEY -pubout -out KEY.pub.pem)",
-                          path);
-        goto out;
+    if ((r = kms_signature_key_normalize(pem, len, out, cap)) != 0) {
+        char why[160];
+        snprintf(why, sizeof(why), "%s", kms_error_detail()); /* the detail buffer is reused */
+        r = kms_error_set(r, "%s: %s", path, why);
     }
-    if ((in = BIO_new_mem_buf(pem, (int)len)) == NULL ||
-        (pk = PEM_read_bio_PUBKEY(in, NULL, NULL, NULL)) == NULL) {
-        r = kms_error_set(KMS_EINVAL, "%s is not a PEM public key", path);
-        goto out;
-    }
-    int ok = 0;
-    if (EVP_PKEY_get_base_id(pk) == EVP_PKEY_ED25519) {
-        ok = 1;
-    } else if (EVP_PKEY_get_base_id(pk) == EVP_PKEY_EC) {
-        char group[64] = "";
-        if (EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
-                                           NULL) == 1)
-            ok = strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0;
-    }
-    if (!ok) {
-        r = kms_error_set(KMS_EINVAL, "%s: officer signing keys must be ECDSA P-256 or Ed25519",
-                          path);
-        goto out;
-    }
-    char *data = NULL;
-    long n = 0;
-    if ((mem = BIO_new(BIO_s_mem())) == NULL || PEM_write_bio_PUBKEY(mem, pk) != 1 ||
-        (n = BIO_get_mem_data(mem, &data)) <= 0 || (size_t)n >= cap) {
-        r = kms_error_set(KMS_EINVAL, "%s: cannot re-encode the public key", path);
-        goto out;
-    }
-    memcpy(out, data, (size_t)n);
-    out[n] = '\0';
 out:
-    EVP_PKEY_free(pk);
-    BIO_free(in);
-    BIO_free(mem);
     free(pem);
     return r;
 }

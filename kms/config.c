@@ -43,6 +43,9 @@ static const struct setting {
     {"max_message_size", T_SIZE, offsetof(kms_config, max_message_size), 4096, 16u << 20},
     {"max_send_message_size", T_SIZE, offsetof(kms_config, max_send_message_size), 4096, 64u << 20},
     {"insecure_dev", T_BOOL, offsetof(kms_config, insecure_dev), 0, 0},
+    {"quorum.action_ttl", T_UINT, offsetof(kms_config, action_ttl), 60, 30u * 86400u},
+    {"quorum.sweep_interval_ms", T_UINT, offsetof(kms_config, sweep_interval_ms), 10, 3600000},
+    {"test_clock_file", T_PATH, offsetof(kms_config, test_clock_file), 0, 0},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))

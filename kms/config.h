@@ -76,6 +76,9 @@ typedef struct kms_config {
     size_t max_message_size;      /* largest request accepted, bytes */
     size_t max_send_message_size; /* largest reply sent, bytes */
     int insecure_dev;             /* plaintext listener, no client identity */
+    unsigned action_ttl;          /* seconds a quorum action stays open (0: 86400) */
+    unsigned sweep_interval_ms;   /* expiry/deletion/rotation sweep period (0: 10000) */
+    char *test_clock_file;        /* tests only: unix time read from this file */
 
     /* init ceremony */
     kms_config_officer *officers;

@@ -325,8 +325,14 @@ static int key_metadata(kms_rpc_call *c, const kms_key_rec *rec, Kms__V1__KeyMet
     pol = kms_rpc_alloc(c, sizeof(*pol));
     rot = kms_rpc_alloc(c, sizeof(*rot));
     m->key_name = kms_rpc_strdup(c, rec->name);
-    m->backend = kms_rpc_strdup(c, rec->backend);
+    /* The keyring's backend name "tpm2-resident" is backend tpm2, mode resident. */
+    const char *dash = strchr(rec->backend, '-');
+    m->backend = dash ? kms_rpc_strdup(c, "tpm2") : kms_rpc_strdup(c, rec->backend);
+    m->backend_mode = kms_rpc_strdup(c, dash                                ? dash + 1
+                                        : strcmp(rec->backend, "tpm2") == 0 ? "sealed"
+                                                                            : "");
     if (id == NULL || pol == NULL || rot == NULL || m->key_name == NULL || m->backend == NULL ||
+        m->backend_mode == NULL ||
         (vs.n > 0 && (m->versions = kms_rpc_alloc(c, vs.n * sizeof(*m->versions))) == NULL)) {
         r = kms_error_set(KMS_ENOMEM, "out of memory");
         goto out;
@@ -346,6 +352,9 @@ static int key_metadata(kms_rpc_call *c, const kms_key_rec *rec, Kms__V1__KeyMet
         kms__v1__key_version__init(kv);
         kv->version = vs.v[i].version;
         kv->state = version_state(vs.v[i].state);
+        /* A key scheduled for deletion shows every live version as pending. */
+        if (rec->deletion_at != 0 && vs.v[i].state != KMS_VERSION_DESTROYED)
+            kv->state = KMS__V1__KEY_VERSION_STATE__PENDING_DELETION;
         kv->created_at = vs.v[i].created_at;
         kv->usage_count = vs.v[i].usage_count;
         m->versions[i] = kv;
@@ -357,8 +366,10 @@ static int key_metadata(kms_rpc_call *c, const kms_key_rec *rec, Kms__V1__KeyMet
         (r = policy_list(c, kp.ids[2], kp.n[2], &pol->reencrypt, &pol->n_reencrypt)) != 0)
         goto out;
     m->policy = pol;
-    kms__v1__rotation_policy__init(rot); /* rotation policies arrive with quorum */
+    kms__v1__rotation_policy__init(rot);
+    rot->rotation_period_days = rec->rotation_period_days;
     m->rotation = rot;
+    m->deletion_at = rec->deletion_at;
 out:
     free(vs.v);
     kms_policy_clear(&kp);

@@ -330,6 +330,11 @@ void kms_keyring_close(kms_keyring *kr)
     free(kr);
 }
 
+int kms_keyring_has_backend(const kms_keyring *kr, const char *name)
+{
+    return backend_named(kr, name) != NULL;
+}
+
 int kms_keyring_valid_name(const char *name)
 {
     if (name == NULL || name[0] == '\0' || name[0] == '/')
@@ -495,6 +500,87 @@ int kms_keyring_set_version_state(kms_keyring *kr, const char *name, uint32_t ve
     return r;
 }
 
+/* ---- lifecycle: settings changed in the store, destruction ------------------ */
+
+/* Copies the settings a quorum action may change from one version list. */
+static int refresh_state(void *ctx, const kms_version_rec *v)
+{
+    struct key_entry *e = ctx;
+    struct version_slot *slot = find_version(e, v->version);
+    if (slot != NULL)
+        slot->state = v->state;
+    return KMS_OK;
+}
+
+int kms_keyring_refresh(kms_keyring *kr, const uint8_t key_id[KMS_KEY_ID_LEN])
+{
+    if (kr == NULL || key_id == NULL)
+        return kms_error_set(KMS_EINVAL, "missing argument");
+    pthread_rwlock_rdlock(&kr->lock);
+    struct key_entry *e = find_by_id(kr, key_id);
+    pthread_rwlock_unlock(&kr->lock);
+    if (e == NULL)
+        return KMS_OK; /* not cached: the next use reads the store */
+    kms_key_rec rec;
+    KMS_GUARD(kr->store->ops->key_get_by_id(kr->store, key_id, &rec));
+    pthread_mutex_lock(&e->mu);
+    e->rec.min_decrypt_version = rec.min_decrypt_version;
+    e->rec.rotation_period_days = rec.rotation_period_days;
+    e->rec.deletion_at = rec.deletion_at;
+    int r = kr->store->ops->version_list(kr->store, key_id, refresh_state, e);
+    pthread_mutex_unlock(&e->mu);
+    return r;
+}
+
+int kms_keyring_destroy_key(kms_keyring *kr, const char *name, unsigned *destroyed)
+{
+    if (kr == NULL || name == NULL)
+        return kms_error_set(KMS_EINVAL, "no key name");
+    struct key_entry *e;
+    KMS_GUARD(get_entry(kr, name, NULL, &e));
+    int r = KMS_OK;
+    unsigned n = 0;
+    pthread_mutex_lock(&e->mu);
+    if (e->rec.deletion_at == 0)
+        r = kms_error_set(KMS_EPRECOND, "key %s is not scheduled for deletion", name);
+    for (size_t i = 0; r == 0 && i < e->nversions; i++) {
+        struct version_slot *v = &e->versions[i];
+        if (v->state == KMS_VERSION_DESTROYED)
+            continue;
+        if (v->bk != NULL) {
+            e->backend->ops->release_version(e->backend, v->bk);
+            v->bk = NULL;
+        }
+        /* Device first, then the record: a crash in between leaves a
+         * version the next sweep destroys again (already gone is fine). */
+        r = e->backend->ops->destroy_version(e->backend, &v->ref);
+        if (r == KMS_ENOTFOUND)
+            r = KMS_OK;
+        if (r == 0)
+            r = kr->store->ops->version_set_state(kr->store, e->rec.id, v->version,
+                                                  KMS_VERSION_DESTROYED);
+        if (r == 0) {
+            v->state = KMS_VERSION_DESTROYED;
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (r == 0 && n > 0)
+        kms_log_info("key %s: %u version(s) destroyed on backend %s", name, n,
+                     e->backend->ops->name);
+    if (destroyed != NULL)
+        *destroyed = n;
+    return r;
+}
+
+/* A key whose deletion is scheduled (or done) serves nothing. e->mu held. */
+static int key_usable(const struct key_entry *e)
+{
+    if (e->rec.deletion_at != 0)
+        return kms_error_set(KMS_EPRECOND, "key %s is scheduled for deletion", e->rec.name);
+    return KMS_OK;
+}
+
 /* ---- public: wrap / unwrap ------------------------------------------------- */
 
 /* Takes one IV from the primary version's lease, reserving a new lease in
@@ -573,7 +659,9 @@ int kms_keyring_wrap(kms_keyring *kr, const char *name, const kms_context *ctx, 
     KMS_GUARD(get_entry(kr, name, NULL, &e));
     pthread_mutex_lock(&e->mu);
     struct version_slot *v = NULL;
-    int r = take_iv(kr, e, &v);
+    int r = key_usable(e);
+    if (r == 0)
+        r = take_iv(kr, e, &v);
     kms_backend_key *bk = r == 0 ? v->bk : NULL;
     uint32_t ver = r == 0 ? v->version : 0;
     pthread_mutex_unlock(&e->mu);
@@ -614,7 +702,9 @@ int kms_keyring_unwrap(kms_keyring *kr, const uint8_t *blob, size_t blob_len,
 
     pthread_mutex_lock(&e->mu);
     struct version_slot *v = find_version(e, bv.key_version);
-    if (v == NULL)
+    if ((r = key_usable(e)) != 0)
+        ; /* r set */
+    else if (v == NULL)
         r = kms_error_set(KMS_ENOTFOUND, "key %s has no version %u", e->rec.name, bv.key_version);
     else if (v->state != KMS_VERSION_ENABLED)
         r = kms_error_set(KMS_EPRECOND, "key %s version %u is not enabled", e->rec.name,

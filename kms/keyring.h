@@ -38,6 +38,9 @@ int kms_keyring_add_backend(kms_keyring *kr, kms_backend *b) KMS_MUST_CHECK;
 /* Releases opened backend keys. NULL-safe. */
 void kms_keyring_close(kms_keyring *kr);
 
+/* 1 if a backend of that name is registered. */
+int kms_keyring_has_backend(const kms_keyring *kr, const char *name);
+
 /* Key names: 1..KMS_KEY_NAME_MAX of [A-Za-z0-9._/-], not starting with '/'. */
 int kms_keyring_valid_name(const char *name);
 
@@ -48,6 +51,18 @@ int kms_keyring_create_key(kms_keyring *kr, const char *name, const char *backen
 int kms_keyring_rotate(kms_keyring *kr, const char *name, uint32_t *new_version) KMS_MUST_CHECK;
 int kms_keyring_set_version_state(kms_keyring *kr, const char *name, uint32_t version,
                                   kms_version_state state) KMS_MUST_CHECK;
+
+/* Re-reads a cached key's settings (minimum decryption version, rotation
+ * period, scheduled deletion) and version states after a quorum action
+ * changed them in the store. */
+int kms_keyring_refresh(kms_keyring *kr, const uint8_t key_id[KMS_KEY_ID_LEN]) KMS_MUST_CHECK;
+
+/* Crypto-shredding: destroys every version of a key scheduled for deletion
+ * on its backend and marks it DESTROYED (KMS_EPRECOND if no deletion is
+ * scheduled). Idempotent: a version already gone counts as destroyed. */
+int kms_keyring_destroy_key(kms_keyring *kr, const char *name, unsigned *destroyed) KMS_MUST_CHECK;
+
+/* A key scheduled for deletion wraps and unwraps nothing (KMS_EPRECOND). */
 
 /* Encrypts pt (1..KMS_BLOB_MAX_PLAINTEXT bytes) under the key's primary
  * version, binding ctx. The blob goes to out (cap >= pt_len +

@@ -16,6 +16,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <grpc/grpc.h>
@@ -26,6 +27,7 @@
 #include "kms/keyring.h"
 #include "kms/log.h"
 #include "kms/policy.h"
+#include "kms/quorum.h"
 #include "kms/rpc_table.h"
 #include "kms/secret.h"
 #include "kms/server.h"
@@ -60,6 +62,7 @@ static const char usage_text[] =
     "  --max-send-message-size BYTES  largest reply sent (default 4194304)\n"
     "  --insecure-dev             plaintext listener without client identity (development\n"
     "                             only; every caller is \"" KMS_RPC_INSECURE_IDENTITY "\")\n"
+    "  --test-clock FILE          tests only: read the time (unix seconds) from FILE\n"
     "\n"
     "init only:\n"
     "  --officer ID,IDENTITY,PUBKEY_PEM   an officer (repeat; at least 2)\n"
@@ -91,6 +94,7 @@ enum {
     OPT_ALLOW_ENCRYPT,
     OPT_ALLOW_DECRYPT,
     OPT_ALLOW_REENCRYPT,
+    OPT_TEST_CLOCK,
     OPT_HELP,
 };
 
@@ -116,6 +120,7 @@ static const struct option long_options[] = {
     {"allow-encrypt", required_argument, NULL, OPT_ALLOW_ENCRYPT},
     {"allow-decrypt", required_argument, NULL, OPT_ALLOW_DECRYPT},
     {"allow-reencrypt", required_argument, NULL, OPT_ALLOW_REENCRYPT},
+    {"test-clock", required_argument, NULL, OPT_TEST_CLOCK},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -150,6 +155,8 @@ static const char *setting_of(int opt)
         return "max_message_size";
     case OPT_MAX_SEND:
         return "max_send_message_size";
+    case OPT_TEST_CLOCK:
+        return "test_clock_file";
     default:
         return NULL;
     }
@@ -275,7 +282,72 @@ struct daemon {
     kms_store *store;
     kms_keyring *keyring;
     kms_policy *policy;
+    kms_quorum *quorum;
+    /* the sweeper thread (quorum expiry, scheduled deletion, rotation) */
+    pthread_t sweeper;
+    int sweeper_up, stopping;
+    pthread_mutex_t sweep_mu;
+    pthread_cond_t sweep_cv;
 };
+
+static void *sweep_loop(void *arg)
+{
+    struct daemon *d = arg;
+    unsigned ms = d->cfg.sweep_interval_ms ? d->cfg.sweep_interval_ms : 10000;
+    pthread_mutex_lock(&d->sweep_mu);
+    while (!d->stopping) {
+        struct timespec t;
+        clock_gettime(CLOCK_REALTIME, &t);
+        t.tv_sec += ms / 1000;
+        t.tv_nsec += (long)(ms % 1000) * 1000000L;
+        if (t.tv_nsec >= 1000000000L) {
+            t.tv_sec++;
+            t.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&d->sweep_cv, &d->sweep_mu, &t);
+        if (d->stopping)
+            break;
+        pthread_mutex_unlock(&d->sweep_mu);
+        if (kms_quorum_sweep(d->quorum) != 0)
+            kms_log_warn("sweep: %s", kms_error_detail());
+        pthread_mutex_lock(&d->sweep_mu);
+    }
+    pthread_mutex_unlock(&d->sweep_mu);
+    return NULL;
+}
+
+static int start_quorum(struct daemon *d)
+{
+    kms_quorum_config qc = {.action_ttl = d->cfg.action_ttl, .clock = {d->cfg.test_clock_file}};
+    if (d->cfg.test_clock_file != NULL)
+        kms_log_warn("TEST CLOCK: time is read from %s; never use this outside tests",
+                     d->cfg.test_clock_file);
+    KMS_GUARD(kms_quorum_open(d->store, d->keyring, d->policy, &qc, &d->quorum));
+    /* Finish whatever a crash interrupted before serving anything. */
+    KMS_GUARD(kms_quorum_resume(d->quorum));
+    pthread_mutex_init(&d->sweep_mu, NULL);
+    pthread_cond_init(&d->sweep_cv, NULL);
+    if (pthread_create(&d->sweeper, NULL, sweep_loop, d) != 0)
+        return kms_error_set(KMS_ENOMEM, "cannot start the sweeper thread");
+    d->sweeper_up = 1;
+    return KMS_OK;
+}
+
+static void stop_quorum(struct daemon *d)
+{
+    if (d->sweeper_up) {
+        pthread_mutex_lock(&d->sweep_mu);
+        d->stopping = 1;
+        pthread_cond_signal(&d->sweep_cv);
+        pthread_mutex_unlock(&d->sweep_mu);
+        pthread_join(d->sweeper, NULL);
+        pthread_mutex_destroy(&d->sweep_mu);
+        pthread_cond_destroy(&d->sweep_cv);
+        d->sweeper_up = 0;
+    }
+    kms_quorum_close(d->quorum);
+    d->quorum = NULL;
+}
 
 static int count_officer(void *ctx, const kms_officer_rec *o)
 {
@@ -306,6 +378,7 @@ static int open_core(struct daemon *d, int must_exist)
 
 static void close_core(struct daemon *d)
 {
+    stop_quorum(d);
     kms_policy_close(d->policy);
     kms_keyring_close(d->keyring);
     if (d->store)
@@ -349,6 +422,8 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
                           d->cfg.database);
         goto out;
     }
+    if ((r = start_quorum(d)) != 0)
+        goto out;
     if (d->cfg.insecure_dev) {
         kms_log_warn("INSECURE: --insecure-dev serves plaintext gRPC without client "
                      "authentication; every caller is \"%s\". Never use it outside development.",
@@ -363,6 +438,7 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
                        .store = d->store,
                        .policy = d->policy,
                        .backend = d->backend,
+                       .quorum = d->quorum,
                        .insecure_dev = d->cfg.insecure_dev};
     kms_server_config sc = {.listen = d->cfg.listen,
                             .cert_pem = cert,

@@ -33,6 +33,7 @@
 #include "kms/backend.h"
 #include "kms/keyring.h"
 #include "kms/policy.h"
+#include "kms/quorum.h"
 #include "kms/secret.h"
 #include "kms/server.h"
 #include "kms/store.h"
@@ -61,6 +62,7 @@ typedef struct kms_rpc_env {
     kms_store *store;
     kms_policy *policy;
     kms_backend *backend; /* for readiness in Health/Check */
+    kms_quorum *quorum;
     int insecure_dev;
     kms_rpc_audit_fn audit; /* NULL: no audit yet (issue: audit log) */
     void *audit_ctx;
@@ -142,5 +144,17 @@ int kms_handlers_describe_key(kms_rpc_call *c, const ProtobufCMessage *req,
 int kms_handlers_list_keys(kms_rpc_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp);
 int kms_handlers_health_check(kms_rpc_call *c, const ProtobufCMessage *req,
                               ProtobufCMessage **resp);
+
+/* ---- handlers (kms/handlers_quorum.c) ---------------------------------------------- */
+
+int kms_handlers_propose_action(kms_rpc_call *c, const ProtobufCMessage *req,
+                                ProtobufCMessage **resp);
+int kms_handlers_approve_action(kms_rpc_call *c, const ProtobufCMessage *req,
+                                ProtobufCMessage **resp);
+int kms_handlers_get_action(kms_rpc_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp);
+int kms_handlers_list_actions(kms_rpc_call *c, const ProtobufCMessage *req,
+                              ProtobufCMessage **resp);
+int kms_handlers_cancel_action(kms_rpc_call *c, const ProtobufCMessage *req,
+                               ProtobufCMessage **resp);
 
 #endif

@@ -429,8 +429,7 @@ static void unimplemented_and_unknown_methods(void **state)
 {
     (void)state;
     uint8_t empty[1] = {0};
-    const char *paths[] = {"/kms.v1.Quorum/ProposeAction", "/kms.v1.Quorum/ListActions",
-                           "/kms.v1.Audit/ReadAuditLog", "/kms.v1.KeyManagement/Nope",
+    const char *paths[] = {"/kms.v1.Audit/ReadAuditLog", "/kms.v1.KeyManagement/Nope",
                            "/no.Such/Method"};
     for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
         assert_int_equal(kms_tc_call_raw(F->officer, paths[i], empty, 0, NULL, NULL, NULL, 0),
@@ -438,6 +437,10 @@ static void unimplemented_and_unknown_methods(void **state)
         assert_int_equal(kms_tc_call_raw(F->app, paths[i], empty, 0, NULL, NULL, NULL, 0),
                          GRPC_STATUS_UNIMPLEMENTED);
     }
+    /* Quorum is for officers only. */
+    assert_int_equal(
+        kms_tc_call_raw(F->app, "/kms.v1.Quorum/ListActions", empty, 0, NULL, NULL, NULL, 0),
+        GRPC_STATUS_PERMISSION_DENIED);
 }
 
 /* ---- negatives: each with its status code and no state change ----------------------- */
