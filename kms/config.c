@@ -607,7 +607,8 @@ static int walk_settings(struct walk *w, yaml_node_t *map, const char *prefix)
         int n = snprintf(name, sizeof(name), "%s%s", prefix, k);
         if (n < 0 || (size_t)n >= sizeof(name))
             return kms_error_set(KMS_EINVAL, "line %lu: unknown setting", line_of(v));
-        if (prefix[0] == '\0' && (strcmp(k, "tls") == 0 || strcmp(k, "pkcs11") == 0)) {
+        if (prefix[0] == '\0' &&
+            (strcmp(k, "tls") == 0 || strcmp(k, "pkcs11") == 0 || strcmp(k, "quorum") == 0)) {
             char sub[NAME_MAX_LEN];
             snprintf(sub, sizeof(sub), "%s.", k);
             KMS_GUARD(walk_settings(w, v, sub));
