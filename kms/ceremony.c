@@ -87,7 +87,8 @@ out:
 static int valid_officer_id(const char *id)
 {
     size_t n = strlen(id);
-    if (n == 0 || n > KMS_OFFICER_ID_MAX)
+    /* "kmsd" proposes the changes kmsd makes by itself: never an officer. */
+    if (n == 0 || n > KMS_OFFICER_ID_MAX || strcmp(id, KMS_SYSTEM_PROPOSER) == 0)
         return 0;
     for (const char *p = id; *p; p++) {
         char ch = *p;
@@ -127,7 +128,8 @@ static int check_officers(const kms_config *cfg)
     for (size_t i = 0; i < cfg->n_officers; i++) {
         const kms_config_officer *o = &cfg->officers[i];
         if (!valid_officer_id(o->id))
-            return kms_error_set(KMS_EINVAL, "officer id \"%.64s\": use 1..%d of [A-Za-z0-9._-]",
+            return kms_error_set(KMS_EINVAL,
+                                 "officer id \"%.64s\": use 1..%d of [A-Za-z0-9._-], not \"kmsd\"",
                                  o->id, KMS_OFFICER_ID_MAX);
         if (!valid_identity(o->identity))
             return kms_error_set(KMS_EINVAL,

@@ -44,8 +44,11 @@ struct kms_keyring {
     uint64_t nonce_limit;
     uint64_t rotate_at;
     uint32_t lease;
+    kms_clock clock;
     kms_backend *backends[MAX_BACKENDS];
     size_t nbackends;
+    kms_keyring_rotation_hook hook; /* told of automatic rotations */
+    void *hook_ctx;
 
     pthread_rwlock_t lock;
     struct key_entry **by_name; /* hash buckets */
@@ -294,6 +297,7 @@ int kms_keyring_open(kms_store *store, const kms_keyring_config *cfg, kms_keyrin
     kr->store = store;
     kr->nonce_limit = c.nonce_limit;
     kr->rotate_at = c.rotate_at;
+    kr->clock = c.clock;
     kr->lease = c.lease;
     pthread_rwlock_init(&kr->lock, NULL);
     *out = kr;
@@ -328,6 +332,12 @@ void kms_keyring_close(kms_keyring *kr)
     free(kr->by_id);
     pthread_rwlock_destroy(&kr->lock);
     free(kr);
+}
+
+void kms_keyring_set_rotation_hook(kms_keyring *kr, kms_keyring_rotation_hook hook, void *ctx)
+{
+    kr->hook = hook;
+    kr->hook_ctx = ctx;
 }
 
 int kms_keyring_has_backend(const kms_keyring *kr, const char *name)
@@ -394,7 +404,7 @@ int kms_keyring_create_key(kms_keyring *kr, const char *name, const char *backen
         memcpy(rec.name, name, strlen(name) + 1);
         memcpy(rec.backend, b->ops->name, strnlen(b->ops->name, sizeof(rec.backend) - 1));
         rec.min_decrypt_version = 1;
-        rec.created_at = (int64_t)time(NULL);
+        rec.created_at = kms_clock_now(&kr->clock);
     }
 
     kms_version_rec v;
@@ -442,7 +452,7 @@ static int rotate_locked(kms_keyring *kr, struct key_entry *e, uint32_t *new_ver
     memcpy(v.key_id, e->rec.id, KMS_KEY_ID_LEN);
     v.version = next;
     v.state = KMS_VERSION_ENABLED;
-    v.created_at = (int64_t)time(NULL);
+    v.created_at = kms_clock_now(&kr->clock);
     KMS_GUARD(create_on_backend(e->backend, e->rec.id, next, &v.ref));
     int r = kr->store->ops->version_add(kr->store, &v, 1);
     if (r != 0) {
@@ -593,7 +603,10 @@ static int take_iv(kms_keyring *kr, struct key_entry *e, struct version_slot **s
         return kms_error_set(KMS_EPRECOND, "key %s has no enabled primary version", e->rec.name);
     if (v->used == v->reserved) {
         if (v->reserved >= kr->rotate_at) {
-            int r = rotate_locked(kr, e, NULL);
+            uint32_t nv = 0;
+            int r = rotate_locked(kr, e, &nv);
+            if (r == 0 && kr->hook != NULL)
+                kr->hook(kr->hook_ctx, e->rec.name, nv, "nonce budget");
             /* The versions array may have moved: find the primary again. */
             v = find_version(e, e->rec.primary_version);
             if (r != 0) {

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "kms/backend.h"
+#include "kms/clock.h"
 #include "kms/context.h"
 #include "kms/secret.h"
 #include "kms/store.h"
@@ -23,6 +24,7 @@
 #define KMS_NONCE_LIMIT (UINT64_C(1) << 32)
 
 typedef struct kms_keyring_config {
+    kms_clock clock;      /* for created_at of keys and versions (default: real time) */
     uint64_t nonce_limit; /* 0 = KMS_NONCE_LIMIT */
     uint64_t rotate_at;   /* 0 = 0.9 * nonce_limit */
     uint32_t lease;       /* 0 = 4096 */
@@ -37,6 +39,13 @@ int kms_keyring_open(kms_store *store, const kms_keyring_config *cfg,
 int kms_keyring_add_backend(kms_keyring *kr, kms_backend *b) KMS_MUST_CHECK;
 /* Releases opened backend keys. NULL-safe. */
 void kms_keyring_close(kms_keyring *kr);
+
+/* Called after every automatic rotation (nonce budget), with the key's
+ * lock held: it must not call back into the keyring for that key. Set once,
+ * before the keyring serves. */
+typedef void (*kms_keyring_rotation_hook)(void *ctx, const char *key_name, uint32_t version,
+                                          const char *reason);
+void kms_keyring_set_rotation_hook(kms_keyring *kr, kms_keyring_rotation_hook hook, void *ctx);
 
 /* 1 if a backend of that name is registered. */
 int kms_keyring_has_backend(const kms_keyring *kr, const char *name);

@@ -371,7 +371,8 @@ static int open_core(struct daemon *d, int must_exist)
     KMS_GUARD(kms_p11_open(&pc, &d->backend));
     KMS_GUARD(d->backend->ops->health(d->backend));
     KMS_GUARD(kms_store_sqlite_open(d->cfg.database, &d->store));
-    KMS_GUARD(kms_keyring_open(d->store, NULL, &d->keyring));
+    kms_keyring_config kc = {.clock = {d->cfg.test_clock_file}};
+    KMS_GUARD(kms_keyring_open(d->store, &kc, &d->keyring));
     KMS_GUARD(kms_keyring_add_backend(d->keyring, d->backend));
     return KMS_OK;
 }

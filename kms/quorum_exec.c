@@ -359,9 +359,11 @@ int kms_quorum_sweep(kms_quorum *q)
             } else {
                 uint32_t v = 0;
                 r = kms_keyring_rotate(q->kr, d.names[i], &v);
-                if (r == 0)
+                if (r == 0) {
                     kms_log_info("quorum: key %s rotated to version %u by its rotation period",
                                  d.names[i], v);
+                    r = kms_quorum_record_rotation(q, d.names[i], v, "rotation period");
+                }
             }
             pthread_mutex_unlock(&q->exec_mu);
         }

@@ -132,7 +132,7 @@ static int max_threshold(void *ctx, const char *type, uint32_t t)
 static int officer_id_ok(const char *id)
 {
     size_t n = strlen(id);
-    if (n == 0 || n > KMS_OFFICER_ID_MAX)
+    if (n == 0 || n > KMS_OFFICER_ID_MAX || strcmp(id, KMS_SYSTEM_PROPOSER) == 0)
         return 0;
     for (size_t i = 0; i < n; i++) {
         char c = id[i];
@@ -203,7 +203,7 @@ static int validate_officers(kms_quorum *q, Kms__V1__ActionBody *b)
     if (b->action_case == KMS__V1__ACTION_BODY__ACTION_ADD_OFFICER) {
         Kms__V1__AddOfficer *a = b->add_officer;
         if (!officer_id_ok(a->officer_id))
-            return kms_error_set(KMS_EINVAL, "officer id: 1..64 of [A-Za-z0-9._-]");
+            return kms_error_set(KMS_EINVAL, "officer id: 1..64 of [A-Za-z0-9._-], not \"kmsd\"");
         size_t n = strlen(a->identity);
         if (n == 0 || n > KMS_IDENTITY_MAX)
             return kms_error_set(KMS_EINVAL, "officer identity empty or too long");

@@ -79,6 +79,8 @@ typedef struct kms_officer_rec {
 #define KMS_ACTION_PLAN_MAX 64
 #define KMS_APPROVALS_MAX 64 /* == KMS_CONFIG_MAX_OFFICERS */
 #define KMS_SIGNATURE_MAX 256
+/* Proposer of the changes kmsd makes by itself (automatic rotations). */
+#define KMS_SYSTEM_PROPOSER "kmsd"
 
 typedef enum kms_action_state {
     KMS_ACTION_PENDING = 1,
@@ -192,7 +194,9 @@ typedef struct kms_store_ops {
     int (*key_set_rotation)(kms_store *s, const uint8_t id[KMS_KEY_ID_LEN], uint32_t days);
     int (*key_set_deletion)(kms_store *s, const uint8_t id[KMS_KEY_ID_LEN], int64_t deletion_at);
 
-    /* A new PENDING action without approvals. KMS_EEXISTS if the id is taken. */
+    /* A new PENDING action without approvals (threshold >= 2), or a record
+     * of an automatic change: EXECUTED, threshold 0, proposer
+     * KMS_SYSTEM_PROPOSER. KMS_EEXISTS if the id is taken. */
     int (*action_create)(kms_store *s, const kms_action_rec *a);
     /* KMS_ENOTFOUND if absent. Approvals listed are those of officers still
      * enrolled. */

@@ -100,18 +100,22 @@ static int valid_text(const char *t, size_t max)
 
 int kms_sqlite_action_create(kms_store *store, const kms_action_rec *a)
 {
+    /* A proposal is PENDING with a threshold >= 2; kmsd records its own
+     * automatic changes as EXECUTED actions of proposer "kmsd" without one. */
+    int system = a != NULL && strcmp(a->proposer, KMS_SYSTEM_PROPOSER) == 0 &&
+                 a->state == KMS_ACTION_EXECUTED && a->threshold == 0;
     if (a == NULL || !valid_text(a->type, KMS_ACTION_TYPE_MAX) ||
         !valid_text(a->proposer, KMS_OFFICER_ID_MAX) || a->bytes_len < 1 ||
-        a->bytes_len > KMS_ACTION_BYTES_MAX || a->threshold < KMS_THRESHOLD_MIN ||
-        a->state != KMS_ACTION_PENDING)
+        a->bytes_len > KMS_ACTION_BYTES_MAX ||
+        (!system && (a->threshold < KMS_THRESHOLD_MIN || a->state != KMS_ACTION_PENDING)))
         return kms_error_set(KMS_EINVAL, "store: action record incomplete");
     struct sqlite_store *s = impl(store);
     int r = KMS_OK, rc;
     kms_sqlite_lock(s);
     sqlite3_stmt *st = prepare(s,
                                "INSERT INTO actions (id, type, body, digest, proposer, state,"
-                               " threshold, created_at, expires_at)"
-                               " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                               " threshold, created_at, expires_at, result)"
+                               " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                                &r);
     if (st != NULL &&
         ((rc = sqlite3_bind_blob(st, 1, a->id, KMS_ACTION_ID_LEN, SQLITE_STATIC)) != SQLITE_OK ||
@@ -119,10 +123,11 @@ int kms_sqlite_action_create(kms_store *store, const kms_action_rec *a)
          (rc = sqlite3_bind_blob(st, 3, a->bytes, (int)a->bytes_len, SQLITE_STATIC)) != SQLITE_OK ||
          (rc = sqlite3_bind_blob(st, 4, a->digest, 32, SQLITE_STATIC)) != SQLITE_OK ||
          (rc = sqlite3_bind_text(st, 5, a->proposer, -1, SQLITE_STATIC)) != SQLITE_OK ||
-         (rc = sqlite3_bind_int(st, 6, KMS_ACTION_PENDING)) != SQLITE_OK ||
+         (rc = sqlite3_bind_int(st, 6, (int)a->state)) != SQLITE_OK ||
          (rc = sqlite3_bind_int64(st, 7, a->threshold)) != SQLITE_OK ||
          (rc = sqlite3_bind_int64(st, 8, a->created_at)) != SQLITE_OK ||
          (rc = sqlite3_bind_int64(st, 9, a->expires_at)) != SQLITE_OK ||
+         (rc = sqlite3_bind_text(st, 10, a->result, -1, SQLITE_STATIC)) != SQLITE_OK ||
          (rc = sqlite3_step(st)) != SQLITE_DONE))
         r = kms_sqlite_error(s->db, rc, "action create");
     sqlite3_finalize(st);
@@ -177,7 +182,7 @@ static int action_read(struct sqlite_store *s, const uint8_t id[KMS_ACTION_ID_LE
                (r = kms_sqlite_copy_text(st, 3, a->proposer, sizeof(a->proposer), "proposer")) !=
                    0 ||
                (r = kms_sqlite_int_column(st, 4, 1, 6, &state, "action state")) != 0 ||
-               (r = kms_sqlite_int_column(st, 5, 2, UINT32_MAX, &threshold, "threshold")) != 0 ||
+               (r = kms_sqlite_int_column(st, 5, 0, UINT32_MAX, &threshold, "threshold")) != 0 ||
                (r = kms_sqlite_int_column(st, 6, INT64_MIN, INT64_MAX, &created, "created_at")) !=
                    0 ||
                (r = kms_sqlite_int_column(st, 7, INT64_MIN, INT64_MAX, &expires, "expires_at")) !=

@@ -88,8 +88,8 @@ static int group_setup(void **state)
     (void)state;
     grpc_init();
     kms_test_kmsd_setup(&K);
-    snprintf(CLOCK, sizeof(CLOCK), "%s", K.config);
-    strcpy(strrchr(CLOCK, '/') + 1, "clock");
+    snprintf(CLOCK, sizeof(CLOCK), "%.*s/clock", (int)(strrchr(K.config, '/') - K.config),
+             K.config);
     set_clock(NOW);
     FILE *f = fopen(K.config, "a");
     assert_non_null(f);
@@ -198,17 +198,24 @@ static void free_action(Kms__V1__Action *a)
         protobuf_c_message_free_unpacked(&a->base, NULL);
 }
 
-/* Proposes body as officer1 and approves it by officer1 and officer2. */
-static void pass(Kms__V1__ActionBody *body)
+/* Proposes body as officer1 and approves it by officer1 .. officer<n>. */
+static void pass_n(Kms__V1__ActionBody *body, int n)
 {
     Kms__V1__Action *a = NULL, *done = NULL;
     assert_int_equal(propose(O1, body, &a), GRPC_STATUS_OK);
     assert_int_equal(approve(O1, "officer1", a, NULL), GRPC_STATUS_OK);
+    if (n == 3)
+        assert_int_equal(approve(O3, "officer3", a, NULL), GRPC_STATUS_OK);
     assert_int_equal(approve(O2, "officer2", a, &done), GRPC_STATUS_OK);
     if (done->state != KMS__V1__ACTION_STATE__EXECUTED)
         fail_msg("action not executed: state %d, result %s", done->state, done->result);
     free_action(a);
     free_action(done);
+}
+
+static void pass(Kms__V1__ActionBody *body)
+{
+    pass_n(body, 2);
 }
 
 static Kms__V1__ActionBody *rotate_body(const char *key)
@@ -569,6 +576,134 @@ static void scheduled_deletion(void **state)
     set_clock(NOW);
 }
 
+/* ---- automatic rotation is recorded like any change -------------------------------- */
+
+static void periodic_rotation_recorded(void **state)
+{
+    (void)state;
+    Kms__V1__KeyMetadata *m = describe("cnkey");
+    uint32_t before = m->primary_version;
+    protobuf_c_message_free_unpacked(&m->base, NULL);
+    Kms__V1__SetRotationPolicy sr = KMS__V1__SET_ROTATION_POLICY__INIT;
+    Kms__V1__RotationPolicy rp = KMS__V1__ROTATION_POLICY__INIT;
+    Kms__V1__ActionBody b = KMS__V1__ACTION_BODY__INIT;
+    sr.key_name = "cnkey";
+    rp.rotation_period_days = 1;
+    sr.rotation = &rp;
+    b.action_case = KMS__V1__ACTION_BODY__ACTION_SET_ROTATION_POLICY;
+    b.set_rotation_policy = &sr;
+    pass(&b);
+    m = describe("cnkey");
+    assert_int_equal(m->rotation->rotation_period_days, 1);
+    protobuf_c_message_free_unpacked(&m->base, NULL);
+    set_clock(NOW + DAY + 60);
+    uint32_t after = before;
+    for (int i = 0; i < 100 && after == before; i++) {
+        usleep(100 * 1000);
+        m = describe("cnkey");
+        after = m->primary_version;
+        protobuf_c_message_free_unpacked(&m->base, NULL);
+    }
+    assert_int_equal(after, before + 1);
+    /* The rotation shows in ListActions, proposed by kmsd itself. */
+    Kms__V1__ListActionsRequest lr = KMS__V1__LIST_ACTIONS_REQUEST__INIT;
+    Kms__V1__ListActionsResponse *l = NULL;
+    assert_int_equal(kms_tc_call(O1, QU "ListActions", &lr.base,
+                                 &kms__v1__list_actions_response__descriptor,
+                                 (ProtobufCMessage **)&l, NULL, 0),
+                     GRPC_STATUS_OK);
+    int seen = 0;
+    for (size_t i = 0; i < l->n_actions; i++)
+        if (strcmp(l->actions[i]->proposer, "kmsd") == 0 &&
+            l->actions[i]->state == KMS__V1__ACTION_STATE__EXECUTED &&
+            strstr(l->actions[i]->result, "key cnkey rotated automatically") != NULL)
+            seen++;
+    assert_int_equal(seen, 1);
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    /* The next period starts from the new version: no second rotation yet. */
+    usleep(300 * 1000);
+    m = describe("cnkey");
+    assert_int_equal(m->primary_version, before + 1);
+    protobuf_c_message_free_unpacked(&m->base, NULL);
+    sr.rotation = NULL; /* back to never */
+    pass(&b);
+    set_clock(NOW);
+}
+
+/* An Ed25519 officer enrolled by quorum approves; once removed, cannot. */
+static void ed25519_officer_enrolled_and_removed(void **state)
+{
+    (void)state;
+    char dir[400], key[600], pub[600], cmd[2400];
+    snprintf(dir, sizeof(dir), "%s", CLOCK);
+    *strrchr(dir, '/') = '\0';
+    snprintf(key, sizeof(key), "%s/bob-ed.pem", dir);
+    snprintf(pub, sizeof(pub), "%s/bob-ed.pub", dir);
+    snprintf(cmd, sizeof(cmd),
+             "openssl genpkey -algorithm ed25519 -out '%s' && openssl pkey -in '%s' -pubout "
+             "-out '%s'",
+             key, key, pub);
+    assert_int_equal(system(cmd), 0);
+    char pem[1024] = "";
+    FILE *f = fopen(pub, "r");
+    assert_true(fread(pem, 1, sizeof(pem) - 1, f) > 0);
+    fclose(f);
+
+    Kms__V1__AddOfficer ao = KMS__V1__ADD_OFFICER__INIT;
+    Kms__V1__ActionBody b = KMS__V1__ACTION_BODY__INIT;
+    ao.officer_id = "kmsd"; /* reserved */
+    ao.identity = KMS_TEST_BOB_ID;
+    ao.signing_key_pem = pem;
+    b.action_case = KMS__V1__ACTION_BODY__ACTION_ADD_OFFICER;
+    b.add_officer = &ao;
+    Kms__V1__Action *a = NULL;
+    assert_int_equal(propose(O1, &b, &a), GRPC_STATUS_INVALID_ARGUMENT);
+    ao.officer_id = "bob";
+    pass(&b);
+
+    /* bob (Ed25519) and officer1 rotate "second". */
+    kms_tc *bob = open_as("bob");
+    assert_int_equal(propose(bob, rotate_body("second"), &a), GRPC_STATUS_OK);
+    uint8_t d[32], sig[128];
+    digest_of(a, d);
+    f = fopen(key, "r");
+    EVP_PKEY *pk = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    fclose(f);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    size_t n = sizeof(sig);
+    assert_int_equal(EVP_DigestSignInit(md, NULL, NULL, NULL, pk), 1);
+    assert_int_equal(EVP_DigestSign(md, sig, &n, d, 32), 1);
+    EVP_MD_CTX_free(md);
+    EVP_PKEY_free(pk);
+    assert_int_equal(n, 64);
+    Kms__V1__Action *done = NULL;
+    assert_int_equal(approve_raw(bob, a->id.data, 16, sig, n, &done), GRPC_STATUS_OK);
+    assert_int_equal(done->n_approvals, 1);
+    free_action(done);
+
+    /* Remove bob: his approval stops counting, and he can approve nothing. */
+    Kms__V1__RemoveOfficer ro = KMS__V1__REMOVE_OFFICER__INIT;
+    Kms__V1__ActionBody rb = KMS__V1__ACTION_BODY__INIT;
+    ro.officer_id = "bob";
+    rb.action_case = KMS__V1__ACTION_BODY__ACTION_REMOVE_OFFICER;
+    rb.remove_officer = &ro;
+    pass_n(&rb, 3); /* the fixture sets RemoveOfficer to 3 of N */
+    assert_pending_with(a->id.data, 0);
+    Kms__V1__Action *c = NULL;
+    assert_int_equal(propose(O1, rotate_body("second"), &c), GRPC_STATUS_OK);
+    digest_of(c, d);
+    assert_int_equal(approve_raw(bob, c->id.data, 16, sig, n, &done),
+                     GRPC_STATUS_PERMISSION_DENIED);
+    assert_pending_with(c->id.data, 0);
+    /* Three officers are left and RemoveOfficer needs 3: removing another
+     * would make removals unapprovable, so it is refused. */
+    ro.officer_id = "officer3";
+    assert_int_equal(propose(O1, &rb, &done), GRPC_STATUS_FAILED_PRECONDITION);
+    kms_tc_close(bob);
+    free_action(a);
+    free_action(c);
+}
+
 /* ---- crashes while approvals execute ------------------------------------------------ */
 
 struct approver {
@@ -598,7 +733,7 @@ static void sigkill_while_executing(void **state)
 {
     (void)state;
     const char *env = getenv("KMS_CRASH_ITERATIONS");
-    int iterations = env ? atoi(env) : 20;
+    int iterations = env ? (int)strtol(env, NULL, 10) : 20;
     unsigned seed = (unsigned)time(NULL);
     printf("crash test: %d iterations, seed %u\n", iterations, seed);
     srand(seed);
@@ -654,9 +789,8 @@ static void sigkill_while_executing(void **state)
     assert_int_equal(kms_test_kmsd_stop(&K, SIGTERM), 0);
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open_v2(K.db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    int rotations = count_rows(db, "SELECT count(*) FROM actions a JOIN keys k"
-                                   " ON k.name = 'second' WHERE a.type = 'RotateKey'"
-                                   " AND a.state = 2 AND a.result LIKE 'key second rotated%'");
+    int rotations = count_rows(db, "SELECT count(*) FROM actions WHERE type = 'RotateKey'"
+                                   " AND state = 2 AND result LIKE 'key second rotated%'");
     int versions = count_rows(db, "SELECT count(*) FROM key_versions v JOIN keys k"
                                   " ON k.id = v.key_id WHERE k.name = 'second'");
     int primary = count_rows(db, "SELECT primary_version FROM keys WHERE name = 'second'");
@@ -679,8 +813,12 @@ static void sigkill_while_executing(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(rotation_two_of_three),   cmocka_unit_test(approval_negatives),
-        cmocka_unit_test(openssl_cli_approval),    cmocka_unit_test(scheduled_deletion),
+        cmocka_unit_test(rotation_two_of_three),
+        cmocka_unit_test(approval_negatives),
+        cmocka_unit_test(openssl_cli_approval),
+        cmocka_unit_test(scheduled_deletion),
+        cmocka_unit_test(periodic_rotation_recorded),
+        cmocka_unit_test(ed25519_officer_enrolled_and_removed),
         cmocka_unit_test(sigkill_while_executing),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
