@@ -221,10 +221,7 @@ int kms_quorum_approve(kms_quorum *q, const char *identity, const uint8_t *id, s
     kms_log_info("quorum: %s approved a %s action%s", officer.id, out->type,
                  reached ? " (threshold reached)" : "");
     if (reached) {
-        KMS_GUARD(q->store->ops->action_get(q->store, id, out));
-        pthread_mutex_lock(&q->exec_mu);
-        int r = kms_quorum_execute(q, out);
-        pthread_mutex_unlock(&q->exec_mu);
+        int r = kms_quorum_execute_id(q, id, out);
         if (r != 0)
             kms_log_warn("quorum: execution of a %s action will be retried: %s", out->type,
                          kms_error_detail());

@@ -282,6 +282,17 @@ int kms_quorum_execute(kms_quorum *q, kms_action_rec *a)
     return f;
 }
 
+int kms_quorum_execute_id(kms_quorum *q, const uint8_t id[KMS_ACTION_ID_LEN], kms_action_rec *a)
+{
+    /* Read under the lock: the sweep may have finished it meanwhile. */
+    pthread_mutex_lock(&q->exec_mu);
+    int r = q->store->ops->action_get(q->store, id, a);
+    if (r == 0)
+        r = kms_quorum_execute(q, a);
+    pthread_mutex_unlock(&q->exec_mu);
+    return r;
+}
+
 int kms_quorum_resume(kms_quorum *q)
 {
     uint8_t(*ids)[KMS_ACTION_ID_LEN] = calloc(256, KMS_ACTION_ID_LEN);
@@ -295,9 +306,7 @@ int kms_quorum_resume(kms_quorum *q)
         if (a->state != KMS_ACTION_EXECUTING)
             continue;
         kms_log_info("quorum: resuming an interrupted %s action", a->type);
-        pthread_mutex_lock(&q->exec_mu);
-        r = kms_quorum_execute(q, a);
-        pthread_mutex_unlock(&q->exec_mu);
+        r = kms_quorum_execute_id(q, ids[i], a);
     }
     free(ids);
     free(a);

@@ -37,5 +37,8 @@ int kms_quorum_record_rotation(kms_quorum *q, const char *key_name, uint32_t ver
 /* Runs an EXECUTING action to EXECUTED or FAILED; exec_mu must be held.
  * Returns non-zero only for a transient failure that leaves it EXECUTING. */
 int kms_quorum_execute(kms_quorum *q, kms_action_rec *a);
+/* Takes exec_mu, reads the action afresh into *a and executes it if it is
+ * still EXECUTING. */
+int kms_quorum_execute_id(kms_quorum *q, const uint8_t id[KMS_ACTION_ID_LEN], kms_action_rec *a);
 
 #endif

@@ -9,7 +9,6 @@
 #include "kms/quorum_internal.h"
 #include "kms/signature.h"
 
-#define DAY 86400
 #define DELETION_DAYS_MIN 7
 #define DELETION_DAYS_MAX 30
 #define ROTATION_DAYS_MAX 36500
@@ -117,6 +116,18 @@ static int count_officer(void *ctx, const kms_officer_rec *o)
 {
     (void)o;
     ((struct officer_count *)ctx)->n++;
+    return 0;
+}
+
+struct find_id {
+    const char *id;
+    int found;
+};
+
+static int match_id(void *ctx, const kms_officer_rec *o)
+{
+    struct find_id *f = ctx;
+    f->found |= strcmp(o->id, f->id) == 0;
     return 0;
 }
 
@@ -229,9 +240,13 @@ static int validate_officers(kms_quorum *q, Kms__V1__ActionBody *b)
                                  "removing an officer would leave %zu, fewer than the largest "
                                  "threshold (%u): lower it first",
                                  c.n - 1, m);
-        return officer_id_ok(b->remove_officer->officer_id)
-                   ? KMS_OK
-                   : kms_error_set(KMS_EINVAL, "invalid officer id");
+        if (!officer_id_ok(b->remove_officer->officer_id))
+            return kms_error_set(KMS_EINVAL, "invalid officer id");
+        struct find_id f = {b->remove_officer->officer_id, 0};
+        KMS_GUARD(q->store->ops->officer_list(q->store, match_id, &f));
+        return f.found ? KMS_OK
+                       : kms_error_set(KMS_ENOTFOUND, "no officer %.64s",
+                                       b->remove_officer->officer_id);
     }
     Kms__V1__SetThreshold *t = b->set_threshold;
     if (!known_type(t->action_type))
