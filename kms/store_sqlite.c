@@ -24,9 +24,6 @@
 #define BACKEND_NAME_MAX 15 /* bytes, without the NUL */
 #define KEY_PAGE 64         /* keys read per lock hold in key_list */
 #define VERSION_PAGE 16     /* versions read per lock hold in version_list */
-#define GRANT_PAGE 32       /* grants read per lock hold in policy_list */
-#define OFFICER_PAGE 16     /* officers read per lock hold in officer_list */
-#define THRESHOLD_PAGE 32   /* thresholds read per lock hold in threshold_list */
 
 /* The migrations below spell these limits out as literals, because a
  * migration must never change once released. Changing a limit means a new
@@ -166,33 +163,6 @@ static const struct migration migrations[] = {
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
-enum stmt_id {
-    ST_KEY_INSERT,
-    ST_KEY_BY_NAME,
-    ST_KEY_BY_ID,
-    ST_KEY_PAGE,
-    ST_KEY_EXISTS,
-    ST_VERSION_INSERT,
-    ST_SET_PRIMARY,
-    ST_VERSION_GET,
-    ST_VERSION_PAGE,
-    ST_VERSION_STATE,
-    ST_USAGE_ADD,
-    ST_USAGE_GET,
-    ST_POLICY_DELETE,
-    ST_POLICY_INSERT,
-    ST_POLICY_PAGE,
-    ST_OFFICER_INSERT,
-    ST_OFFICER_DELETE,
-    ST_OFFICER_PAGE,
-    ST_THRESHOLD_SET,
-    ST_THRESHOLD_GET,
-    ST_THRESHOLD_PAGE,
-    ST_BEGIN,
-    ST_COMMIT,
-    ST_ROLLBACK,
-    ST_COUNT
-};
 _Static_assert(ST_COUNT <= KMS_SQLITE_STMTS_MAX, "room for the prepared statements");
 
 #define KEY_COLUMNS                                                                                \
@@ -240,7 +210,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ROLLBACK] = "ROLLBACK",
 };
 
-static struct sqlite_store *impl(kms_store *s)
+struct sqlite_store *kms_sqlite_impl(kms_store *s)
 {
     return (struct sqlite_store *)s->impl;
 }
@@ -304,7 +274,7 @@ static void detail_restore(const struct detail *d, int r)
 }
 
 /* Returns statement id reset and unbound, ready for binding. */
-static sqlite3_stmt *stmt(struct sqlite_store *s, enum stmt_id id)
+sqlite3_stmt *kms_sqlite_stmt(struct sqlite_store *s, enum stmt_id id)
 {
     sqlite3_stmt *st = s->st[id];
     sqlite3_reset(st);
@@ -321,7 +291,7 @@ void kms_sqlite_done(sqlite3_stmt *st)
     sqlite3_clear_bindings(st);
 }
 
-static int bind_id(sqlite3_stmt *st, int col, const uint8_t *id)
+int kms_sqlite_bind_id(sqlite3_stmt *st, int col, const uint8_t *id)
 {
     return sqlite3_bind_blob(st, col, id, KMS_KEY_ID_LEN, SQLITE_STATIC);
 }
@@ -329,7 +299,7 @@ static int bind_id(sqlite3_stmt *st, int col, const uint8_t *id)
 /* Runs a statement that returns no rows (BEGIN, COMMIT, ROLLBACK). */
 static int exec_stmt(struct sqlite_store *s, enum stmt_id id)
 {
-    sqlite3_stmt *st = stmt(s, id);
+    sqlite3_stmt *st = kms_sqlite_stmt(s, id);
     int rc = sqlite3_step(st);
     int r = rc == SQLITE_DONE ? KMS_OK : kms_sqlite_error(s->db, rc, stmt_sql[id]);
     kms_sqlite_done(st);
@@ -506,11 +476,11 @@ static int key_create(kms_store *store, const kms_key_rec *k)
         return kms_error_set(KMS_EINVAL, "store: key record incomplete or unterminated");
     if (k->primary_version != 0)
         return kms_error_set(KMS_EINVAL, "store: a new key has no primary version yet");
-    s = impl(store);
+    s = kms_sqlite_impl(store);
 
     kms_sqlite_lock(s);
-    st = stmt(s, ST_KEY_INSERT);
-    if ((rc = bind_id(st, 1, k->id)) != SQLITE_OK ||
+    st = kms_sqlite_stmt(s, ST_KEY_INSERT);
+    if ((rc = kms_sqlite_bind_id(st, 1, k->id)) != SQLITE_OK ||
         (rc = sqlite3_bind_text(st, 2, k->name, -1, SQLITE_STATIC)) != SQLITE_OK ||
         (rc = sqlite3_bind_text(st, 3, k->backend, -1, SQLITE_STATIC)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 4, 0)) != SQLITE_OK ||
@@ -549,10 +519,10 @@ static int key_get_by_name(kms_store *store, const char *name, kms_key_rec *out)
     if (store == NULL || out == NULL || !valid_name(name))
         return kms_error_set(KMS_EINVAL, "store: key name missing or longer than %d bytes",
                              KMS_KEY_NAME_MAX);
-    s = impl(store);
+    s = kms_sqlite_impl(store);
 
     kms_sqlite_lock(s);
-    st = stmt(s, ST_KEY_BY_NAME);
+    st = kms_sqlite_stmt(s, ST_KEY_BY_NAME);
     if ((rc = sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC)) != SQLITE_OK) {
         r = kms_sqlite_error(s->db, rc, "key lookup");
         goto out;
@@ -572,11 +542,11 @@ static int key_get_by_id(kms_store *store, const uint8_t id[KMS_KEY_ID_LEN], kms
 
     if (store == NULL || id == NULL || out == NULL)
         return kms_error_set(KMS_EINVAL, "store: no key id");
-    s = impl(store);
+    s = kms_sqlite_impl(store);
 
     kms_sqlite_lock(s);
-    st = stmt(s, ST_KEY_BY_ID);
-    if ((rc = bind_id(st, 1, id)) != SQLITE_OK) {
+    st = kms_sqlite_stmt(s, ST_KEY_BY_ID);
+    if ((rc = kms_sqlite_bind_id(st, 1, id)) != SQLITE_OK) {
         r = kms_sqlite_error(s->db, rc, "key lookup");
         goto out;
     }
@@ -595,7 +565,7 @@ static int key_page(struct sqlite_store *s, const char *after, kms_key_rec *page
     int r = KMS_OK, rc;
 
     kms_sqlite_lock(s);
-    st = stmt(s, ST_KEY_PAGE);
+    st = kms_sqlite_stmt(s, ST_KEY_PAGE);
     if ((rc = sqlite3_bind_text(st, 1, after, -1, SQLITE_STATIC)) != SQLITE_OK ||
         (rc = sqlite3_bind_int(st, 2, KEY_PAGE)) != SQLITE_OK) {
         r = kms_sqlite_error(s->db, rc, "key list");
@@ -634,7 +604,7 @@ static int key_list(kms_store *store, kms_store_key_cb cb, void *ctx)
         goto out;
     }
     do {
-        if ((r = key_page(impl(store), after, page, &n)) != 0)
+        if ((r = key_page(kms_sqlite_impl(store), after, page, &n)) != 0)
             goto out;
         for (size_t i = 0; i < n; i++)
             if ((r = cb(ctx, &page[i])) != 0)
@@ -658,7 +628,7 @@ static int version_add(kms_store *store, const kms_version_rec *v, int make_prim
     if (store == NULL || v == NULL || v->version == 0 || !valid_state(v->state) ||
         v->usage_count > INT64_MAX || v->ref.len == 0 || v->ref.len > KMS_BACKEND_REF_MAX)
         return kms_error_set(KMS_EINVAL, "store: version record incomplete or out of range");
-    s = impl(store);
+    s = kms_sqlite_impl(store);
 
     kms_sqlite_lock(s);
     if ((r = kms_sqlite_tx_begin(s)) != 0)
@@ -666,8 +636,8 @@ static int version_add(kms_store *store, const kms_version_rec *v, int make_prim
 
     /* The foreign key would refuse it too; asking first gives the same
      * answer whatever the connection's foreign_keys setting. */
-    st = stmt(s, ST_KEY_EXISTS);
-    if ((rc = bind_id(st, 1, v->key_id)) != SQLITE_OK ||
+    st = kms_sqlite_stmt(s, ST_KEY_EXISTS);
+    if ((rc = kms_sqlite_bind_id(st, 1, v->key_id)) != SQLITE_OK ||
         ((rc = sqlite3_step(st)) != SQLITE_ROW && rc != SQLITE_DONE)) {
         r = kms_sqlite_error(s->db, rc, "version add");
         goto out;
@@ -678,8 +648,8 @@ static int version_add(kms_store *store, const kms_version_rec *v, int make_prim
     }
     kms_sqlite_done(st);
 
-    st = stmt(s, ST_VERSION_INSERT);
-    if ((rc = bind_id(st, 1, v->key_id)) != SQLITE_OK ||
+    st = kms_sqlite_stmt(s, ST_VERSION_INSERT);
+    if ((rc = kms_sqlite_bind_id(st, 1, v->key_id)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 2, v->version)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 3, v->state)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 4, v->created_at)) != SQLITE_OK ||
@@ -693,9 +663,9 @@ static int version_add(kms_store *store, const kms_version_rec *v, int make_prim
     kms_sqlite_done(st);
 
     if (make_primary) {
-        st = stmt(s, ST_SET_PRIMARY);
+        st = kms_sqlite_stmt(s, ST_SET_PRIMARY);
         if ((rc = sqlite3_bind_int64(st, 1, v->version)) != SQLITE_OK ||
-            (rc = bind_id(st, 2, v->key_id)) != SQLITE_OK ||
+            (rc = kms_sqlite_bind_id(st, 2, v->key_id)) != SQLITE_OK ||
             (rc = sqlite3_step(st)) != SQLITE_DONE) {
             r = kms_sqlite_error(s->db, rc, "set primary version");
             goto out;
@@ -721,11 +691,11 @@ static int version_get(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN], u
 
     if (store == NULL || key_id == NULL || out == NULL)
         return kms_error_set(KMS_EINVAL, "store: no key id");
-    s = impl(store);
+    s = kms_sqlite_impl(store);
 
     kms_sqlite_lock(s);
-    st = stmt(s, ST_VERSION_GET);
-    if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK ||
+    st = kms_sqlite_stmt(s, ST_VERSION_GET);
+    if ((rc = kms_sqlite_bind_id(st, 1, key_id)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 2, version)) != SQLITE_OK) {
         r = kms_sqlite_error(s->db, rc, "version lookup");
         goto out;
@@ -752,8 +722,8 @@ static int version_page(struct sqlite_store *s, const uint8_t *key_id, uint32_t 
     int r = KMS_OK, rc;
 
     kms_sqlite_lock(s);
-    st = stmt(s, ST_VERSION_PAGE);
-    if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK ||
+    st = kms_sqlite_stmt(s, ST_VERSION_PAGE);
+    if ((rc = kms_sqlite_bind_id(st, 1, key_id)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 2, after)) != SQLITE_OK ||
         (rc = sqlite3_bind_int(st, 3, VERSION_PAGE)) != SQLITE_OK) {
         r = kms_sqlite_error(s->db, rc, "version list");
@@ -792,7 +762,7 @@ static int version_list(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
         goto out;
     }
     do {
-        if ((r = version_page(impl(store), key_id, after, page, &n)) != 0)
+        if ((r = version_page(kms_sqlite_impl(store), key_id, after, page, &n)) != 0)
             goto out;
         for (size_t i = 0; i < n; i++)
             if ((r = cb(ctx, &page[i])) != 0)
@@ -816,12 +786,12 @@ static int version_set_state(kms_store *store, const uint8_t key_id[KMS_KEY_ID_L
 
     if (store == NULL || key_id == NULL || !valid_state(state))
         return kms_error_set(KMS_EINVAL, "store: no key id or unknown version state");
-    s = impl(store);
+    s = kms_sqlite_impl(store);
 
     kms_sqlite_lock(s);
-    st = stmt(s, ST_VERSION_STATE);
+    st = kms_sqlite_stmt(s, ST_VERSION_STATE);
     if ((rc = sqlite3_bind_int64(st, 1, state)) != SQLITE_OK ||
-        (rc = bind_id(st, 2, key_id)) != SQLITE_OK ||
+        (rc = kms_sqlite_bind_id(st, 2, key_id)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 3, version)) != SQLITE_OK ||
         (rc = sqlite3_step(st)) != SQLITE_DONE) {
         r = kms_sqlite_error(s->db, rc, "version state");
@@ -849,15 +819,15 @@ static int usage_reserve(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
     if (store == NULL || key_id == NULL || total == NULL || n == 0 || n > INT64_MAX ||
         limit > INT64_MAX)
         return kms_error_set(KMS_EINVAL, "store: usage reservation out of range");
-    s = impl(store);
+    s = kms_sqlite_impl(store);
 
     kms_sqlite_lock(s);
     if ((r = kms_sqlite_tx_begin(s)) != 0)
         goto out;
 
-    st = stmt(s, ST_USAGE_ADD);
+    st = kms_sqlite_stmt(s, ST_USAGE_ADD);
     if ((rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)n)) != SQLITE_OK ||
-        (rc = bind_id(st, 2, key_id)) != SQLITE_OK ||
+        (rc = kms_sqlite_bind_id(st, 2, key_id)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 3, version)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 4, (sqlite3_int64)limit)) != SQLITE_OK ||
         (rc = sqlite3_step(st)) != SQLITE_DONE) {
@@ -869,8 +839,8 @@ static int usage_reserve(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
 
     /* Read back in the same transaction: the total includes exactly our n
      * and whatever came before, nothing after. */
-    st = stmt(s, ST_USAGE_GET);
-    if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK ||
+    st = kms_sqlite_stmt(s, ST_USAGE_GET);
+    if ((rc = kms_sqlite_bind_id(st, 1, key_id)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 2, version)) != SQLITE_OK ||
         ((rc = sqlite3_step(st)) != SQLITE_ROW && rc != SQLITE_DONE)) {
         r = kms_sqlite_error(s->db, rc, "usage read");
@@ -896,422 +866,11 @@ out:
     return r;
 }
 
-/* ---- ops: authorization (schema 2) -------------------------------------------- */
-
-/* A NUL-terminated string of 1..max bytes within its buffer. */
-static int valid_text(const char *t, size_t max)
-{
-    if (t == NULL)
-        return 0;
-    size_t n = strnlen(t, max + 1);
-    return n >= 1 && n <= max;
-}
-
-static int valid_action(kms_key_action a)
-{
-    switch (a) {
-    case KMS_ACTION_ENCRYPT:
-    case KMS_ACTION_DECRYPT:
-    case KMS_ACTION_REENCRYPT:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-static int policy_set(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
-                      const kms_grant_rec *grants, size_t n)
-{
-    struct sqlite_store *s;
-    sqlite3_stmt *st = NULL;
-    int r = KMS_OK, rc;
-
-    if (store == NULL || key_id == NULL || (grants == NULL && n > 0))
-        return kms_error_set(KMS_EINVAL, "store: no key id or grants");
-    for (size_t i = 0; i < n; i++) {
-        if (!valid_action(grants[i].action) || !valid_text(grants[i].identity, KMS_IDENTITY_MAX))
-            return kms_error_set(KMS_EINVAL,
-                                 "store: grant %zu has an unknown action or a bad "
-                                 "identity",
-                                 i);
-        for (size_t j = 0; j < i; j++)
-            if (grants[j].action == grants[i].action &&
-                strcmp(grants[j].identity, grants[i].identity) == 0)
-                return kms_error_set(KMS_EINVAL, "store: grant %zu is listed twice", i);
-    }
-    s = impl(store);
-
-    kms_sqlite_lock(s);
-    if ((r = kms_sqlite_tx_begin(s)) != 0)
-        goto out;
-    st = stmt(s, ST_KEY_EXISTS);
-    if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK ||
-        ((rc = sqlite3_step(st)) != SQLITE_ROW && rc != SQLITE_DONE)) {
-        r = kms_sqlite_error(s->db, rc, "policy set");
-        goto out;
-    }
-    if (rc == SQLITE_DONE) {
-        r = kms_error_set(KMS_ENOTFOUND, "policy set: no such key");
-        goto out;
-    }
-    kms_sqlite_done(st);
-
-    st = stmt(s, ST_POLICY_DELETE);
-    if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK || (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "policy set");
-        goto out;
-    }
-    kms_sqlite_done(st);
-
-    for (size_t i = 0; i < n; i++) {
-        st = stmt(s, ST_POLICY_INSERT);
-        if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(st, 2, grants[i].action)) != SQLITE_OK ||
-            (rc = sqlite3_bind_text(st, 3, grants[i].identity, -1, SQLITE_STATIC)) != SQLITE_OK ||
-            (rc = sqlite3_step(st)) != SQLITE_DONE) {
-            r = kms_sqlite_error(s->db, rc, "policy set");
-            goto out;
-        }
-        kms_sqlite_done(st);
-    }
-out:
-    kms_sqlite_done(st);
-    r = kms_sqlite_tx_end(s, r);
-    kms_sqlite_unlock(s);
-    return r;
-}
-
-/* One grant read back; identity storage is owned by the page. */
-struct grant_row {
-    kms_key_action action;
-    char identity[KMS_IDENTITY_MAX + 1];
-};
-
-/* Reads up to GRANT_PAGE grants after (after_action, after_identity). */
-static int grant_page(struct sqlite_store *s, const uint8_t *key_id, kms_key_action after_action,
-                      const char *after_identity, struct grant_row *page, size_t *n)
-{
-    sqlite3_stmt *st = NULL;
-    sqlite3_int64 action = 0;
-    size_t got = 0;
-    int r = KMS_OK, rc;
-
-    kms_sqlite_lock(s);
-    st = stmt(s, ST_POLICY_PAGE);
-    if ((rc = bind_id(st, 1, key_id)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 2, after_action)) != SQLITE_OK ||
-        (rc = sqlite3_bind_text(st, 3, after_identity, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int(st, 4, GRANT_PAGE)) != SQLITE_OK) {
-        r = kms_sqlite_error(s->db, rc, "policy list");
-        goto out;
-    }
-    while (got < GRANT_PAGE && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if ((r = kms_sqlite_int_column(st, 0, KMS_ACTION_ENCRYPT, KMS_ACTION_REENCRYPT, &action,
-                                       "policy action")) != 0 ||
-            (r = kms_sqlite_copy_text(st, 1, page[got].identity, sizeof(page[got].identity),
-                                      "policy identity")) != 0)
-            goto out;
-        page[got].action = (kms_key_action)action;
-        got++;
-    }
-    if (got < GRANT_PAGE && rc != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "policy list");
-        goto out;
-    }
-    *n = got;
-out:
-    kms_sqlite_done(st);
-    kms_sqlite_unlock(s);
-    return r;
-}
-
-static int policy_list(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
-                       kms_store_grant_cb cb, void *ctx)
-{
-    struct grant_row *page = NULL;
-    char after[KMS_IDENTITY_MAX + 1] = ""; /* identities are non-empty: "" sorts first */
-    kms_key_action after_action = 0;
-    size_t n = 0;
-    int r = KMS_OK;
-
-    if (store == NULL || key_id == NULL || cb == NULL)
-        return kms_error_set(KMS_EINVAL, "store: no key id or callback");
-    if ((page = calloc(GRANT_PAGE, sizeof(*page))) == NULL) {
-        r = kms_error_set(KMS_ENOMEM, "out of memory");
-        goto out;
-    }
-    do {
-        if ((r = grant_page(impl(store), key_id, after_action, after, page, &n)) != 0)
-            goto out;
-        for (size_t i = 0; i < n; i++) {
-            kms_grant_rec g = {.action = page[i].action, .identity = page[i].identity};
-            if ((r = cb(ctx, &g)) != 0)
-                goto out;
-        }
-        if (n > 0) {
-            after_action = page[n - 1].action;
-            memcpy(after, page[n - 1].identity, sizeof(after));
-        }
-    } while (n == GRANT_PAGE);
-out:
-    free(page);
-    return r;
-}
-
-static int officer_add(kms_store *store, const kms_officer_rec *o)
-{
-    struct sqlite_store *s;
-    sqlite3_stmt *st = NULL;
-    int r = KMS_OK, rc;
-
-    if (store == NULL || o == NULL || !valid_text(o->id, KMS_OFFICER_ID_MAX) ||
-        !valid_text(o->identity, KMS_IDENTITY_MAX) ||
-        !valid_text(o->signing_key_pem, KMS_SIGNING_KEY_PEM_MAX))
-        return kms_error_set(KMS_EINVAL, "store: officer record incomplete or unterminated");
-    s = impl(store);
-
-    kms_sqlite_lock(s);
-    st = stmt(s, ST_OFFICER_INSERT);
-    if ((rc = sqlite3_bind_text(st, 1, o->id, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_text(st, 2, o->identity, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_text(st, 3, o->signing_key_pem, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 4, o->created_at)) != SQLITE_OK ||
-        (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "officer add");
-        goto out;
-    }
-out:
-    kms_sqlite_done(st);
-    kms_sqlite_unlock(s);
-    return r;
-}
-
-static int officer_remove(kms_store *store, const char *officer_id)
-{
-    struct sqlite_store *s;
-    sqlite3_stmt *st = NULL;
-    int r = KMS_OK, rc;
-
-    if (store == NULL || !valid_text(officer_id, KMS_OFFICER_ID_MAX))
-        return kms_error_set(KMS_EINVAL, "store: no officer id");
-    s = impl(store);
-
-    kms_sqlite_lock(s);
-    st = stmt(s, ST_OFFICER_DELETE);
-    if ((rc = sqlite3_bind_text(st, 1, officer_id, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "officer remove");
-        goto out;
-    }
-    if (sqlite3_changes(s->db) == 0)
-        r = kms_error_set(KMS_ENOTFOUND, "no such officer");
-out:
-    kms_sqlite_done(st);
-    kms_sqlite_unlock(s);
-    return r;
-}
-
-static int officer_page(struct sqlite_store *s, const char *after, kms_officer_rec *page, size_t *n)
-{
-    sqlite3_stmt *st = NULL;
-    sqlite3_int64 created = 0;
-    size_t got = 0;
-    int r = KMS_OK, rc;
-
-    kms_sqlite_lock(s);
-    st = stmt(s, ST_OFFICER_PAGE);
-    if ((rc = sqlite3_bind_text(st, 1, after, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int(st, 2, OFFICER_PAGE)) != SQLITE_OK) {
-        r = kms_sqlite_error(s->db, rc, "officer list");
-        goto out;
-    }
-    while (got < OFFICER_PAGE && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        kms_officer_rec *o = &page[got];
-        memset(o, 0, sizeof(*o));
-        if ((r = kms_sqlite_copy_text(st, 0, o->id, sizeof(o->id), "officer id")) != 0 ||
-            (r = kms_sqlite_copy_text(st, 1, o->identity, sizeof(o->identity),
-                                      "officer identity")) != 0 ||
-            (r = kms_sqlite_copy_text(st, 2, o->signing_key_pem, sizeof(o->signing_key_pem),
-                                      "officer signing key")) != 0 ||
-            (r = kms_sqlite_int_column(st, 3, INT64_MIN, INT64_MAX, &created,
-                                       "officer created_at")) != 0)
-            goto out;
-        o->created_at = created;
-        got++;
-    }
-    if (got < OFFICER_PAGE && rc != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "officer list");
-        goto out;
-    }
-    *n = got;
-out:
-    kms_sqlite_done(st);
-    kms_sqlite_unlock(s);
-    return r;
-}
-
-static int officer_list(kms_store *store, kms_store_officer_cb cb, void *ctx)
-{
-    char after[KMS_OFFICER_ID_MAX + 1] = "";
-    kms_officer_rec *page = NULL;
-    size_t n = 0;
-    int r = KMS_OK;
-
-    if (store == NULL || cb == NULL)
-        return kms_error_set(KMS_EINVAL, "store: no callback");
-    if ((page = calloc(OFFICER_PAGE, sizeof(*page))) == NULL) {
-        r = kms_error_set(KMS_ENOMEM, "out of memory");
-        goto out;
-    }
-    do {
-        if ((r = officer_page(impl(store), after, page, &n)) != 0)
-            goto out;
-        for (size_t i = 0; i < n; i++)
-            if ((r = cb(ctx, &page[i])) != 0)
-                goto out;
-        if (n > 0)
-            memcpy(after, page[n - 1].id, sizeof(after));
-    } while (n == OFFICER_PAGE);
-out:
-    free(page);
-    return r;
-}
-
-static int threshold_set(kms_store *store, const char *action_type, uint32_t threshold)
-{
-    struct sqlite_store *s;
-    sqlite3_stmt *st = NULL;
-    int r = KMS_OK, rc;
-
-    if (store == NULL || !valid_text(action_type, KMS_ACTION_TYPE_MAX))
-        return kms_error_set(KMS_EINVAL, "store: no action type");
-    if (threshold < KMS_THRESHOLD_MIN)
-        return kms_error_set(KMS_EINVAL,
-                             "threshold %u for %s is below %d: no officer may act "
-                             "alone",
-                             threshold, action_type, KMS_THRESHOLD_MIN);
-    s = impl(store);
-
-    kms_sqlite_lock(s);
-    st = stmt(s, ST_THRESHOLD_SET);
-    if ((rc = sqlite3_bind_text(st, 1, action_type, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 2, threshold)) != SQLITE_OK ||
-        (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "threshold set");
-        goto out;
-    }
-out:
-    kms_sqlite_done(st);
-    kms_sqlite_unlock(s);
-    return r;
-}
-
-static int threshold_get(kms_store *store, const char *action_type, uint32_t *threshold)
-{
-    struct sqlite_store *s;
-    sqlite3_stmt *st = NULL;
-    sqlite3_int64 v = 0;
-    int r = KMS_OK, rc;
-
-    if (store == NULL || threshold == NULL || !valid_text(action_type, KMS_ACTION_TYPE_MAX))
-        return kms_error_set(KMS_EINVAL, "store: no action type");
-    s = impl(store);
-
-    kms_sqlite_lock(s);
-    st = stmt(s, ST_THRESHOLD_GET);
-    if ((rc = sqlite3_bind_text(st, 1, action_type, -1, SQLITE_STATIC)) != SQLITE_OK) {
-        r = kms_sqlite_error(s->db, rc, "threshold get");
-        goto out;
-    }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-        r = kms_error_set(KMS_ENOTFOUND, "no threshold for this action type");
-        goto out;
-    }
-    if (rc != SQLITE_ROW) {
-        r = kms_sqlite_error(s->db, rc, "threshold get");
-        goto out;
-    }
-    if ((r = kms_sqlite_int_column(st, 0, KMS_THRESHOLD_MIN, UINT32_MAX, &v, "threshold")) != 0)
-        goto out;
-    *threshold = (uint32_t)v;
-out:
-    kms_sqlite_done(st);
-    kms_sqlite_unlock(s);
-    return r;
-}
-
-struct threshold_row {
-    char action_type[KMS_ACTION_TYPE_MAX + 1];
-    uint32_t threshold;
-};
-
-static int threshold_page(struct sqlite_store *s, const char *after, struct threshold_row *page,
-                          size_t *n)
-{
-    sqlite3_stmt *st = NULL;
-    sqlite3_int64 v = 0;
-    size_t got = 0;
-    int r = KMS_OK, rc;
-
-    kms_sqlite_lock(s);
-    st = stmt(s, ST_THRESHOLD_PAGE);
-    if ((rc = sqlite3_bind_text(st, 1, after, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int(st, 2, THRESHOLD_PAGE)) != SQLITE_OK) {
-        r = kms_sqlite_error(s->db, rc, "threshold list");
-        goto out;
-    }
-    while (got < THRESHOLD_PAGE && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if ((r = kms_sqlite_copy_text(st, 0, page[got].action_type, sizeof(page[got].action_type),
-                                      "action type")) != 0 ||
-            (r = kms_sqlite_int_column(st, 1, KMS_THRESHOLD_MIN, UINT32_MAX, &v, "threshold")) != 0)
-            goto out;
-        page[got].threshold = (uint32_t)v;
-        got++;
-    }
-    if (got < THRESHOLD_PAGE && rc != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "threshold list");
-        goto out;
-    }
-    *n = got;
-out:
-    kms_sqlite_done(st);
-    kms_sqlite_unlock(s);
-    return r;
-}
-
-static int threshold_list(kms_store *store, kms_store_threshold_cb cb, void *ctx)
-{
-    char after[KMS_ACTION_TYPE_MAX + 1] = "";
-    struct threshold_row *page = NULL;
-    size_t n = 0;
-    int r = KMS_OK;
-
-    if (store == NULL || cb == NULL)
-        return kms_error_set(KMS_EINVAL, "store: no callback");
-    if ((page = calloc(THRESHOLD_PAGE, sizeof(*page))) == NULL) {
-        r = kms_error_set(KMS_ENOMEM, "out of memory");
-        goto out;
-    }
-    do {
-        if ((r = threshold_page(impl(store), after, page, &n)) != 0)
-            goto out;
-        for (size_t i = 0; i < n; i++)
-            if ((r = cb(ctx, page[i].action_type, page[i].threshold)) != 0)
-                goto out;
-        if (n > 0)
-            memcpy(after, page[n - 1].action_type, sizeof(after));
-    } while (n == THRESHOLD_PAGE);
-out:
-    free(page);
-    return r;
-}
-
 static void store_close(kms_store *store)
 {
     if (store == NULL)
         return;
-    struct sqlite_store *s = impl(store);
+    struct sqlite_store *s = kms_sqlite_impl(store);
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(s->st[i]);
     if (s->db != NULL && sqlite3_close(s->db) != SQLITE_OK)
@@ -1332,14 +891,14 @@ static const kms_store_ops sqlite_ops = {
     .version_list = version_list,
     .version_set_state = version_set_state,
     .usage_reserve = usage_reserve,
-    .policy_set = policy_set,
-    .policy_list = policy_list,
-    .officer_add = officer_add,
-    .officer_remove = officer_remove,
-    .officer_list = officer_list,
-    .threshold_set = threshold_set,
-    .threshold_get = threshold_get,
-    .threshold_list = threshold_list,
+    .policy_set = kms_sqlite_policy_set,
+    .policy_list = kms_sqlite_policy_list,
+    .officer_add = kms_sqlite_officer_add,
+    .officer_remove = kms_sqlite_officer_remove,
+    .officer_list = kms_sqlite_officer_list,
+    .threshold_set = kms_sqlite_threshold_set,
+    .threshold_get = kms_sqlite_threshold_get,
+    .threshold_list = kms_sqlite_threshold_list,
     .instance_id = kms_sqlite_instance_id,
     .key_set_min_decrypt = kms_sqlite_key_set_min_decrypt,
     .key_set_rotation = kms_sqlite_key_set_rotation,

@@ -12,6 +12,35 @@
 
 #define KMS_SQLITE_STMTS_MAX 64
 
+/* The statements prepared once at open (SQL text in store_sqlite.c). */
+enum stmt_id {
+    ST_KEY_INSERT,
+    ST_KEY_BY_NAME,
+    ST_KEY_BY_ID,
+    ST_KEY_PAGE,
+    ST_KEY_EXISTS,
+    ST_VERSION_INSERT,
+    ST_SET_PRIMARY,
+    ST_VERSION_GET,
+    ST_VERSION_PAGE,
+    ST_VERSION_STATE,
+    ST_USAGE_ADD,
+    ST_USAGE_GET,
+    ST_POLICY_DELETE,
+    ST_POLICY_INSERT,
+    ST_POLICY_PAGE,
+    ST_OFFICER_INSERT,
+    ST_OFFICER_DELETE,
+    ST_OFFICER_PAGE,
+    ST_THRESHOLD_SET,
+    ST_THRESHOLD_GET,
+    ST_THRESHOLD_PAGE,
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_COUNT
+};
+
 struct sqlite_store {
     kms_store base; /* first: a kms_store * is a struct sqlite_store * */
     sqlite3 *db;
@@ -19,6 +48,11 @@ struct sqlite_store {
     int mu_ready;
     sqlite3_stmt *st[KMS_SQLITE_STMTS_MAX]; /* store_sqlite.c's prepared statements */
 };
+
+struct sqlite_store *kms_sqlite_impl(kms_store *s);
+/* Statement id, reset and unbound, ready for binding (lock held). */
+sqlite3_stmt *kms_sqlite_stmt(struct sqlite_store *s, enum stmt_id id);
+int kms_sqlite_bind_id(sqlite3_stmt *st, int col, const uint8_t *id);
 
 /* The one connection's mutex; aborts if it cannot be taken or released. */
 void kms_sqlite_lock(struct sqlite_store *s);
@@ -40,6 +74,18 @@ int kms_sqlite_copy_text(sqlite3_stmt *st, int col, char *out, size_t cap, const
 int kms_sqlite_copy_id(sqlite3_stmt *st, int col, uint8_t *out);
 int kms_sqlite_int_column(sqlite3_stmt *st, int col, sqlite3_int64 min, sqlite3_int64 max,
                           sqlite3_int64 *out, const char *what);
+
+/* Authorization ops (store_sqlite_authz.c), see store.h. */
+int kms_sqlite_policy_set(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
+                          const kms_grant_rec *grants, size_t n);
+int kms_sqlite_policy_list(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
+                           kms_store_grant_cb cb, void *ctx);
+int kms_sqlite_officer_add(kms_store *store, const kms_officer_rec *o);
+int kms_sqlite_officer_remove(kms_store *store, const char *officer_id);
+int kms_sqlite_officer_list(kms_store *store, kms_store_officer_cb cb, void *ctx);
+int kms_sqlite_threshold_set(kms_store *store, const char *action_type, uint32_t threshold);
+int kms_sqlite_threshold_get(kms_store *store, const char *action_type, uint32_t *threshold);
+int kms_sqlite_threshold_list(kms_store *store, kms_store_threshold_cb cb, void *ctx);
 
 /* Quorum and lifecycle ops (store_sqlite_quorum.c), see store.h. */
 int kms_sqlite_instance_id(kms_store *store, uint8_t out[KMS_INSTANCE_ID_LEN]);

@@ -9,11 +9,6 @@
 #include "kms/log.h"
 #include "kms/store_sqlite_internal.h"
 
-static struct sqlite_store *impl(kms_store *s)
-{
-    return (struct sqlite_store *)s->impl;
-}
-
 /* Prepares sql (constant text from this file); NULL with the error set. */
 static sqlite3_stmt *prepare(struct sqlite_store *s, const char *sql, int *r)
 {
@@ -28,7 +23,7 @@ static sqlite3_stmt *prepare(struct sqlite_store *s, const char *sql, int *r)
 
 int kms_sqlite_instance_id(kms_store *store, uint8_t out[KMS_INSTANCE_ID_LEN])
 {
-    struct sqlite_store *s = impl(store);
+    struct sqlite_store *s = kms_sqlite_impl(store);
     int r = KMS_OK;
     kms_sqlite_lock(s);
     sqlite3_stmt *st = prepare(s, "SELECT id FROM instance", &r);
@@ -50,7 +45,7 @@ int kms_sqlite_instance_id(kms_store *store, uint8_t out[KMS_INSTANCE_ID_LEN])
 static int key_set(kms_store *store, const char *sql, const uint8_t id[KMS_KEY_ID_LEN],
                    sqlite3_int64 value)
 {
-    struct sqlite_store *s = impl(store);
+    struct sqlite_store *s = kms_sqlite_impl(store);
     int r = KMS_OK, rc;
     kms_sqlite_lock(s);
     sqlite3_stmt *st = prepare(s, sql, &r);
@@ -109,7 +104,7 @@ int kms_sqlite_action_create(kms_store *store, const kms_action_rec *a)
         a->bytes_len > KMS_ACTION_BYTES_MAX ||
         (!system && (a->threshold < KMS_THRESHOLD_MIN || a->state != KMS_ACTION_PENDING)))
         return kms_error_set(KMS_EINVAL, "store: action record incomplete");
-    struct sqlite_store *s = impl(store);
+    struct sqlite_store *s = kms_sqlite_impl(store);
     int r = KMS_OK, rc;
     kms_sqlite_lock(s);
     sqlite3_stmt *st = prepare(s,
@@ -232,7 +227,7 @@ static int action_read(struct sqlite_store *s, const uint8_t id[KMS_ACTION_ID_LE
 int kms_sqlite_action_get(kms_store *store, const uint8_t id[KMS_ACTION_ID_LEN],
                           kms_action_rec *out)
 {
-    struct sqlite_store *s = impl(store);
+    struct sqlite_store *s = kms_sqlite_impl(store);
     kms_sqlite_lock(s);
     int r = action_read(s, id, out);
     kms_sqlite_unlock(s);
@@ -242,7 +237,7 @@ int kms_sqlite_action_get(kms_store *store, const uint8_t id[KMS_ACTION_ID_LEN],
 int kms_sqlite_action_ids(kms_store *store, int pending_only, uint8_t (*ids)[KMS_ACTION_ID_LEN],
                           size_t cap, size_t *n)
 {
-    struct sqlite_store *s = impl(store);
+    struct sqlite_store *s = kms_sqlite_impl(store);
     int r = KMS_OK, rc;
     *n = 0;
     kms_sqlite_lock(s);
@@ -290,7 +285,7 @@ int kms_sqlite_action_approve(kms_store *store, const uint8_t id[KMS_ACTION_ID_L
     if (!valid_text(officer_id, KMS_OFFICER_ID_MAX) || sig == NULL || sig_len < 1 ||
         sig_len > KMS_SIGNATURE_MAX)
         return kms_error_set(KMS_EINVAL, "store: approval incomplete");
-    struct sqlite_store *s = impl(store);
+    struct sqlite_store *s = kms_sqlite_impl(store);
     kms_action_rec *a = malloc(sizeof(*a));
     int r, rc;
     *reached = 0;
@@ -353,7 +348,7 @@ int kms_sqlite_action_set_plan(kms_store *store, const uint8_t id[KMS_ACTION_ID_
 {
     if (plan == NULL || len > KMS_ACTION_PLAN_MAX)
         return kms_error_set(KMS_EINVAL, "store: plan too large");
-    struct sqlite_store *s = impl(store);
+    struct sqlite_store *s = kms_sqlite_impl(store);
     int r = KMS_OK, rc;
     kms_sqlite_lock(s);
     sqlite3_stmt *st = prepare(s, "UPDATE actions SET plan = ?2 WHERE id = ?1 AND state = 6", &r);
@@ -375,7 +370,7 @@ int kms_sqlite_action_finish(kms_store *store, const uint8_t id[KMS_ACTION_ID_LE
 {
     if ((state != KMS_ACTION_EXECUTED && state != KMS_ACTION_FAILED) || result == NULL)
         return kms_error_set(KMS_EINVAL, "store: bad final state");
-    struct sqlite_store *s = impl(store);
+    struct sqlite_store *s = kms_sqlite_impl(store);
     int r = KMS_OK, rc;
     char text[KMS_ACTION_RESULT_MAX + 1];
     snprintf(text, sizeof(text), "%s", result);
@@ -398,7 +393,7 @@ int kms_sqlite_action_finish(kms_store *store, const uint8_t id[KMS_ACTION_ID_LE
 
 int kms_sqlite_action_cancel(kms_store *store, const uint8_t id[KMS_ACTION_ID_LEN])
 {
-    struct sqlite_store *s = impl(store);
+    struct sqlite_store *s = kms_sqlite_impl(store);
     int changes = 0;
     kms_sqlite_lock(s);
     int r =
@@ -411,7 +406,7 @@ int kms_sqlite_action_cancel(kms_store *store, const uint8_t id[KMS_ACTION_ID_LE
 
 int kms_sqlite_action_expire(kms_store *store, int64_t now, size_t *n)
 {
-    struct sqlite_store *s = impl(store);
+    struct sqlite_store *s = kms_sqlite_impl(store);
     int r = KMS_OK, rc;
     *n = 0;
     kms_sqlite_lock(s);
