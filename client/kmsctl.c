@@ -31,6 +31,25 @@ static const struct {
     {"describe-key", kmsctl_cmd_describe_key, "NAME"},
     {"list-keys", kmsctl_cmd_list_keys, ""},
     {"health", kmsctl_cmd_health, ""},
+    {"officer", kmsctl_cmd_officer,
+     "keygen [--type p256|ed25519] --out PRIVATE.pem --pub-out PUBLIC.pem"},
+    {"propose", kmsctl_cmd_propose,
+     "ACTION [options]   (officers; see docs/kmsctl.md)\n"
+     "                        create-key --key N [--backend B] [--mode M] [--encrypt ID]...\n"
+     "                          [--decrypt ID]... [--reencrypt ID]... [--rotation-days D]\n"
+     "                        rotate-key --key N | cancel-key-deletion --key N\n"
+     "                        set-key-version-state --key N --version V --state enabled|disabled\n"
+     "                        set-min-decryption-version --key N --version V\n"
+     "                        schedule-key-deletion --key N [--days 7..30]\n"
+     "                        update-key-policy --key N [--encrypt ID]... [--decrypt ID]...\n"
+     "                          [--reencrypt ID]...\n"
+     "                        set-rotation-policy --key N --days D\n"
+     "                        add-officer --id ID --identity URI --signing-key-pub FILE\n"
+     "                        remove-officer --id ID | set-threshold --action TYPE --threshold N"},
+    {"actions", kmsctl_cmd_actions, "[--pending]"},
+    {"show-action", kmsctl_cmd_show_action, "ID"},
+    {"approve", kmsctl_cmd_approve, "ID [--signing-key FILE|pkcs11:URI] [--yes]"},
+    {"cancel", kmsctl_cmd_cancel, "ID"},
 };
 
 static void usage(FILE *f)
@@ -43,7 +62,8 @@ static void usage(FILE *f)
         fprintf(f, "  %-20s  %s\n", commands[i].name, commands[i].synopsis);
     fputs("FILE \"-\" is standard input or output (never raw bytes to a terminal).\n"
           "exit codes: 0 ok, 1 failure, 2 usage, 3 denied, 4 not found, 5 unavailable,\n"
-          "            6 invalid input (wrong context, tampered blob), 7 failed precondition\n",
+          "            6 invalid input (wrong context, tampered blob, bad signature),\n"
+          "            7 failed precondition or already done\n",
           f);
 }
 
@@ -73,6 +93,7 @@ static int exit_code(int status)
     case KMS_CLIENT_EARG:
         return KMSCTL_EXIT_INVALID;
     case KMS_CLIENT_FAILED_PRECONDITION:
+    case KMS_CLIENT_ALREADY_EXISTS:
         return KMSCTL_EXIT_PRECONDITION;
     case KMS_CLIENT_EFILE:
         return KMSCTL_EXIT_USAGE;

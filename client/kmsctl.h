@@ -20,7 +20,8 @@ enum {
     KMSCTL_EXIT_NOT_FOUND = 4,   /* NOT_FOUND */
     KMSCTL_EXIT_UNAVAILABLE = 5, /* UNAVAILABLE, DEADLINE_EXCEEDED */
     KMSCTL_EXIT_INVALID = 6,     /* INVALID_ARGUMENT: wrong context, tampered or bad input */
-    KMSCTL_EXIT_PRECONDITION = 7 /* FAILED_PRECONDITION: disabled version, pending deletion */
+    KMSCTL_EXIT_PRECONDITION = 7 /* FAILED_PRECONDITION (disabled version, pending deletion,
+                                    expired action), ALREADY_EXISTS (approved already) */
 };
 
 /* Connection settings: from the file, then command-line overrides. */
@@ -104,5 +105,12 @@ int kmsctl_cmd_reencrypt(kmsctl *k, int argc, char **argv);
 int kmsctl_cmd_describe_key(kmsctl *k, int argc, char **argv);
 int kmsctl_cmd_list_keys(kmsctl *k, int argc, char **argv);
 int kmsctl_cmd_health(kmsctl *k, int argc, char **argv);
+/* Officers (kmsctl_officer.c). */
+int kmsctl_cmd_officer(kmsctl *k, int argc, char **argv);
+int kmsctl_cmd_propose(kmsctl *k, int argc, char **argv);
+int kmsctl_cmd_actions(kmsctl *k, int argc, char **argv);
+int kmsctl_cmd_show_action(kmsctl *k, int argc, char **argv);
+int kmsctl_cmd_approve(kmsctl *k, int argc, char **argv);
+int kmsctl_cmd_cancel(kmsctl *k, int argc, char **argv);
 
 #endif

@@ -203,6 +203,79 @@ KMS_CLIENT_API void kms_client_key_list_free(kms_client_key_list *list);
 KMS_CLIENT_API int kms_client_health(kms_client *c, const char *service,
                                      kms_client_error *err) KMS_CLIENT_MUST_CHECK;
 
+/* ---- Quorum: for security officers (docs/officers.md, docs/approvals.md) ---- */
+
+typedef enum kms_client_action_state {
+    KMS_CLIENT_ACTION_PENDING = 1,
+    KMS_CLIENT_ACTION_EXECUTED = 2,
+    KMS_CLIENT_ACTION_CANCELLED = 3,
+    KMS_CLIENT_ACTION_EXPIRED = 4,
+    KMS_CLIENT_ACTION_FAILED = 5
+} kms_client_action_state;
+
+typedef struct kms_client_approval {
+    char *officer_id;
+    int64_t approved_at;
+} kms_client_approval;
+
+/* An action as the server holds it. action_bytes is the canonical
+ * kms.v1.ActionBody the digest covers: decode it yourself to see what you
+ * approve. */
+typedef struct kms_client_action {
+    uint8_t id[16];
+    uint8_t digest[32];
+    uint8_t instance_id[16];
+    int state; /* kms_client_action_state */
+    char *proposer;
+    kms_client_approval *approvals;
+    size_t n_approvals;
+    uint32_t threshold;
+    int64_t created_at, expires_at;
+    char *result;
+    uint8_t *action_bytes;
+    size_t action_bytes_len;
+} kms_client_action;
+
+/* action_body: a packed kms.v1.ActionBody. */
+KMS_CLIENT_API int kms_client_propose(kms_client *c, const uint8_t *action_body, size_t len,
+                                      kms_client_action *out,
+                                      kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+KMS_CLIENT_API int kms_client_approve(kms_client *c, const uint8_t id[16], const uint8_t *sig,
+                                      size_t sig_len, kms_client_action *out,
+                                      kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+KMS_CLIENT_API int kms_client_get_action(kms_client *c, const uint8_t id[16],
+                                         kms_client_action *out,
+                                         kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+KMS_CLIENT_API int kms_client_cancel_action(kms_client *c, const uint8_t id[16],
+                                            kms_client_action *out,
+                                            kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+/* Newest first; *out is an array of *n actions, freed with
+ * kms_client_action_list_free. */
+KMS_CLIENT_API int kms_client_list_actions(kms_client *c, int pending_only, kms_client_action **out,
+                                           size_t *n, kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+KMS_CLIENT_API void kms_client_action_free(kms_client_action *a);
+KMS_CLIENT_API void kms_client_action_list_free(kms_client_action *a, size_t n);
+
+/* Recomputes the digest from action_bytes, instance_id, id and expires_at
+ * (docs/approvals.md): KMS_CLIENT_OK if it equals a->digest, else
+ * KMS_CLIENT_EREPLY. Never sign a digest that was not recomputed. */
+KMS_CLIENT_API int
+kms_client_action_verify_digest(const kms_client_action *a) KMS_CLIENT_MUST_CHECK;
+
+/* Signs a 32-byte digest with the officer's private key: a PEM file (ECDSA
+ * P-256: ECDSA-SHA256, DER; Ed25519: 64 bytes), or a "pkcs11:" URI through
+ * OpenSSL's pkcs11 engine (libp11; module from $KMS_PKCS11_MODULE, else
+ * p11-kit's proxy). *sig_len: capacity in, length out (256 is enough). */
+KMS_CLIENT_API int kms_client_sign_digest(const char *key, const uint8_t digest[32], uint8_t *sig,
+                                          size_t *sig_len,
+                                          kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+
+/* Writes a new signing key pair: type "p256" or "ed25519"; the private key
+ * (mode 0600, never overwriting a file) and its public key (PEM). */
+KMS_CLIENT_API int kms_client_keygen(const char *type, const char *private_out,
+                                     const char *public_out,
+                                     kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+
 /* "INVALID_ARGUMENT", "EFILE", ... for a kms_client_status. */
 KMS_CLIENT_API const char *kms_client_status_name(int status);
 
