@@ -1,0 +1,47 @@
+/* The TPM 2.0 backend (DESIGN §5, docs/tpm2.md): master key versions bound
+ * to a TPM through tpm2-tss ESAPI.
+ *
+ *   sealed   (default) each version is a sealed data object under a
+ *            persistent storage primary, optionally bound to PCRs; kmsd
+ *            unseals it once into locked memory and wraps with AES-256-GCM
+ *            in software. At rest the key is useless without this TPM.
+ *   resident each version is an HMAC key that never leaves the TPM; every
+ *            wrap/unwrap derives a one-time AES-256 key with TPM2_HMAC over
+ *            the blob's random IV. One TPM command per operation: slow on
+ *            real chips.
+ *
+ * kms_tpm2_open makes both backends over one connection: "tpm2" (sealed)
+ * and "tpm2-resident". Exactly one process may own the TPM (transient
+ * objects are flushed at open). */
+#ifndef KMS_TPM2_H
+#define KMS_TPM2_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kms/backend.h"
+
+#define KMS_TPM2_DEFAULT_PRIMARY 0x81000101u
+
+typedef enum kms_tpm2_mode { KMS_TPM2_SEALED = 0, KMS_TPM2_RESIDENT = 1 } kms_tpm2_mode;
+
+typedef struct kms_tpm2_config {
+    const char *tcti;        /* "device:/dev/tpmrm0", "swtpm:host=127.0.0.1,port=2321" */
+    uint32_t primary_handle; /* persistent storage primary; 0: KMS_TPM2_DEFAULT_PRIMARY */
+    uint32_t pcr_mask; /* sealed keys: SHA-256 PCRs (bit n = PCR n, 0..23) they are bound to */
+} kms_tpm2_config;
+
+/* Connects, starts the TPM if needed, flushes leftover transient objects
+ * and finds the primary (KMS_EPRECOND if it was never provisioned). Makes
+ * the sealed backend and (if resident is not NULL) the resident one; close
+ * each with its ops->close. */
+int kms_tpm2_open(const kms_tpm2_config *cfg, kms_backend **sealed,
+                  kms_backend **resident) KMS_MUST_CHECK;
+
+/* Creates the persistent storage primary if absent (kmsd init). Idempotent. */
+int kms_tpm2_provision(const kms_tpm2_config *cfg) KMS_MUST_CHECK;
+
+/* Parses "16,23" (or "") into a PCR mask. KMS_EINVAL for anything else. */
+int kms_tpm2_parse_pcrs(const char *list, uint32_t *mask) KMS_MUST_CHECK;
+
+#endif
