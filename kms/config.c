@@ -46,6 +46,10 @@ static const struct setting {
     {"quorum.action_ttl", T_UINT, offsetof(kms_config, action_ttl), 60, 30u * 86400u},
     {"quorum.sweep_interval_ms", T_UINT, offsetof(kms_config, sweep_interval_ms), 10, 3600000},
     {"test_clock_file", T_PATH, offsetof(kms_config, test_clock_file), 0, 0},
+    {"tpm2.tcti", T_STRING, offsetof(kms_config, tpm2_tcti), 0, 0},
+    {"tpm2.primary_handle", T_UINT, offsetof(kms_config, tpm2_primary_handle), 0x81000000u,
+     0x81FFFFFFu},
+    {"tpm2.pcrs", T_STRING, offsetof(kms_config, tpm2_pcrs), 0, 0},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -607,8 +611,8 @@ static int walk_settings(struct walk *w, yaml_node_t *map, const char *prefix)
         int n = snprintf(name, sizeof(name), "%s%s", prefix, k);
         if (n < 0 || (size_t)n >= sizeof(name))
             return kms_error_set(KMS_EINVAL, "line %lu: unknown setting", line_of(v));
-        if (prefix[0] == '\0' &&
-            (strcmp(k, "tls") == 0 || strcmp(k, "pkcs11") == 0 || strcmp(k, "quorum") == 0)) {
+        if (prefix[0] == '\0' && (strcmp(k, "tls") == 0 || strcmp(k, "pkcs11") == 0 ||
+                                  strcmp(k, "quorum") == 0 || strcmp(k, "tpm2") == 0)) {
             char sub[NAME_MAX_LEN];
             snprintf(sub, sizeof(sub), "%s.", k);
             KMS_GUARD(walk_settings(w, v, sub));

@@ -2,6 +2,7 @@
  *
  *   kmsd [--config FILE] [options] run     serve the API over mutual TLS
  *   kmsd [--config FILE] [options] init    the key ceremony (once)
+ *   kmsd [--config FILE] [options] tpm2-provision   make the TPM's storage primary
  *
  * Exit status: 0 success (including a clean shutdown on SIGTERM/SIGINT),
  * 1 runtime failure, 2 usage or configuration error. */
@@ -32,6 +33,7 @@
 #include "kms/secret.h"
 #include "kms/server.h"
 #include "pkcs11/kms_p11.h"
+#include "tpm2/kms_tpm2.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -39,11 +41,13 @@
 #define MAX_OPTS 1024
 
 static const char usage_text[] =
-    "usage: kmsd [--config FILE] [options] run|init\n"
+    "usage: kmsd [--config FILE] [options] run|init|tpm2-provision\n"
     "\n"
     "  run    serve the kms API over mutual TLS (prints \"kmsd ready on HOST:PORT\")\n"
     "  init   the key ceremony: create the database, check the HSM token, register\n"
     "         the first officers and thresholds and create the first keys (once)\n"
+    "  tpm2-provision   create the TPM's persistent storage primary (a TPM added\n"
+    "         after init; init does it when tpm2.tcti is set)\n"
     "\n"
     "settings (override the config file; docs/configuration.md):\n"
     "  --config FILE              YAML configuration file\n"
@@ -63,6 +67,9 @@ static const char usage_text[] =
     "  --insecure-dev             plaintext listener without client identity (development\n"
     "                             only; every caller is \"" KMS_RPC_INSECURE_IDENTITY "\")\n"
     "  --test-clock FILE          tests only: read the time (unix seconds) from FILE\n"
+    "  --tpm2-tcti TCTI           also serve keys on a TPM 2.0 (device:/dev/tpmrm0,\n"
+    "                             swtpm:host=127.0.0.1,port=N)\n"
+    "  --tpm2-pcrs LIST           bind new sealed TPM keys to these PCRs (\"16,17\")\n"
     "\n"
     "init only:\n"
     "  --officer ID,IDENTITY,PUBKEY_PEM   an officer (repeat; at least 2)\n"
@@ -95,6 +102,8 @@ enum {
     OPT_ALLOW_DECRYPT,
     OPT_ALLOW_REENCRYPT,
     OPT_TEST_CLOCK,
+    OPT_TPM2_TCTI,
+    OPT_TPM2_PCRS,
     OPT_HELP,
 };
 
@@ -121,6 +130,8 @@ static const struct option long_options[] = {
     {"allow-decrypt", required_argument, NULL, OPT_ALLOW_DECRYPT},
     {"allow-reencrypt", required_argument, NULL, OPT_ALLOW_REENCRYPT},
     {"test-clock", required_argument, NULL, OPT_TEST_CLOCK},
+    {"tpm2-tcti", required_argument, NULL, OPT_TPM2_TCTI},
+    {"tpm2-pcrs", required_argument, NULL, OPT_TPM2_PCRS},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -157,6 +168,10 @@ static const char *setting_of(int opt)
         return "max_send_message_size";
     case OPT_TEST_CLOCK:
         return "test_clock_file";
+    case OPT_TPM2_TCTI:
+        return "tpm2.tcti";
+    case OPT_TPM2_PCRS:
+        return "tpm2.pcrs";
     default:
         return NULL;
     }
@@ -283,6 +298,7 @@ struct daemon {
     kms_keyring *keyring;
     kms_policy *policy;
     kms_quorum *quorum;
+    kms_backend *tpm2_sealed, *tpm2_resident; /* NULL unless tpm2.tcti is set */
     /* the sweeper thread (quorum expiry, scheduled deletion, rotation) */
     pthread_t sweeper;
     int sweeper_up, stopping;
@@ -374,6 +390,17 @@ static int open_core(struct daemon *d, int must_exist)
     kms_keyring_config kc = {.clock = {d->cfg.test_clock_file}};
     KMS_GUARD(kms_keyring_open(d->store, &kc, &d->keyring));
     KMS_GUARD(kms_keyring_add_backend(d->keyring, d->backend));
+    if (d->cfg.tpm2_tcti != NULL) {
+        kms_tpm2_config tc = {.tcti = d->cfg.tpm2_tcti,
+                              .primary_handle = d->cfg.tpm2_primary_handle};
+        KMS_GUARD(kms_tpm2_parse_pcrs(d->cfg.tpm2_pcrs, &tc.pcr_mask));
+        /* init (and tpm2-provision) make the primary; run needs it. */
+        if (!must_exist)
+            KMS_GUARD(kms_tpm2_provision(&tc));
+        KMS_GUARD(kms_tpm2_open(&tc, &d->tpm2_sealed, &d->tpm2_resident));
+        KMS_GUARD(kms_keyring_add_backend(d->keyring, d->tpm2_sealed));
+        KMS_GUARD(kms_keyring_add_backend(d->keyring, d->tpm2_resident));
+    }
     return KMS_OK;
 }
 
@@ -386,10 +413,25 @@ static void close_core(struct daemon *d)
         d->store->ops->close(d->store);
     if (d->backend)
         d->backend->ops->close(d->backend);
+    if (d->tpm2_sealed)
+        d->tpm2_sealed->ops->close(d->tpm2_sealed);
+    if (d->tpm2_resident)
+        d->tpm2_resident->ops->close(d->tpm2_resident);
+    d->tpm2_sealed = d->tpm2_resident = NULL;
     d->policy = NULL;
     d->keyring = NULL;
     d->store = NULL;
     d->backend = NULL;
+}
+
+/* Makes the TPM's storage primary for an existing database (a TPM added
+ * after `kmsd init`). */
+static int cmd_tpm2_provision(struct daemon *d)
+{
+    if (d->cfg.tpm2_tcti == NULL)
+        return kms_error_set(KMS_EINVAL, "tpm2-provision needs tpm2.tcti (or --tpm2-tcti)");
+    kms_tpm2_config tc = {.tcti = d->cfg.tpm2_tcti, .primary_handle = d->cfg.tpm2_primary_handle};
+    return kms_tpm2_provision(&tc);
 }
 
 static int cmd_init(struct daemon *d)
@@ -527,11 +569,13 @@ int main(int argc, char **argv)
         n_opts++;
     }
     if (optind != argc - 1 ||
-        (strcmp(argv[optind], "run") != 0 && strcmp(argv[optind], "init") != 0)) {
+        (strcmp(argv[optind], "run") != 0 && strcmp(argv[optind], "init") != 0 &&
+         strcmp(argv[optind], "tpm2-provision") != 0)) {
         fputs(usage_text, stderr);
         return EXIT_USAGE;
     }
     int init = strcmp(argv[optind], "init") == 0;
+    int provision = strcmp(argv[optind], "tpm2-provision") == 0;
 
     if ((r = kms_config_init(&d.cfg)) != 0 ||
         (config != NULL && (r = kms_config_load_file(&d.cfg, config)) != 0))
@@ -548,7 +592,7 @@ int main(int argc, char **argv)
     status = EXIT_RUNTIME;
     if ((r = harden_process()) != 0)
         goto fail;
-    r = init ? cmd_init(&d) : cmd_run(&d, &stop);
+    r = provision ? cmd_tpm2_provision(&d) : init ? cmd_init(&d) : cmd_run(&d, &stop);
     if (r != 0)
         goto fail;
     close_core(&d);

@@ -1,0 +1,285 @@
+/* kmsd with its TPM2 backend on a real swtpm (and SoftHSM2 beside it),
+ * driven through libkmsclient: keys created by quorum in sealed and
+ * resident mode, data-plane round trips and negatives, rotation, a TPM
+ * reset, the TPM stopped and restarted, and a PCR-bound sealed key refused
+ * after the PCR changed while kmsd stays up. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "kms/client.h"
+#include "kms/v1/kms.pb-c.h"
+#include "kmsd_fixture.h"
+#include "swtpm_fixture.h"
+
+static kms_test_kmsd K;
+static kms_test_swtpm T;
+static kms_client *APP, *O1, *O2;
+static const kms_client_context_entry CTX[] = {{"purpose", "tpm-test"}};
+
+static kms_client *open_as(const char *name)
+{
+    char ca[400], cert[400], key[400], f1[64], f2[64];
+    snprintf(f1, sizeof(f1), "%s.pem", name);
+    snprintf(f2, sizeof(f2), "%s-key.pem", name);
+    kms_client_options o = {.target = K.target,
+                            .ca_file = kms_test_kmsd_pki(&K, "ca.pem", ca, sizeof(ca)),
+                            .cert_file = kms_test_kmsd_pki(&K, f1, cert, sizeof(cert)),
+                            .key_file = kms_test_kmsd_pki(&K, f2, key, sizeof(key)),
+                            .timeout_ms = 20000};
+    kms_client *c = NULL;
+    kms_client_error err;
+    assert_int_equal(kms_client_open(&o, &c, &err), 0);
+    return c;
+}
+
+static void start_kmsd(void)
+{
+    const char *extra[] = {"--tpm2-tcti", T.tcti, "--tpm2-pcrs", "17", NULL};
+    kms_test_kmsd_start(&K, extra);
+    APP = open_as("app");
+    O1 = open_as("officer1");
+    O2 = open_as("officer2");
+}
+
+static void stop_kmsd(void)
+{
+    kms_client_close(APP);
+    kms_client_close(O1);
+    kms_client_close(O2);
+    APP = O1 = O2 = NULL;
+    assert_int_equal(kms_test_kmsd_stop(&K, SIGTERM), 0);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    setenv("TSS2_LOG", "all+none", 1);
+    kms_test_swtpm_start(&T);
+    kms_test_kmsd_setup(&K);
+    /* The database was made without a TPM: provision it now. */
+    char out[4096];
+    const char *argv[] = {"--config", K.config, "--tpm2-tcti", T.tcti, "tpm2-provision", NULL};
+    if (kms_test_kmsd_run(argv, out, sizeof(out)) != 0)
+        fail_msg("tpm2-provision: %s", out);
+    start_kmsd();
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    stop_kmsd();
+    kms_test_kmsd_teardown(&K);
+    kms_test_swtpm_destroy(&T);
+    return 0;
+}
+
+/* Signs and approves as officer (1 or 2). */
+static kms_client_action approve_as(kms_client *c, int officer, const kms_client_action *a)
+{
+    char name[64], path[400];
+    snprintf(name, sizeof(name), "officer%d-signing-key.pem", officer);
+    uint8_t sig[256];
+    size_t n = sizeof(sig);
+    kms_client_error err;
+    assert_int_equal(kms_client_action_verify_digest(a), 0);
+    assert_int_equal(kms_client_sign_digest(kms_test_kmsd_pki(&K, name, path, sizeof(path)),
+                                            a->digest, sig, &n, &err),
+                     0);
+    kms_client_action done;
+    if (kms_client_approve(c, a->id, sig, n, &done, &err) != 0)
+        fail_msg("approve: %s", err.message);
+    return done;
+}
+
+/* Proposes body (packed here) and approves it 2 of 3; returns the result. */
+static void pass(Kms__V1__ActionBody *b, char *result, size_t cap)
+{
+    size_t len = protobuf_c_message_get_packed_size(&b->base);
+    uint8_t buf[4096];
+    assert_true(len <= sizeof(buf));
+    protobuf_c_message_pack(&b->base, buf);
+    kms_client_action a, d1, d2;
+    kms_client_error err;
+    if (kms_client_propose(O1, buf, len, &a, &err) != 0)
+        fail_msg("propose: %s", err.message);
+    d1 = approve_as(O1, 1, &a);
+    d2 = approve_as(O2, 2, &a);
+    if (d2.state != KMS_CLIENT_ACTION_EXECUTED)
+        fail_msg("not executed: %s", d2.result);
+    snprintf(result, cap, "%s", d2.result);
+    kms_client_action_free(&a);
+    kms_client_action_free(&d1);
+    kms_client_action_free(&d2);
+}
+
+static void create_key(const char *name, const char *mode)
+{
+    char *ids[] = {KMS_TEST_APP_ID};
+    Kms__V1__KeyPolicy pol = KMS__V1__KEY_POLICY__INIT;
+    Kms__V1__CreateKey ck = KMS__V1__CREATE_KEY__INIT;
+    Kms__V1__ActionBody b = KMS__V1__ACTION_BODY__INIT;
+    pol.encrypt = pol.decrypt = pol.reencrypt = ids;
+    pol.n_encrypt = pol.n_decrypt = pol.n_reencrypt = 1;
+    ck.key_name = (char *)name;
+    ck.backend = "tpm2";
+    ck.backend_mode = (char *)mode;
+    ck.policy = &pol;
+    b.action_case = KMS__V1__ACTION_BODY__ACTION_CREATE_KEY;
+    b.create_key = &ck;
+    char res[300];
+    pass(&b, res, sizeof(res));
+    assert_non_null(strstr(res, "created"));
+}
+
+static int enc(const char *key, kms_client_result *out)
+{
+    kms_client_error err;
+    static const uint8_t msg[] = "bound to the chip";
+    return kms_client_encrypt(APP, key, msg, sizeof(msg), CTX, 1, out, &err);
+}
+
+static int dec(const kms_client_result *ct)
+{
+    kms_client_result pt;
+    kms_client_error err;
+    int r = kms_client_decrypt(APP, ct->blob, ct->blob_len, CTX, 1, &pt, &err);
+    if (r == 0) {
+        assert_memory_equal(pt.plaintext, "bound to the chip", 18);
+        kms_client_result_free(&pt);
+    }
+    return r;
+}
+
+static void keys_on_the_tpm(void **state)
+{
+    (void)state;
+    create_key("tpm-sealed", "sealed");
+    create_key("tpm-resident", "resident");
+    const char *names[] = {"tpm-sealed", "tpm-resident"}, *modes[] = {"sealed", "resident"};
+    for (int i = 0; i < 2; i++) {
+        kms_client_key k;
+        kms_client_error err;
+        assert_int_equal(kms_client_describe_key(APP, names[i], &k, &err), 0);
+        assert_string_equal(k.backend, "tpm2");
+        assert_string_equal(k.backend_mode, modes[i]);
+        kms_client_key_free(&k);
+        kms_client_result ct, dk, pt;
+        assert_int_equal(enc(names[i], &ct), 0);
+        assert_int_equal(dec(&ct), 0);
+        assert_int_equal(
+            kms_client_generate_data_key(APP, names[i], KMS_CLIENT_AES_256, CTX, 1, 0, &dk, &err),
+            0);
+        assert_int_equal(kms_client_decrypt(APP, dk.blob, dk.blob_len, CTX, 1, &pt, &err), 0);
+        assert_memory_equal(pt.plaintext, dk.plaintext, 32);
+        /* Negatives: wrong context, tampered, another key's id. */
+        assert_int_equal(kms_client_decrypt(APP, ct.blob, ct.blob_len, NULL, 0, &pt, &err),
+                         KMS_CLIENT_INVALID_ARGUMENT);
+        ct.blob[ct.blob_len - 3] ^= 1;
+        assert_int_equal(dec(&ct), KMS_CLIENT_INVALID_ARGUMENT);
+        ct.blob[ct.blob_len - 3] ^= 1;
+        ct.blob[3] ^= 1;
+        assert_int_equal(dec(&ct), KMS_CLIENT_NOT_FOUND);
+        ct.blob[3] ^= 1;
+        /* ReEncrypt between the HSM and the TPM. */
+        kms_client_result moved, back;
+        assert_int_equal(
+            kms_client_reencrypt(APP, ct.blob, ct.blob_len, CTX, 1, "demo", CTX, 1, &moved, &err),
+            0);
+        assert_int_equal(kms_client_reencrypt(APP, moved.blob, moved.blob_len, CTX, 1, names[i],
+                                              CTX, 1, &back, &err),
+                         0);
+        assert_int_equal(dec(&back), 0);
+        kms_client_result_free(&ct);
+        kms_client_result_free(&dk);
+        kms_client_result_free(&pt);
+        kms_client_result_free(&moved);
+        kms_client_result_free(&back);
+    }
+}
+
+static void rotation(void **state)
+{
+    (void)state;
+    kms_client_result v1, v2;
+    assert_int_equal(enc("tpm-resident", &v1), 0);
+    Kms__V1__RotateKey rk = KMS__V1__ROTATE_KEY__INIT;
+    Kms__V1__ActionBody b = KMS__V1__ACTION_BODY__INIT;
+    rk.key_name = "tpm-resident";
+    b.action_case = KMS__V1__ACTION_BODY__ACTION_ROTATE_KEY;
+    b.rotate_key = &rk;
+    char res[300];
+    pass(&b, res, sizeof(res));
+    assert_non_null(strstr(res, "version 2"));
+    assert_int_equal(enc("tpm-resident", &v2), 0);
+    assert_int_equal(v2.key_version, 2);
+    assert_int_equal(dec(&v1), 0);
+    assert_int_equal(dec(&v2), 0);
+    kms_client_result_free(&v1);
+    kms_client_result_free(&v2);
+}
+
+static void reset_stop_restart(void **state)
+{
+    (void)state;
+    kms_client_result ct, ct2;
+    kms_client_error err;
+    assert_int_equal(enc("tpm-resident", &ct), 0);
+    kms_test_swtpm_reset(&T);
+    assert_int_equal(dec(&ct), 0); /* recovered: Startup again, same primary */
+    kms_test_swtpm_stop(&T);
+    assert_int_equal(enc("tpm-resident", &ct2), KMS_CLIENT_UNAVAILABLE);
+    assert_int_equal(dec(&ct), KMS_CLIENT_UNAVAILABLE);
+    assert_int_equal(kms_client_health(APP, "", &err), 0); /* kmsd itself is up */
+    kms_test_swtpm_resume(&T);
+    int r = -1;
+    for (int i = 0; i < 50 && r != 0; i++) {
+        r = dec(&ct);
+        if (r != 0)
+            usleep(100 * 1000);
+    }
+    assert_int_equal(r, 0);
+    kms_client_result_free(&ct);
+}
+
+static void pcr_bound_key(void **state)
+{
+    (void)state;
+    kms_client_result sealed, resident;
+    kms_client_error err;
+    assert_int_equal(enc("tpm-sealed", &sealed), 0);
+    assert_int_equal(enc("tpm-resident", &resident), 0);
+    stop_kmsd();
+    assert_int_equal(kms_test_swtpm_extend17(&T), 0);
+    start_kmsd();
+    /* The sealed key (bound to PCR 17) no longer unseals; kmsd stays up. */
+    assert_int_equal(dec(&sealed), KMS_CLIENT_FAILED_PRECONDITION);
+    assert_int_equal(enc("tpm-sealed", &sealed), KMS_CLIENT_FAILED_PRECONDITION);
+    assert_int_equal(kms_client_health(APP, "", &err), 0);
+    assert_int_equal(dec(&resident), 0);
+    kms_client_result r2;
+    assert_int_equal(enc("demo", &r2), 0);
+    kms_client_result_free(&r2);
+    kms_client_result_free(&sealed);
+    kms_client_result_free(&resident);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(keys_on_the_tpm),
+        cmocka_unit_test(rotation),
+        cmocka_unit_test(reset_stop_restart),
+        cmocka_unit_test(pcr_bound_key),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
