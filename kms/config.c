@@ -91,7 +91,12 @@ static int parse_ull(const char *s, unsigned long long min, unsigned long long m
         return KMS_EINVAL;
     errno = 0;
     char *end = NULL;
-    unsigned long long v = strtoull(s, &end, 10);
+    /* Decimal, or hex with 0x (TPM handles); never octal. */
+    int hex = s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
+    if (hex && !((s[2] >= '0' && s[2] <= '9') || (s[2] >= 'a' && s[2] <= 'f') ||
+                 (s[2] >= 'A' && s[2] <= 'F')))
+        return KMS_EINVAL;
+    unsigned long long v = strtoull(hex ? s + 2 : s, &end, hex ? 16 : 10);
     if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
         return KMS_EINVAL;
     *out = v;

@@ -197,7 +197,7 @@ int kms_tpm2_parse_pcrs(const char *list, uint32_t *mask)
             return kms_error_set(KMS_EINVAL, "tpm2.pcrs: PCR numbers 0..23, comma-separated");
         m |= 1u << v;
         p = end;
-        if (*p == ',')
+        if (*p == ',' && p[1] != '\0')
             p++;
         else if (*p != '\0')
             return kms_error_set(KMS_EINVAL, "tpm2.pcrs: PCR numbers 0..23, comma-separated");

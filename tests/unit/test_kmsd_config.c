@@ -238,6 +238,36 @@ static void empty_file_and_sizes(void **state)
     kms_config_free(&c);
 }
 
+static void quorum_and_tpm2_settings(void **state)
+{
+    (void)state;
+    kms_config c;
+    assert_int_equal(kms_config_init(&c), KMS_OK);
+    assert_int_equal(load(&c, "quorum:\n  action_ttl: 3600\n  sweep_interval_ms: 250\n"
+                              "tpm2:\n  tcti: swtpm:host=127.0.0.1,port=2321\n"
+                              "  primary_handle: 0x81000102\n  pcrs: \"16,17\"\n"
+                              "test_clock_file: clock\n"),
+                     KMS_OK);
+    assert_int_equal(c.action_ttl, 3600);
+    assert_int_equal(c.sweep_interval_ms, 250);
+    assert_string_equal(c.tpm2_tcti, "swtpm:host=127.0.0.1,port=2321");
+    assert_int_equal(c.tpm2_primary_handle, 0x81000102u);
+    assert_string_equal(c.tpm2_pcrs, "16,17");
+    assert_string_equal(c.test_clock_file, "/etc/kms/clock");
+    kms_config_free(&c);
+    static const char *const bad[] = {
+        "tpm2:\n  primary_handle: 0x7\n",        /* not a persistent handle */
+        "tpm2:\n  primary_handle: 0xg1000000\n", /* not hex */
+        "tpm2:\n  primary_handle: 0x\n",         "quorum:\n  action_ttl: 59\n",
+        "quorum:\n  sweep_interval_ms: 0\n",     "tpm2:\n  unknown: 1\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(kms_config_init(&c), KMS_OK);
+        assert_int_equal(load(&c, bad[i]), KMS_EINVAL);
+        kms_config_free(&c);
+    }
+}
+
 static void load_file(void **state)
 {
     (void)state;
@@ -291,6 +321,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(defaults),
         cmocka_unit_test(every_setting),
+        cmocka_unit_test(quorum_and_tpm2_settings),
         cmocka_unit_test(command_line_overrides),
         cmocka_unit_test(bad_command_line_values),
         cmocka_unit_test(refused_files),
