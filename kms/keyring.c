@@ -567,10 +567,10 @@ int kms_keyring_destroy_key(kms_keyring *kr, const char *name, unsigned *destroy
         if (r == KMS_ENOTFOUND)
             r = KMS_OK;
         if (r == 0)
-            r = kr->store->ops->version_set_state(kr->store, e->rec.id, v->version,
-                                                  KMS_VERSION_DESTROYED);
+            r = kr->store->ops->version_destroy(kr->store, e->rec.id, v->version);
         if (r == 0) {
             v->state = KMS_VERSION_DESTROYED;
+            OPENSSL_cleanse(&v->ref, sizeof(v->ref));
             n++;
         }
     }

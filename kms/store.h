@@ -194,6 +194,11 @@ typedef struct kms_store_ops {
     int (*key_set_rotation)(kms_store *s, const uint8_t id[KMS_KEY_ID_LEN], uint32_t days);
     int (*key_set_deletion)(kms_store *s, const uint8_t id[KMS_KEY_ID_LEN], int64_t deletion_at);
 
+    /* Marks a version DESTROYED and overwrites its backend reference with a
+     * one-byte tombstone in the same statement: for a TPM the reference is
+     * the (TPM-wrapped) key itself, so this is the crypto-shredding. */
+    int (*version_destroy)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN], uint32_t version);
+
     /* A new PENDING action without approvals (threshold >= 2), or a record
      * of an automatic change: EXECUTED, threshold 0, proposer
      * KMS_SYSTEM_PROPOSER. KMS_EEXISTS if the id is taken. */

@@ -903,6 +903,7 @@ static const kms_store_ops sqlite_ops = {
     .key_set_min_decrypt = kms_sqlite_key_set_min_decrypt,
     .key_set_rotation = kms_sqlite_key_set_rotation,
     .key_set_deletion = kms_sqlite_key_set_deletion,
+    .version_destroy = kms_sqlite_version_destroy,
     .action_create = kms_sqlite_action_create,
     .action_get = kms_sqlite_action_get,
     .action_ids = kms_sqlite_action_ids,

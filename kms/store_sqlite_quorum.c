@@ -85,6 +85,29 @@ int kms_sqlite_key_set_deletion(kms_store *store, const uint8_t id[KMS_KEY_ID_LE
     return key_set(store, "UPDATE keys SET deletion_at = ?1 WHERE id = ?2", id, deletion_at);
 }
 
+int kms_sqlite_version_destroy(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
+                               uint32_t version)
+{
+    struct sqlite_store *s = kms_sqlite_impl(store);
+    int r = KMS_OK, rc;
+    kms_sqlite_lock(s);
+    sqlite3_stmt *st = prepare(s,
+                               "UPDATE key_versions SET state = 4, backend_ref = x'00'"
+                               " WHERE key_id = ?1 AND version = ?2",
+                               &r);
+    if (st != NULL) {
+        if ((rc = sqlite3_bind_blob(st, 1, key_id, KMS_KEY_ID_LEN, SQLITE_STATIC)) != SQLITE_OK ||
+            (rc = sqlite3_bind_int64(st, 2, version)) != SQLITE_OK ||
+            (rc = sqlite3_step(st)) != SQLITE_DONE)
+            r = kms_sqlite_error(s->db, rc, "version destroy");
+        else if (sqlite3_changes(s->db) != 1)
+            r = kms_error_set(KMS_ENOTFOUND, "store: no such key version");
+    }
+    sqlite3_finalize(st);
+    kms_sqlite_unlock(s);
+    return r;
+}
+
 /* ---- actions ------------------------------------------------------------------------ */
 
 static int valid_text(const char *t, size_t max)

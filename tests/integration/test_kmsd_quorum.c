@@ -566,6 +566,23 @@ static void scheduled_deletion(void **state)
         gone = objects_with_label(label) == 0;
     }
     assert_true(gone); /* crypto-shredded on the token */
+    /* ... and the stored references are overwritten (for a TPM they are the
+     * wrapped keys themselves). */
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(K.db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT count(*), sum(state = 4 AND backend_ref = x'00')"
+                                        " FROM key_versions v JOIN keys k ON k.id = v.key_id"
+                                        " WHERE k.name = 'locked'",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_true(sqlite3_column_int(st, 0) >= 1);
+    assert_int_equal(sqlite3_column_int(st, 0), sqlite3_column_int(st, 1));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
     m = describe("locked");
     for (size_t i = 0; i < m->n_versions; i++)
         assert_int_equal(m->versions[i]->state, KMS__V1__KEY_VERSION_STATE__DESTROYED);

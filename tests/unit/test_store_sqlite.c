@@ -1326,6 +1326,14 @@ static void lifecycle_settings(void **state)
     assert_int_equal(f->s->ops->key_set_rotation(f->s, a.id, 40000), KMS_EINVAL);
     uint8_t nope[KMS_KEY_ID_LEN] = {9};
     assert_int_equal(f->s->ops->key_set_deletion(f->s, nope, 1), KMS_ENOTFOUND);
+    /* Destroying a version overwrites its reference. */
+    kms_version_rec v;
+    assert_int_equal(f->s->ops->version_destroy(f->s, a.id, 1), KMS_OK);
+    assert_int_equal(f->s->ops->version_get(f->s, a.id, 1, &v), KMS_OK);
+    assert_int_equal(v.state, KMS_VERSION_DESTROYED);
+    assert_int_equal(v.ref.len, 1);
+    assert_int_equal(v.ref.bytes[0], 0);
+    assert_int_equal(f->s->ops->version_destroy(f->s, a.id, 9), KMS_ENOTFOUND);
     /* The instance id survives a reopen. */
     close_store(f);
     assert_int_equal(kms_store_sqlite_open(f->db, &f->s), KMS_OK);
