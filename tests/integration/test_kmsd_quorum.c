@@ -335,6 +335,26 @@ static void rotation_two_of_three(void **state)
     memcpy(moved, rr->ciphertext_blob.data, moved_len);
     protobuf_c_message_free_unpacked(&rr->base, NULL);
 
+    /* Disabling version 1 stops its blobs (FAILED_PRECONDITION); the primary
+     * cannot be disabled; enabling restores it. */
+    Kms__V1__SetKeyVersionState sv = KMS__V1__SET_KEY_VERSION_STATE__INIT;
+    Kms__V1__ActionBody vb = KMS__V1__ACTION_BODY__INIT;
+    sv.key_name = "demo";
+    sv.version = 1;
+    sv.state = KMS__V1__KEY_VERSION_STATE__DISABLED;
+    vb.action_case = KMS__V1__ACTION_BODY__ACTION_SET_KEY_VERSION_STATE;
+    vb.set_key_version_state = &sv;
+    pass(&vb);
+    assert_int_equal(decrypt(v1, v1_len), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(decrypt(v2, v2_len), GRPC_STATUS_OK);
+    sv.version = 2;
+    Kms__V1__Action *refused = NULL;
+    assert_int_equal(propose(O1, &vb, &refused), GRPC_STATUS_FAILED_PRECONDITION);
+    sv.version = 1;
+    sv.state = KMS__V1__KEY_VERSION_STATE__ENABLED;
+    pass(&vb);
+    assert_int_equal(decrypt(v1, v1_len), GRPC_STATUS_OK);
+
     /* SetMinDecryptionVersion 2: the v1 blob is refused, v2 blobs are fine. */
     Kms__V1__SetMinDecryptionVersion smv = KMS__V1__SET_MIN_DECRYPTION_VERSION__INIT;
     Kms__V1__ActionBody b = KMS__V1__ACTION_BODY__INIT;

@@ -210,22 +210,25 @@ static void keys_on_the_tpm(void **state)
 static void rotation(void **state)
 {
     (void)state;
-    kms_client_result v1, v2;
-    assert_int_equal(enc("tpm-resident", &v1), 0);
-    Kms__V1__RotateKey rk = KMS__V1__ROTATE_KEY__INIT;
-    Kms__V1__ActionBody b = KMS__V1__ACTION_BODY__INIT;
-    rk.key_name = "tpm-resident";
-    b.action_case = KMS__V1__ACTION_BODY__ACTION_ROTATE_KEY;
-    b.rotate_key = &rk;
-    char res[300];
-    pass(&b, res, sizeof(res));
-    assert_non_null(strstr(res, "version 2"));
-    assert_int_equal(enc("tpm-resident", &v2), 0);
-    assert_int_equal(v2.key_version, 2);
-    assert_int_equal(dec(&v1), 0);
-    assert_int_equal(dec(&v2), 0);
-    kms_client_result_free(&v1);
-    kms_client_result_free(&v2);
+    const char *names[] = {"tpm-sealed", "tpm-resident"};
+    for (int i = 0; i < 2; i++) {
+        kms_client_result v1, v2;
+        assert_int_equal(enc(names[i], &v1), 0);
+        Kms__V1__RotateKey rk = KMS__V1__ROTATE_KEY__INIT;
+        Kms__V1__ActionBody b = KMS__V1__ACTION_BODY__INIT;
+        rk.key_name = (char *)names[i];
+        b.action_case = KMS__V1__ACTION_BODY__ACTION_ROTATE_KEY;
+        b.rotate_key = &rk;
+        char res[300];
+        pass(&b, res, sizeof(res));
+        assert_non_null(strstr(res, "version 2"));
+        assert_int_equal(enc(names[i], &v2), 0);
+        assert_int_equal(v2.key_version, 2);
+        assert_int_equal(dec(&v1), 0);
+        assert_int_equal(dec(&v2), 0);
+        kms_client_result_free(&v1);
+        kms_client_result_free(&v2);
+    }
 }
 
 static void reset_stop_restart(void **state)
