@@ -84,7 +84,7 @@ out:
 
 /* ---- checks ---------------------------------------------------------------------------- */
 
-static int valid_officer_id(const char *id)
+int kms_ceremony_valid_officer_id(const char *id)
 {
     size_t n = strlen(id);
     /* "kmsd" proposes the changes kmsd makes by itself: never an officer. */
@@ -127,7 +127,7 @@ static int check_officers(const kms_config *cfg)
                              KMS_THRESHOLD_MIN, KMS_THRESHOLD_MIN, cfg->n_officers);
     for (size_t i = 0; i < cfg->n_officers; i++) {
         const kms_config_officer *o = &cfg->officers[i];
-        if (!valid_officer_id(o->id))
+        if (!kms_ceremony_valid_officer_id(o->id))
             return kms_error_set(KMS_EINVAL,
                                  "officer id \"%.64s\": use 1..%d of [A-Za-z0-9._-], not \"kmsd\"",
                                  o->id, KMS_OFFICER_ID_MAX);

@@ -140,20 +140,6 @@ static int max_threshold(void *ctx, const char *type, uint32_t t)
     return 0;
 }
 
-static int officer_id_ok(const char *id)
-{
-    size_t n = strlen(id);
-    if (n == 0 || n > KMS_OFFICER_ID_MAX || strcmp(id, KMS_SYSTEM_PROPOSER) == 0)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = id[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 static int known_type(const char *t)
 {
     for (size_t i = 0; i < kms_ceremony_n_action_types; i++)
@@ -213,7 +199,7 @@ static int validate_officers(kms_quorum *q, Kms__V1__ActionBody *b)
     KMS_GUARD(q->store->ops->officer_list(q->store, count_officer, &c));
     if (b->action_case == KMS__V1__ACTION_BODY__ACTION_ADD_OFFICER) {
         Kms__V1__AddOfficer *a = b->add_officer;
-        if (!officer_id_ok(a->officer_id))
+        if (!kms_ceremony_valid_officer_id(a->officer_id))
             return kms_error_set(KMS_EINVAL, "officer id: 1..64 of [A-Za-z0-9._-], not \"kmsd\"");
         size_t n = strlen(a->identity);
         if (n == 0 || n > KMS_IDENTITY_MAX)
@@ -240,7 +226,7 @@ static int validate_officers(kms_quorum *q, Kms__V1__ActionBody *b)
                                  "removing an officer would leave %zu, fewer than the largest "
                                  "threshold (%u): lower it first",
                                  c.n - 1, m);
-        if (!officer_id_ok(b->remove_officer->officer_id))
+        if (!kms_ceremony_valid_officer_id(b->remove_officer->officer_id))
             return kms_error_set(KMS_EINVAL, "invalid officer id");
         struct find_id f = {b->remove_officer->officer_id, 0};
         KMS_GUARD(q->store->ops->officer_list(q->store, match_id, &f));

@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "kmsctl_runner.h"
 #include "kmsd_fixture.h"
 
 static kms_test_kmsd K;
@@ -52,51 +53,18 @@ static void write_conf(const char *name, const char *who, const char *server)
     fclose(f);
 }
 
-static void slurp(const char *path, char *buf, size_t cap)
-{
-    FILE *f = fopen(path, "rb");
-    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
-    buf[n] = '\0';
-    if (f)
-        fclose(f);
-}
-
 /* Runs kmsctl with args (NULL-terminated); stdout in OUT, stderr in ERR. */
 static int kmsctl(const char *first, ...)
 {
-    const char *argv[40];
-    int n = 0;
-    argv[n++] = kmsctl_path();
+    const char *args[48];
+    size_t n = 0;
     va_list ap;
     va_start(ap, first);
-    for (const char *a = first; a != NULL && n < 39; a = va_arg(ap, const char *))
-        argv[n++] = a;
+    for (const char *a = first; a != NULL && n < 47; a = va_arg(ap, const char *))
+        args[n++] = a;
     va_end(ap);
-    argv[n] = NULL;
-    char o[400], e[400];
-    path_in(o, sizeof(o), "stdout");
-    path_in(e, sizeof(e), "stderr");
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fo = open(o, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int fe = open(e, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int fi = open("/dev/null", O_RDONLY);
-        if (fo < 0 || fe < 0 || fi < 0)
-            _exit(127);
-        dup2(fi, 0);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        unsetenv("KMSCTL_CONFIG");
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    slurp(o, OUT, sizeof(OUT));
-    slurp(e, ERR, sizeof(ERR));
-    assert_true(WIFEXITED(st));
-    return WEXITSTATUS(st);
+    args[n] = NULL;
+    return kms_test_kmsctl(DIR_, args, OUT, sizeof(OUT), ERR, sizeof(ERR));
 }
 
 /* The value of "name: value" in OUT (text output), copied to buf. */

@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "kmsctl_runner.h"
 #include "kmsd_fixture.h"
 
 static kms_test_kmsd K;
@@ -58,53 +59,18 @@ static void slurp(const char *path, char *buf, size_t cap)
         fclose(f);
 }
 
-/* Runs kmsctl (stdin /dev/null) with args; stdout in OUT, stderr in ERR. */
+/* Runs kmsctl with args (NULL-terminated); stdout in OUT, stderr in ERR. */
 static int kmsctl(const char *first, ...)
 {
-    const char *argv[48];
-    int n = 0;
-    argv[n++] = getenv("KMS_KMSCTL");
-    assert_non_null(argv[0]);
+    const char *args[48];
+    size_t n = 0;
     va_list ap;
     va_start(ap, first);
     for (const char *a = first; a != NULL && n < 47; a = va_arg(ap, const char *))
-        argv[n++] = a;
+        args[n++] = a;
     va_end(ap);
-    argv[n] = NULL;
-    char o[400], e[400];
-    path_in(o, sizeof(o), "stdout");
-    path_in(e, sizeof(e), "stderr");
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fo = open(o, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int fe = open(e, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int fi = open("/dev/null", O_RDONLY);
-        if (fo < 0 || fe < 0 || fi < 0)
-            _exit(127);
-        dup2(fi, 0);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        setsid(); /* no controlling terminal: approve must not prompt */
-        /* Under ASan: full allocation stacks, so that tests/lsan.supp can
-         * name libp11's leaks (its frames sit below libcrypto's). */
-        const char *asan = getenv("ASAN_OPTIONS");
-        char opts[512];
-        snprintf(opts, sizeof(opts), "%s%sfast_unwind_on_malloc=0", asan ? asan : "",
-                 asan && asan[0] ? ":" : "");
-        setenv("ASAN_OPTIONS", opts, 1);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    slurp(o, OUT, sizeof(OUT));
-    slurp(e, ERR, sizeof(ERR));
-    if (!WIFEXITED(st)) {
-        fputs(ERR, stderr);
-        fail_msg("kmsctl died (signal %d); its stderr is above", WTERMSIG(st));
-    }
-    return WEXITSTATUS(st);
+    args[n] = NULL;
+    return kms_test_kmsctl(DIR_, args, OUT, sizeof(OUT), ERR, sizeof(ERR));
 }
 
 /* The value of the last "name: value" line in OUT (approve prints the
