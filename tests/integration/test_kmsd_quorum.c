@@ -37,13 +37,18 @@ static char CLOCK[400];
 static int64_t NOW = 1900000000;
 static kms_tc *APP, *O1, *O2, *O3;
 
+/* Moves the test clock. Written aside and renamed, so that kmsd never reads
+ * a half-written file (it would fall back to real time). */
 static void set_clock(int64_t t)
 {
+    char tmp[420];
     NOW = t;
-    FILE *f = fopen(CLOCK, "w");
+    snprintf(tmp, sizeof(tmp), "%s.new", CLOCK);
+    FILE *f = fopen(tmp, "w");
     assert_non_null(f);
     fprintf(f, "%lld\n", (long long)t);
-    fclose(f);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(rename(tmp, CLOCK), 0);
 }
 
 static kms_tc *open_as(const char *name)
