@@ -46,34 +46,14 @@ static void iso_time(int64_t t, char *out, size_t cap)
         snprintf(out, cap, "%lld", (long long)t);
 }
 
+/* The oneof member's message name ("RotateKey"), from the descriptor. */
 static const char *type_of(const Kms__V1__ActionBody *b)
 {
-    switch (b->action_case) {
-    case KMS__V1__ACTION_BODY__ACTION_CREATE_KEY:
-        return "CreateKey";
-    case KMS__V1__ACTION_BODY__ACTION_ROTATE_KEY:
-        return "RotateKey";
-    case KMS__V1__ACTION_BODY__ACTION_SET_KEY_VERSION_STATE:
-        return "SetKeyVersionState";
-    case KMS__V1__ACTION_BODY__ACTION_SET_MIN_DECRYPTION_VERSION:
-        return "SetMinDecryptionVersion";
-    case KMS__V1__ACTION_BODY__ACTION_SCHEDULE_KEY_DELETION:
-        return "ScheduleKeyDeletion";
-    case KMS__V1__ACTION_BODY__ACTION_CANCEL_KEY_DELETION:
-        return "CancelKeyDeletion";
-    case KMS__V1__ACTION_BODY__ACTION_UPDATE_KEY_POLICY:
-        return "UpdateKeyPolicy";
-    case KMS__V1__ACTION_BODY__ACTION_SET_ROTATION_POLICY:
-        return "SetRotationPolicy";
-    case KMS__V1__ACTION_BODY__ACTION_ADD_OFFICER:
-        return "AddOfficer";
-    case KMS__V1__ACTION_BODY__ACTION_REMOVE_OFFICER:
-        return "RemoveOfficer";
-    case KMS__V1__ACTION_BODY__ACTION_SET_THRESHOLD:
-        return "SetThreshold";
-    default:
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(
+        &kms__v1__action_body__descriptor, (unsigned)b->action_case);
+    if (f == NULL || f->type != PROTOBUF_C_TYPE_MESSAGE)
         return "Unknown";
-    }
+    return ((const ProtobufCMessageDescriptor *)f->descriptor)->short_name;
 }
 
 static void list_field(kmsctl_out *o, const char *name, char **v, size_t n)
