@@ -6,8 +6,8 @@
  *
  * Target (DESIGN §10): sealed mode within 10 % of the PKCS#11 path (it
  * should be faster: the TPM is off the per-request path). Resident mode
- * costs TPM commands per operation (load, HMAC, flush) and is shown for
- * what it is. Tests never assert timings. */
+ * costs one TPM command per operation (TPM2_HMAC with the key kept loaded)
+ * and is shown for what it is. Tests never assert timings. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,9 +1,7 @@
 /* TPM2 backend: the ESYS context. Connecting through a TCTI, starting the
  * TPM, flushing leftovers, finding or provisioning the storage primary,
- * reconnecting after the TPM went away or was reset, and mapping TSS2 codes
- * to kms errors. Never retries an authorization failure, so one operator
- * attempt costs at most one dictionary-attack strike (our objects are NODA
- * with empty auth, so none at all). */
+ * reconnecting after the TPM went away or was reset; creating and loading
+ * objects under the primary. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,69 +11,6 @@
 
 #include "kms/log.h"
 #include "tpm2/tpm2_internal.h"
-
-#define RC_LAYER_MASK 0xFFFF0000u
-
-/* The TPM-layer code without its handle/session/parameter number. */
-static TSS2_RC base_code(TSS2_RC rc)
-{
-    if ((rc & RC_LAYER_MASK) != 0)
-        return rc;
-    if (rc & TPM2_RC_FMT1)
-        return rc & (0x3Fu | TPM2_RC_FMT1);
-    return rc & 0x97Fu; /* format 0: keep the warning bit */
-}
-
-int kms_tpm2_retryable(TSS2_RC rc)
-{
-    switch (base_code(rc)) {
-    case TPM2_RC_RETRY:
-    case TPM2_RC_YIELDED:
-    case TPM2_RC_TESTING:
-    case TPM2_RC_PCR_CHANGED:
-        return 1;
-    case TPM2_RC_INITIALIZE:
-        return 2;
-    default:
-        return 0;
-    }
-}
-
-int kms_tpm2_error(tpm2_device *d, TSS2_RC rc, const char *what)
-{
-    TSS2_RC b = base_code(rc);
-    const char *text = Tss2_RC_Decode(rc);
-    if ((rc & RC_LAYER_MASK) != 0 && (rc & RC_LAYER_MASK) != TSS2_RESMGR_TPM_RC_LAYER) {
-        /* TCTI, ESYS or SYS layer: the TPM is unreachable or the exchange broke. */
-        d->broken = 1;
-        return kms_error_set(KMS_EUNAVAIL, "tpm2: %s: %s", what, text);
-    }
-    switch (b) {
-    case TPM2_RC_POLICY_FAIL:
-    case TPM2_RC_PCR_CHANGED:
-        return kms_error_set(KMS_EPRECOND, "tpm2: %s: PCR policy not satisfied (%s)", what, text);
-    case TPM2_RC_INTEGRITY:
-    case TPM2_RC_BINDING:
-        return kms_error_set(KMS_EKEYCHECK,
-                             "tpm2: %s: the object does not belong to this TPM's primary (%s)",
-                             what, text);
-    case TPM2_RC_OBJECT_MEMORY:
-    case TPM2_RC_SESSION_MEMORY:
-    case TPM2_RC_RETRY:
-    case TPM2_RC_YIELDED:
-    case TPM2_RC_TESTING:
-    case TPM2_RC_INITIALIZE:
-        return kms_error_set(KMS_EUNAVAIL, "tpm2: %s: %s", what, text);
-    case TPM2_RC_HANDLE:
-        return kms_error_set(KMS_ENOTFOUND, "tpm2: %s: %s", what, text);
-    case TPM2_RC_AUTH_FAIL:
-    case TPM2_RC_BAD_AUTH:
-    case TPM2_RC_LOCKOUT:
-        return kms_error_set(KMS_EDENIED, "tpm2: %s: authorization refused (%s)", what, text);
-    default:
-        return kms_error_set(KMS_EINTERNAL, "tpm2: %s: %s", what, text);
-    }
-}
 
 /* Flushes every transient object and loaded session: one owner only. */
 static void flush_leftovers(tpm2_device *d)
@@ -115,7 +50,7 @@ static int find_primary(tpm2_device *d)
 static int startup(tpm2_device *d)
 {
     TSS2_RC rc = Esys_Startup(d->esys, TPM2_SU_CLEAR);
-    if (rc != TSS2_RC_SUCCESS && base_code(rc) != TPM2_RC_INITIALIZE)
+    if (rc != TSS2_RC_SUCCESS && kms_tpm2_rc_base(rc) != TPM2_RC_INITIALIZE)
         return kms_tpm2_error(d, rc, "startup");
     return KMS_OK;
 }
@@ -129,6 +64,42 @@ void kms_tpm2_disconnect(tpm2_device *d)
     d->esys = NULL;
     d->tcti = NULL;
     d->primary = ESYS_TR_NONE;
+    d->res_h = ESYS_TR_NONE; /* the context's handles went with it */
+    d->res_owner = 0;
+}
+
+void kms_tpm2_drop_cached(tpm2_device *d)
+{
+    if (d->res_h != ESYS_TR_NONE && d->esys != NULL &&
+        (d->broken || Esys_FlushContext(d->esys, d->res_h) != TSS2_RC_SUCCESS))
+        (void)Esys_TR_Close(d->esys, &d->res_h);
+    d->res_h = ESYS_TR_NONE;
+    d->res_owner = 0;
+}
+
+TSS2_RC kms_tpm2_create_object(tpm2_device *d, const TPM2B_SENSITIVE_CREATE *sens,
+                               const TPM2B_PUBLIC *tmpl, TPM2B_PUBLIC *pub, TPM2B_PRIVATE *priv)
+{
+    TPM2B_DATA outside = {0};
+    TPML_PCR_SELECTION none = {0};
+    TPM2B_PRIVATE *out_priv = NULL;
+    TPM2B_PUBLIC *out_pub = NULL;
+    TSS2_RC rc = Esys_Create(d->esys, d->primary, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+                             sens, tmpl, &outside, &none, &out_priv, &out_pub, NULL, NULL, NULL);
+    if (rc == TSS2_RC_SUCCESS) {
+        *priv = *out_priv;
+        *pub = *out_pub;
+    }
+    Esys_Free(out_priv);
+    Esys_Free(out_pub);
+    return rc;
+}
+
+TSS2_RC kms_tpm2_load(tpm2_device *d, const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv,
+                      ESYS_TR *h)
+{
+    return Esys_Load(d->esys, d->primary, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, priv, pub,
+                     h);
 }
 
 int kms_tpm2_connect(tpm2_device *d, int need_primary)
@@ -165,9 +136,22 @@ int kms_tpm2_ready(tpm2_device *d)
     return r;
 }
 
+int kms_tpm2_reconnect(tpm2_device *d)
+{
+    int r = kms_tpm2_connect(d, 1);
+    if (r == 0)
+        kms_log_info("tpm2: connection to %s lost during a command: reconnected", d->tcti_conf);
+    return r;
+}
+
 int kms_tpm2_restart(tpm2_device *d)
 {
     KMS_GUARD(startup(d));
+    /* A reset emptied the TPM's object memory: forget our handles. */
+    if (d->res_h != ESYS_TR_NONE)
+        (void)Esys_TR_Close(d->esys, &d->res_h);
+    d->res_h = ESYS_TR_NONE;
+    d->res_owner = 0;
     flush_leftovers(d);
     if (d->primary != ESYS_TR_NONE)
         (void)Esys_TR_Close(d->esys, &d->primary);
@@ -210,6 +194,7 @@ int kms_tpm2_provision(const kms_tpm2_config *cfg)
 {
     tpm2_device d;
     memset(&d, 0, sizeof(d));
+    d.res_h = ESYS_TR_NONE;
     d.cfg = *cfg;
     if (d.cfg.primary_handle == 0)
         d.cfg.primary_handle = KMS_TPM2_DEFAULT_PRIMARY;

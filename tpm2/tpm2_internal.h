@@ -1,15 +1,24 @@
-/* TPM2 backend internals shared by tpm2_device.c (the ESYS context: connect,
- * start-up, reconnect, error mapping, the primary), tpm2_ref.c (the stored
- * reference format) and tpm2_backend.c (the backend ops). */
+/* TPM2 backend internals, one file per concern:
+ *   tpm2_device.c   the ESYS context: connect, start-up, flush of leftovers,
+ *                   reconnect and restart, the storage primary
+ *   tpm2_rc.c       TSS2_RC -> kms error mapping and retry classification
+ *   tpm2_ref.c      the stored reference format
+ *   tpm2_seal.c     sealed mode: create with an optional PCR policy, unseal
+ *   tpm2_resident.c resident mode: HMAC keys, per-operation key derivation
+ *   tpm2_backend.c  the kms_backend ops and AES-256-GCM in software */
 #ifndef KMS_TPM2_INTERNAL_H
 #define KMS_TPM2_INTERNAL_H
 
 #include <pthread.h>
+#include <unistd.h>
 
 #include <tss2/tss2_esys.h>
 
 #include "kms/secret.h"
 #include "tpm2/kms_tpm2.h"
+
+#define TPM2_RESIDENT_LABEL "kms-tpm2-resident-v1"
+#define TPM2_MAX_TRIES 5
 
 typedef struct tpm2_device {
     kms_tpm2_config cfg;
@@ -20,27 +29,98 @@ typedef struct tpm2_device {
     ESYS_TR primary;
     int broken; /* the connection failed: reconnect before the next command */
     int refs;   /* backends sharing this device (under mu) */
+    /* Resident mode keeps the last used HMAC key loaded (one slot: swtpm
+     * has three, and unsealing needs two). res_owner is the opened key
+     * (kms_backend_key id) it belongs to; 0 when nothing is cached. */
+    ESYS_TR res_h;
+    uint64_t res_owner;
+    uint8_t res_key_id[KMS_KEY_ID_LEN]; /* the cached key's version, for destroy */
+    uint32_t res_version;
+    uint64_t next_owner;
 } tpm2_device;
 
+/* ---- the context (tpm2_device.c); all with the lock held or not yet shared ---- */
+
 /* Opens the context (TCTI, Startup, flush of transients); with need_primary
- * also finds the primary. Lock held or not yet shared. */
+ * also finds the primary. */
 int kms_tpm2_connect(tpm2_device *d, int need_primary);
 void kms_tpm2_disconnect(tpm2_device *d);
 
-/* Before a command (lock held): reconnects a broken context. */
+/* Before a command: reconnects a broken context. */
 int kms_tpm2_ready(tpm2_device *d);
+
+/* The connection broke during a command: connects again (new TCTI and
+ * ESYS context, Startup, flush, primary). */
+int kms_tpm2_reconnect(tpm2_device *d);
+
+/* Restarts the TPM after a reset (Startup CLEAR), forgets every transient
+ * handle and finds the primary again. */
+int kms_tpm2_restart(tpm2_device *d);
+
+/* Flushes the cached resident key, if any (or only forgets it when the
+ * TPM cannot be told). */
+void kms_tpm2_drop_cached(tpm2_device *d);
+
+/* Esys_Create / Esys_Load under the primary (password session, empty auth). */
+TSS2_RC kms_tpm2_create_object(tpm2_device *d, const TPM2B_SENSITIVE_CREATE *sens,
+                               const TPM2B_PUBLIC *tmpl, TPM2B_PUBLIC *pub, TPM2B_PRIVATE *priv);
+TSS2_RC kms_tpm2_load(tpm2_device *d, const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv,
+                      ESYS_TR *h);
+
+/* ---- return codes (tpm2_rc.c) ---- */
+
+/* The TPM-layer code without handle/session/parameter numbers; codes of
+ * other layers unchanged. */
+TSS2_RC kms_tpm2_rc_base(TSS2_RC rc);
 
 /* Maps a TSS2_RC to a kms error with a detail naming what failed; a
  * communication failure marks the device broken (KMS_EUNAVAIL). */
 int kms_tpm2_error(tpm2_device *d, TSS2_RC rc, const char *what);
 
-/* 1 for the codes worth retrying the same command for (RETRY, YIELDED,
- * TESTING, PCR_CHANGED); 2 for INITIALIZE (the TPM was reset: Startup and
- * retry once). */
+#define TPM2_RETRY_NO 0
+#define TPM2_RETRY_BACKOFF 1   /* RETRY, YIELDED, TESTING, PCR_CHANGED: same command again */
+#define TPM2_RETRY_RESTART 2   /* INITIALIZE: the TPM was reset; Startup and retry once */
+#define TPM2_RETRY_MEMORY 3    /* OBJECT_MEMORY: free the cached resident key, retry once */
+#define TPM2_RETRY_RECONNECT 4 /* TCTI layer: the connection broke; reconnect, retry once */
+/* Never TPM2_RETRY_* for AUTH_FAIL, BAD_AUTH or LOCKOUT: one operator
+ * attempt costs at most one dictionary-attack strike. */
 int kms_tpm2_retryable(TSS2_RC rc);
 
-/* Restarts the TPM after a reset (Startup CLEAR) and finds the primary. */
-int kms_tpm2_restart(tpm2_device *d);
+/* Runs `call` (a TSS2_RC expression, re-evaluated on each try) with the lock
+ * held: retries what the TPM asks to retry (at most TPM2_MAX_TRIES, with
+ * back-off), restarts once after a reset, reconnects once after a broken
+ * connection, frees the cached resident key once when the TPM is out of
+ * object slots. `call` must make every transient handle it uses itself (or
+ * take them from the device), since a restart or reconnect forgets them;
+ * repeating it must be harmless (it may have run before the link broke). */
+#define TPM2_RUN(d, rc, call)                                                                      \
+    do {                                                                                           \
+        int restarted_ = 0, freed_ = 0, reconnected_ = 0;                                          \
+        for (int try_ = 0; try_ < TPM2_MAX_TRIES; try_++) {                                        \
+            (rc) = (call);                                                                         \
+            int k_ = (rc) == TSS2_RC_SUCCESS ? TPM2_RETRY_NO : kms_tpm2_retryable(rc);             \
+            if (k_ == TPM2_RETRY_RESTART && !restarted_ && kms_tpm2_restart(d) == 0) {             \
+                restarted_ = 1;                                                                    \
+                continue;                                                                          \
+            }                                                                                      \
+            if (k_ == TPM2_RETRY_RECONNECT && !reconnected_) {                                     \
+                reconnected_ = 1;                                                                  \
+                if (kms_tpm2_reconnect(d) == 0)                                                    \
+                    continue;                                                                      \
+                break;                                                                             \
+            }                                                                                      \
+            if (k_ == TPM2_RETRY_MEMORY && !freed_ && (d)->res_h != ESYS_TR_NONE) {                \
+                freed_ = 1;                                                                        \
+                kms_tpm2_drop_cached(d);                                                           \
+                continue;                                                                          \
+            }                                                                                      \
+            if (k_ == TPM2_RETRY_BACKOFF) {                                                        \
+                usleep(2000u << try_);                                                             \
+                continue;                                                                          \
+            }                                                                                      \
+            break;                                                                                 \
+        }                                                                                          \
+    } while (0)
 
 /* ---- references (tpm2_ref.c) ---- */
 
@@ -61,5 +141,34 @@ int kms_tpm2_ref_decode(const kms_backend_ref *in, tpm2_ref *out);
 
 /* The PCR selection for a mask (SHA-256 bank). */
 void kms_tpm2_pcr_selection(uint32_t mask, TPML_PCR_SELECTION *sel);
+
+/* ---- sealed mode (tpm2_seal.c); lock held, context ready ---- */
+
+/* Creates a sealed object holding 32 random bytes (OpenSSL RAND_priv_bytes)
+ * bound to r->pcr_mask (none if 0); fills r->pub and r->priv. */
+int kms_tpm2_seal_create(tpm2_device *d, tpm2_ref *r);
+
+/* Loads, unseals and flushes r's object: *key (32 bytes, locked memory) is
+ * set only on success. KMS_EPRECOND naming the PCRs if their values
+ * changed; KMS_EKEYCHECK if the object is not ours or not a 32-byte key. */
+int kms_tpm2_seal_open(tpm2_device *d, const tpm2_ref *r, kms_secret **key);
+
+/* ---- resident mode (tpm2_resident.c); lock held, context ready ---- */
+
+/* Creates an HMAC-SHA256 key (sign only, generated in the TPM). */
+int kms_tpm2_resident_create(tpm2_device *d, tpm2_ref *r);
+
+/* Loads r's key (a check that it belongs to this TPM) and keeps it as the
+ * cached key of owner. */
+int kms_tpm2_resident_load(tpm2_device *d, uint64_t owner, const tpm2_ref *r);
+
+/* Flushes the cached key if it is version (key_id, version). */
+void kms_tpm2_resident_forget(tpm2_device *d, const uint8_t key_id[KMS_KEY_ID_LEN],
+                              uint32_t version);
+
+/* key = HMAC_TPM(r's key, label || key id || version BE || iv); the caller
+ * wipes key. Reloads the key if it is not the cached one. */
+int kms_tpm2_resident_derive(tpm2_device *d, uint64_t owner, const tpm2_ref *r,
+                             const uint8_t iv[KMS_GCM_IV_LEN], uint8_t key[32]);
 
 #endif

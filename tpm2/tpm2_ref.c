@@ -81,6 +81,15 @@ int kms_tpm2_ref_decode(const kms_backend_ref *in, tpm2_ref *out)
         Tss2_MU_TPM2B_PRIVATE_Unmarshal(b, priv_end, &off, &r.priv) != TSS2_RC_SUCCESS ||
         off != priv_end)
         return kms_error_set(KMS_ENOTFOUND, "tpm2: reference has a malformed private part");
+    if (r.pcr_mask >> 24)
+        return kms_error_set(KMS_ENOTFOUND, "tpm2: reference names PCRs beyond 23");
+    /* Only the canonical encoding is a reference: Tss2_MU does not check a
+     * TPM2B_PUBLIC's size field against the TPMT_PUBLIC it holds (found by
+     * fuzz_tpm2_ref), so the parts are encoded again and compared. */
+    kms_backend_ref again;
+    if (kms_tpm2_ref_encode(&r, &again) != KMS_OK || again.len != in->len ||
+        memcmp(again.bytes, b, in->len) != 0)
+        return kms_error_set(KMS_ENOTFOUND, "tpm2: reference is not in canonical form");
     *out = r;
     return KMS_OK;
 }

@@ -109,6 +109,23 @@ int kms_test_swtpm_extend17(kms_test_swtpm *s)
     return sh(cmd);
 }
 
+int kms_test_swtpm_tool(kms_test_swtpm *s, const char *args)
+{
+    char cmd[768];
+    snprintf(cmd, sizeof(cmd), "TPM2TOOLS_TCTI='%s' tpm2_%s >>%s/tools.log 2>&1", s->tcti, args,
+             s->dir);
+    return sh(cmd);
+}
+
+int kms_test_swtpm_pcrextend(kms_test_swtpm *s, int pcr)
+{
+    char args[160];
+    snprintf(args, sizeof(args),
+             "pcrextend %d:sha256=6b6d732d746573742d6576656e742d6b6d732d746573742d6576656e742d6b6d",
+             pcr);
+    return kms_test_swtpm_tool(s, args);
+}
+
 void kms_test_swtpm_destroy(kms_test_swtpm *s)
 {
     kms_test_swtpm_stop(s);

@@ -27,6 +27,14 @@ void kms_test_swtpm_reset(kms_test_swtpm *s);
 /* Changes PCR 17 (a hash sequence through swtpm's control channel, so it
  * works while another client holds the TPM). 0 on success. */
 int kms_test_swtpm_extend17(kms_test_swtpm *s);
+/* Extends SHA-256 PCR pcr with tpm2_pcrextend (TPM2TOOLS_TCTI = s->tcti).
+ * Works while a kms backend holds the TPM: swtpm serves one connection at
+ * a time, but the swtpm TCTI connects per command. 0 on success. */
+int kms_test_swtpm_pcrextend(kms_test_swtpm *s, int pcr);
+/* Runs "tpm2_<args>" from tpm2-tools on this TPM (args: fixed strings from
+ * the test, e.g. "flushcontext -t"); output goes to the fixture's log. 0 on
+ * success. */
+int kms_test_swtpm_tool(kms_test_swtpm *s, const char *args);
 void kms_test_swtpm_destroy(kms_test_swtpm *s);
 
 #endif

@@ -70,6 +70,14 @@ static void malformed_refused(void **state)
     bad = ref;
     bad.bytes[29] = 0xff; /* public length beyond the reference */
     assert_int_equal(kms_tpm2_ref_decode(&bad, &back), KMS_ENOTFOUND);
+    bad = ref;
+    bad.bytes[25] = 0x01; /* PCR 24: there is none */
+    assert_int_equal(kms_tpm2_ref_decode(&bad, &back), KMS_ENOTFOUND);
+    /* The TPM2B_PUBLIC's own size field disagreeing with its contents
+     * (Tss2_MU reads past it): not canonical, refused. */
+    bad = ref;
+    bad.bytes[32] ^= 0x01;
+    assert_int_equal(kms_tpm2_ref_decode(&bad, &back), KMS_ENOTFOUND);
 }
 
 static void pcr_lists(void **state)
