@@ -74,13 +74,30 @@ int kms_error_grpc_status(int err)
 }
 
 static _Thread_local char detail[256];
+static _Thread_local int detail_public;
+
+static void set_detail(const char *fmt, va_list ap)
+{
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+}
 
 int kms_error_set(int err, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(detail, sizeof(detail), fmt, ap);
+    set_detail(fmt, ap);
     va_end(ap);
+    detail_public = 0;
+    return err;
+}
+
+int kms_error_set_public(int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    set_detail(fmt, ap);
+    va_end(ap);
+    detail_public = 1;
     return err;
 }
 
@@ -89,7 +106,13 @@ const char *kms_error_detail(void)
     return detail;
 }
 
+const char *kms_error_public(void)
+{
+    return detail_public ? detail : "";
+}
+
 void kms_error_clear(void)
 {
     detail[0] = '\0';
+    detail_public = 0;
 }

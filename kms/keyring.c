@@ -227,8 +227,8 @@ static int get_entry(kms_keyring *kr, const char *name, const uint8_t *id, struc
     if (r != 0)
         return r;
     if (rec.primary_version == 0) /* not cached: creating it again completes it */
-        return kms_error_set(KMS_EPRECOND, "key %s is incomplete: its creation was interrupted",
-                             rec.name);
+        return kms_error_set_public(KMS_EPRECOND,
+                                    "key %s is incomplete: its creation was interrupted", rec.name);
     struct key_entry *fresh = NULL;
     KMS_GUARD(load_entry(kr, &rec, &fresh));
 
@@ -496,7 +496,7 @@ int kms_keyring_set_version_state(kms_keyring *kr, const char *name, uint32_t ve
     int r;
     struct version_slot *v = find_version(e, version);
     if (v == NULL) {
-        r = kms_error_set(KMS_ENOTFOUND, "key %s has no version %u", name, version);
+        r = kms_error_set_public(KMS_ENOTFOUND, "key %s has no version %u", name, version);
     } else if (version == e->rec.primary_version && state != KMS_VERSION_ENABLED) {
         r = kms_error_set(KMS_EPRECOND, "version %u of %s is primary: rotate first", version, name);
     } else if (v->state != KMS_VERSION_ENABLED && v->state != KMS_VERSION_DISABLED) {
@@ -587,7 +587,7 @@ int kms_keyring_destroy_key(kms_keyring *kr, const char *name, unsigned *destroy
 static int key_usable(const struct key_entry *e)
 {
     if (e->rec.deletion_at != 0)
-        return kms_error_set(KMS_EPRECOND, "key %s is scheduled for deletion", e->rec.name);
+        return kms_error_set_public(KMS_EPRECOND, "key %s is scheduled for deletion", e->rec.name);
     return KMS_OK;
 }
 
@@ -600,7 +600,8 @@ static int take_iv(kms_keyring *kr, struct key_entry *e, struct version_slot **s
 {
     struct version_slot *v = find_version(e, e->rec.primary_version);
     if (v == NULL || v->state != KMS_VERSION_ENABLED)
-        return kms_error_set(KMS_EPRECOND, "key %s has no enabled primary version", e->rec.name);
+        return kms_error_set_public(KMS_EPRECOND, "key %s has no enabled primary version",
+                                    e->rec.name);
     if (v->used == v->reserved) {
         if (v->reserved >= kr->rotate_at) {
             uint32_t nv = 0;
@@ -613,8 +614,9 @@ static int take_iv(kms_keyring *kr, struct key_entry *e, struct version_slot **s
                 kms_log_error("key %s: automatic rotation at %llu uses failed: %s", e->rec.name,
                               (unsigned long long)v->reserved, kms_error_detail());
                 if (v->reserved >= kr->nonce_limit)
-                    return kms_error_set(KMS_EEXHAUSTED, "key %s version %u used its nonce budget",
-                                         e->rec.name, v->version);
+                    return kms_error_set_public(KMS_EEXHAUSTED,
+                                                "key %s version %u used its nonce budget",
+                                                e->rec.name, v->version);
             }
         }
         /* A lease never crosses rotate_at (so rotation happens exactly
@@ -623,8 +625,8 @@ static int take_iv(kms_keyring *kr, struct key_entry *e, struct version_slot **s
         uint64_t room = v->reserved < end ? end - v->reserved : 0;
         uint64_t n = room < kr->lease ? room : kr->lease;
         if (n == 0)
-            return kms_error_set(KMS_EEXHAUSTED, "key %s version %u used its nonce budget",
-                                 e->rec.name, v->version);
+            return kms_error_set_public(KMS_EEXHAUSTED, "key %s version %u used its nonce budget",
+                                        e->rec.name, v->version);
         uint64_t total = 0;
         KMS_GUARD(kr->store->ops->usage_reserve(kr->store, e->rec.id, v->version, n,
                                                 kr->nonce_limit, &total));
@@ -720,13 +722,13 @@ int kms_keyring_unwrap(kms_keyring *kr, const uint8_t *blob, size_t blob_len,
     else if (v == NULL)
         r = kms_error_set(KMS_ENOTFOUND, "key %s has no version %u", e->rec.name, bv.key_version);
     else if (v->state != KMS_VERSION_ENABLED)
-        r = kms_error_set(KMS_EPRECOND, "key %s version %u is not enabled", e->rec.name,
-                          bv.key_version);
+        r = kms_error_set_public(KMS_EPRECOND, "key %s version %u is not enabled", e->rec.name,
+                                 bv.key_version);
     else if (bv.key_version < e->rec.min_decrypt_version)
-        r = kms_error_set(KMS_EPRECOND,
-                          "key %s version %u is below the minimum decryption "
-                          "version %u",
-                          e->rec.name, bv.key_version, e->rec.min_decrypt_version);
+        r = kms_error_set_public(KMS_EPRECOND,
+                                 "key %s version %u is below the minimum decryption "
+                                 "version %u",
+                                 e->rec.name, bv.key_version, e->rec.min_decrypt_version);
     else
         r = ensure_open(e, v);
     kms_backend_key *bk = r == 0 ? v->bk : NULL;

@@ -150,7 +150,7 @@ static int officer_of(kms_quorum *q, const char *identity, kms_officer_rec *out)
 static int check_id(const uint8_t *id, size_t len)
 {
     if (id == NULL || len != KMS_ACTION_ID_LEN)
-        return kms_error_set(KMS_EINVAL, "an action id is %d bytes", KMS_ACTION_ID_LEN);
+        return kms_error_set_public(KMS_EINVAL, "an action id is %d bytes", KMS_ACTION_ID_LEN);
     return KMS_OK;
 }
 
@@ -160,21 +160,21 @@ int kms_quorum_propose(kms_quorum *q, const char *identity, const uint8_t *body,
     kms_officer_rec officer;
     KMS_GUARD(officer_of(q, identity, &officer));
     if (body == NULL || len == 0 || len > KMS_ACTION_BYTES_MAX)
-        return kms_error_set(KMS_EINVAL, "action missing or larger than %d bytes",
-                             KMS_ACTION_BYTES_MAX);
+        return kms_error_set_public(KMS_EINVAL, "action missing or larger than %d bytes",
+                                    KMS_ACTION_BYTES_MAX);
     Kms__V1__ActionBody *b = kms__v1__action_body__unpack(NULL, len, body);
     if (b == NULL)
-        return kms_error_set(KMS_EINVAL, "action does not decode as kms.v1.ActionBody");
+        return kms_error_set_public(KMS_EINVAL, "action does not decode as kms.v1.ActionBody");
     const char *type = kms_quorum_type_name(b);
-    int r = type == NULL ? kms_error_set(KMS_EINVAL, "action names no operation") : KMS_OK;
+    int r = type == NULL ? kms_error_set_public(KMS_EINVAL, "action names no operation") : KMS_OK;
     if (r == 0)
         r = kms_quorum_validate(q, b);
     size_t n = r == 0 ? protobuf_c_message_get_packed_size(&b->base) : 0;
     if (r == 0 && (n == 0 || n > KMS_ACTION_BYTES_MAX))
-        r = kms_error_set(KMS_EINVAL, "action larger than %d bytes", KMS_ACTION_BYTES_MAX);
+        r = kms_error_set_public(KMS_EINVAL, "action larger than %d bytes", KMS_ACTION_BYTES_MAX);
     uint32_t threshold = 0;
     if (r == 0 && (r = q->store->ops->threshold_get(q->store, type, &threshold)) == KMS_ENOTFOUND)
-        r = kms_error_set(KMS_EPRECOND, "no threshold is set for %s", type);
+        r = kms_error_set_public(KMS_EPRECOND, "no threshold is set for %s", type);
     if (r == 0 && threshold < KMS_THRESHOLD_MIN)
         r = kms_error_set(KMS_EINTERNAL, "threshold below %d", KMS_THRESHOLD_MIN);
     if (r == 0) {
@@ -208,7 +208,7 @@ int kms_quorum_approve(kms_quorum *q, const char *identity, const uint8_t *id, s
     KMS_GUARD(check_id(id, id_len));
     KMS_GUARD(q->store->ops->action_get(q->store, id, out));
     if (out->state != KMS_ACTION_PENDING)
-        return kms_error_set(KMS_EPRECOND, "action is not pending");
+        return kms_error_set_public(KMS_EPRECOND, "action is not pending");
     /* The digest is recomputed from what is stored, never taken on trust. */
     uint8_t digest[32];
     kms_quorum_digest(q->instance_id, out->id, out->bytes, out->bytes_len, out->expires_at, digest);

@@ -244,7 +244,8 @@ static void handle_call(kms_server *s, struct call_ctx *c)
         wipe_free(reply.body, reply.body_len);
         reply.body = NULL;
     }
-    c->status_details = grpc_slice_from_static_string(reply.message);
+    c->status_details = reply.message[0] != '\0' ? grpc_slice_from_copied_string(reply.message)
+                                                 : grpc_empty_slice();
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.trailing_metadata_count = 0;
     ops[n].data.send_status_from_server.status = reply.status;

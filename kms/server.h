@@ -44,13 +44,15 @@ typedef struct kms_server_call {
 } kms_server_call;
 
 /* What the dispatch function answers. status is a grpc_status_code;
- * message a static string sent as the status details. body (malloc'ed,
+ * message the status details, copied when the reply is sent (a static
+ * string, or message_buf for one made for this call). body (malloc'ed,
  * body_len bytes, may be NULL for an empty message) is sent only when
  * status is GRPC_STATUS_OK; the server owns it from then on and wipes it
  * when gRPC is done with it, whatever the status. */
 typedef struct kms_server_reply {
     grpc_status_code status;
     const char *message;
+    char message_buf[256];
     uint8_t *body;
     size_t body_len;
 } kms_server_reply;

@@ -11,19 +11,19 @@
 static EVP_PKEY *load_public(const char *pem, size_t len, int *r)
 {
     if (pem == NULL || len == 0 || len > 1u << 16) {
-        *r = kms_error_set(KMS_EINVAL, "no signing key");
+        *r = kms_error_set_public(KMS_EINVAL, "no signing key");
         return NULL;
     }
     if (memmem(pem, len, "PRIVATE KEY", 11) != NULL) {
-        *r = kms_error_set(KMS_EINVAL, "holds a private key: give the officer's public key "
-                                       "(openssl pkey -in KEY -pubout)");
+        *r = kms_error_set_public(KMS_EINVAL, "holds a private key: give the officer's public key "
+                                              "(openssl pkey -in KEY -pubout)");
         return NULL;
     }
     BIO *in = BIO_new_mem_buf(pem, (int)len);
     EVP_PKEY *pk = in != NULL ? PEM_read_bio_PUBKEY(in, NULL, NULL, NULL) : NULL;
     BIO_free(in);
     if (pk == NULL) {
-        *r = kms_error_set(KMS_EINVAL, "is not a PEM public key");
+        *r = kms_error_set_public(KMS_EINVAL, "is not a PEM public key");
         return NULL;
     }
     int ok = EVP_PKEY_get_base_id(pk) == EVP_PKEY_ED25519;
@@ -35,7 +35,8 @@ static EVP_PKEY *load_public(const char *pem, size_t len, int *r)
     }
     if (!ok) {
         EVP_PKEY_free(pk);
-        *r = kms_error_set(KMS_EINVAL, "officer signing keys must be ECDSA P-256 or Ed25519");
+        *r =
+            kms_error_set_public(KMS_EINVAL, "officer signing keys must be ECDSA P-256 or Ed25519");
         return NULL;
     }
     return pk;
@@ -52,7 +53,7 @@ int kms_signature_key_normalize(const char *pem, size_t len, char *out, size_t c
     long n = 0;
     if (mem == NULL || PEM_write_bio_PUBKEY(mem, pk) != 1 ||
         (n = BIO_get_mem_data(mem, &data)) <= 0 || (size_t)n >= cap) {
-        r = kms_error_set(KMS_EINVAL, "cannot re-encode the public key (too large?)");
+        r = kms_error_set_public(KMS_EINVAL, "cannot re-encode the public key (too large?)");
     } else {
         memcpy(out, data, (size_t)n);
         out[n] = '\0';
@@ -67,7 +68,7 @@ int kms_signature_verify(const char *pem, const uint8_t digest[32], const uint8_
 {
     int r = KMS_OK;
     if (sig == NULL || sig_len == 0 || sig_len > 256)
-        return kms_error_set(KMS_EAUTH, "signature missing or too long");
+        return kms_error_set_public(KMS_EAUTH, "signature missing or too long");
     EVP_PKEY *pk = load_public(pem, strlen(pem), &r);
     if (pk == NULL)
         return r;
@@ -76,7 +77,7 @@ int kms_signature_verify(const char *pem, const uint8_t digest[32], const uint8_
     if (md == NULL || EVP_DigestVerifyInit(md, NULL, h, NULL, pk) != 1)
         r = kms_error_set(KMS_EINTERNAL, "signature check could not start");
     else if (EVP_DigestVerify(md, sig, sig_len, digest, 32) != 1)
-        r = kms_error_set(KMS_EAUTH, "signature does not verify under the officer's key");
+        r = kms_error_set_public(KMS_EAUTH, "signature does not verify under the officer's key");
     EVP_MD_CTX_free(md);
     EVP_PKEY_free(pk);
     return r;

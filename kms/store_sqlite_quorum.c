@@ -320,7 +320,8 @@ int kms_sqlite_action_approve(kms_store *store, const uint8_t id[KMS_ACTION_ID_L
     if ((r = action_read(s, id, a)) != 0)
         goto end;
     if (a->state != KMS_ACTION_PENDING) {
-        r = kms_error_set(KMS_EPRECOND, "action is no longer pending (state %d)", (int)a->state);
+        r = kms_error_set_public(KMS_EPRECOND, "action is no longer pending (state %d)",
+                                 (int)a->state);
         goto end;
     }
     if (now >= a->expires_at) {
@@ -329,7 +330,7 @@ int kms_sqlite_action_approve(kms_store *store, const uint8_t id[KMS_ACTION_ID_L
         r = kms_sqlite_tx_end(s, r);
         kms_sqlite_unlock(s);
         free(a);
-        return r != 0 ? r : kms_error_set(KMS_EPRECOND, "action expired");
+        return r != 0 ? r : kms_error_set_public(KMS_EPRECOND, "action expired");
     }
     sqlite3_stmt *st = prepare(s,
                                "INSERT INTO approvals (action_id, officer_id, signature,"

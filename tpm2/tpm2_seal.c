@@ -116,10 +116,11 @@ int kms_tpm2_seal_open(tpm2_device *d, const tpm2_ref *r, kms_secret **key)
         if (ret == KMS_EPRECOND) {
             char pcrs[80];
             pcr_names(r->pcr_mask, pcrs, sizeof(pcrs));
-            ret = kms_error_set(KMS_EPRECOND,
-                                "tpm2: key bound to PCRs %s: their values changed since it was "
-                                "sealed, unseal refused",
-                                pcrs);
+            ret = kms_error_set_public(
+                KMS_EPRECOND,
+                "tpm2: key bound to PCRs %s: their values changed since it was "
+                "sealed, unseal refused",
+                pcrs);
         }
     } else if (data->size != 32) {
         ret = kms_error_set(KMS_EKEYCHECK, "tpm2: sealed key is not 32 bytes");

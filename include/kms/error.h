@@ -5,7 +5,8 @@
  * (kms_error_grpc_status) and to a fixed client-facing message
  * (kms_strerror). Details that help an operator (which attribute failed a
  * check, which CK_RV came back) go to kms_error_detail(), a thread-local
- * string for the server log; it never holds key material. */
+ * string for the server log; it never holds key material. A detail set
+ * with kms_error_set_public is also sent to the caller. */
 #ifndef KMS_ERROR_H
 #define KMS_ERROR_H
 
@@ -51,9 +52,22 @@ int kms_error_grpc_status(int err);
  * The detail is for the operator's log only; never pass key bytes. */
 int kms_error_set(int err, const char *fmt, ...) KMS_PRINTF(2, 3);
 
+/* Like kms_error_set, and the detail is also fit for the caller: kmsd sends
+ * it as the gRPC status message in place of kms_strerror(err). Only for
+ * what the caller may know once authorized for the object concerned: a
+ * key's or an action's state, the PCRs a sealed key is bound to, what is
+ * wrong with the caller's own input. Never for denials (which stay
+ * uninformative), store or device internals, or anything secret. */
+int kms_error_set_public(int err, const char *fmt, ...) KMS_PRINTF(2, 3);
+
 /* The current thread's last detail ("" if none). Valid until the next
- * kms_error_set or kms_error_clear on this thread. */
+ * kms_error_set, kms_error_set_public or kms_error_clear on this thread. */
 const char *kms_error_detail(void);
+
+/* The last detail if it was set with kms_error_set_public, else "". A later
+ * kms_error_set makes it private again: a layer that rewords a failure
+ * decides afresh what the caller sees. */
+const char *kms_error_public(void);
 void kms_error_clear(void);
 
 /* Propagate failure: if ((r = f()) != 0) return r; */

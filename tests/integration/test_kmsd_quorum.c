@@ -116,12 +116,16 @@ static int group_teardown(void **state)
 
 /* ---- helpers: actions, digests, signatures --------------------------------------------- */
 
+/* The status message of the last propose() or decrypt(): what the caller
+ * is told (a public detail, or the fixed text of the code). */
+static char said[256];
+
 static int propose(kms_tc *c, Kms__V1__ActionBody *body, Kms__V1__Action **out)
 {
     Kms__V1__ProposeActionRequest req = KMS__V1__PROPOSE_ACTION_REQUEST__INIT;
     req.action = body;
     return kms_tc_call(c, QU "ProposeAction", &req.base, &kms__v1__action__descriptor,
-                       (ProtobufCMessage **)out, NULL, 0);
+                       (ProtobufCMessage **)out, said, sizeof(said));
 }
 
 /* The digest, computed here from the documented format. */
@@ -275,7 +279,7 @@ static int decrypt(const uint8_t *blob, size_t len)
     req.ciphertext_blob.len = len;
     Kms__V1__DecryptResponse *r = NULL;
     int st = kms_tc_call(APP, KM "Decrypt", &req.base, &kms__v1__decrypt_response__descriptor,
-                         (ProtobufCMessage **)&r, NULL, 0);
+                         (ProtobufCMessage **)&r, said, sizeof(said));
     if (st == GRPC_STATUS_OK) {
         assert_int_equal(r->plaintext.len, 6);
         assert_memory_equal(r->plaintext.data, "quorum", 6);
@@ -351,10 +355,12 @@ static void rotation_two_of_three(void **state)
     vb.set_key_version_state = &sv;
     pass(&vb);
     assert_int_equal(decrypt(v1, v1_len), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_string_equal(said, "key demo version 1 is not enabled"); /* the caller is told why */
     assert_int_equal(decrypt(v2, v2_len), GRPC_STATUS_OK);
     sv.version = 2;
     Kms__V1__Action *refused = NULL;
     assert_int_equal(propose(O1, &vb, &refused), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_string_equal(said, "version 2 is primary: rotate first");
     sv.version = 1;
     sv.state = KMS__V1__KEY_VERSION_STATE__ENABLED;
     pass(&vb);
@@ -369,6 +375,7 @@ static void rotation_two_of_three(void **state)
     b.set_min_decryption_version = &smv;
     pass(&b);
     assert_int_equal(decrypt(v1, v1_len), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_non_null(strstr(said, "below the minimum decryption version 2"));
     assert_int_equal(decrypt(v2, v2_len), GRPC_STATUS_OK);
     assert_int_equal(decrypt(moved, moved_len), GRPC_STATUS_OK);
     free_action(a);
@@ -415,6 +422,7 @@ static void approval_negatives(void **state)
     assert_int_equal(approve_raw(O2, bad_id, 15, sig, n, &done), GRPC_STATUS_INVALID_ARGUMENT);
     /* A non-officer cannot propose, approve or even read. */
     assert_int_equal(propose(APP, rotate_body("second"), &done), GRPC_STATUS_PERMISSION_DENIED);
+    assert_string_equal(said, "permission denied"); /* denials say nothing more */
     assert_int_equal(approve_raw(APP, a->id.data, 16, sig, n, &done),
                      GRPC_STATUS_PERMISSION_DENIED);
     assert_pending_with(a->id.data, 0);
@@ -558,10 +566,12 @@ static void scheduled_deletion(void **state)
     b.schedule_key_deletion = &sd;
     Kms__V1__Action *a = NULL;
     assert_int_equal(propose(O1, &b, &a), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_string_equal(said, "deletion waits 7..30 days");
     sd.pending_window_days = 7;
     pass(&b);
     /* Unusable while pending; cancellable. */
     assert_int_equal(decrypt(blob, len), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_string_equal(said, "key demo is scheduled for deletion");
     assert_int_equal(encrypt("demo", blob + 64, &len, &ver), GRPC_STATUS_FAILED_PRECONDITION);
     m = describe("demo");
     assert_int_equal(m->deletion_at, NOW + 7 * DAY);

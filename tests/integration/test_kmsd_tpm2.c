@@ -264,7 +264,12 @@ static void pcr_bound_key(void **state)
     stop_kmsd();
     assert_int_equal(kms_test_swtpm_extend17(&T), 0);
     start_kmsd();
-    /* The sealed key (bound to PCR 17) no longer unseals; kmsd stays up. */
+    /* The sealed key (bound to PCR 17) no longer unseals, and the caller is
+     * told which PCRs; kmsd stays up. */
+    kms_client_result pt;
+    assert_int_equal(kms_client_decrypt(APP, sealed.blob, sealed.blob_len, CTX, 1, &pt, &err),
+                     KMS_CLIENT_FAILED_PRECONDITION);
+    assert_non_null(strstr(err.message, "PCRs 17:"));
     assert_int_equal(dec(&sealed), KMS_CLIENT_FAILED_PRECONDITION);
     assert_int_equal(enc("tpm-sealed", &sealed), KMS_CLIENT_FAILED_PRECONDITION);
     assert_int_equal(kms_client_health(APP, "", &err), 0);

@@ -51,12 +51,32 @@ static void detail_is_per_call_and_bounded(void **state)
     assert_true(strlen(kms_error_detail()) < 300);
 }
 
+/* A public detail is sent to the caller; any later private one hides it,
+ * and clearing forgets it. */
+static void public_detail(void **state)
+{
+    (void)state;
+    kms_error_clear();
+    assert_string_equal(kms_error_public(), "");
+    assert_int_equal(kms_error_set_public(KMS_EPRECOND, "key %s is disabled", "k"), KMS_EPRECOND);
+    assert_string_equal(kms_error_public(), "key k is disabled");
+    assert_string_equal(kms_error_detail(), "key k is disabled");
+    (void)kms_error_set(KMS_ESTORE, "sqlite: disk I/O error");
+    assert_string_equal(kms_error_public(), "");
+    assert_string_equal(kms_error_detail(), "sqlite: disk I/O error");
+    (void)kms_error_set_public(KMS_EINVAL, "bad");
+    kms_error_clear();
+    assert_string_equal(kms_error_public(), "");
+    assert_string_equal(kms_error_detail(), "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_code_is_in_the_table),
         cmocka_unit_test(grpc_mapping),
         cmocka_unit_test(detail_is_per_call_and_bounded),
+        cmocka_unit_test(public_detail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
