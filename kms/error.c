@@ -76,6 +76,7 @@ int kms_error_grpc_status(int err)
 static _Thread_local char detail[256];
 static _Thread_local int detail_public;
 
+static void set_detail(const char *fmt, va_list ap) KMS_PRINTF(1, 0);
 static void set_detail(const char *fmt, va_list ap)
 {
     vsnprintf(detail, sizeof(detail), fmt, ap);
