@@ -883,6 +883,71 @@ static void sigkill_while_executing(void **state)
     start();
 }
 
+/* The nonce budget (DESIGN §4): once a version's usage count reaches
+ * 0.9 * 2^32, the next wrap first rotates the key, and that rotation is
+ * recorded as an executed action by "kmsd", like a periodic one. The count
+ * is set in the database while kmsd is stopped (the only way to reach it
+ * in a test); kmsd reads it back at start. */
+static void nonce_budget_rotation_recorded(void **state)
+{
+    (void)state;
+    uint32_t before = primary_of("second");
+    int recorded = automatic_rotations("second");
+    close_clients();
+    assert_int_equal(kms_test_kmsd_stop(&K, SIGTERM), 0);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(K.db, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    char sql[256];
+    /* One IV left below the rotation point 0.9 * 2^32 = 3865470561. */
+    snprintf(sql, sizeof(sql),
+             "UPDATE key_versions SET usage_count = 3865470560 WHERE version = %u"
+             " AND key_id = (SELECT id FROM keys WHERE name = 'second')",
+             before);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_changes(db), 1);
+    sqlite3_close(db);
+    start();
+
+    uint8_t last_old[256], first_new[256];
+    size_t old_len = 0, new_len = 0;
+    uint32_t ver = 0;
+    assert_int_equal(encrypt("second", last_old, &old_len, &ver), GRPC_STATUS_OK);
+    assert_int_equal(ver, before); /* the last IV below the point */
+    assert_int_equal(primary_of("second"), before);
+    assert_int_equal(encrypt("second", first_new, &new_len, &ver), GRPC_STATUS_OK);
+    assert_int_equal(ver, before + 1); /* rotated first, then wrapped */
+    assert_int_equal(primary_of("second"), before + 1);
+    assert_int_equal(automatic_rotations("second"), recorded + 1);
+    /* Recorded with its reason. */
+    Kms__V1__ListActionsRequest lr = KMS__V1__LIST_ACTIONS_REQUEST__INIT;
+    Kms__V1__ListActionsResponse *l = NULL;
+    assert_int_equal(kms_tc_call(O1, QU "ListActions", &lr.base,
+                                 &kms__v1__list_actions_response__descriptor,
+                                 (ProtobufCMessage **)&l, NULL, 0),
+                     GRPC_STATUS_OK);
+    int by_budget = 0;
+    for (size_t i = 0; i < l->n_actions; i++)
+        by_budget += strstr(l->actions[i]->result, "key second rotated automatically (nonce "
+                                                   "budget)") != NULL;
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    assert_int_equal(by_budget, 1);
+    /* Both blobs still decrypt; the old version keeps decrypting. */
+    Kms__V1__DecryptRequest req = KMS__V1__DECRYPT_REQUEST__INIT;
+    Kms__V1__DecryptResponse *r = NULL;
+    const uint8_t *blobs[] = {last_old, first_new};
+    size_t lens[] = {old_len, new_len};
+    for (int i = 0; i < 2; i++) {
+        req.ciphertext_blob.data = (uint8_t *)blobs[i];
+        req.ciphertext_blob.len = lens[i];
+        assert_int_equal(kms_tc_call(APP, KM "Decrypt", &req.base,
+                                     &kms__v1__decrypt_response__descriptor,
+                                     (ProtobufCMessage **)&r, NULL, 0),
+                         GRPC_STATUS_OK);
+        assert_memory_equal(r->plaintext.data, "quorum", 6);
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -893,6 +958,7 @@ int main(void)
         cmocka_unit_test(periodic_rotation_recorded),
         cmocka_unit_test(ed25519_officer_enrolled_and_removed),
         cmocka_unit_test(sigkill_while_executing),
+        cmocka_unit_test(nonce_budget_rotation_recorded),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
