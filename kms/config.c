@@ -50,6 +50,7 @@ static const struct setting {
     {"tpm2.primary_handle", T_UINT, offsetof(kms_config, tpm2_primary_handle), 0x81000000u,
      0x81FFFFFFu},
     {"tpm2.pcrs", T_STRING, offsetof(kms_config, tpm2_pcrs), 0, 0},
+    {"tpm2.lock_dir", T_PATH, offsetof(kms_config, tpm2_lock_dir), 0, 0},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))

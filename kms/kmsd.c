@@ -392,7 +392,8 @@ static int open_core(struct daemon *d, int must_exist)
     KMS_GUARD(kms_keyring_add_backend(d->keyring, d->backend));
     if (d->cfg.tpm2_tcti != NULL) {
         kms_tpm2_config tc = {.tcti = d->cfg.tpm2_tcti,
-                              .primary_handle = d->cfg.tpm2_primary_handle};
+                              .primary_handle = d->cfg.tpm2_primary_handle,
+                              .lock_dir = d->cfg.tpm2_lock_dir};
         KMS_GUARD(kms_tpm2_parse_pcrs(d->cfg.tpm2_pcrs, &tc.pcr_mask));
         /* init (and tpm2-provision) make the primary; run needs it. */
         if (!must_exist)
@@ -430,7 +431,9 @@ static int cmd_tpm2_provision(struct daemon *d)
 {
     if (d->cfg.tpm2_tcti == NULL)
         return kms_error_set(KMS_EINVAL, "tpm2-provision needs tpm2.tcti (or --tpm2-tcti)");
-    kms_tpm2_config tc = {.tcti = d->cfg.tpm2_tcti, .primary_handle = d->cfg.tpm2_primary_handle};
+    kms_tpm2_config tc = {.tcti = d->cfg.tpm2_tcti,
+                          .primary_handle = d->cfg.tpm2_primary_handle,
+                          .lock_dir = d->cfg.tpm2_lock_dir};
     return kms_tpm2_provision(&tc);
 }
 

@@ -12,7 +12,8 @@
  *
  * kms_tpm2_open makes both backends over one connection: "tpm2" (sealed)
  * and "tpm2-resident". Exactly one process may own the TPM (transient
- * objects are flushed at open). */
+ * objects are flushed at open): opening (and provisioning) takes a lock
+ * per TCTI string, and a second opening fails with KMS_EPRECOND. */
 #ifndef KMS_TPM2_H
 #define KMS_TPM2_H
 
@@ -28,7 +29,8 @@ typedef enum kms_tpm2_mode { KMS_TPM2_SEALED = 0, KMS_TPM2_RESIDENT = 1 } kms_tp
 typedef struct kms_tpm2_config {
     const char *tcti;        /* "device:/dev/tpmrm0", "swtpm:host=127.0.0.1,port=2321" */
     uint32_t primary_handle; /* persistent storage primary; 0: KMS_TPM2_DEFAULT_PRIMARY */
-    uint32_t pcr_mask; /* sealed keys: SHA-256 PCRs (bit n = PCR n, 0..23) they are bound to */
+    uint32_t pcr_mask;    /* sealed keys: SHA-256 PCRs (bit n = PCR n, 0..23) they are bound to */
+    const char *lock_dir; /* where the one-process-per-TPM lock lives; NULL: /run/lock or /tmp */
 } kms_tpm2_config;
 
 /* Connects, starts the TPM if needed, flushes leftover transient objects

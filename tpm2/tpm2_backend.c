@@ -231,6 +231,7 @@ static void device_put(tpm2_device *d)
     if (!last)
         return;
     kms_tpm2_disconnect(d);
+    kms_tpm2_unlock(d->lock_fd);
     pthread_mutex_destroy(&d->mu);
     free(d->tcti_conf);
     free(d);
@@ -305,11 +306,14 @@ int kms_tpm2_open(const kms_tpm2_config *cfg, kms_backend **sealed, kms_backend 
         d->cfg.primary_handle = KMS_TPM2_DEFAULT_PRIMARY;
     d->primary = ESYS_TR_NONE;
     d->refs = 1; /* ours until both backends hold it */
+    d->lock_fd = -1;
     pthread_mutex_init(&d->mu, NULL);
     kms_backend *s = NULL, *r = NULL;
     int ret = (d->tcti_conf = strdup(cfg->tcti)) == NULL
                   ? kms_error_set(KMS_ENOMEM, "out of memory")
-                  : kms_tpm2_connect(d, 1);
+                  : kms_tpm2_lock(cfg, &d->lock_fd);
+    if (ret == 0)
+        ret = kms_tpm2_connect(d, 1);
     if (ret == 0)
         ret = make_backend(d, KMS_TPM2_SEALED, &s);
     if (ret == 0 && resident != NULL)

@@ -201,7 +201,13 @@ int kms_tpm2_provision(const kms_tpm2_config *cfg)
     if (cfg->tcti == NULL || (d.tcti_conf = strdup(cfg->tcti)) == NULL)
         return kms_error_set(KMS_EINVAL, "tpm2: no TCTI configured");
     d.primary = ESYS_TR_NONE;
-    int r = kms_tpm2_connect(&d, 0);
+    int lock_fd = -1;
+    int r = kms_tpm2_lock(cfg, &lock_fd);
+    if (r != 0) {
+        free(d.tcti_conf);
+        return r;
+    }
+    r = kms_tpm2_connect(&d, 0);
     if (r == 0 && find_primary(&d) == 0) {
         kms_log_info("tpm2: storage primary 0x%08x present", d.cfg.primary_handle);
     } else if (r == 0) {
@@ -236,6 +242,7 @@ int kms_tpm2_provision(const kms_tpm2_config *cfg)
             (void)Esys_FlushContext(d.esys, transient);
     }
     kms_tpm2_disconnect(&d);
+    kms_tpm2_unlock(lock_fd);
     free(d.tcti_conf);
     return r;
 }

@@ -2,6 +2,7 @@
  *   tpm2_device.c   the ESYS context: connect, start-up, flush of leftovers,
  *                   reconnect and restart, the storage primary
  *   tpm2_rc.c       TSS2_RC -> kms error mapping and retry classification
+ *   tpm2_lock.c     one kms process per TPM (a lock file per TCTI)
  *   tpm2_ref.c      the stored reference format
  *   tpm2_seal.c     sealed mode: create with an optional PCR policy, unseal
  *   tpm2_resident.c resident mode: HMAC keys, per-operation key derivation
@@ -27,8 +28,9 @@ typedef struct tpm2_device {
     TSS2_TCTI_CONTEXT *tcti;
     ESYS_CONTEXT *esys;
     ESYS_TR primary;
-    int broken; /* the connection failed: reconnect before the next command */
-    int refs;   /* backends sharing this device (under mu) */
+    int broken;  /* the connection failed: reconnect before the next command */
+    int refs;    /* backends sharing this device (under mu) */
+    int lock_fd; /* the TPM lock (tpm2_lock.c), held while the device lives */
     /* Resident mode keeps the last used HMAC key loaded (one slot: swtpm
      * has three, and unsealing needs two). res_owner is the opened key
      * (kms_backend_key id) it belongs to; 0 when nothing is cached. */
@@ -66,6 +68,13 @@ TSS2_RC kms_tpm2_create_object(tpm2_device *d, const TPM2B_SENSITIVE_CREATE *sen
                                const TPM2B_PUBLIC *tmpl, TPM2B_PUBLIC *pub, TPM2B_PRIVATE *priv);
 TSS2_RC kms_tpm2_load(tpm2_device *d, const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv,
                       ESYS_TR *h);
+
+/* ---- the TPM lock (tpm2_lock.c) ---- */
+
+/* Takes the exclusive lock for cfg->tcti (KMS_EPRECOND, naming the holder's
+ * pid, if another process or opening holds it). */
+int kms_tpm2_lock(const kms_tpm2_config *cfg, int *fd);
+void kms_tpm2_unlock(int fd);
 
 /* ---- return codes (tpm2_rc.c) ---- */
 

@@ -5,7 +5,8 @@
  * the TPM, PCR 16 through tpm2_pcrextend); a TPM reset and a
  * stopped/restarted TPM are recovered from; the resident mode's loaded-key
  * cache survives slot pressure, release, destroy and concurrent callers;
- * and references made on one TPM do not open on another. */
+ * a second process cannot open a TPM kms holds; and references made on one
+ * TPM do not open on another. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -396,6 +398,52 @@ static void reset_and_restart(void **state)
 }
 
 /* References are bound to their TPM: another one cannot open them. */
+/* One kms process per TPM: while this process has the TPM open, another
+ * process (a forked child here) cannot open or provision it, and is told
+ * who holds it; once closed, it can. */
+static int child_open(const kms_tpm2_config *c, int provision)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        kms_backend *s = NULL, *r = NULL;
+        kms_error_clear();
+        int rc = provision ? kms_tpm2_provision(c) : kms_tpm2_open(c, &s, &r);
+        char holder[64];
+        snprintf(holder, sizeof(holder), "(pid %ld,", (long)getppid());
+        if (rc == 0) {
+            s->ops->close(s);
+            r->ops->close(r);
+            _exit(0);
+        }
+        _exit(rc == KMS_EPRECOND && strstr(kms_error_detail(), holder) != NULL ? 10 : 20);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    return WEXITSTATUS(st);
+}
+
+static void one_process_per_tpm(void **state)
+{
+    (void)state;
+    kms_tpm2_config c = {.tcti = T.tcti};
+    assert_int_equal(child_open(&c, 0), 10); /* refused, naming this process */
+    assert_int_equal(child_open(&c, 1), 10);
+    /* In this process too: a second opening would flush the first's keys. */
+    kms_backend *s2 = NULL;
+    kms_error_clear();
+    assert_int_equal(kms_tpm2_open(&c, &s2, NULL), KMS_EPRECOND);
+    assert_null(s2);
+    assert_non_null(strstr(kms_error_detail(), "one kms process per TPM"));
+    /* Ours keeps working. */
+    assert_int_equal(SEALED->ops->health(SEALED), 0);
+    /* Closed: the child can open it. */
+    close_all();
+    assert_int_equal(child_open(&c, 0), 0);
+    assert_int_equal(kms_tpm2_open(&c, &SEALED, &RESIDENT), 0);
+}
+
 static void other_tpm_refuses(void **state)
 {
     (void)state;
@@ -428,6 +476,7 @@ int main(void)
         cmocka_unit_test(resident_cache),
         cmocka_unit_test(concurrent_callers),
         cmocka_unit_test(reset_and_restart),
+        cmocka_unit_test(one_process_per_tpm),
         cmocka_unit_test(other_tpm_refuses),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -246,6 +246,7 @@ static void quorum_and_tpm2_settings(void **state)
     assert_int_equal(load(&c, "quorum:\n  action_ttl: 3600\n  sweep_interval_ms: 250\n"
                               "tpm2:\n  tcti: swtpm:host=127.0.0.1,port=2321\n"
                               "  primary_handle: 0x81000102\n  pcrs: \"16,17\"\n"
+                              "  lock_dir: /run/kms\n"
                               "test_clock_file: clock\n"),
                      KMS_OK);
     assert_int_equal(c.action_ttl, 3600);
@@ -253,6 +254,7 @@ static void quorum_and_tpm2_settings(void **state)
     assert_string_equal(c.tpm2_tcti, "swtpm:host=127.0.0.1,port=2321");
     assert_int_equal(c.tpm2_primary_handle, 0x81000102u);
     assert_string_equal(c.tpm2_pcrs, "16,17");
+    assert_string_equal(c.tpm2_lock_dir, "/run/kms");
     assert_string_equal(c.test_clock_file, "/etc/kms/clock");
     kms_config_free(&c);
     static const char *const bad[] = {
