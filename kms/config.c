@@ -46,6 +46,7 @@ static const struct setting {
     {"quorum.action_ttl", T_UINT, offsetof(kms_config, action_ttl), 60, 30u * 86400u},
     {"quorum.sweep_interval_ms", T_UINT, offsetof(kms_config, sweep_interval_ms), 10, 3600000},
     {"test_clock_file", T_PATH, offsetof(kms_config, test_clock_file), 0, 0},
+    {"test_crash_at", T_STRING, offsetof(kms_config, test_crash_at), 0, 0},
     {"tpm2.tcti", T_STRING, offsetof(kms_config, tpm2_tcti), 0, 0},
     {"tpm2.primary_handle", T_UINT, offsetof(kms_config, tpm2_primary_handle), 0x81000000u,
      0x81FFFFFFu},

@@ -79,6 +79,7 @@ typedef struct kms_config {
     unsigned action_ttl;          /* seconds a quorum action stays open (0: 86400) */
     unsigned sweep_interval_ms;   /* expiry/deletion/rotation sweep period (0: 10000) */
     char *test_clock_file;        /* tests only: unix time read from this file */
+    char *test_crash_at;          /* tests only: SIGKILL at this crash point (crashpoint.h) */
     char *tpm2_tcti;              /* NULL: no TPM2 backend */
     unsigned tpm2_primary_handle; /* 0: KMS_TPM2_DEFAULT_PRIMARY */
     char *tpm2_pcrs;              /* "16,17": PCRs sealed keys are bound to */

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "kms/blob.h"
+#include "kms/crashpoint.h"
 #include "kms/log.h"
 
 #define MAX_BACKENDS 4
@@ -454,6 +455,7 @@ static int rotate_locked(kms_keyring *kr, struct key_entry *e, uint32_t *new_ver
     v.state = KMS_VERSION_ENABLED;
     v.created_at = kms_clock_now(&kr->clock);
     KMS_GUARD(create_on_backend(e->backend, e->rec.id, next, &v.ref));
+    kms_crash_point("rotation-device-created");
     int r = kr->store->ops->version_add(kr->store, &v, 1);
     if (r != 0) {
         (void)e->backend->ops->destroy_version(e->backend, &v.ref);

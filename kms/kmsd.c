@@ -25,6 +25,7 @@
 
 #include "kms/ceremony.h"
 #include "kms/config.h"
+#include "kms/crashpoint.h"
 #include "kms/keyring.h"
 #include "kms/log.h"
 #include "kms/policy.h"
@@ -67,6 +68,7 @@ static const char usage_text[] =
     "  --insecure-dev             plaintext listener without client identity (development\n"
     "                             only; every caller is \"" KMS_RPC_INSECURE_IDENTITY "\")\n"
     "  --test-clock FILE          tests only: read the time (unix seconds) from FILE\n"
+    "  --test-crash-at POINT      tests only: SIGKILL at a crash point (kms/crashpoint.h)\n"
     "  --tpm2-tcti TCTI           also serve keys on a TPM 2.0 (device:/dev/tpmrm0,\n"
     "                             swtpm:host=127.0.0.1,port=N)\n"
     "  --tpm2-pcrs LIST           bind new sealed TPM keys to these PCRs (\"16,17\")\n"
@@ -102,6 +104,7 @@ enum {
     OPT_ALLOW_DECRYPT,
     OPT_ALLOW_REENCRYPT,
     OPT_TEST_CLOCK,
+    OPT_TEST_CRASH,
     OPT_TPM2_TCTI,
     OPT_TPM2_PCRS,
     OPT_HELP,
@@ -130,6 +133,7 @@ static const struct option long_options[] = {
     {"allow-decrypt", required_argument, NULL, OPT_ALLOW_DECRYPT},
     {"allow-reencrypt", required_argument, NULL, OPT_ALLOW_REENCRYPT},
     {"test-clock", required_argument, NULL, OPT_TEST_CLOCK},
+    {"test-crash-at", required_argument, NULL, OPT_TEST_CRASH},
     {"tpm2-tcti", required_argument, NULL, OPT_TPM2_TCTI},
     {"tpm2-pcrs", required_argument, NULL, OPT_TPM2_PCRS},
     {"help", no_argument, NULL, OPT_HELP},
@@ -168,6 +172,8 @@ static const char *setting_of(int opt)
         return "max_send_message_size";
     case OPT_TEST_CLOCK:
         return "test_clock_file";
+    case OPT_TEST_CRASH:
+        return "test_crash_at";
     case OPT_TPM2_TCTI:
         return "tpm2.tcti";
     case OPT_TPM2_PCRS:
@@ -338,6 +344,11 @@ static int start_quorum(struct daemon *d)
     if (d->cfg.test_clock_file != NULL)
         kms_log_warn("TEST CLOCK: time is read from %s; never use this outside tests",
                      d->cfg.test_clock_file);
+    if (d->cfg.test_crash_at != NULL) {
+        kms_log_warn("TEST CRASH POINT: kmsd kills itself at %s; never use this outside tests",
+                     d->cfg.test_crash_at);
+        kms_crash_point_arm(d->cfg.test_crash_at);
+    }
     KMS_GUARD(kms_quorum_open(d->store, d->keyring, d->policy, &qc, &d->quorum));
     /* Finish whatever a crash interrupted before serving anything. */
     KMS_GUARD(kms_quorum_resume(d->quorum));

@@ -7,6 +7,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "kms/crashpoint.h"
 #include "kms/log.h"
 #include "kms/quorum_internal.h"
 #include "kms/signature.h"
@@ -221,6 +222,7 @@ int kms_quorum_approve(kms_quorum *q, const char *identity, const uint8_t *id, s
     kms_log_info("quorum: %s approved a %s action%s", officer.id, out->type,
                  reached ? " (threshold reached)" : "");
     if (reached) {
+        kms_crash_point("approval-committed");
         int r = kms_quorum_execute_id(q, id, out);
         if (r != 0)
             kms_log_warn("quorum: execution of a %s action will be retried: %s", out->type,

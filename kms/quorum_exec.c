@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kms/crashpoint.h"
 #include "kms/log.h"
 #include "kms/quorum_internal.h"
 
@@ -29,6 +30,7 @@ static int plan_started(kms_quorum *q, kms_action_rec *a)
         return KMS_OK;
     const uint8_t p = PLAN_STARTED;
     KMS_GUARD(q->store->ops->action_set_plan(q->store, a->id, &p, 1));
+    kms_crash_point("execution-planned");
     a->plan[0] = p;
     a->plan_len = 1;
     return KMS_OK;
@@ -107,6 +109,7 @@ static int exec_rotate(kms_quorum *q, kms_action_rec *a, const char *name, char 
         uint8_t p[5] = {'R', (uint8_t)(before >> 24), (uint8_t)(before >> 16),
                         (uint8_t)(before >> 8), (uint8_t)before};
         KMS_GUARD(q->store->ops->action_set_plan(q->store, a->id, p, sizeof(p)));
+        kms_crash_point("execution-planned");
     }
     uint32_t v = rec.primary_version;
     if (rec.primary_version == before) /* not rotated yet */
@@ -276,6 +279,7 @@ int kms_quorum_execute(kms_quorum *q, kms_action_rec *a)
         return r; /* stays EXECUTING; resumed by the next sweep */
     if (r != 0)
         snprintf(res, sizeof(res), "failed: %s: %.200s", kms_strerror(r), kms_error_detail());
+    kms_crash_point("execution-done");
     int f = q->store->ops->action_finish(q->store, a->id,
                                          r == 0 ? KMS_ACTION_EXECUTED : KMS_ACTION_FAILED, res);
     kms_log_info("quorum: %s action %s: %s", a->type, r == 0 ? "executed" : "failed", res);

@@ -81,11 +81,19 @@ static void close_clients(void)
     APP = O1 = O2 = O3 = NULL;
 }
 
-static void start(void)
+/* Starts kmsd on the test clock; with crash_at, armed to SIGKILL itself at
+ * that crash point (kms/crashpoint.h). */
+static void start_crashing_at(const char *crash_at)
 {
-    const char *extra[] = {"--test-clock", CLOCK, NULL};
+    const char *extra[] = {"--test-clock", CLOCK, crash_at ? "--test-crash-at" : NULL, crash_at,
+                           NULL};
     kms_test_kmsd_start(&K, extra);
     open_clients();
+}
+
+static void start(void)
+{
+    start_crashing_at(NULL);
 }
 
 static int group_setup(void **state)
@@ -802,6 +810,30 @@ static int count_rows(sqlite3 *db, const char *sql)
     return n;
 }
 
+/* kms objects on the token (every label is kms:<key id hex>:v<version>). */
+static int token_objects(void)
+{
+    static char out[1 << 16];
+    assert_int_equal(kms_test_token_list_objects(&K.token, out, sizeof(out)), 0);
+    int objects = 0;
+    for (const char *p = out; (p = strstr(p, "kms:")) != NULL; p += 4)
+        objects++;
+    return objects;
+}
+
+/* The database passes SQLite's own check. */
+static void assert_database_sound(void)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(K.db, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 static void sigkill_while_executing(void **state)
 {
     (void)state;
@@ -823,18 +855,7 @@ static void sigkill_while_executing(void **state)
         pthread_join(t, NULL);
         close_clients();
 
-        /* The file is sound whatever the moment of the kill. */
-        char db_path[400];
-        snprintf(db_path, sizeof(db_path), "%s", K.db);
-        sqlite3 *db = NULL;
-        assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-        sqlite3_stmt *st = NULL;
-        assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL),
-                         SQLITE_OK);
-        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
-        sqlite3_finalize(st);
-        sqlite3_close(db);
+        assert_database_sound(); /* whatever the moment of the kill */
 
         start(); /* resumes an interrupted execution before serving */
         Kms__V1__Action *now = get_action(a->id.data);
@@ -874,13 +895,47 @@ static void sigkill_while_executing(void **state)
     assert_int_equal(versions, 1 + rotations);
     assert_int_equal(primary, versions);
     /* No orphan or missing object on the token: one per live version. */
-    static char out[1 << 16];
-    assert_int_equal(kms_test_token_list_objects(&K.token, out, sizeof(out)), 0);
-    int objects = 0;
-    for (const char *p = out; (p = strstr(p, "kms:")) != NULL; p += 4)
-        objects++; /* every object's label is kms:<key id hex>:v<version> */
-    assert_int_equal(objects, live);
+    assert_int_equal(token_objects(), live);
     start();
+}
+
+/* The crash points between the approval that reaches the threshold and the
+ * action's EXECUTED mark, each forced: kmsd kills itself there during a
+ * 2-of-3 rotation, and after a restart (which resumes the execution) the
+ * rotation has happened exactly once, with one new token object and no
+ * orphan. */
+static void crash_points_execute_exactly_once(void **state)
+{
+    (void)state;
+    static const char *const points[] = {"approval-committed", "execution-planned",
+                                         "rotation-device-created", "execution-done"};
+    for (size_t i = 0; i < sizeof(points) / sizeof(points[0]); i++) {
+        close_clients();
+        assert_int_equal(kms_test_kmsd_stop(&K, SIGTERM), 0);
+        start_crashing_at(points[i]);
+        uint32_t before = primary_of("second");
+        int objects = token_objects();
+
+        Kms__V1__Action *a = NULL;
+        assert_int_equal(propose(O1, rotate_body("second"), &a), GRPC_STATUS_OK);
+        assert_int_equal(approve(O1, "officer1", a, NULL), GRPC_STATUS_OK);
+        assert_int_not_equal(approve(O2, "officer2", a, NULL), GRPC_STATUS_OK);
+        /* It died at the point, by its own SIGKILL (128 + 9). */
+        assert_int_equal(kms_test_kmsd_stop(&K, 0), 137);
+        close_clients();
+        assert_database_sound();
+
+        start(); /* not armed: resumes the execution before serving */
+        Kms__V1__Action *now = get_action(a->id.data);
+        assert_int_equal(now->state, KMS__V1__ACTION_STATE__EXECUTED);
+        free_action(now);
+        assert_int_equal(primary_of("second"), before + 1);
+        assert_int_equal(token_objects(), objects + 1);
+        /* Approving again changes nothing. */
+        assert_int_not_equal(approve(O3, "officer3", a, NULL), GRPC_STATUS_OK);
+        assert_int_equal(primary_of("second"), before + 1);
+        free_action(a);
+    }
 }
 
 /* The nonce budget (DESIGN §4): once a version's usage count reaches
@@ -959,6 +1014,7 @@ int main(void)
         cmocka_unit_test(ed25519_officer_enrolled_and_removed),
         cmocka_unit_test(sigkill_while_executing),
         cmocka_unit_test(nonce_budget_rotation_recorded),
+        cmocka_unit_test(crash_points_execute_exactly_once),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
