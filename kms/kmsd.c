@@ -529,8 +529,11 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
     kms_log_info("signal %d: shutting down", sig);
 out:
     kms_server_destroy(srv);
+    /* Blocking: plain grpc_shutdown may return while the core's threads
+     * still tear down connections (TLS sessions, handshakes cut short by
+     * the shutdown), which would then outlive main. */
     if (grpc_up)
-        grpc_shutdown();
+        grpc_shutdown_blocking();
     kms_secret_free(key);
     free(cert);
     free(ca);
