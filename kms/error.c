@@ -74,7 +74,7 @@ int kms_error_grpc_status(int err)
 }
 
 static _Thread_local char detail[256];
-static _Thread_local int detail_public;
+static _Thread_local int detail_public; /* the code the public detail was set with; 0: none */
 
 static void set_detail(const char *fmt, va_list ap) KMS_PRINTF(1, 0);
 static void set_detail(const char *fmt, va_list ap)
@@ -88,7 +88,7 @@ int kms_error_set(int err, const char *fmt, ...)
     va_start(ap, fmt);
     set_detail(fmt, ap);
     va_end(ap);
-    detail_public = 0;
+    detail_public = KMS_OK;
     return err;
 }
 
@@ -98,7 +98,7 @@ int kms_error_set_public(int err, const char *fmt, ...)
     va_start(ap, fmt);
     set_detail(fmt, ap);
     va_end(ap);
-    detail_public = 1;
+    detail_public = err;
     return err;
 }
 
@@ -107,13 +107,13 @@ const char *kms_error_detail(void)
     return detail;
 }
 
-const char *kms_error_public(void)
+const char *kms_error_public(int err)
 {
-    return detail_public ? detail : "";
+    return detail_public != KMS_OK && detail_public == err ? detail : "";
 }
 
 void kms_error_clear(void)
 {
     detail[0] = '\0';
-    detail_public = 0;
+    detail_public = KMS_OK;
 }

@@ -441,10 +441,10 @@ out:
     int status = c != NULL && c->status_set ? c->status : kms_error_grpc_status(r);
     const char *message =
         c != NULL && c->status_set ? c->status_message : (r == 0 ? "" : kms_strerror(r));
-    if ((c == NULL || !c->status_set) && r != 0 && kms_error_public()[0] != '\0') {
+    if ((c == NULL || !c->status_set) && r != 0 && kms_error_public(r)[0] != '\0') {
         /* A detail meant for the caller (kms/error.h), copied: the
          * thread's detail changes with the next call. */
-        snprintf(reply->message_buf, sizeof(reply->message_buf), "%s", kms_error_public());
+        snprintf(reply->message_buf, sizeof(reply->message_buf), "%s", kms_error_public(r));
         message = reply->message_buf;
     }
     if (status != GRPC_STATUS_OK && r == 0)

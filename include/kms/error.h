@@ -64,10 +64,11 @@ int kms_error_set_public(int err, const char *fmt, ...) KMS_PRINTF(2, 3);
  * kms_error_set, kms_error_set_public or kms_error_clear on this thread. */
 const char *kms_error_detail(void);
 
-/* The last detail if it was set with kms_error_set_public, else "". A later
- * kms_error_set makes it private again: a layer that rewords a failure
- * decides afresh what the caller sees. */
-const char *kms_error_public(void);
+/* The last detail if it was set with kms_error_set_public for this very
+ * code err, else "". A later kms_error_set makes it private again (a layer
+ * that rewords a failure decides afresh what the caller sees), and a
+ * failure returned under another code never carries it. */
+const char *kms_error_public(int err);
 void kms_error_clear(void);
 
 /* Propagate failure: if ((r = f()) != 0) return r; */
