@@ -48,8 +48,8 @@ struct kms_keyring {
     kms_clock clock;
     kms_backend *backends[MAX_BACKENDS];
     size_t nbackends;
-    kms_keyring_rotation_hook hook; /* told of automatic rotations */
-    void *hook_ctx;
+    kms_keyring_rotation_recorder recorder; /* records automatic rotations */
+    void *recorder_ctx;
 
     pthread_rwlock_t lock;
     struct key_entry **by_name; /* hash buckets */
@@ -335,10 +335,11 @@ void kms_keyring_close(kms_keyring *kr)
     free(kr);
 }
 
-void kms_keyring_set_rotation_hook(kms_keyring *kr, kms_keyring_rotation_hook hook, void *ctx)
+void kms_keyring_set_rotation_recorder(kms_keyring *kr, kms_keyring_rotation_recorder rec,
+                                       void *ctx)
 {
-    kr->hook = hook;
-    kr->hook_ctx = ctx;
+    kr->recorder = rec;
+    kr->recorder_ctx = ctx;
 }
 
 int kms_keyring_has_backend(const kms_keyring *kr, const char *name)
@@ -437,8 +438,10 @@ int kms_keyring_create_key(kms_keyring *kr, const char *name, const char *backen
     return KMS_OK;
 }
 
-/* Makes the next version primary. Caller holds e->mu. */
-static int rotate_locked(kms_keyring *kr, struct key_entry *e, uint32_t *new_version)
+/* Makes the next version primary; an automatic rotation (reason not NULL)
+ * is recorded in the same store transaction. Caller holds e->mu. */
+static int rotate_locked(kms_keyring *kr, struct key_entry *e, const char *reason,
+                         uint32_t *new_version)
 {
     uint32_t next = e->nversions ? e->versions[e->nversions - 1].version + 1 : 1;
     if (next == 0)
@@ -454,13 +457,27 @@ static int rotate_locked(kms_keyring *kr, struct key_entry *e, uint32_t *new_ver
     v.version = next;
     v.state = KMS_VERSION_ENABLED;
     v.created_at = kms_clock_now(&kr->clock);
-    KMS_GUARD(create_on_backend(e->backend, e->rec.id, next, &v.ref));
-    kms_crash_point("rotation-device-created");
-    int r = kr->store->ops->version_add(kr->store, &v, 1);
-    if (r != 0) {
-        (void)e->backend->ops->destroy_version(e->backend, &v.ref);
-        return r;
+    kms_action_rec *record = NULL;
+    if (reason != NULL && kr->recorder != NULL) {
+        if ((record = calloc(1, sizeof(*record))) == NULL)
+            return kms_error_set(KMS_ENOMEM, "out of memory");
+        int r = kr->recorder(kr->recorder_ctx, e->rec.name, next, reason, record);
+        if (r != 0) {
+            free(record);
+            return r;
+        }
     }
+    int r = create_on_backend(e->backend, e->rec.id, next, &v.ref);
+    if (r == 0) {
+        kms_crash_point("rotation-device-created");
+        r = record != NULL ? kr->store->ops->version_add_recorded(kr->store, &v, record)
+                           : kr->store->ops->version_add(kr->store, &v, 1);
+        if (r != 0)
+            (void)e->backend->ops->destroy_version(e->backend, &v.ref);
+    }
+    free(record);
+    if (r != 0)
+        return r;
     struct version_slot *slot = &e->versions[e->nversions++];
     memset(slot, 0, sizeof(*slot));
     slot->version = next;
@@ -480,7 +497,20 @@ int kms_keyring_rotate(kms_keyring *kr, const char *name, uint32_t *new_version)
     struct key_entry *e;
     KMS_GUARD(get_entry(kr, name, NULL, &e));
     pthread_mutex_lock(&e->mu);
-    int r = rotate_locked(kr, e, new_version);
+    int r = rotate_locked(kr, e, NULL, new_version);
+    pthread_mutex_unlock(&e->mu);
+    return r;
+}
+
+int kms_keyring_rotate_automatic(kms_keyring *kr, const char *name, const char *reason,
+                                 uint32_t *new_version)
+{
+    if (kr == NULL || name == NULL || reason == NULL)
+        return kms_error_set(KMS_EINVAL, "no key name or reason");
+    struct key_entry *e;
+    KMS_GUARD(get_entry(kr, name, NULL, &e));
+    pthread_mutex_lock(&e->mu);
+    int r = rotate_locked(kr, e, reason, new_version);
     pthread_mutex_unlock(&e->mu);
     return r;
 }
@@ -607,9 +637,7 @@ static int take_iv(kms_keyring *kr, struct key_entry *e, struct version_slot **s
     if (v->used == v->reserved) {
         if (v->reserved >= kr->rotate_at) {
             uint32_t nv = 0;
-            int r = rotate_locked(kr, e, &nv);
-            if (r == 0 && kr->hook != NULL)
-                kr->hook(kr->hook_ctx, e->rec.name, nv, "nonce budget");
+            int r = rotate_locked(kr, e, "nonce budget", &nv);
             /* The versions array may have moved: find the primary again. */
             v = find_version(e, e->rec.primary_version);
             if (r != 0) {

@@ -40,12 +40,17 @@ int kms_keyring_add_backend(kms_keyring *kr, kms_backend *b) KMS_MUST_CHECK;
 /* Releases opened backend keys. NULL-safe. */
 void kms_keyring_close(kms_keyring *kr);
 
-/* Called after every automatic rotation (nonce budget), with the key's
- * lock held: it must not call back into the keyring for that key. Set once,
- * before the keyring serves. */
-typedef void (*kms_keyring_rotation_hook)(void *ctx, const char *key_name, uint32_t version,
-                                          const char *reason);
-void kms_keyring_set_rotation_hook(kms_keyring *kr, kms_keyring_rotation_hook hook, void *ctx);
+/* Makes the record of an automatic rotation (nonce budget, rotation
+ * period) of key_name to version: an EXECUTED action of
+ * KMS_SYSTEM_PROPOSER, which the keyring stores in the same transaction as
+ * the new version (store version_add_recorded). Called with the key's lock
+ * held: it must not call back into the keyring. A failure stops the
+ * rotation. Set once, before the keyring serves; without one, automatic
+ * rotations are not recorded. */
+typedef int (*kms_keyring_rotation_recorder)(void *ctx, const char *key_name, uint32_t version,
+                                             const char *reason, kms_action_rec *out);
+void kms_keyring_set_rotation_recorder(kms_keyring *kr, kms_keyring_rotation_recorder rec,
+                                       void *ctx);
 
 /* 1 if a backend of that name is registered. */
 int kms_keyring_has_backend(const kms_keyring *kr, const char *name);
@@ -58,6 +63,10 @@ int kms_keyring_create_key(kms_keyring *kr, const char *name, const char *backen
                            kms_key_rec *out) KMS_MUST_CHECK;
 /* Creates the next version on the device and makes it primary. */
 int kms_keyring_rotate(kms_keyring *kr, const char *name, uint32_t *new_version) KMS_MUST_CHECK;
+/* The same, as an automatic rotation for `reason` ("rotation period"),
+ * recorded atomically with the new version (kms_keyring_rotation_recorder). */
+int kms_keyring_rotate_automatic(kms_keyring *kr, const char *name, const char *reason,
+                                 uint32_t *new_version) KMS_MUST_CHECK;
 int kms_keyring_set_version_state(kms_keyring *kr, const char *name, uint32_t version,
                                   kms_version_state state) KMS_MUST_CHECK;
 

@@ -12,45 +12,36 @@
 #include "kms/quorum_internal.h"
 #include "kms/signature.h"
 
-int kms_quorum_record_rotation(kms_quorum *q, const char *key_name, uint32_t version,
-                               const char *reason)
+/* The keyring's recorder (kms_keyring_rotation_recorder): a rotation kmsd
+ * makes by itself (nonce budget, rotation period) becomes an EXECUTED
+ * RotateKey action of proposer KMS_SYSTEM_PROPOSER, stored with the new
+ * version, so it shows in ListActions like any change. Runs under the
+ * key's lock: it only fills *a. */
+static int record_rotation(void *ctx, const char *key_name, uint32_t version, const char *reason,
+                           kms_action_rec *a)
 {
+    kms_quorum *q = ctx;
     Kms__V1__RotateKey rk = KMS__V1__ROTATE_KEY__INIT;
     Kms__V1__ActionBody b = KMS__V1__ACTION_BODY__INIT;
     rk.key_name = (char *)key_name;
     b.action_case = KMS__V1__ACTION_BODY__ACTION_ROTATE_KEY;
     b.rotate_key = &rk;
     size_t n = protobuf_c_message_get_packed_size(&b.base);
-    kms_action_rec *a = calloc(1, sizeof(*a));
-    if (a == NULL)
-        return kms_error_set(KMS_ENOMEM, "out of memory");
-    int r = KMS_OK;
+    memset(a, 0, sizeof(*a));
     if (n == 0 || n > KMS_ACTION_BYTES_MAX || RAND_bytes(a->id, sizeof(a->id)) != 1)
-        r = kms_error_set(KMS_EINTERNAL, "cannot record an automatic rotation");
-    if (r == 0) {
-        protobuf_c_message_pack(&b.base, a->bytes);
-        a->bytes_len = n;
-        snprintf(a->type, sizeof(a->type), "RotateKey");
-        snprintf(a->proposer, sizeof(a->proposer), "%s", KMS_SYSTEM_PROPOSER);
-        a->state = KMS_ACTION_EXECUTED;
-        a->threshold = 0;
-        a->created_at = a->expires_at = kms_quorum_now(q);
-        snprintf(a->result, sizeof(a->result),
-                 "key %.128s rotated automatically (%.40s): version %u is primary", key_name,
-                 reason, version);
-        kms_quorum_digest(q->instance_id, a->id, a->bytes, a->bytes_len, a->expires_at, a->digest);
-        r = q->store->ops->action_create(q->store, a);
-    }
-    free(a);
-    return r;
-}
-
-/* The keyring's hook for rotations it makes by itself (nonce budget). */
-static void on_rotation(void *ctx, const char *key_name, uint32_t version, const char *reason)
-{
-    if (kms_quorum_record_rotation(ctx, key_name, version, reason) != 0)
-        kms_log_error("quorum: automatic rotation of %s not recorded: %s", key_name,
-                      kms_error_detail());
+        return kms_error_set(KMS_EINTERNAL, "cannot record an automatic rotation");
+    protobuf_c_message_pack(&b.base, a->bytes);
+    a->bytes_len = n;
+    snprintf(a->type, sizeof(a->type), "RotateKey");
+    snprintf(a->proposer, sizeof(a->proposer), "%s", KMS_SYSTEM_PROPOSER);
+    a->state = KMS_ACTION_EXECUTED;
+    a->threshold = 0;
+    a->created_at = a->expires_at = kms_quorum_now(q);
+    snprintf(a->result, sizeof(a->result),
+             "key %.128s rotated automatically (%.40s): version %u is primary", key_name, reason,
+             version);
+    kms_quorum_digest(q->instance_id, a->id, a->bytes, a->bytes_len, a->expires_at, a->digest);
+    return KMS_OK;
 }
 
 int kms_quorum_open(kms_store *store, kms_keyring *kr, kms_policy *policy,
@@ -74,7 +65,7 @@ int kms_quorum_open(kms_store *store, kms_keyring *kr, kms_policy *policy,
         return r;
     }
     pthread_mutex_init(&q->exec_mu, NULL);
-    kms_keyring_set_rotation_hook(kr, on_rotation, q);
+    kms_keyring_set_rotation_recorder(kr, record_rotation, q);
     *out = q;
     return KMS_OK;
 }

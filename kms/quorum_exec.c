@@ -371,12 +371,10 @@ int kms_quorum_sweep(kms_quorum *q)
                 r = kms_keyring_destroy_key(q->kr, d.names[i], &n);
             } else {
                 uint32_t v = 0;
-                r = kms_keyring_rotate(q->kr, d.names[i], &v);
-                if (r == 0) {
+                r = kms_keyring_rotate_automatic(q->kr, d.names[i], "rotation period", &v);
+                if (r == 0)
                     kms_log_info("quorum: key %s rotated to version %u by its rotation period",
                                  d.names[i], v);
-                    r = kms_quorum_record_rotation(q, d.names[i], v, "rotation period");
-                }
             }
             pthread_mutex_unlock(&q->exec_mu);
         }

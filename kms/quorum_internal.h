@@ -29,11 +29,6 @@ int kms_quorum_validate(kms_quorum *q, Kms__V1__ActionBody *body) KMS_MUST_CHECK
 /* Keyring backend name for (backend, mode): "pkcs11", "tpm2", "tpm2-resident". */
 int kms_quorum_backend_name(const char *backend, const char *mode, char *out, size_t cap);
 
-/* Records a rotation kmsd made by itself as an EXECUTED RotateKey action of
- * proposer KMS_SYSTEM_PROPOSER, so it shows in ListActions like any change. */
-int kms_quorum_record_rotation(kms_quorum *q, const char *key_name, uint32_t version,
-                               const char *reason);
-
 /* Runs an EXECUTING action to EXECUTED or FAILED; exec_mu must be held.
  * Returns non-zero only for a transient failure that leaves it EXECUTING. */
 int kms_quorum_execute(kms_quorum *q, kms_action_rec *a);

@@ -140,6 +140,12 @@ typedef struct kms_store_ops {
      * in the same transaction. KMS_EEXISTS if (key, version) exists,
      * KMS_ENOTFOUND if the key does not. */
     int (*version_add)(kms_store *s, const kms_version_rec *v, int make_primary);
+    /* An automatic rotation: adds v as the key's primary version and
+     * records it (an action as for action_create, EXECUTED by
+     * KMS_SYSTEM_PROPOSER) in one transaction, so no rotation is ever
+     * unrecorded and no record names a rotation that did not happen. */
+    int (*version_add_recorded)(kms_store *s, const kms_version_rec *v,
+                                const kms_action_rec *record);
     int (*version_get)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN], uint32_t version,
                        kms_version_rec *out);
     /* In version order. */

@@ -619,7 +619,10 @@ out:
 
 /* ---- ops: versions --------------------------------------------------------------- */
 
-static int version_add(kms_store *store, const kms_version_rec *v, int make_primary)
+/* version_add, and with record the automatic rotation's record, in one
+ * transaction. */
+static int add_version(kms_store *store, const kms_version_rec *v, int make_primary,
+                       const kms_action_rec *record)
 {
     struct sqlite_store *s;
     sqlite3_stmt *st = NULL;
@@ -628,6 +631,9 @@ static int version_add(kms_store *store, const kms_version_rec *v, int make_prim
     if (store == NULL || v == NULL || v->version == 0 || !valid_state(v->state) ||
         v->usage_count > INT64_MAX || v->ref.len == 0 || v->ref.len > KMS_BACKEND_REF_MAX)
         return kms_error_set(KMS_EINVAL, "store: version record incomplete or out of range");
+    if (record != NULL && (strcmp(record->proposer, KMS_SYSTEM_PROPOSER) != 0 ||
+                           record->state != KMS_ACTION_EXECUTED || !make_primary))
+        return kms_error_set(KMS_EINVAL, "store: a rotation record is an executed kmsd action");
     s = kms_sqlite_impl(store);
 
     kms_sqlite_lock(s);
@@ -675,11 +681,28 @@ static int version_add(kms_store *store, const kms_version_rec *v, int make_prim
             goto out;
         }
     }
+    kms_sqlite_done(st);
+    st = NULL;
+    if (record != NULL)
+        r = kms_sqlite_action_insert(s, record);
 out:
     kms_sqlite_done(st);
     r = kms_sqlite_tx_end(s, r);
     kms_sqlite_unlock(s);
     return r;
+}
+
+static int version_add(kms_store *store, const kms_version_rec *v, int make_primary)
+{
+    return add_version(store, v, make_primary, NULL);
+}
+
+static int version_add_recorded(kms_store *store, const kms_version_rec *v,
+                                const kms_action_rec *record)
+{
+    if (record == NULL)
+        return kms_error_set(KMS_EINVAL, "store: no rotation record");
+    return add_version(store, v, 1, record);
 }
 
 static int version_get(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN], uint32_t version,
@@ -887,6 +910,7 @@ static const kms_store_ops sqlite_ops = {
     .key_get_by_id = key_get_by_id,
     .key_list = key_list,
     .version_add = version_add,
+    .version_add_recorded = version_add_recorded,
     .version_get = version_get,
     .version_list = version_list,
     .version_set_state = version_set_state,

@@ -97,6 +97,9 @@ int kms_sqlite_key_set_deletion(kms_store *store, const uint8_t id[KMS_KEY_ID_LE
 int kms_sqlite_version_destroy(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
                                uint32_t version);
 int kms_sqlite_action_create(kms_store *store, const kms_action_rec *a);
+/* The INSERT of action_create, for a caller holding the lock (inside its
+ * own transaction or not). */
+int kms_sqlite_action_insert(struct sqlite_store *s, const kms_action_rec *a);
 int kms_sqlite_action_get(kms_store *store, const uint8_t id[KMS_ACTION_ID_LEN],
                           kms_action_rec *out);
 int kms_sqlite_action_ids(kms_store *store, int pending_only, uint8_t (*ids)[KMS_ACTION_ID_LEN],

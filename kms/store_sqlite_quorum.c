@@ -116,7 +116,7 @@ static int valid_text(const char *t, size_t max)
     return n >= 1 && n <= max;
 }
 
-int kms_sqlite_action_create(kms_store *store, const kms_action_rec *a)
+int kms_sqlite_action_insert(struct sqlite_store *s, const kms_action_rec *a)
 {
     /* A proposal is PENDING with a threshold >= 2; kmsd records its own
      * automatic changes as EXECUTED actions of proposer "kmsd" without one. */
@@ -127,9 +127,7 @@ int kms_sqlite_action_create(kms_store *store, const kms_action_rec *a)
         a->bytes_len > KMS_ACTION_BYTES_MAX ||
         (!system && (a->threshold < KMS_THRESHOLD_MIN || a->state != KMS_ACTION_PENDING)))
         return kms_error_set(KMS_EINVAL, "store: action record incomplete");
-    struct sqlite_store *s = kms_sqlite_impl(store);
     int r = KMS_OK, rc;
-    kms_sqlite_lock(s);
     sqlite3_stmt *st = prepare(s,
                                "INSERT INTO actions (id, type, body, digest, proposer, state,"
                                " threshold, created_at, expires_at, result)"
@@ -149,6 +147,14 @@ int kms_sqlite_action_create(kms_store *store, const kms_action_rec *a)
          (rc = sqlite3_step(st)) != SQLITE_DONE))
         r = kms_sqlite_error(s->db, rc, "action create");
     sqlite3_finalize(st);
+    return r;
+}
+
+int kms_sqlite_action_create(kms_store *store, const kms_action_rec *a)
+{
+    struct sqlite_store *s = kms_sqlite_impl(store);
+    kms_sqlite_lock(s);
+    int r = kms_sqlite_action_insert(s, a);
     kms_sqlite_unlock(s);
     return r;
 }

@@ -441,6 +441,77 @@ static void nonce_budget_rotates_then_refuses(void **state)
     assert_int_equal(v, 2);
 }
 
+/* The recorder's record is stored with the automatic rotation's version;
+ * a recorder that fails stops the rotation before the device is touched. */
+struct recorder {
+    int calls, fail;
+    char reason[64];
+};
+
+static int test_recorder(void *arg, const char *key_name, uint32_t version, const char *reason,
+                         kms_action_rec *a)
+{
+    struct recorder *rc = arg;
+    rc->calls++;
+    snprintf(rc->reason, sizeof(rc->reason), "%s", reason);
+    if (rc->fail)
+        return kms_error_set(KMS_EINTERNAL, "recorder failed");
+    memset(a, 0, sizeof(*a));
+    memset(a->id, (int)version, sizeof(a->id));
+    snprintf(a->type, sizeof(a->type), "RotateKey");
+    a->bytes[0] = 0x12;
+    a->bytes_len = 1;
+    snprintf(a->proposer, sizeof(a->proposer), "%s", KMS_SYSTEM_PROPOSER);
+    a->state = KMS_ACTION_EXECUTED;
+    snprintf(a->result, sizeof(a->result), "%s v%u (%s)", key_name, version, reason);
+    return KMS_OK;
+}
+
+static void automatic_rotations_recorded(void **state)
+{
+    struct fx *f = *state;
+    fx_close_keyring(f);
+    kms_keyring_config cfg = {.nonce_limit = 100, .rotate_at = 10, .lease = 10};
+    fx_open_keyring(f, &cfg);
+    struct recorder rc = {0};
+    kms_keyring_set_rotation_recorder(f->kr, test_recorder, &rc);
+    assert_int_equal(kms_keyring_create_key(f->kr, "k", "fake", NULL), KMS_OK);
+    assert_int_equal(rc.calls, 0); /* creation is not a rotation */
+    uint8_t pt[16] = {1}, blob[KMS_BLOB_MAX];
+    uint32_t v = 0;
+    for (int i = 0; i < 11; i++)
+        wrap_ok(f, "k", pt, sizeof(pt), blob, &v);
+    assert_int_equal(v, 2); /* the 11th use rotated first */
+    assert_int_equal(rc.calls, 1);
+    assert_string_equal(rc.reason, "nonce budget");
+    kms_action_rec *a = calloc(1, sizeof(*a));
+    uint8_t id[KMS_ACTION_ID_LEN];
+    memset(id, 2, sizeof(id));
+    assert_int_equal(f->store->ops->action_get(f->store, id, a), KMS_OK);
+    assert_string_equal(a->result, "k v2 (nonce budget)");
+
+    /* By period, through kms_keyring_rotate_automatic. */
+    assert_int_equal(kms_keyring_rotate_automatic(f->kr, "k", "rotation period", &v), KMS_OK);
+    assert_int_equal(v, 3);
+    memset(id, 3, sizeof(id));
+    assert_int_equal(f->store->ops->action_get(f->store, id, a), KMS_OK);
+    assert_string_equal(a->result, "k v3 (rotation period)");
+    /* An approved rotation is recorded by its own action: no call. */
+    assert_int_equal(kms_keyring_rotate(f->kr, "k", &v), KMS_OK);
+    assert_int_equal(rc.calls, 2);
+
+    /* The recorder fails: no rotation, no device object. */
+    rc.fail = 1;
+    int creates = f->fake.creates;
+    assert_int_equal(kms_keyring_rotate_automatic(f->kr, "k", "rotation period", &v),
+                     KMS_EINTERNAL);
+    assert_int_equal(f->fake.creates, creates);
+    kms_key_rec rec;
+    assert_int_equal(f->store->ops->key_get_by_name(f->store, "k", &rec), KMS_OK);
+    assert_int_equal(rec.primary_version, 4);
+    free(a);
+}
+
 static void usage_survives_restart(void **state)
 {
     struct fx *f = *state;
@@ -550,6 +621,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(blob_from_another_key, setup, teardown),
         cmocka_unit_test_setup_teardown(rotation_and_version_states, setup, teardown),
         cmocka_unit_test_setup_teardown(nonce_budget_rotates_then_refuses, setup, teardown),
+        cmocka_unit_test_setup_teardown(automatic_rotations_recorded, setup, teardown),
         cmocka_unit_test_setup_teardown(usage_survives_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(unsafe_key_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(interrupted_creation_is_completed, setup, teardown),

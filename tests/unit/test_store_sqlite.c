@@ -1309,6 +1309,43 @@ static kms_action_rec *new_action(uint8_t tag, uint32_t threshold, int64_t expir
     return a;
 }
 
+/* An automatic rotation's version and its record commit together or not
+ * at all; only an executed kmsd action is accepted as the record. */
+static void version_add_recorded_is_atomic(void **state)
+{
+    struct fx *f = *state;
+    kms_store *s = f->s;
+    kms_key_rec a = add_alpha(s, 1), got;
+    kms_version_rec v2 = version(a.id, 2), v3 = version(a.id, 3), gv;
+    kms_action_rec *rec = new_action(7, 0, 0), *back = calloc(1, sizeof(*back));
+    snprintf(rec->proposer, sizeof(rec->proposer), "%s", KMS_SYSTEM_PROPOSER);
+    rec->state = KMS_ACTION_EXECUTED;
+    snprintf(rec->result, sizeof(rec->result), "key alpha rotated automatically");
+
+    assert_int_equal(s->ops->version_add_recorded(s, &v2, rec), KMS_OK);
+    assert_int_equal(s->ops->key_get_by_name(s, "alpha", &got), KMS_OK);
+    assert_int_equal(got.primary_version, 2);
+    assert_int_equal(s->ops->action_get(s, rec->id, back), KMS_OK);
+    assert_int_equal(back->state, KMS_ACTION_EXECUTED);
+    assert_string_equal(back->result, "key alpha rotated automatically");
+
+    /* The record cannot be stored (its id is taken): no version either. */
+    assert_int_equal(s->ops->version_add_recorded(s, &v3, rec), KMS_EEXISTS);
+    assert_int_equal(s->ops->version_get(s, a.id, 3, &gv), KMS_ENOTFOUND);
+    assert_int_equal(s->ops->key_get_by_name(s, "alpha", &got), KMS_OK);
+    assert_int_equal(got.primary_version, 2);
+
+    /* Not a kmsd record, or none: refused, nothing written. */
+    memset(rec->id, 8, sizeof(rec->id));
+    snprintf(rec->proposer, sizeof(rec->proposer), "o1");
+    assert_int_equal(s->ops->version_add_recorded(s, &v3, rec), KMS_EINVAL);
+    assert_int_equal(s->ops->version_add_recorded(s, &v3, NULL), KMS_EINVAL);
+    assert_int_equal(s->ops->version_get(s, a.id, 3, &gv), KMS_ENOTFOUND);
+    assert_int_equal(s->ops->action_get(s, rec->id, back), KMS_ENOTFOUND);
+    free(rec);
+    free(back);
+}
+
 static void lifecycle_settings(void **state)
 {
     struct fx *f = *state;
@@ -1470,6 +1507,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(authorization_checks_in_the_file, setup, teardown),
         cmocka_unit_test_setup_teardown(schema_1_file_migrates, setup, teardown),
         cmocka_unit_test_setup_teardown(authorization_ops_refuse_bad_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(version_add_recorded_is_atomic, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
