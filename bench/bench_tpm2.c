@@ -92,7 +92,7 @@ int main(int argc, char **argv)
     kms_p11_config pc = kms_test_token_p11_config(&tok);
     kms_test_swtpm tpm;
     kms_test_swtpm_start(&tpm);
-    kms_tpm2_config tc = {.tcti = tpm.tcti};
+    kms_tpm2_config tc = {.tcti = tpm.tcti, .lock_dir = tpm.dir};
     kms_backend *p11 = NULL, *sealed = NULL, *resident = NULL;
     if (lat == NULL || kms_p11_open(&pc, &p11) != 0 || kms_tpm2_provision(&tc) != 0 ||
         kms_tpm2_open(&tc, &sealed, &resident) != 0) {

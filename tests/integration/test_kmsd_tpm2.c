@@ -65,6 +65,11 @@ static int group_setup(void **state)
     setenv("TSS2_LOG", "all+none", 1);
     kms_test_swtpm_start(&T);
     kms_test_kmsd_setup(&K);
+    /* The TPM lock beside this test's swtpm, not in /run/lock. */
+    FILE *f = fopen(K.config, "a");
+    assert_non_null(f);
+    fprintf(f, "tpm2:\n  lock_dir: %s\n", T.dir);
+    fclose(f);
     /* The database was made without a TPM: provision it now. */
     char out[4096];
     const char *argv[] = {"--config", K.config, "--tpm2-tcti", T.tcti, "tpm2-provision", NULL};
@@ -254,6 +259,23 @@ static void reset_stop_restart(void **state)
     kms_client_result_free(&ct);
 }
 
+/* One kms process per TPM: while kmsd serves, `kmsd tpm2-provision` on the
+ * same TPM is refused, naming the holder; kmsd keeps serving. */
+static void second_process_refused(void **state)
+{
+    (void)state;
+    char out[4096];
+    const char *argv[] = {"--config", K.config, "--tpm2-tcti", T.tcti, "tpm2-provision", NULL};
+    assert_int_not_equal(kms_test_kmsd_run(argv, out, sizeof(out)), 0);
+    assert_non_null(strstr(out, "in use by another kms process (pid "));
+    kms_client_error err;
+    assert_int_equal(kms_client_health(APP, "", &err), 0);
+    kms_client_result r;
+    assert_int_equal(enc("tpm-resident", &r), 0);
+    assert_int_equal(dec(&r), 0);
+    kms_client_result_free(&r);
+}
+
 static void pcr_bound_key(void **state)
 {
     (void)state;
@@ -284,9 +306,8 @@ static void pcr_bound_key(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(keys_on_the_tpm),
-        cmocka_unit_test(rotation),
-        cmocka_unit_test(reset_stop_restart),
+        cmocka_unit_test(keys_on_the_tpm),    cmocka_unit_test(rotation),
+        cmocka_unit_test(reset_stop_restart), cmocka_unit_test(second_process_refused),
         cmocka_unit_test(pcr_bound_key),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -34,7 +34,7 @@ static int group_setup(void **state)
     (void)state;
     setenv("TSS2_LOG", "all+none", 1);
     kms_test_swtpm_start(&T);
-    kms_tpm2_config c = {.tcti = T.tcti};
+    kms_tpm2_config c = {.tcti = T.tcti, .lock_dir = T.dir};
     assert_int_equal(kms_tpm2_open(&c, &SEALED, &RESIDENT), KMS_EPRECOND); /* not provisioned */
     assert_int_equal(kms_tpm2_provision(&c), 0);
     assert_int_equal(kms_tpm2_provision(&c), 0); /* idempotent */
@@ -157,7 +157,7 @@ static void versions_are_distinct(void **state)
 static void pcr_policy(void **state)
 {
     (void)state;
-    kms_tpm2_config c = {.tcti = T.tcti, .pcr_mask = 1u << 17};
+    kms_tpm2_config c = {.tcti = T.tcti, .lock_dir = T.dir, .pcr_mask = 1u << 17};
     kms_backend *bound = NULL;
     /* A second owner on the same TPM would collide: close ours first. */
     SEALED->ops->close(SEALED);
@@ -170,7 +170,7 @@ static void pcr_policy(void **state)
     bound->ops->release_version(bound, k);
     bound->ops->close(bound);
     /* An unbound key made before the change keeps working after it. */
-    kms_tpm2_config plain = {.tcti = T.tcti};
+    kms_tpm2_config plain = {.tcti = T.tcti, .lock_dir = T.dir};
     assert_int_equal(kms_tpm2_open(&plain, &SEALED, &RESIDENT), 0);
     assert_int_equal(SEALED->ops->create_version(SEALED, KEY_ID, 21, &free_ref), 0);
 
@@ -215,7 +215,7 @@ static void close_all(void)
 static void pcr16_policy(void **state)
 {
     (void)state;
-    kms_tpm2_config c16 = {.tcti = T.tcti, .pcr_mask = 1u << 16};
+    kms_tpm2_config c16 = {.tcti = T.tcti, .lock_dir = T.dir, .pcr_mask = 1u << 16};
     kms_backend_ref bound_ref, bound2_ref, free_ref, res_ref, now;
     kms_backend_key *k = NULL, *open_bound = NULL, *kr = NULL;
     /* An unbound sealed key, made by the plain backend. */
@@ -250,7 +250,7 @@ static void pcr16_policy(void **state)
     SEALED->ops->release_version(SEALED, open_bound);
     RESIDENT->ops->release_version(RESIDENT, kr);
     close_all();
-    kms_tpm2_config plain = {.tcti = T.tcti};
+    kms_tpm2_config plain = {.tcti = T.tcti, .lock_dir = T.dir};
     assert_int_equal(kms_tpm2_open(&plain, &SEALED, &RESIDENT), 0);
 }
 
@@ -427,7 +427,7 @@ static int child_open(const kms_tpm2_config *c, int provision)
 static void one_process_per_tpm(void **state)
 {
     (void)state;
-    kms_tpm2_config c = {.tcti = T.tcti};
+    kms_tpm2_config c = {.tcti = T.tcti, .lock_dir = T.dir};
     assert_int_equal(child_open(&c, 0), 10); /* refused, naming this process */
     assert_int_equal(child_open(&c, 1), 10);
     /* In this process too: a second opening would flush the first's keys. */
@@ -452,7 +452,7 @@ static void other_tpm_refuses(void **state)
     assert_int_equal(RESIDENT->ops->create_version(RESIDENT, KEY_ID, 41, &rr), 0);
     kms_test_swtpm other;
     kms_test_swtpm_start(&other);
-    kms_tpm2_config c = {.tcti = other.tcti};
+    kms_tpm2_config c = {.tcti = other.tcti, .lock_dir = other.dir};
     kms_backend *s2, *r2;
     assert_int_equal(kms_tpm2_provision(&c), 0);
     assert_int_equal(kms_tpm2_open(&c, &s2, &r2), 0);
