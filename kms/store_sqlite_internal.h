@@ -1,7 +1,8 @@
 /* Internals shared by the SQLite store's files: store_sqlite.c (open,
- * migrations, keys, versions, policies, officers, thresholds) and
- * store_sqlite_quorum.c (instance id, key lifecycle settings, quorum
- * actions and approvals). Not a public header. */
+ * keys, versions, nonce usage), store_sqlite_schema.c (migrations,
+ * connection set-up), store_sqlite_authz.c (policies, officers,
+ * thresholds) and store_sqlite_quorum.c (instance id, key lifecycle
+ * settings, quorum actions and approvals). Not a public header. */
 #ifndef KMS_STORE_SQLITE_INTERNAL_H
 #define KMS_STORE_SQLITE_INTERNAL_H
 
@@ -11,6 +12,7 @@
 #include "kms/store.h"
 
 #define KMS_SQLITE_STMTS_MAX 64
+#define BACKEND_NAME_MAX 15 /* bytes, without the NUL */
 
 /* The statements prepared once at open (SQL text in store_sqlite.c). */
 enum stmt_id {
@@ -57,6 +59,21 @@ int kms_sqlite_bind_id(sqlite3_stmt *st, int col, const uint8_t *id);
 /* The one connection's mutex; aborts if it cannot be taken or released. */
 void kms_sqlite_lock(struct sqlite_store *s);
 void kms_sqlite_unlock(struct sqlite_store *s);
+
+/* Opening (store_sqlite_schema.c): creates the file 0600 if absent; sets
+ * the connection's pragmas and checks each took; runs the migrations up to
+ * kms_store_sqlite_schema_version(). */
+int kms_sqlite_create_private(const char *path);
+int kms_sqlite_configure(sqlite3 *db);
+int kms_sqlite_migrate(sqlite3 *db);
+
+/* A rollback after a failure must not replace the failure's detail (any
+ * kms_error_set overwrites it), so callers save it around the rollback. */
+struct kms_sqlite_detail {
+    char text[256];
+};
+void kms_sqlite_detail_save(struct kms_sqlite_detail *d);
+void kms_sqlite_detail_restore(const struct kms_sqlite_detail *d, int r);
 
 /* Maps an SQLite result code to a kms error with a detail (never values). */
 int kms_sqlite_error(sqlite3 *db, int rc, const char *what);
