@@ -78,8 +78,9 @@ void kms_tpm2_unlock(int fd);
 
 /* ---- return codes (tpm2_rc.c) ---- */
 
-/* The TPM-layer code without handle/session/parameter numbers; codes of
- * other layers unchanged. */
+/* The TPM-format code without handle/session/parameter numbers (also for
+ * the resource manager's TPM-format layer); codes of other layers
+ * unchanged. */
 TSS2_RC kms_tpm2_rc_base(TSS2_RC rc);
 
 /* Maps a TSS2_RC to a kms error with a detail naming what failed; a

@@ -10,7 +10,9 @@
 
 TSS2_RC kms_tpm2_rc_base(TSS2_RC rc)
 {
-    if ((rc & RC_LAYER_MASK) != 0)
+    if ((rc & RC_LAYER_MASK) == TSS2_RESMGR_TPM_RC_LAYER)
+        rc &= ~RC_LAYER_MASK; /* a TPM-format code made by a resource manager */
+    else if ((rc & RC_LAYER_MASK) != 0)
         return rc;
     if (rc & TPM2_RC_FMT1)
         return rc & (0x3Fu | TPM2_RC_FMT1);
