@@ -78,6 +78,11 @@ void kms_tpm2_unlock(int fd);
 
 /* ---- return codes (tpm2_rc.c) ---- */
 
+/* 1 if rc is the TPM's answer (a TPM-format code, from the TPM or in a
+ * resource manager's TPM layer); 0 for the software layers below (TCTI,
+ * ESYS, SYS, MU). */
+int kms_tpm2_rc_from_tpm(TSS2_RC rc);
+
 /* The TPM-format code without handle/session/parameter numbers (also for
  * the resource manager's TPM-format layer); codes of other layers
  * unchanged. */

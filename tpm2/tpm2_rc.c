@@ -8,6 +8,12 @@
 
 #define RC_LAYER_MASK 0xFFFF0000u
 
+int kms_tpm2_rc_from_tpm(TSS2_RC rc)
+{
+    TSS2_RC layer = rc & RC_LAYER_MASK;
+    return layer == TSS2_TPM_RC_LAYER || layer == TSS2_RESMGR_TPM_RC_LAYER;
+}
+
 TSS2_RC kms_tpm2_rc_base(TSS2_RC rc)
 {
     if ((rc & RC_LAYER_MASK) == TSS2_RESMGR_TPM_RC_LAYER)
@@ -42,7 +48,7 @@ int kms_tpm2_error(tpm2_device *d, TSS2_RC rc, const char *what)
 {
     TSS2_RC b = kms_tpm2_rc_base(rc);
     const char *text = Tss2_RC_Decode(rc);
-    if ((rc & RC_LAYER_MASK) != 0 && (rc & RC_LAYER_MASK) != TSS2_RESMGR_TPM_RC_LAYER) {
+    if (!kms_tpm2_rc_from_tpm(rc)) {
         /* TCTI, ESYS or SYS layer: the TPM is unreachable or the exchange
          * broke. Reconnect before the next command. */
         d->broken = 1;

@@ -14,8 +14,6 @@
 
 #include "tpm2/tpm2_internal.h"
 
-#define LAYER_MASK 0xFFFF0000u
-
 int kms_tpm2_resident_create(tpm2_device *d, tpm2_ref *r)
 {
     TPM2B_SENSITIVE_CREATE sens;
@@ -82,7 +80,7 @@ static TSS2_RC hmac_once(tpm2_device *d, uint64_t owner, const tpm2_ref *r,
          * (someone flushed it), so load afresh and try once more if it was
          * a cached one. A reset is handled by the restart, a broken
          * connection by the reconnect (TPM2_RUN). */
-        if (rc == TSS2_RC_SUCCESS || (rc & LAYER_MASK) != 0 ||
+        if (rc == TSS2_RC_SUCCESS || !kms_tpm2_rc_from_tpm(rc) ||
             kms_tpm2_retryable(rc) != TPM2_RETRY_NO)
             return rc;
         kms_tpm2_drop_cached(d);

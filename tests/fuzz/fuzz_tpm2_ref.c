@@ -1,6 +1,8 @@
 /* libFuzzer target: the TPM2 key reference decoder (tpm2/tpm2_ref.c) must
- * never read past the reference, must refuse anything it cannot describe
- * exactly, and what it accepts must encode back to the same bytes. A
+ * never read past the reference (what ASan watches here), and what it
+ * accepts must encode back to the same bytes. The decoder now checks the
+ * second itself, since this target found Tss2_MU accepting a non-canonical
+ * TPM2B_PUBLIC; the assertion stays as a guard should that check go. A
  * reference comes from our own store, but a damaged or restored database
  * must still give a clean error. */
 #include <stddef.h>

@@ -52,6 +52,13 @@ static void retry_classes(void **state)
         assert_int_equal(kms_tpm2_retryable(numbered(cases[i].rc)), cases[i].want);
         assert_int_equal(kms_tpm2_retryable(via_resmgr(numbered(cases[i].rc))), cases[i].want);
     }
+    /* Whose answer: the TPM's (directly or through a resource manager), or
+     * a software layer's. */
+    assert_true(kms_tpm2_rc_from_tpm(numbered(TPM2_RC_HANDLE)));
+    assert_true(kms_tpm2_rc_from_tpm(via_resmgr(TPM2_RC_RETRY)));
+    assert_false(kms_tpm2_rc_from_tpm(TSS2_TCTI_RC_LAYER | TSS2_BASE_RC_IO_ERROR));
+    assert_false(kms_tpm2_rc_from_tpm(TSS2_ESAPI_RC_LAYER | TSS2_BASE_RC_BAD_REFERENCE));
+    assert_false(kms_tpm2_rc_from_tpm(TSS2_RESMGR_RC_LAYER | TSS2_BASE_RC_IO_ERROR));
     /* The link broke: reconnect; other software layers: not retried. */
     assert_int_equal(kms_tpm2_retryable(TSS2_TCTI_RC_LAYER | TSS2_BASE_RC_IO_ERROR),
                      TPM2_RETRY_RECONNECT);
