@@ -438,6 +438,21 @@ static void close_core(struct daemon *d)
 
 /* Makes the TPM's storage primary for an existing database (a TPM added
  * after `kmsd init`). */
+/* Ends gRPC for good before kmsd exits. Connections still closing (a TLS
+ * handshake cut short by the shutdown) hold references of their own: our
+ * grpc_shutdown then only drops ours, and the last holder cleans up later,
+ * on a detached thread of gRPC's, while main would already be exiting.
+ * grpc_is_initialized() takes the lock that clean-up holds, so it answers 0
+ * only once clean-up is done. Waits at most 5 s. */
+static void grpc_stop(void)
+{
+    grpc_shutdown();
+    for (int i = 0; i < 500 && grpc_is_initialized(); i++)
+        usleep(10 * 1000);
+    if (grpc_is_initialized())
+        kms_log_warn("gRPC still shutting down after 5 s; exiting anyway");
+}
+
 static int cmd_tpm2_provision(struct daemon *d)
 {
     if (d->cfg.tpm2_tcti == NULL)
@@ -529,11 +544,8 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
     kms_log_info("signal %d: shutting down", sig);
 out:
     kms_server_destroy(srv);
-    /* Blocking: plain grpc_shutdown may return while the core's threads
-     * still tear down connections (TLS sessions, handshakes cut short by
-     * the shutdown), which would then outlive main. */
     if (grpc_up)
-        grpc_shutdown_blocking();
+        grpc_stop();
     kms_secret_free(key);
     free(cert);
     free(ca);
