@@ -1,5 +1,7 @@
 /* libkmsclient: options, the mTLS channel, locked memory, context entries. */
 #include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +37,38 @@ static int read_pem(const char *path, const char *what, char **out, kms_client_e
     return KMS_CLIENT_OK;
 }
 
+/* gRPC is started by the first open client and ended by the last close.
+ * grpc_shutdown only drops our reference: connections still closing (a TLS
+ * handshake cut short, a second connection attempt) hold their own, and the
+ * last of them cleans up later on a detached gRPC thread. A program that
+ * exits right after kms_client_close would race that clean-up (ASan reports
+ * its OpenSSL state as leaked). So when the library itself started gRPC, the
+ * last close waits (at most 5 s) until grpc_is_initialized() answers 0, which
+ * it does only once that clean-up is done. When the application uses gRPC
+ * itself, gRPC stays up and close does not wait. */
+static pthread_mutex_t grpc_users_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned grpc_users;
+static bool grpc_started_here;
+
+static void grpc_use(void)
+{
+    pthread_mutex_lock(&grpc_users_lock);
+    if (grpc_users++ == 0)
+        grpc_started_here = !grpc_is_initialized();
+    grpc_init();
+    pthread_mutex_unlock(&grpc_users_lock);
+}
+
+static void grpc_unuse(void)
+{
+    pthread_mutex_lock(&grpc_users_lock);
+    grpc_shutdown();
+    if (--grpc_users == 0 && grpc_started_here)
+        for (int i = 0; i < 500 && grpc_is_initialized(); i++)
+            usleep(10 * 1000);
+    pthread_mutex_unlock(&grpc_users_lock);
+}
+
 static void free_pem(char *p)
 {
     if (p != NULL) {
@@ -67,7 +101,7 @@ KMS_CLIENT_API int kms_client_open(const kms_client_options *o, kms_client **out
         goto out;
     }
     c->timeout_ms = o->timeout_ms ? o->timeout_ms : 10000;
-    grpc_init();
+    grpc_use();
     grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
     grpc_channel_credentials *creds = grpc_ssl_credentials_create(ca, &pair, NULL, NULL);
     grpc_arg args[3];
@@ -92,7 +126,7 @@ KMS_CLIENT_API int kms_client_open(const kms_client_options *o, kms_client **out
         grpc_channel_credentials_release(creds);
     if (c->channel == NULL) {
         free(c);
-        grpc_shutdown();
+        grpc_unuse();
         r = kms_client_fail(err, KMS_CLIENT_EARG, "cannot make a TLS channel to %s", o->target);
         goto out;
     }
@@ -111,7 +145,7 @@ KMS_CLIENT_API void kms_client_close(kms_client *c)
         return;
     grpc_channel_destroy(c->channel);
     free(c);
-    grpc_shutdown();
+    grpc_unuse();
 }
 
 /* One page header keeps the mapping length so free can wipe all of it. */

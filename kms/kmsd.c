@@ -436,8 +436,6 @@ static void close_core(struct daemon *d)
     d->backend = NULL;
 }
 
-/* Makes the TPM's storage primary for an existing database (a TPM added
- * after `kmsd init`). */
 /* Ends gRPC for good before kmsd exits. Connections still closing (a TLS
  * handshake cut short by the shutdown) hold references of their own: our
  * grpc_shutdown then only drops ours, and the last holder cleans up later,
@@ -453,6 +451,8 @@ static void grpc_stop(void)
         kms_log_warn("gRPC still shutting down after 5 s; exiting anyway");
 }
 
+/* Makes the TPM's storage primary for an existing database (a TPM added
+ * after `kmsd init`). */
 static int cmd_tpm2_provision(struct daemon *d)
 {
     if (d->cfg.tpm2_tcti == NULL)

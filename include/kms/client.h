@@ -154,7 +154,10 @@ typedef struct kms_client_key_list {
  * files. */
 KMS_CLIENT_API int kms_client_open(const kms_client_options *opts, kms_client **out,
                                    kms_client_error *err) KMS_CLIENT_MUST_CHECK;
-/* Waits for no call; close only after every call has returned. NULL-safe. */
+/* Waits for no call; close only after every call has returned. NULL-safe.
+ * When the library started gRPC (the application does not use gRPC itself),
+ * closing the last client also waits, at most 5 s, until gRPC has finished
+ * cleaning up, so the program may exit right after. */
 KMS_CLIENT_API void kms_client_close(kms_client *c);
 
 /* A fresh data key under key_name's primary version. without_plaintext: only

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -83,6 +84,13 @@ out:
     }
     *out = c;
     return 0;
+}
+
+void kms_tc_grpc_shutdown(void)
+{
+    grpc_shutdown();
+    for (int i = 0; i < 500 && grpc_is_initialized(); i++)
+        usleep(10 * 1000);
 }
 
 void kms_tc_close(kms_tc *c)

@@ -8,7 +8,7 @@
  *                            &kms__v1__encrypt_response__descriptor, &resp, msg, sizeof(msg));
  *   protobuf_c_message_free_unpacked(resp, NULL);
  *   kms_tc_close(c);
- *   grpc_shutdown();
+ *   kms_tc_grpc_shutdown();
  *
  * The server certificate is for "localhost"; the channel overrides the
  * TLS target name accordingly. Each channel has its own subchannel pool, so
@@ -31,6 +31,12 @@ typedef struct kms_tc kms_tc;
 int kms_tc_open(const char *target, const char *ca_file, const char *cert_file,
                 const char *key_file, kms_tc **out);
 void kms_tc_close(kms_tc *c);
+
+/* grpc_shutdown, then waits (at most 5 s) until gRPC has cleaned up: a
+ * connection still closing holds a reference of its own and cleans up later
+ * on a detached gRPC thread, which a test exiting right away would race
+ * (ASan would report gRPC's OpenSSL state as leaked). */
+void kms_tc_grpc_shutdown(void);
 
 /* Per-call deadline in milliseconds (default 10000). */
 void kms_tc_set_timeout(kms_tc *c, int ms);

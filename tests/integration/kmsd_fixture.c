@@ -15,9 +15,43 @@
 
 extern char **environ;
 
+/* Every kmsd this process started and has not reaped. A test that fails
+ * where it would have stopped its kmsd (an assertion in a teardown, an
+ * abort) must not leave kmsd running: it holds ctest's output pipe, and
+ * ctest would wait for it until the test's timeout. */
+#define MAX_LIVE 16
+static pid_t live[MAX_LIVE];
+
+static void live_add(pid_t pid)
+{
+    for (size_t i = 0; i < MAX_LIVE; i++)
+        if (live[i] == 0) {
+            live[i] = pid;
+            return;
+        }
+}
+
+static void live_remove(pid_t pid)
+{
+    for (size_t i = 0; i < MAX_LIVE; i++)
+        if (live[i] == pid)
+            live[i] = 0;
+}
+
+static void kill_live(void)
+{
+    for (size_t i = 0; i < MAX_LIVE; i++)
+        if (live[i] > 0) {
+            kill(live[i], SIGKILL);
+            waitpid(live[i], NULL, 0);
+            live[i] = 0;
+        }
+}
+
 static void die(const char *what)
 {
     fprintf(stderr, "kmsd fixture: %s\n", what);
+    kill_live();
     abort();
 }
 
@@ -167,6 +201,10 @@ void kms_test_kmsd_start(kms_test_kmsd *k, const char *const *extra)
     close(pipefd[1]);
     if (rc != 0)
         die("spawn kmsd");
+    static int registered;
+    if (!registered && atexit(kill_live) == 0)
+        registered = 1;
+    live_add(k->pid);
 
     /* Read stdout until the ready line: "kmsd ready on 127.0.0.1:PORT". */
     char buf[512];
@@ -208,6 +246,7 @@ int kms_test_kmsd_stop(kms_test_kmsd *k, int sig)
     for (int i = 0; i < 600; i++) {
         pid_t w = waitpid(k->pid, &status, WNOHANG);
         if (w == k->pid) {
+            live_remove(k->pid);
             k->pid = 0;
             if (WIFEXITED(status))
                 return WEXITSTATUS(status);
@@ -218,6 +257,7 @@ int kms_test_kmsd_stop(kms_test_kmsd *k, int sig)
     }
     kill(k->pid, SIGKILL);
     waitpid(k->pid, &status, 0);
+    live_remove(k->pid);
     k->pid = 0;
     return -1;
 }
@@ -227,6 +267,7 @@ void kms_test_kmsd_teardown(kms_test_kmsd *k)
     if (k->pid > 0) {
         kill(k->pid, SIGKILL);
         waitpid(k->pid, NULL, 0);
+        live_remove(k->pid);
         k->pid = 0;
     }
     kms_test_token_destroy(&k->token);

@@ -68,7 +68,7 @@ static int group_teardown(void **state)
     int st = kms_test_kmsd_stop(&F->k, SIGTERM);
     kms_test_kmsd_teardown(&F->k);
     free(F);
-    grpc_shutdown();
+    kms_tc_grpc_shutdown();
     if (st != 0) {
         fprintf(stderr, "kmsd exited with %d after SIGTERM\n", st);
         return -1;

@@ -36,7 +36,7 @@ static int group_teardown(void **state)
 {
     (void)state;
     kms_test_kmsd_teardown(&K);
-    grpc_shutdown();
+    kms_tc_grpc_shutdown();
     return 0;
 }
 

@@ -56,7 +56,7 @@ static int group_teardown(void **state)
     for (int i = 0; i < CHANNELS; i++)
         kms_tc_close(channels[i]);
     kms_test_kmsd_teardown(&K);
-    grpc_shutdown();
+    kms_tc_grpc_shutdown();
     return 0;
 }
 

@@ -118,7 +118,7 @@ static int group_teardown(void **state)
     close_clients();
     assert_int_equal(kms_test_kmsd_stop(&K, SIGTERM), 0);
     kms_test_kmsd_teardown(&K);
-    grpc_shutdown();
+    kms_tc_grpc_shutdown();
     return 0;
 }
 

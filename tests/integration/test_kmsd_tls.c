@@ -40,7 +40,7 @@ static int group_teardown(void **state)
     (void)state;
     int st = K.pid > 0 ? kms_test_kmsd_stop(&K, SIGTERM) : 0;
     kms_test_kmsd_teardown(&K);
-    grpc_shutdown();
+    kms_tc_grpc_shutdown();
     return st == 0 ? 0 : -1;
 }
 
