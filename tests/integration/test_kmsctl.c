@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "group_run.h"
 #include "kmsctl_runner.h"
 #include "kmsd_fixture.h"
 
@@ -328,5 +329,5 @@ int main(void)
         cmocka_unit_test(exit_codes),
         cmocka_unit_test(no_binary_to_terminal),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }

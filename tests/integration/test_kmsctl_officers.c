@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "group_run.h"
 #include "kmsctl_runner.h"
 #include "kmsd_fixture.h"
 
@@ -286,5 +287,5 @@ int main(void)
         cmocka_unit_test(propose_errors_and_cancel),
         cmocka_unit_test(pkcs11_signing_key),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }

@@ -16,6 +16,7 @@
 #include <grpc/grpc.h>
 #include <grpc/status.h>
 
+#include "group_run.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpc_test_client.h"
 #include "kms/v1/kms.pb-c.h"
@@ -676,5 +677,5 @@ int main(void)
         cmocka_unit_test(identity_not_in_policy_permission_denied),
         cmocka_unit_test(officer_has_no_data_plane_rights),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }

@@ -16,6 +16,7 @@
 #include <grpc/grpc.h>
 #include <grpc/status.h>
 
+#include "group_run.h"
 #include "grpc_test_client.h"
 #include "kms/store.h"
 #include "kms/v1/kms.pb-c.h"
@@ -328,5 +329,5 @@ int main(void)
         cmocka_unit_test(ceremony_from_flags_serves_its_key),
         cmocka_unit_test(run_refusals_and_usage),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }

@@ -18,6 +18,7 @@
 #include <grpc/grpc.h>
 #include <grpc/status.h>
 
+#include "group_run.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpc_test_client.h"
 #include "kms/v1/kms.pb-c.h"
@@ -344,5 +345,5 @@ int main(void)
         cmocka_unit_test(concurrent_mixed_calls),
         cmocka_unit_test(sigterm_under_load_exits_cleanly),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }

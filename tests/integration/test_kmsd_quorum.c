@@ -24,6 +24,7 @@
 #include <openssl/sha.h>
 #include <sqlite3.h>
 
+#include "group_run.h"
 #include "grpc_test_client.h"
 #include "kms/v1/kms.pb-c.h"
 #include "kmsd_fixture.h"
@@ -1006,5 +1007,5 @@ int main(void)
         cmocka_unit_test(nonce_budget_rotation_recorded),
         cmocka_unit_test(crash_points_execute_exactly_once),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }

@@ -16,6 +16,7 @@
 #include <grpc/grpc.h>
 #include <grpc/status.h>
 
+#include "group_run.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpc_test_client.h"
 #include "kms/v1/kms.pb-c.h"
@@ -174,5 +175,5 @@ int main(void)
         cmocka_unit_test(cn_identity),
         cmocka_unit_test(insecure_dev_listener),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }

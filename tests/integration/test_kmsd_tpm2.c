@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "group_run.h"
 #include "kms/client.h"
 #include "kms/v1/kms.pb-c.h"
 #include "kmsd_fixture.h"
@@ -310,5 +311,5 @@ int main(void)
         cmocka_unit_test(reset_stop_restart), cmocka_unit_test(second_process_refused),
         cmocka_unit_test(pcr_bound_key),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }

@@ -21,6 +21,7 @@
 #include <cmocka.h>
 #include <openssl/rand.h>
 
+#include "group_run.h"
 #include "kms/error.h"
 #include "swtpm_fixture.h"
 #include "tpm2/kms_tpm2.h"
@@ -479,5 +480,5 @@ int main(void)
         cmocka_unit_test(one_process_per_tpm),
         cmocka_unit_test(other_tpm_refuses),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }
