@@ -45,6 +45,7 @@ static const struct setting {
     {"insecure_dev", T_BOOL, offsetof(kms_config, insecure_dev), 0, 0},
     {"quorum.action_ttl", T_UINT, offsetof(kms_config, action_ttl), 60, 30u * 86400u},
     {"quorum.sweep_interval_ms", T_UINT, offsetof(kms_config, sweep_interval_ms), 10, 3600000},
+    {"quorum.max_pending_per_officer", T_UINT, offsetof(kms_config, max_pending), 1, 1000},
     {"test_clock_file", T_PATH, offsetof(kms_config, test_clock_file), 0, 0},
     {"test_crash_at", T_STRING, offsetof(kms_config, test_crash_at), 0, 0},
     {"tpm2.tcti", T_STRING, offsetof(kms_config, tpm2_tcti), 0, 0},

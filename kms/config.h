@@ -78,6 +78,7 @@ typedef struct kms_config {
     int insecure_dev;             /* plaintext listener, no client identity */
     unsigned action_ttl;          /* seconds a quorum action stays open (0: 86400) */
     unsigned sweep_interval_ms;   /* expiry/deletion/rotation sweep period (0: 10000) */
+    unsigned max_pending;         /* open proposals per officer (0: 16) */
     char *test_clock_file;        /* tests only: unix time read from this file */
     char *test_crash_at;          /* tests only: SIGKILL at this crash point (crashpoint.h) */
     char *tpm2_tcti;              /* NULL: no TPM2 backend */

@@ -340,7 +340,9 @@ static void *sweep_loop(void *arg)
 
 static int start_quorum(struct daemon *d)
 {
-    kms_quorum_config qc = {.action_ttl = d->cfg.action_ttl, .clock = {d->cfg.test_clock_file}};
+    kms_quorum_config qc = {.action_ttl = d->cfg.action_ttl,
+                            .max_pending = d->cfg.max_pending,
+                            .clock = {d->cfg.test_clock_file}};
     if (d->cfg.test_clock_file != NULL)
         kms_log_warn("TEST CLOCK: time is read from %s; never use this outside tests",
                      d->cfg.test_clock_file);

@@ -59,12 +59,15 @@ int kms_quorum_open(kms_store *store, kms_keyring *kr, kms_policy *policy,
         q->cfg = *cfg;
     if (q->cfg.action_ttl <= 0)
         q->cfg.action_ttl = KMS_QUORUM_DEFAULT_TTL;
+    if (q->cfg.max_pending == 0)
+        q->cfg.max_pending = KMS_QUORUM_DEFAULT_MAX_PENDING;
     int r = store->ops->instance_id(store, q->instance_id);
     if (r != 0) {
         free(q);
         return r;
     }
     pthread_mutex_init(&q->exec_mu, NULL);
+    pthread_mutex_init(&q->propose_mu, NULL);
     kms_keyring_set_rotation_recorder(kr, record_rotation, q);
     *out = q;
     return KMS_OK;
@@ -75,6 +78,7 @@ void kms_quorum_close(kms_quorum *q)
     if (q == NULL)
         return;
     pthread_mutex_destroy(&q->exec_mu);
+    pthread_mutex_destroy(&q->propose_mu);
     free(q);
 }
 
@@ -146,6 +150,26 @@ static int check_id(const uint8_t *id, size_t len)
     return KMS_OK;
 }
 
+/* Stores a new proposal unless its proposer already has max_pending open
+ * ones: one officer cannot flood the queue the others review (or push older
+ * proposals out of a listing). Expired, cancelled and finished actions do
+ * not count. */
+static int create_within_limit(kms_quorum *q, const kms_action_rec *a)
+{
+    uint32_t n_open = 0;
+    pthread_mutex_lock(&q->propose_mu);
+    int r = q->store->ops->action_count_pending(q->store, a->proposer, a->created_at, &n_open);
+    if (r == 0 && n_open >= q->cfg.max_pending)
+        r = kms_error_set_public(KMS_EEXHAUSTED,
+                                 "%s already has %u open proposals, the most allowed: cancel one "
+                                 "or let it expire",
+                                 a->proposer, n_open);
+    if (r == 0)
+        r = q->store->ops->action_create(q->store, a);
+    pthread_mutex_unlock(&q->propose_mu);
+    return r;
+}
+
 int kms_quorum_propose(kms_quorum *q, const char *identity, const uint8_t *body, size_t len,
                        kms_action_rec *out)
 {
@@ -187,7 +211,7 @@ int kms_quorum_propose(kms_quorum *q, const char *identity, const uint8_t *body,
         return r;
     kms_quorum_digest(q->instance_id, out->id, out->bytes, out->bytes_len, out->expires_at,
                       out->digest);
-    KMS_GUARD(q->store->ops->action_create(q->store, out));
+    KMS_GUARD(create_within_limit(q, out));
     kms_log_info("quorum: %s proposed %s (threshold %u)", officer.id, out->type, threshold);
     return KMS_OK;
 }

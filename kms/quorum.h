@@ -28,12 +28,15 @@
 #include "kms/store.h"
 
 #define KMS_QUORUM_DEFAULT_TTL (24 * 3600)
+/* Open (pending, unexpired) proposals one officer may have at a time. */
+#define KMS_QUORUM_DEFAULT_MAX_PENDING 16
 #define KMS_QUORUM_DIGEST_TAG "kms.v1.approval"
 
 typedef struct kms_quorum kms_quorum;
 
 typedef struct kms_quorum_config {
-    int64_t action_ttl; /* seconds an action stays open; 0: KMS_QUORUM_DEFAULT_TTL */
+    int64_t action_ttl;   /* seconds an action stays open; 0: KMS_QUORUM_DEFAULT_TTL */
+    uint32_t max_pending; /* per proposer; 0: KMS_QUORUM_DEFAULT_MAX_PENDING */
     kms_clock clock;
 } kms_quorum_config;
 

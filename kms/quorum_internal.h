@@ -15,7 +15,8 @@ struct kms_quorum {
     kms_policy *policy;
     kms_quorum_config cfg;
     uint8_t instance_id[KMS_INSTANCE_ID_LEN];
-    pthread_mutex_t exec_mu; /* one execution at a time */
+    pthread_mutex_t exec_mu;    /* one execution at a time */
+    pthread_mutex_t propose_mu; /* counts and creates a proposal as one step */
 };
 
 /* The oneof's type name ("RotateKey"), or NULL for an empty/unknown case. */

@@ -233,6 +233,9 @@ typedef struct kms_store_ops {
     int (*action_cancel)(kms_store *s, const uint8_t id[KMS_ACTION_ID_LEN]);
     /* Every PENDING action with expires_at <= now becomes EXPIRED. */
     int (*action_expire)(kms_store *s, int64_t now, size_t *n);
+    /* How many of proposer's (an officer id) actions are PENDING and not
+     * expired at now. */
+    int (*action_count_pending)(kms_store *s, const char *proposer, int64_t now, uint32_t *n);
 
     /* Releases everything. NULL-safe. */
     void (*close)(kms_store *s);

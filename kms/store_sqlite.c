@@ -791,6 +791,7 @@ static const kms_store_ops sqlite_ops = {
     .action_finish = kms_sqlite_action_finish,
     .action_cancel = kms_sqlite_action_cancel,
     .action_expire = kms_sqlite_action_expire,
+    .action_count_pending = kms_sqlite_action_count_pending,
     .close = store_close,
 };
 

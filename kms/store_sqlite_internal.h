@@ -130,5 +130,7 @@ int kms_sqlite_action_finish(kms_store *store, const uint8_t id[KMS_ACTION_ID_LE
                              kms_action_state state, const char *result);
 int kms_sqlite_action_cancel(kms_store *store, const uint8_t id[KMS_ACTION_ID_LEN]);
 int kms_sqlite_action_expire(kms_store *store, int64_t now, size_t *n);
+int kms_sqlite_action_count_pending(kms_store *store, const char *proposer, int64_t now,
+                                    uint32_t *n);
 
 #endif

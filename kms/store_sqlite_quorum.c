@@ -453,3 +453,28 @@ int kms_sqlite_action_expire(kms_store *store, int64_t now, size_t *n)
     kms_sqlite_unlock(s);
     return r;
 }
+
+int kms_sqlite_action_count_pending(kms_store *store, const char *proposer, int64_t now,
+                                    uint32_t *n)
+{
+    struct sqlite_store *s = kms_sqlite_impl(store);
+    int r = KMS_OK, rc;
+    sqlite3_int64 count = 0;
+    *n = 0;
+    kms_sqlite_lock(s);
+    sqlite3_stmt *st = prepare(s,
+                               "SELECT count(*) FROM actions"
+                               " WHERE state = 1 AND proposer = ?1 AND expires_at > ?2",
+                               &r);
+    if (st != NULL) {
+        if ((rc = sqlite3_bind_text(st, 1, proposer, -1, SQLITE_STATIC)) != SQLITE_OK ||
+            (rc = sqlite3_bind_int64(st, 2, now)) != SQLITE_OK ||
+            (rc = sqlite3_step(st)) != SQLITE_ROW)
+            r = kms_sqlite_error(s->db, rc, "pending action count");
+        else if ((r = kms_sqlite_int_column(st, 0, 0, UINT32_MAX, &count, "count")) == KMS_OK)
+            *n = (uint32_t)count;
+    }
+    sqlite3_finalize(st);
+    kms_sqlite_unlock(s);
+    return r;
+}

@@ -496,6 +496,68 @@ static void approval_negatives(void **state)
     free_action(c);
 }
 
+/* How many actions ListActions(pending_only) shows. */
+static size_t count_pending(void)
+{
+    Kms__V1__ListActionsRequest lr = KMS__V1__LIST_ACTIONS_REQUEST__INIT;
+    lr.pending_only = 1;
+    Kms__V1__ListActionsResponse *l = NULL;
+    assert_int_equal(kms_tc_call(O1, QU "ListActions", &lr.base,
+                                 &kms__v1__list_actions_response__descriptor,
+                                 (ProtobufCMessage **)&l, NULL, 0),
+                     GRPC_STATUS_OK);
+    size_t n = l->n_actions;
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+    return n;
+}
+
+static int cancel(kms_tc *c, const Kms__V1__Action *a)
+{
+    Kms__V1__CancelActionRequest cr = KMS__V1__CANCEL_ACTION_REQUEST__INIT;
+    cr.action_id = a->id;
+    Kms__V1__Action *done = NULL;
+    int st = kms_tc_call(c, QU "CancelAction", &cr.base, &kms__v1__action__descriptor,
+                         (ProtobufCMessage **)&done, NULL, 0);
+    free_action(done);
+    return st;
+}
+
+/* One officer cannot flood the queue: officer3 (who has nothing open yet)
+ * gets KMS_QUORUM_DEFAULT_MAX_PENDING (16) open proposals, the next is
+ * RESOURCE_EXHAUSTED and stores nothing; officer2 is not affected; a
+ * cancelled or expired proposal frees its place. */
+static void open_proposals_limited(void **state)
+{
+    (void)state;
+    enum { MAX = 16 };
+    Kms__V1__Action *open[MAX] = {NULL}, *x = NULL;
+    for (int i = 0; i < MAX; i++)
+        assert_int_equal(propose(O3, rotate_body("second"), &open[i]), GRPC_STATUS_OK);
+    size_t listed = count_pending();
+    assert_int_equal(propose(O3, rotate_body("second"), &x), GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(said, "officer3 already has 16 open proposals"));
+    assert_int_equal(count_pending(), listed); /* nothing stored */
+    assert_int_equal(propose(O2, rotate_body("second"), &x), GRPC_STATUS_OK);
+    assert_int_equal(cancel(O2, x), GRPC_STATUS_OK);
+    free_action(x);
+    x = NULL;
+
+    assert_int_equal(cancel(O3, open[0]), GRPC_STATUS_OK);
+    assert_int_equal(propose(O3, rotate_body("second"), &x), GRPC_STATUS_OK);
+    assert_int_equal(cancel(O3, x), GRPC_STATUS_OK);
+    free_action(x);
+    x = NULL;
+
+    /* After the actions' lifetime the open ones no longer count. */
+    set_clock(NOW + DAY + 1);
+    assert_int_equal(propose(O3, rotate_body("second"), &x), GRPC_STATUS_OK);
+    assert_int_equal(cancel(O3, x), GRPC_STATUS_OK);
+    free_action(x);
+    set_clock(NOW);
+    for (int i = 0; i < MAX; i++)
+        free_action(open[i]);
+}
+
 /* An approval made with nothing but the openssl command line. */
 static void openssl_cli_approval(void **state)
 {
@@ -999,6 +1061,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(rotation_two_of_three),
         cmocka_unit_test(approval_negatives),
+        cmocka_unit_test(open_proposals_limited),
         cmocka_unit_test(openssl_cli_approval),
         cmocka_unit_test(scheduled_deletion),
         cmocka_unit_test(periodic_rotation_recorded),

@@ -244,6 +244,7 @@ static void quorum_and_tpm2_settings(void **state)
     kms_config c;
     assert_int_equal(kms_config_init(&c), KMS_OK);
     assert_int_equal(load(&c, "quorum:\n  action_ttl: 3600\n  sweep_interval_ms: 250\n"
+                              "  max_pending_per_officer: 4\n"
                               "tpm2:\n  tcti: swtpm:host=127.0.0.1,port=2321\n"
                               "  primary_handle: 0x81000102\n  pcrs: \"16,17\"\n"
                               "  lock_dir: /run/kms\n"
@@ -251,6 +252,7 @@ static void quorum_and_tpm2_settings(void **state)
                      KMS_OK);
     assert_int_equal(c.action_ttl, 3600);
     assert_int_equal(c.sweep_interval_ms, 250);
+    assert_int_equal(c.max_pending, 4);
     assert_string_equal(c.tpm2_tcti, "swtpm:host=127.0.0.1,port=2321");
     assert_int_equal(c.tpm2_primary_handle, 0x81000102u);
     assert_string_equal(c.tpm2_pcrs, "16,17");
@@ -260,8 +262,9 @@ static void quorum_and_tpm2_settings(void **state)
     static const char *const bad[] = {
         "tpm2:\n  primary_handle: 0x7\n",        /* not a persistent handle */
         "tpm2:\n  primary_handle: 0xg1000000\n", /* not hex */
-        "tpm2:\n  primary_handle: 0x\n",         "quorum:\n  action_ttl: 59\n",
-        "quorum:\n  sweep_interval_ms: 0\n",     "tpm2:\n  unknown: 1\n",
+        "tpm2:\n  primary_handle: 0x\n",           "quorum:\n  action_ttl: 59\n",
+        "quorum:\n  sweep_interval_ms: 0\n",       "tpm2:\n  unknown: 1\n",
+        "quorum:\n  max_pending_per_officer: 0\n", "quorum:\n  max_pending_per_officer: 1001\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_int_equal(kms_config_init(&c), KMS_OK);

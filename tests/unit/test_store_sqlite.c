@@ -1436,6 +1436,14 @@ static void actions_expire_cancel_list(void **state)
     int reached;
     assert_int_equal(f->s->ops->action_create(f->s, a), KMS_OK);
     assert_int_equal(f->s->ops->action_create(f->s, b), KMS_OK);
+    /* Open proposals per proposer: pending and not expired at now. */
+    uint32_t open_n;
+    assert_int_equal(f->s->ops->action_count_pending(f->s, "o1", 500, &open_n), KMS_OK);
+    assert_int_equal(open_n, 2);
+    assert_int_equal(f->s->ops->action_count_pending(f->s, "o1", 1000, &open_n), KMS_OK);
+    assert_int_equal(open_n, 1);
+    assert_int_equal(f->s->ops->action_count_pending(f->s, "o2", 500, &open_n), KMS_OK);
+    assert_int_equal(open_n, 0);
     /* Approving at or after expires_at: refused, and the action is EXPIRED. */
     assert_int_equal(f->s->ops->action_approve(f->s, a->id, "o1", sig, 1, 1000, &reached),
                      KMS_EPRECOND);
@@ -1452,6 +1460,8 @@ static void actions_expire_cancel_list(void **state)
     assert_memory_equal(ids[0], b->id, KMS_ACTION_ID_LEN); /* newest first */
     assert_int_equal(f->s->ops->action_cancel(f->s, b->id), KMS_OK);
     assert_int_equal(f->s->ops->action_cancel(f->s, b->id), KMS_EPRECOND);
+    assert_int_equal(f->s->ops->action_count_pending(f->s, "o1", 500, &open_n), KMS_OK);
+    assert_int_equal(open_n, 0); /* one expired, one cancelled */
     kms_action_rec *c = new_action(3, 2, 3000);
     assert_int_equal(f->s->ops->action_create(f->s, c), KMS_OK);
     assert_int_equal(f->s->ops->action_expire(f->s, 2999, &n), KMS_OK);
