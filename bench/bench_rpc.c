@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include <grpc/byte_buffer.h>
@@ -58,6 +59,22 @@ static uint64_t now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* A "Name:   N kB" line of /proc/PID/status, in KiB; -1 if absent. */
+static long kib_of(pid_t pid, const char *name)
+{
+    char path[64], line[256];
+    long v = -1;
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (strncmp(line, name, strlen(name)) == 0)
+            v = strtol(line + strlen(name), NULL, 10);
+    fclose(f);
+    return v;
 }
 
 static grpc_channel *open_channel(const kms_test_kmsd *k)
@@ -271,6 +288,14 @@ int main(int argc, char **argv)
         printf("  %-16s %5.0f %% of no-op (%s), p99 %5.0f us (%s)\n", method_names[m], ratio,
                ratio >= 60 ? "met" : "NOT met", r->p99_us, r->p99_us <= 5000 ? "met" : "NOT met");
     }
+    /* Little's law: with n calls always in flight, the mean latency is
+     * n / rate, whatever the server does; it bounds what p99 can be. */
+    printf("  (64 in flight: mean latency = 64 / rate; the no-op's is %.0f us)\n",
+           res[HEALTH][2].rate > 0 ? 64e6 / res[HEALTH][2].rate : 0.0);
+    long hwm = kib_of(k.pid, "VmHWM:"), rss = kib_of(k.pid, "VmRSS:");
+    printf("\nkmsd memory after the runs: peak RSS %.1f MiB, now %.1f MiB; target (DESIGN §10) "
+           "RSS < 64 MiB under load: %s\n",
+           hwm / 1024.0, rss / 1024.0, hwm > 0 && hwm < 64 * 1024 ? "met" : "NOT met");
     for (int m = 0; m < N_METHODS; m++)
         grpc_byte_buffer_destroy(requests[m]);
     free(lat);
