@@ -61,22 +61,6 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* A "Name:   N kB" line of /proc/PID/status, in KiB; -1 if absent. */
-static long kib_of(pid_t pid, const char *name)
-{
-    char path[64], line[256];
-    long v = -1;
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof(line), f) != NULL)
-        if (strncmp(line, name, strlen(name)) == 0)
-            v = strtol(line + strlen(name), NULL, 10);
-    fclose(f);
-    return v;
-}
-
 static grpc_channel *open_channel(const kms_test_kmsd *k)
 {
     char path[400];
@@ -292,7 +276,7 @@ int main(int argc, char **argv)
      * n / rate, whatever the server does; it bounds what p99 can be. */
     printf("  (64 in flight: mean latency = 64 / rate; the no-op's is %.0f us)\n",
            res[HEALTH][2].rate > 0 ? 64e6 / res[HEALTH][2].rate : 0.0);
-    long hwm = kib_of(k.pid, "VmHWM:"), rss = kib_of(k.pid, "VmRSS:");
+    long hwm = kms_test_proc_kib(k.pid, "VmHWM:"), rss = kms_test_proc_kib(k.pid, "VmRSS:");
     printf("\nkmsd memory after the runs: peak RSS %.1f MiB, now %.1f MiB; target (DESIGN §10) "
            "RSS < 64 MiB under load: %s\n",
            hwm / 1024.0, rss / 1024.0, hwm > 0 && hwm < 64 * 1024 ? "met" : "NOT met");

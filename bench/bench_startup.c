@@ -39,21 +39,6 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static long rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    long v = -1;
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof(line), f) != NULL)
-        if (strncmp(line, "VmRSS:", 6) == 0)
-            v = strtol(line + 6, NULL, 10);
-    fclose(f);
-    return v;
-}
-
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -68,7 +53,7 @@ static double time_startups(kms_test_kmsd *k, long *rss)
         double t0 = now_s();
         kms_test_kmsd_start(k, (const char *const[]){"--log-level", "warn", NULL});
         t[i] = (now_s() - t0) * 1000.0;
-        *rss = rss_kib(k->pid);
+        *rss = kms_test_proc_kib(k->pid, "VmRSS:");
         if (kms_test_kmsd_stop(k, SIGTERM) != 0) {
             fprintf(stderr, "bench_startup: kmsd did not exit cleanly\n");
             exit(1);
@@ -142,7 +127,7 @@ int main(int argc, char **argv)
         have = want;
         keys[rows] = have + 4;
         ms[rows] = time_startups(&k, &rss[rows]);
-            rows++;
+        rows++;
         if (have == max)
             break;
     }

@@ -272,3 +272,18 @@ void kms_test_kmsd_teardown(kms_test_kmsd *k)
     }
     kms_test_token_destroy(&k->token);
 }
+
+long kms_test_proc_kib(pid_t pid, const char *name)
+{
+    char path[64], line[256];
+    long v = -1;
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (strncmp(line, name, strlen(name)) == 0)
+            v = strtol(line + strlen(name), NULL, 10);
+    fclose(f);
+    return v;
+}

@@ -58,6 +58,10 @@ void kms_test_kmsd_teardown(kms_test_kmsd *k);
  * out. Returns the exit status. */
 int kms_test_kmsd_run(const char *const *argv, char *out, size_t cap);
 
+/* A "Name:   N kB" line of /proc/PID/status ("VmRSS:", "VmHWM:"), in KiB;
+ * -1 if absent. For benchmarks that report kmsd's memory. */
+long kms_test_proc_kib(pid_t pid, const char *name);
+
 /* PKI path of a file: kms_test_kmsd_pki(&k, "app.pem", buf, sizeof(buf)). */
 const char *kms_test_kmsd_pki(const kms_test_kmsd *k, const char *file, char *buf, size_t cap);
 
