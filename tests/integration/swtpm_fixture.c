@@ -12,17 +12,52 @@
 #include <time.h>
 #include <unistd.h>
 
-static void die(const char *what)
-{
-    fprintf(stderr, "swtpm fixture: %s: %s\n", what, strerror(errno));
-    abort();
-}
-
 /* Runs a shell command line built by the fixture (paths it made itself). */
 static int sh(const char *cmd)
 {
     int st = system(cmd);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Control ports of the swtpm daemons this process started and has not
+ * stopped: a test that fails before its teardown (or aborts) must not leave
+ * a daemon running. */
+#define MAX_LIVE 8
+static int live_ctrl[MAX_LIVE];
+
+static void stop_ctrl(int ctrl_port)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "swtpm_ioctl --tcp 127.0.0.1:%d -s >/dev/null 2>&1", ctrl_port);
+    (void)sh(cmd);
+}
+
+static void stop_live(void)
+{
+    for (size_t i = 0; i < MAX_LIVE; i++)
+        if (live_ctrl[i] != 0) {
+            stop_ctrl(live_ctrl[i]);
+            live_ctrl[i] = 0;
+        }
+}
+
+static void set_live(int ctrl_port, int on)
+{
+    static int registered;
+    if (!registered && atexit(stop_live) == 0)
+        registered = 1;
+    for (size_t i = 0; i < MAX_LIVE; i++)
+        if (on ? live_ctrl[i] == 0 : live_ctrl[i] == ctrl_port) {
+            live_ctrl[i] = on ? ctrl_port : 0;
+            return;
+        }
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "swtpm fixture: %s: %s\n", what, strerror(errno));
+    stop_live();
+    abort();
 }
 
 static int port_free(int port)
@@ -47,6 +82,7 @@ static void launch(kms_test_swtpm *s)
     if (sh(cmd) != 0)
         die("swtpm socket");
     s->running = 1;
+    set_live(s->port + 1, 1);
 }
 
 void kms_test_swtpm_start(kms_test_swtpm *s)
@@ -77,11 +113,10 @@ void kms_test_swtpm_start(kms_test_swtpm *s)
 
 void kms_test_swtpm_stop(kms_test_swtpm *s)
 {
-    char cmd[256];
     if (!s->running)
         return;
-    snprintf(cmd, sizeof(cmd), "swtpm_ioctl --tcp 127.0.0.1:%d -s >/dev/null 2>&1", s->port + 1);
-    (void)sh(cmd);
+    stop_ctrl(s->port + 1);
+    set_live(s->port + 1, 0);
     s->running = 0;
     usleep(200 * 1000);
 }
