@@ -75,6 +75,10 @@ TSS2_RC kms_tpm2_load(tpm2_device *d, const TPM2B_PUBLIC *pub, const TPM2B_PRIVA
  * pid, if another process or opening holds it). */
 int kms_tpm2_lock(const kms_tpm2_config *cfg, int *fd);
 void kms_tpm2_unlock(int fd);
+/* The lock's key for a TCTI string: the usual spellings of one TPM give one
+ * key ("device:/dev/tpmrm0" and "device:/dev/tpm0"; "swtpm:host=localhost"
+ * and "mssim:port=2321,host=127.0.0.1"); anything else is kept as written. */
+int kms_tpm2_lock_key(const char *tcti, char *out, size_t cap);
 
 /* ---- return codes (tpm2_rc.c) ---- */
 

@@ -8,10 +8,15 @@
  *
  * and holds it until the device is closed; a second one fails at once,
  * naming the holder's pid. The lock dir is tpm2.lock_dir, else /run/lock,
- * else /tmp. The key is the TCTI string as configured: two spellings of one
- * device are two locks (docs/tpm2.md). */
+ * else /tmp. The key is the TCTI string made canonical (kms_tpm2_lock_key),
+ * so that the usual spellings of one TPM share one lock. */
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,11 +35,104 @@ static const char *default_dir(void)
     return stat("/run/lock", &st) == 0 && S_ISDIR(st.st_mode) ? "/run/lock" : "/tmp";
 }
 
+/* "device:PATH": the character device, /dev/tpmrmN (the kernel's resource
+ * manager) and /dev/tpmN being one chip; an empty path is the TSS default,
+ * /dev/tpm0. */
+static int device_key(const char *conf, char *out, size_t cap)
+{
+    char real[PATH_MAX];
+    const char *path = conf[0] ? conf : "/dev/tpm0";
+    if (realpath(path, real) != NULL)
+        path = real;
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    int dir_len = (int)(base - path);
+    if (strncmp(base, "tpmrm", 5) == 0 && base[5] != '\0')
+        return snprintf(out, cap, "device:%.*stpm%s", dir_len, path, base + 5);
+    return snprintf(out, cap, "device:%s", path);
+}
+
+/* "swtpm:host=H,port=P" (and mssim, the same protocol): the address and
+ * port, with the TSS defaults (localhost, 2321); every loopback address is
+ * one. Host names other than localhost are compared as names (lowercase).
+ * Anything it does not understand stays as written. */
+static int simulator_key(const char *conf, char *out, size_t cap)
+{
+    char host[256] = "localhost", buf[512];
+    long port = 2321;
+    if (strlen(conf) >= sizeof(buf))
+        return -1;
+    snprintf(buf, sizeof(buf), "%s", conf);
+    for (char *save = NULL, *kv = strtok_r(buf, ",", &save); kv != NULL;
+         kv = strtok_r(NULL, ",", &save)) {
+        char *end = NULL;
+        if (strncmp(kv, "host=", 5) == 0 && kv[5] != '\0' && strlen(kv + 5) < sizeof(host)) {
+            snprintf(host, sizeof(host), "%s", kv + 5);
+            continue;
+        }
+        if (strncmp(kv, "port=", 5) == 0) {
+            port = strtol(kv + 5, &end, 10);
+            if (port > 0 && port < 65536 && end != kv + 5 && *end == '\0')
+                continue;
+        }
+        return -1;
+    }
+    for (char *c = host; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+    /* Numeric addresses are read; names are not looked up (no DNS at
+     * start-up), except localhost. */
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST}, *ai = NULL;
+    char addr[INET6_ADDRSTRLEN] = "";
+    if (strcmp(host, "localhost") == 0 || strcmp(host, "localhost.localdomain") == 0 ||
+        strcmp(host, "ip6-localhost") == 0)
+        snprintf(addr, sizeof(addr), "loopback");
+    else if (getaddrinfo(host, NULL, &hints, &ai) == 0 && ai != NULL) {
+        if (ai->ai_family == AF_INET) {
+            const struct in_addr *a = &((const struct sockaddr_in *)ai->ai_addr)->sin_addr;
+            if ((ntohl(a->s_addr) >> 24) == 127)
+                snprintf(addr, sizeof(addr), "loopback");
+            else
+                inet_ntop(AF_INET, a, addr, sizeof(addr));
+        } else if (ai->ai_family == AF_INET6) {
+            const struct in6_addr *a = &((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+            if (IN6_IS_ADDR_LOOPBACK(a))
+                snprintf(addr, sizeof(addr), "loopback");
+            else
+                inet_ntop(AF_INET6, a, addr, sizeof(addr));
+        }
+    }
+    if (ai != NULL)
+        freeaddrinfo(ai);
+    return snprintf(out, cap, "simulator:%s:%ld", addr[0] ? addr : host, port);
+}
+
+int kms_tpm2_lock_key(const char *tcti, char *out, size_t cap)
+{
+    const char *colon = strchr(tcti, ':');
+    size_t name_len = colon ? (size_t)(colon - tcti) : strlen(tcti);
+    const char *conf = colon ? colon + 1 : "";
+    int n = -1;
+    if (name_len == 6 && strncmp(tcti, "device", 6) == 0)
+        n = device_key(conf, out, cap);
+    else if ((name_len == 5 && strncmp(tcti, "swtpm", 5) == 0) ||
+             (name_len == 5 && strncmp(tcti, "mssim", 5) == 0))
+        n = simulator_key(conf, out, cap);
+    else if (name_len == 6 && strncmp(tcti, "tabrmd", 6) == 0 && conf[0] == '\0')
+        n = snprintf(out, cap, "tabrmd");
+    if (n < 0)
+        n = snprintf(out, cap, "%s", tcti);
+    if (n < 0 || (size_t)n >= cap)
+        return kms_error_set(KMS_EINVAL, "tpm2: TCTI string too long");
+    return KMS_OK;
+}
+
 static int lock_path(const char *dir, const char *tcti, char *out, size_t cap)
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int md_len = 0;
-    if (EVP_Digest(tcti, strlen(tcti), md, &md_len, EVP_sha256(), NULL) != 1 || md_len < 8)
+    char key[1024];
+    KMS_GUARD(kms_tpm2_lock_key(tcti, key, sizeof(key)));
+    if (EVP_Digest(key, strlen(key), md, &md_len, EVP_sha256(), NULL) != 1 || md_len < 8)
         return kms_error_set(KMS_EINTERNAL, "tpm2: cannot hash the TCTI string");
     char hex[17];
     for (int i = 0; i < 8; i++)

@@ -261,12 +261,17 @@ static void reset_stop_restart(void **state)
 }
 
 /* One kms process per TPM: while kmsd serves, `kmsd tpm2-provision` on the
- * same TPM is refused, naming the holder; kmsd keeps serving. */
+ * same TPM is refused, naming the holder, also when the TCTI is spelt
+ * another way; kmsd keeps serving. */
 static void second_process_refused(void **state)
 {
     (void)state;
-    char out[4096];
+    char out[4096], other[128];
     const char *argv[] = {"--config", K.config, "--tpm2-tcti", T.tcti, "tpm2-provision", NULL};
+    assert_int_not_equal(kms_test_kmsd_run(argv, out, sizeof(out)), 0);
+    assert_non_null(strstr(out, "in use by another kms process (pid "));
+    snprintf(other, sizeof(other), "mssim:port=%d,host=localhost", T.port);
+    argv[3] = other;
     assert_int_not_equal(kms_test_kmsd_run(argv, out, sizeof(out)), 0);
     assert_non_null(strstr(out, "in use by another kms process (pid "));
     kms_client_error err;
