@@ -274,6 +274,11 @@ static int set_scalar(kms_config *c, const struct setting *st, const char *value
     }
 }
 
+const char *kms_config_setting_name(size_t i)
+{
+    return i < NSETTINGS ? settings[i].name : NULL;
+}
+
 static const struct setting *find_setting(const char *name)
 {
     for (size_t i = 0; i < NSETTINGS; i++)

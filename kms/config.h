@@ -118,6 +118,10 @@ int kms_config_load_buffer(kms_config *c, const char *buf, size_t len,
  * "pkcs11.sessions", "insecure_dev", ...) from a string, as a command-line
  * flag does. KMS_EINVAL for an unknown name or a bad value. */
 int kms_config_set(kms_config *c, const char *name, const char *value) KMS_MUST_CHECK;
+/* The dotted name of the i-th scalar setting, NULL past the last: every
+ * name kms_config_set and the file accept (docs/configuration.md lists them
+ * all; a test holds it to that). */
+const char *kms_config_setting_name(size_t i);
 
 /* Command-line forms of the init section:
  *   officer:   "ID,IDENTITY,PUBKEY_PEM_FILE"

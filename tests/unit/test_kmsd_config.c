@@ -321,9 +321,32 @@ static void run_needs_tls_unless_insecure(void **state)
     kms_config_free(&c);
 }
 
+/* Every setting the code accepts is in docs/configuration.md as `name`,
+ * and is accepted by name. */
+static void every_setting_documented(void **state)
+{
+    (void)state;
+    FILE *f = fopen(KMS_CONFIG_DOC, "r");
+    assert_non_null(f);
+    static char doc[128 * 1024];
+    size_t n = fread(doc, 1, sizeof(doc) - 1, f);
+    fclose(f);
+    doc[n] = '\0';
+    size_t count = 0;
+    for (const char *name; (name = kms_config_setting_name(count)) != NULL; count++) {
+        char quoted[96];
+        snprintf(quoted, sizeof(quoted), "`%s`", name);
+        if (strstr(doc, quoted) == NULL)
+            fail_msg("setting %s is not in docs/configuration.md", name);
+    }
+    assert_true(count > 20);
+    assert_null(kms_config_setting_name(count + 1));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(every_setting_documented),
         cmocka_unit_test(defaults),
         cmocka_unit_test(every_setting),
         cmocka_unit_test(quorum_and_tpm2_settings),
