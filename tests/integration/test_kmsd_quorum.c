@@ -216,6 +216,22 @@ static void free_action(Kms__V1__Action *a)
         protobuf_c_message_free_unpacked(&a->base, NULL);
 }
 
+/* Cancels a through c; the action afterwards goes to *out when given (to
+ * free with free_action). */
+static int cancel(kms_tc *c, const Kms__V1__Action *a, Kms__V1__Action **out)
+{
+    Kms__V1__CancelActionRequest cr = KMS__V1__CANCEL_ACTION_REQUEST__INIT;
+    cr.action_id = a->id;
+    Kms__V1__Action *done = NULL;
+    int st = kms_tc_call(c, QU "CancelAction", &cr.base, &kms__v1__action__descriptor,
+                         (ProtobufCMessage **)&done, NULL, 0);
+    if (out != NULL)
+        *out = done;
+    else
+        free_action(done);
+    return st;
+}
+
 /* Proposes body as officer1 and approves it by officer1 .. officer<n>. */
 static void pass_n(Kms__V1__ActionBody *body, int n)
 {
@@ -480,14 +496,8 @@ static void approval_negatives(void **state)
     /* Only the proposer cancels. */
     Kms__V1__Action *c = NULL;
     assert_int_equal(propose(O1, rotate_body("second"), &c), GRPC_STATUS_OK);
-    Kms__V1__CancelActionRequest cr = KMS__V1__CANCEL_ACTION_REQUEST__INIT;
-    cr.action_id = c->id;
-    assert_int_equal(kms_tc_call(O2, QU "CancelAction", &cr.base, &kms__v1__action__descriptor,
-                                 (ProtobufCMessage **)&done, NULL, 0),
-                     GRPC_STATUS_PERMISSION_DENIED);
-    assert_int_equal(kms_tc_call(O1, QU "CancelAction", &cr.base, &kms__v1__action__descriptor,
-                                 (ProtobufCMessage **)&done, NULL, 0),
-                     GRPC_STATUS_OK);
+    assert_int_equal(cancel(O2, c, NULL), GRPC_STATUS_PERMISSION_DENIED);
+    assert_int_equal(cancel(O1, c, &done), GRPC_STATUS_OK);
     assert_int_equal(done->state, KMS__V1__ACTION_STATE__CANCELLED);
     free_action(done);
     assert_int_equal(approve(O2, "officer2", c, NULL), GRPC_STATUS_FAILED_PRECONDITION);
@@ -511,17 +521,6 @@ static size_t count_pending(void)
     return n;
 }
 
-static int cancel(kms_tc *c, const Kms__V1__Action *a)
-{
-    Kms__V1__CancelActionRequest cr = KMS__V1__CANCEL_ACTION_REQUEST__INIT;
-    cr.action_id = a->id;
-    Kms__V1__Action *done = NULL;
-    int st = kms_tc_call(c, QU "CancelAction", &cr.base, &kms__v1__action__descriptor,
-                         (ProtobufCMessage **)&done, NULL, 0);
-    free_action(done);
-    return st;
-}
-
 /* One officer cannot flood the queue: officer3 (who has nothing open yet)
  * gets KMS_QUORUM_DEFAULT_MAX_PENDING (16) open proposals, the next is
  * RESOURCE_EXHAUSTED and stores nothing; officer2 is not affected; a
@@ -538,20 +537,20 @@ static void open_proposals_limited(void **state)
     assert_non_null(strstr(said, "officer3 already has 16 open proposals"));
     assert_int_equal(count_pending(), listed); /* nothing stored */
     assert_int_equal(propose(O2, rotate_body("second"), &x), GRPC_STATUS_OK);
-    assert_int_equal(cancel(O2, x), GRPC_STATUS_OK);
+    assert_int_equal(cancel(O2, x, NULL), GRPC_STATUS_OK);
     free_action(x);
     x = NULL;
 
-    assert_int_equal(cancel(O3, open[0]), GRPC_STATUS_OK);
+    assert_int_equal(cancel(O3, open[0], NULL), GRPC_STATUS_OK);
     assert_int_equal(propose(O3, rotate_body("second"), &x), GRPC_STATUS_OK);
-    assert_int_equal(cancel(O3, x), GRPC_STATUS_OK);
+    assert_int_equal(cancel(O3, x, NULL), GRPC_STATUS_OK);
     free_action(x);
     x = NULL;
 
     /* After the actions' lifetime the open ones no longer count. */
     set_clock(NOW + DAY + 1);
     assert_int_equal(propose(O3, rotate_body("second"), &x), GRPC_STATUS_OK);
-    assert_int_equal(cancel(O3, x), GRPC_STATUS_OK);
+    assert_int_equal(cancel(O3, x, NULL), GRPC_STATUS_OK);
     free_action(x);
     set_clock(NOW);
     for (int i = 0; i < MAX; i++)
