@@ -24,9 +24,9 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "kms/keyring.h"
-#include "kms/log.h"
-#include "kms/store.h"
+#include "kmsd/keyring/keyring.h"
+#include "base/log.h"
+#include "kmsd/store/store.h"
 #include "kmsd_fixture.h"
 #include "pkcs11/kms_p11.h"
 

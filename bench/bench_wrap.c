@@ -22,8 +22,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "kms/blob.h"
-#include "kms/keyring.h"
+#include "kmsd/keyring/blob.h"
+#include "kmsd/keyring/keyring.h"
 #include "pkcs11/kms_p11.h"
 #include "pkcs11/p11_pkcs11.h"
 #include "softhsm_fixture.h"

@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kms/log.h"
+#include "base/log.h"
 #include "p11_internal.h"
-#include "pkcs11/kms_p11.h"
+#include "kms_p11.h"
 
 static struct p11 *impl(kms_backend *b)
 {

@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "kms/log.h"
+#include "base/log.h"
 #include "p11_internal.h"
 
 void kms_p11_label(const uint8_t id[P11_ID_LEN], char *out, size_t cap)

@@ -3,13 +3,13 @@
 #ifndef KMS_P11_INTERNAL_H
 #define KMS_P11_INTERNAL_H
 
-#include "pkcs11/p11_pkcs11.h"
+#include "p11_pkcs11.h"
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "kms/backend.h"
-#include "kms/secret.h"
+#include "base/secret.h"
 
 #define P11_ID_LEN (KMS_KEY_ID_LEN + 4) /* CKA_ID = key id ‖ version (u32 BE) */
 #define P11_LABEL_MAX 64                /* "kms:<32 hex>:v<u32>" + NUL fits */

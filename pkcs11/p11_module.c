@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "kms/log.h"
+#include "base/log.h"
 #include "p11_internal.h"
 
 int kms_p11_module_load(struct p11 *p, const char *path)

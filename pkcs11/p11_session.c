@@ -19,7 +19,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "kms/log.h"
+#include "base/log.h"
 #include "p11_internal.h"
 
 #define BACKOFF_MIN_MS 50

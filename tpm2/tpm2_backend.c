@@ -10,8 +10,8 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-#include "kms/log.h"
-#include "tpm2/tpm2_internal.h"
+#include "base/log.h"
+#include "tpm2_internal.h"
 
 struct kms_backend_key {
     tpm2_ref ref;

@@ -9,8 +9,8 @@
 #include <tss2/tss2_rc.h>
 #include <tss2/tss2_tctildr.h>
 
-#include "kms/log.h"
-#include "tpm2/tpm2_internal.h"
+#include "base/log.h"
+#include "tpm2_internal.h"
 
 /* Flushes every transient object and loaded session: one owner only. */
 static void flush_leftovers(tpm2_device *d)

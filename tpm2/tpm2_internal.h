@@ -15,8 +15,8 @@
 
 #include <tss2/tss2_esys.h>
 
-#include "kms/secret.h"
-#include "tpm2/kms_tpm2.h"
+#include "base/secret.h"
+#include "kms_tpm2.h"
 
 #define TPM2_RESIDENT_LABEL "kms-tpm2-resident-v1"
 #define TPM2_MAX_TRIES 5

@@ -26,8 +26,8 @@
 
 #include <openssl/evp.h>
 
-#include "kms/log.h"
-#include "tpm2/tpm2_internal.h"
+#include "base/log.h"
+#include "tpm2_internal.h"
 
 static const char *default_dir(void)
 {

@@ -4,7 +4,7 @@
  * strike (kms objects are noDA with empty auth, so none at all). */
 #include <tss2/tss2_rc.h>
 
-#include "tpm2/tpm2_internal.h"
+#include "tpm2_internal.h"
 
 #define RC_LAYER_MASK 0xFFFF0000u
 

@@ -11,7 +11,7 @@
 
 #include <tss2/tss2_mu.h>
 
-#include "tpm2/tpm2_internal.h"
+#include "tpm2_internal.h"
 
 #define HEADER 29 /* magic 3, format 1, kind 1, key id 16, version 4, mask 4 */
 

@@ -12,7 +12,7 @@
 
 #include <openssl/crypto.h>
 
-#include "tpm2/tpm2_internal.h"
+#include "tpm2_internal.h"
 
 int kms_tpm2_resident_create(tpm2_device *d, tpm2_ref *r)
 {

@@ -9,7 +9,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
-#include "tpm2/tpm2_internal.h"
+#include "tpm2_internal.h"
 
 /* A policy (or trial) session with PolicyPCR over mask; *digest (optional)
  * receives the policy digest. On failure no session is left. */

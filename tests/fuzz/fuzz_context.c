@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kms/context.h"
+#include "kmsd/keyring/context.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

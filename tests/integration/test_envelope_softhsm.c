@@ -13,8 +13,8 @@
 #include <cmocka.h>
 #include <openssl/rand.h>
 
-#include "kms/blob.h"
-#include "kms/keyring.h"
+#include "kmsd/keyring/blob.h"
+#include "kmsd/keyring/keyring.h"
 #include "pkcs11/kms_p11.h"
 #include "softhsm_fixture.h"
 

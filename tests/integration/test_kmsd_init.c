@@ -18,7 +18,7 @@
 
 #include "group_run.h"
 #include "grpc_test_client.h"
-#include "kms/store.h"
+#include "kmsd/store/store.h"
 #include "kms/v1/kms.pb-c.h"
 #include "kmsd_fixture.h"
 

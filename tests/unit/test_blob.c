@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "kms/blob.h"
+#include "kmsd/keyring/blob.h"
 
 static const uint8_t key_id[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 

@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "kms/context.h"
+#include "kmsd/keyring/context.h"
 
 #define P(k, v)                                                                                    \
     {                                                                                              \

@@ -14,8 +14,8 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-#include "kms/blob.h"
-#include "kms/keyring.h"
+#include "kmsd/keyring/blob.h"
+#include "kmsd/keyring/keyring.h"
 
 /* ---- in-memory backend ---------------------------------------------------- */
 

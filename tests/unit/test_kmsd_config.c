@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "kms/config.h"
+#include "kmsd/config.h"
 
 static int load(kms_config *c, const char *yaml)
 {

@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "kms/policy.h"
+#include "kmsd/policy/policy.h"
 
 struct fx {
     char dir[64];

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "kms/secret.h"
+#include "base/secret.h"
 
 /* Reads this process's smaps entry for addr and reports whether the
  * mapping is locked and marked "dd" (do not dump). */

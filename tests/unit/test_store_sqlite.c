@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "kms/store.h"
+#include "kmsd/store/store.h"
 
 struct fx {
     char dir[256];

@@ -1,0 +1,789 @@
+/* The keyring: named master keys over the store and the backends.
+ *
+ * Locking: `lock` (rwlock) guards the key index; each key entry has its own
+ * mutex guarding its versions, leases and opened backend keys. Backend
+ * wrap/unwrap run outside every keyring lock, so calls on one key proceed in
+ * parallel. Opened backend keys live until the keyring closes. */
+#include "kmsd/keyring/keyring.h"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kmsd/keyring/blob.h"
+#include "base/crashpoint.h"
+#include "base/log.h"
+
+#define MAX_BACKENDS 4
+#define LEASE_DEFAULT 4096
+#define AAD_MAX (KMS_BLOB_AAD_HEADER_LEN + KMS_CONTEXT_MAX_ENCODED)
+
+struct version_slot {
+    uint32_t version;
+    kms_version_state state;
+    kms_backend_ref ref;
+    kms_backend_key *bk; /* opened on first use */
+    uint64_t reserved;   /* IVs reserved in the store (the stored usage count) */
+    uint64_t used;       /* IVs handed out; used <= reserved */
+};
+
+struct key_entry {
+    kms_key_rec rec;
+    kms_backend *backend;
+    pthread_mutex_t mu;
+    struct version_slot *versions; /* sorted by version */
+    size_t nversions;
+    struct key_entry *next_by_name;
+    struct key_entry *next_by_id;
+};
+
+struct kms_keyring {
+    kms_store *store;
+    uint64_t nonce_limit;
+    uint64_t rotate_at;
+    uint32_t lease;
+    kms_clock clock;
+    kms_backend *backends[MAX_BACKENDS];
+    size_t nbackends;
+    kms_keyring_rotation_recorder recorder; /* records automatic rotations */
+    void *recorder_ctx;
+
+    pthread_rwlock_t lock;
+    struct key_entry **by_name; /* hash buckets */
+    struct key_entry **by_id;
+    size_t nbuckets;
+    size_t nkeys;
+};
+
+/* ---- index ---------------------------------------------------------------- */
+
+static uint64_t fnv1a(const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+
+static size_t name_bucket(const kms_keyring *kr, const char *name)
+{
+    return (size_t)(fnv1a(name, strlen(name)) % kr->nbuckets);
+}
+
+static size_t id_bucket(const kms_keyring *kr, const uint8_t *id)
+{
+    return (size_t)(fnv1a(id, KMS_KEY_ID_LEN) % kr->nbuckets);
+}
+
+static struct key_entry *find_by_name(const kms_keyring *kr, const char *name)
+{
+    for (struct key_entry *e = kr->by_name[name_bucket(kr, name)]; e; e = e->next_by_name)
+        if (strcmp(e->rec.name, name) == 0)
+            return e;
+    return NULL;
+}
+
+static struct key_entry *find_by_id(const kms_keyring *kr, const uint8_t *id)
+{
+    for (struct key_entry *e = kr->by_id[id_bucket(kr, id)]; e; e = e->next_by_id)
+        if (memcmp(e->rec.id, id, KMS_KEY_ID_LEN) == 0)
+            return e;
+    return NULL;
+}
+
+static void link_entry(kms_keyring *kr, struct key_entry *e)
+{
+    size_t nb = name_bucket(kr, e->rec.name), ib = id_bucket(kr, e->rec.id);
+    e->next_by_name = kr->by_name[nb];
+    kr->by_name[nb] = e;
+    e->next_by_id = kr->by_id[ib];
+    kr->by_id[ib] = e;
+    kr->nkeys++;
+}
+
+/* Doubles the bucket arrays when the index is full; on allocation failure
+ * the index simply stays denser. Caller holds the write lock. */
+static void maybe_grow(kms_keyring *kr)
+{
+    if (kr->nkeys < kr->nbuckets)
+        return;
+    size_t old_n = kr->nbuckets;
+    struct key_entry **old_name = kr->by_name;
+    struct key_entry **nn = calloc(old_n * 2, sizeof(*nn));
+    struct key_entry **ni = calloc(old_n * 2, sizeof(*ni));
+    if (nn == NULL || ni == NULL) {
+        free(nn);
+        free(ni);
+        return;
+    }
+    free(kr->by_id);
+    kr->by_name = nn;
+    kr->by_id = ni;
+    kr->nbuckets = old_n * 2;
+    kr->nkeys = 0;
+    for (size_t b = 0; b < old_n; b++) {
+        struct key_entry *e = old_name[b];
+        while (e) {
+            struct key_entry *next = e->next_by_name;
+            link_entry(kr, e);
+            e = next;
+        }
+    }
+    free(old_name);
+}
+
+static kms_backend *backend_named(const kms_keyring *kr, const char *name)
+{
+    for (size_t i = 0; i < kr->nbackends; i++)
+        if (strcmp(kr->backends[i]->ops->name, name) == 0)
+            return kr->backends[i];
+    return NULL;
+}
+
+static void entry_free(struct key_entry *e)
+{
+    if (e == NULL)
+        return;
+    for (size_t i = 0; i < e->nversions; i++)
+        if (e->versions[i].bk)
+            e->backend->ops->release_version(e->backend, e->versions[i].bk);
+    free(e->versions);
+    pthread_mutex_destroy(&e->mu);
+    free(e);
+}
+
+/* ---- loading from the store ------------------------------------------------ */
+
+struct version_list {
+    struct version_slot *slots;
+    size_t n, cap;
+    int err;
+};
+
+static int collect_version(void *ctx, const kms_version_rec *v)
+{
+    struct version_list *l = ctx;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 4;
+        struct version_slot *s = realloc(l->slots, cap * sizeof(*s));
+        if (s == NULL)
+            return kms_error_set(KMS_ENOMEM, "out of memory");
+        l->slots = s;
+        l->cap = cap;
+    }
+    struct version_slot *slot = &l->slots[l->n++];
+    memset(slot, 0, sizeof(*slot));
+    slot->version = v->version;
+    slot->state = v->state;
+    slot->ref = v->ref;
+    slot->reserved = v->usage_count;
+    slot->used = v->usage_count; /* IVs leased before a restart count as used */
+    return KMS_OK;
+}
+
+/* Reads a key and its versions from the store into a new entry. */
+static int load_entry(kms_keyring *kr, const kms_key_rec *rec, struct key_entry **out)
+{
+    kms_backend *b = backend_named(kr, rec->backend);
+    if (b == NULL)
+        return kms_error_set(KMS_EUNAVAIL, "key %s uses backend %s, which is not configured",
+                             rec->name, rec->backend);
+    struct key_entry *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    struct version_list l = {0};
+    int r = kr->store->ops->version_list(kr->store, rec->id, collect_version, &l);
+    if (r != 0) {
+        free(l.slots);
+        free(e);
+        return r;
+    }
+    e->rec = *rec;
+    e->backend = b;
+    e->versions = l.slots;
+    e->nversions = l.n;
+    pthread_mutex_init(&e->mu, NULL);
+    *out = e;
+    return KMS_OK;
+}
+
+/* Finds a key by name or id, loading it from the store on first use. */
+static int get_entry(kms_keyring *kr, const char *name, const uint8_t *id, struct key_entry **out)
+{
+    pthread_rwlock_rdlock(&kr->lock);
+    struct key_entry *e = name ? find_by_name(kr, name) : find_by_id(kr, id);
+    pthread_rwlock_unlock(&kr->lock);
+    if (e) {
+        *out = e;
+        return KMS_OK;
+    }
+
+    kms_key_rec rec;
+    int r = name ? kr->store->ops->key_get_by_name(kr->store, name, &rec)
+                 : kr->store->ops->key_get_by_id(kr->store, id, &rec);
+    if (r != 0)
+        return r;
+    if (rec.primary_version == 0) /* not cached: creating it again completes it */
+        return kms_error_set_public(KMS_EPRECOND,
+                                    "key %s is incomplete: its creation was interrupted", rec.name);
+    struct key_entry *fresh = NULL;
+    KMS_GUARD(load_entry(kr, &rec, &fresh));
+
+    pthread_rwlock_wrlock(&kr->lock);
+    e = find_by_id(kr, rec.id); /* another thread may have loaded it meanwhile */
+    if (e == NULL) {
+        maybe_grow(kr);
+        link_entry(kr, fresh);
+        e = fresh;
+        fresh = NULL;
+    }
+    pthread_rwlock_unlock(&kr->lock);
+    entry_free(fresh);
+    *out = e;
+    return KMS_OK;
+}
+
+static struct version_slot *find_version(struct key_entry *e, uint32_t version)
+{
+    for (size_t i = 0; i < e->nversions; i++)
+        if (e->versions[i].version == version)
+            return &e->versions[i];
+    return NULL;
+}
+
+/* Opens (and so checks) a version's backend key on first use. Entry locked. */
+static int ensure_open(struct key_entry *e, struct version_slot *v)
+{
+    if (v->bk)
+        return KMS_OK;
+    int r = e->backend->ops->open_version(e->backend, &v->ref, &v->bk);
+    if (r != 0)
+        kms_log_error("key %s version %u cannot be used: %s (%s)", e->rec.name, v->version,
+                      kms_strerror(r), kms_error_detail());
+    return r;
+}
+
+/* ---- public: lifecycle ------------------------------------------------------ */
+
+int kms_keyring_open(kms_store *store, const kms_keyring_config *cfg, kms_keyring **out)
+{
+    if (store == NULL || out == NULL)
+        return kms_error_set(KMS_EINVAL, "keyring needs a store");
+    kms_keyring_config c = cfg ? *cfg : (kms_keyring_config){0};
+    if (c.nonce_limit == 0)
+        c.nonce_limit = KMS_NONCE_LIMIT;
+    if (c.rotate_at == 0)
+        c.rotate_at = c.nonce_limit / 10 * 9;
+    if (c.lease == 0)
+        c.lease = LEASE_DEFAULT;
+    if (c.nonce_limit > KMS_NONCE_LIMIT || c.rotate_at > c.nonce_limit)
+        return kms_error_set(KMS_EINVAL, "nonce limit above 2^32 or rotation point above it");
+
+    kms_keyring *kr = calloc(1, sizeof(*kr));
+    if (kr == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    kr->nbuckets = 64;
+    kr->by_name = calloc(kr->nbuckets, sizeof(*kr->by_name));
+    kr->by_id = calloc(kr->nbuckets, sizeof(*kr->by_id));
+    if (kr->by_name == NULL || kr->by_id == NULL) {
+        free(kr->by_name);
+        free(kr->by_id);
+        free(kr);
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    }
+    kr->store = store;
+    kr->nonce_limit = c.nonce_limit;
+    kr->rotate_at = c.rotate_at;
+    kr->clock = c.clock;
+    kr->lease = c.lease;
+    pthread_rwlock_init(&kr->lock, NULL);
+    *out = kr;
+    return KMS_OK;
+}
+
+int kms_keyring_add_backend(kms_keyring *kr, kms_backend *b)
+{
+    if (kr == NULL || b == NULL || b->ops == NULL || b->ops->name == NULL)
+        return kms_error_set(KMS_EINVAL, "no backend");
+    if (backend_named(kr, b->ops->name))
+        return kms_error_set(KMS_EEXISTS, "backend %s registered twice", b->ops->name);
+    if (kr->nbackends == MAX_BACKENDS)
+        return kms_error_set(KMS_EEXHAUSTED, "too many backends");
+    kr->backends[kr->nbackends++] = b;
+    return KMS_OK;
+}
+
+void kms_keyring_close(kms_keyring *kr)
+{
+    if (kr == NULL)
+        return;
+    for (size_t b = 0; b < kr->nbuckets; b++) {
+        struct key_entry *e = kr->by_name[b];
+        while (e) {
+            struct key_entry *next = e->next_by_name;
+            entry_free(e);
+            e = next;
+        }
+    }
+    free(kr->by_name);
+    free(kr->by_id);
+    pthread_rwlock_destroy(&kr->lock);
+    free(kr);
+}
+
+void kms_keyring_set_rotation_recorder(kms_keyring *kr, kms_keyring_rotation_recorder rec,
+                                       void *ctx)
+{
+    kr->recorder = rec;
+    kr->recorder_ctx = ctx;
+}
+
+int kms_keyring_has_backend(const kms_keyring *kr, const char *name)
+{
+    return backend_named(kr, name) != NULL;
+}
+
+int kms_keyring_valid_name(const char *name)
+{
+    if (name == NULL || name[0] == '\0' || name[0] == '/')
+        return 0;
+    size_t n = 0;
+    for (const char *p = name; *p; p++, n++) {
+        char c = *p;
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '.' || c == '_' || c == '/' || c == '-';
+        if (!ok || n >= KMS_KEY_NAME_MAX)
+            return 0;
+    }
+    return 1;
+}
+
+/* Creates (key_id, version) on the backend. A device object that exists
+ * but is absent from the store is an orphan of a crash between the two
+ * writes: it was never recorded, so it never wrapped anything; it is
+ * destroyed and made afresh rather than adopted. */
+static int create_on_backend(kms_backend *b, const uint8_t *id, uint32_t version,
+                             kms_backend_ref *ref)
+{
+    ref->len = 0;
+    int r = b->ops->create_version(b, id, version, ref);
+    if (r == KMS_EEXISTS && ref->len > 0) {
+        kms_log_warn("destroying an orphan device object (version %u) left by a crash", version);
+        r = b->ops->destroy_version(b, ref);
+        if (r == 0)
+            r = b->ops->create_version(b, id, version, ref);
+    }
+    return r;
+}
+
+int kms_keyring_create_key(kms_keyring *kr, const char *name, const char *backend, kms_key_rec *out)
+{
+    if (kr == NULL || !kms_keyring_valid_name(name))
+        return kms_error_set(KMS_EINVAL, "invalid key name");
+    kms_backend *b = backend_named(kr, backend ? backend : "");
+    if (b == NULL)
+        return kms_error_set(KMS_EINVAL, "unknown backend %s", backend ? backend : "(none)");
+
+    kms_key_rec rec;
+    int resume = 0;
+    int r = kr->store->ops->key_get_by_name(kr->store, name, &rec);
+    if (r == 0 && (rec.primary_version != 0 || strcmp(rec.backend, b->ops->name) != 0))
+        return kms_error_set(KMS_EEXISTS, "key %s already exists", name);
+    if (r == 0) {
+        /* An earlier creation stopped between its two store writes: finish it. */
+        resume = 1;
+        kms_log_warn("key %s: completing an interrupted creation", name);
+    } else if (r != KMS_ENOTFOUND) {
+        return r;
+    } else {
+        memset(&rec, 0, sizeof(rec));
+        if (RAND_bytes(rec.id, KMS_KEY_ID_LEN) != 1)
+            return kms_error_set(KMS_EUNAVAIL, "OpenSSL DRBG failed");
+        memcpy(rec.name, name, strlen(name) + 1);
+        memcpy(rec.backend, b->ops->name, strnlen(b->ops->name, sizeof(rec.backend) - 1));
+        rec.min_decrypt_version = 1;
+        rec.created_at = kms_clock_now(&kr->clock);
+    }
+
+    kms_version_rec v;
+    memset(&v, 0, sizeof(v));
+    memcpy(v.key_id, rec.id, KMS_KEY_ID_LEN);
+    v.version = 1;
+    v.state = KMS_VERSION_ENABLED;
+    v.created_at = rec.created_at;
+    KMS_GUARD(create_on_backend(b, rec.id, 1, &v.ref));
+
+    /* Device object first, then the key record, then version 1 as primary.
+     * A crash after the device write leaves an unreferenced object (made
+     * afresh next time); a crash between the two store writes leaves a key
+     * with no primary version, which is unusable and completed by the next
+     * create of the same name. */
+    r = resume ? 0 : kr->store->ops->key_create(kr->store, &rec);
+    if (r == 0)
+        r = kr->store->ops->version_add(kr->store, &v, 1);
+    if (r != 0) {
+        kms_log_error("key %s: store failed after the device object was made: %s", name,
+                      kms_error_detail());
+        (void)b->ops->destroy_version(b, &v.ref);
+        return r;
+    }
+    rec.primary_version = 1;
+    if (out)
+        *out = rec;
+    kms_log_info("key %s created on backend %s", name, rec.backend);
+    return KMS_OK;
+}
+
+/* Makes the next version primary; an automatic rotation (reason not NULL)
+ * is recorded in the same store transaction. Caller holds e->mu. */
+static int rotate_locked(kms_keyring *kr, struct key_entry *e, const char *reason,
+                         uint32_t *new_version)
+{
+    uint32_t next = e->nversions ? e->versions[e->nversions - 1].version + 1 : 1;
+    if (next == 0)
+        return kms_error_set(KMS_EEXHAUSTED, "key %s has no version numbers left", e->rec.name);
+    struct version_slot *grown = realloc(e->versions, (e->nversions + 1) * sizeof(*grown));
+    if (grown == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    e->versions = grown;
+
+    kms_version_rec v;
+    memset(&v, 0, sizeof(v));
+    memcpy(v.key_id, e->rec.id, KMS_KEY_ID_LEN);
+    v.version = next;
+    v.state = KMS_VERSION_ENABLED;
+    v.created_at = kms_clock_now(&kr->clock);
+    kms_action_rec *record = NULL;
+    if (reason != NULL && kr->recorder != NULL) {
+        if ((record = calloc(1, sizeof(*record))) == NULL)
+            return kms_error_set(KMS_ENOMEM, "out of memory");
+        int r = kr->recorder(kr->recorder_ctx, e->rec.name, next, reason, record);
+        if (r != 0) {
+            free(record);
+            return r;
+        }
+    }
+    int r = create_on_backend(e->backend, e->rec.id, next, &v.ref);
+    if (r == 0) {
+        kms_crash_point("rotation-device-created");
+        r = record != NULL ? kr->store->ops->version_add_recorded(kr->store, &v, record)
+                           : kr->store->ops->version_add(kr->store, &v, 1);
+        if (r != 0)
+            (void)e->backend->ops->destroy_version(e->backend, &v.ref);
+    }
+    free(record);
+    if (r != 0)
+        return r;
+    struct version_slot *slot = &e->versions[e->nversions++];
+    memset(slot, 0, sizeof(*slot));
+    slot->version = next;
+    slot->state = KMS_VERSION_ENABLED;
+    slot->ref = v.ref;
+    e->rec.primary_version = next;
+    kms_log_info("key %s rotated to version %u", e->rec.name, next);
+    if (new_version)
+        *new_version = next;
+    return KMS_OK;
+}
+
+int kms_keyring_rotate(kms_keyring *kr, const char *name, uint32_t *new_version)
+{
+    if (kr == NULL || name == NULL)
+        return kms_error_set(KMS_EINVAL, "no key name");
+    struct key_entry *e;
+    KMS_GUARD(get_entry(kr, name, NULL, &e));
+    pthread_mutex_lock(&e->mu);
+    int r = rotate_locked(kr, e, NULL, new_version);
+    pthread_mutex_unlock(&e->mu);
+    return r;
+}
+
+int kms_keyring_rotate_automatic(kms_keyring *kr, const char *name, const char *reason,
+                                 uint32_t *new_version)
+{
+    if (kr == NULL || name == NULL || reason == NULL)
+        return kms_error_set(KMS_EINVAL, "no key name or reason");
+    struct key_entry *e;
+    KMS_GUARD(get_entry(kr, name, NULL, &e));
+    pthread_mutex_lock(&e->mu);
+    int r = rotate_locked(kr, e, reason, new_version);
+    pthread_mutex_unlock(&e->mu);
+    return r;
+}
+
+int kms_keyring_set_version_state(kms_keyring *kr, const char *name, uint32_t version,
+                                  kms_version_state state)
+{
+    if (kr == NULL || name == NULL)
+        return kms_error_set(KMS_EINVAL, "no key name");
+    if (state != KMS_VERSION_ENABLED && state != KMS_VERSION_DISABLED)
+        return kms_error_set(KMS_EINVAL, "only enable and disable are direct state changes");
+    struct key_entry *e;
+    KMS_GUARD(get_entry(kr, name, NULL, &e));
+    pthread_mutex_lock(&e->mu);
+    int r;
+    struct version_slot *v = find_version(e, version);
+    if (v == NULL) {
+        r = kms_error_set_public(KMS_ENOTFOUND, "key %s has no version %u", name, version);
+    } else if (version == e->rec.primary_version && state != KMS_VERSION_ENABLED) {
+        r = kms_error_set(KMS_EPRECOND, "version %u of %s is primary: rotate first", version, name);
+    } else if (v->state != KMS_VERSION_ENABLED && v->state != KMS_VERSION_DISABLED) {
+        r = kms_error_set(KMS_EPRECOND, "version %u of %s is being deleted", version, name);
+    } else {
+        r = kr->store->ops->version_set_state(kr->store, e->rec.id, version, state);
+        if (r == 0)
+            v->state = state;
+    }
+    pthread_mutex_unlock(&e->mu);
+    return r;
+}
+
+/* ---- lifecycle: settings changed in the store, destruction ------------------ */
+
+/* Copies the settings a quorum action may change from one version list. */
+static int refresh_state(void *ctx, const kms_version_rec *v)
+{
+    struct key_entry *e = ctx;
+    struct version_slot *slot = find_version(e, v->version);
+    if (slot != NULL)
+        slot->state = v->state;
+    return KMS_OK;
+}
+
+int kms_keyring_refresh(kms_keyring *kr, const uint8_t key_id[KMS_KEY_ID_LEN])
+{
+    if (kr == NULL || key_id == NULL)
+        return kms_error_set(KMS_EINVAL, "missing argument");
+    pthread_rwlock_rdlock(&kr->lock);
+    struct key_entry *e = find_by_id(kr, key_id);
+    pthread_rwlock_unlock(&kr->lock);
+    if (e == NULL)
+        return KMS_OK; /* not cached: the next use reads the store */
+    kms_key_rec rec;
+    KMS_GUARD(kr->store->ops->key_get_by_id(kr->store, key_id, &rec));
+    pthread_mutex_lock(&e->mu);
+    e->rec.min_decrypt_version = rec.min_decrypt_version;
+    e->rec.rotation_period_days = rec.rotation_period_days;
+    e->rec.deletion_at = rec.deletion_at;
+    int r = kr->store->ops->version_list(kr->store, key_id, refresh_state, e);
+    pthread_mutex_unlock(&e->mu);
+    return r;
+}
+
+int kms_keyring_destroy_key(kms_keyring *kr, const char *name, unsigned *destroyed)
+{
+    if (kr == NULL || name == NULL)
+        return kms_error_set(KMS_EINVAL, "no key name");
+    struct key_entry *e;
+    KMS_GUARD(get_entry(kr, name, NULL, &e));
+    int r = KMS_OK;
+    unsigned n = 0;
+    pthread_mutex_lock(&e->mu);
+    if (e->rec.deletion_at == 0)
+        r = kms_error_set(KMS_EPRECOND, "key %s is not scheduled for deletion", name);
+    for (size_t i = 0; r == 0 && i < e->nversions; i++) {
+        struct version_slot *v = &e->versions[i];
+        if (v->state == KMS_VERSION_DESTROYED)
+            continue;
+        if (v->bk != NULL) {
+            e->backend->ops->release_version(e->backend, v->bk);
+            v->bk = NULL;
+        }
+        /* Device first, then the record: a crash in between leaves a
+         * version the next sweep destroys again (already gone is fine). */
+        r = e->backend->ops->destroy_version(e->backend, &v->ref);
+        if (r == KMS_ENOTFOUND)
+            r = KMS_OK;
+        if (r == 0)
+            r = kr->store->ops->version_destroy(kr->store, e->rec.id, v->version);
+        if (r == 0) {
+            v->state = KMS_VERSION_DESTROYED;
+            OPENSSL_cleanse(&v->ref, sizeof(v->ref));
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (r == 0 && n > 0)
+        kms_log_info("key %s: %u version(s) destroyed on backend %s", name, n,
+                     e->backend->ops->name);
+    if (destroyed != NULL)
+        *destroyed = n;
+    return r;
+}
+
+/* A key whose deletion is scheduled (or done) serves nothing. e->mu held. */
+static int key_usable(const struct key_entry *e)
+{
+    if (e->rec.deletion_at != 0)
+        return kms_error_set_public(KMS_EPRECOND, "key %s is scheduled for deletion", e->rec.name);
+    return KMS_OK;
+}
+
+/* ---- public: wrap / unwrap ------------------------------------------------- */
+
+/* Takes one IV from the primary version's lease, reserving a new lease in
+ * the store (and rotating first when the budget says so) as needed. On
+ * success *slot is the primary version, opened. Caller holds e->mu. */
+static int take_iv(kms_keyring *kr, struct key_entry *e, struct version_slot **slot)
+{
+    struct version_slot *v = find_version(e, e->rec.primary_version);
+    if (v == NULL || v->state != KMS_VERSION_ENABLED)
+        return kms_error_set_public(KMS_EPRECOND, "key %s has no enabled primary version",
+                                    e->rec.name);
+    if (v->used == v->reserved) {
+        if (v->reserved >= kr->rotate_at) {
+            uint32_t nv = 0;
+            int r = rotate_locked(kr, e, "nonce budget", &nv);
+            /* The versions array may have moved: find the primary again. */
+            v = find_version(e, e->rec.primary_version);
+            if (r != 0) {
+                kms_log_error("key %s: automatic rotation at %llu uses failed: %s", e->rec.name,
+                              (unsigned long long)v->reserved, kms_error_detail());
+                if (v->reserved >= kr->nonce_limit)
+                    return kms_error_set_public(KMS_EEXHAUSTED,
+                                                "key %s version %u used its nonce budget",
+                                                e->rec.name, v->version);
+            }
+        }
+        /* A lease never crosses rotate_at (so rotation happens exactly
+         * there) nor, if rotation failed, the hard limit. */
+        uint64_t end = v->reserved < kr->rotate_at ? kr->rotate_at : kr->nonce_limit;
+        uint64_t room = v->reserved < end ? end - v->reserved : 0;
+        uint64_t n = room < kr->lease ? room : kr->lease;
+        if (n == 0)
+            return kms_error_set_public(KMS_EEXHAUSTED, "key %s version %u used its nonce budget",
+                                        e->rec.name, v->version);
+        uint64_t total = 0;
+        KMS_GUARD(kr->store->ops->usage_reserve(kr->store, e->rec.id, v->version, n,
+                                                kr->nonce_limit, &total));
+        /* Another process sharing the store may have reserved too: our
+         * lease is the n uses that end at total. */
+        v->used = total - n;
+        v->reserved = total;
+    }
+    KMS_GUARD(ensure_open(e, v));
+    v->used++;
+    *slot = v;
+    return KMS_OK;
+}
+
+/* Writes header (if given) ‖ canonical context into aad. */
+static int build_aad(const uint8_t *header, const kms_context *ctx, uint8_t *aad, size_t *aad_len)
+{
+    size_t clen = 0;
+    if (header)
+        memcpy(aad, header, KMS_BLOB_AAD_HEADER_LEN);
+    KMS_GUARD(kms_context_encode(ctx, aad + KMS_BLOB_AAD_HEADER_LEN,
+                                 AAD_MAX - KMS_BLOB_AAD_HEADER_LEN, &clen));
+    *aad_len = KMS_BLOB_AAD_HEADER_LEN + clen;
+    return KMS_OK;
+}
+
+int kms_keyring_wrap(kms_keyring *kr, const char *name, const kms_context *ctx, const uint8_t *pt,
+                     size_t pt_len, uint8_t *out, size_t cap, size_t *blob_len, uint32_t *version)
+{
+    if (kr == NULL || name == NULL || pt == NULL || out == NULL || blob_len == NULL)
+        return kms_error_set(KMS_EINVAL, "missing argument");
+    if (pt_len == 0 || pt_len > KMS_BLOB_MAX_PLAINTEXT)
+        return kms_error_set(KMS_ETOOBIG, "plaintext must be 1..%d bytes", KMS_BLOB_MAX_PLAINTEXT);
+    if (cap < pt_len + KMS_BLOB_OVERHEAD)
+        return kms_error_set(KMS_ETOOBIG, "blob buffer too small");
+
+    /* AAD = header ‖ context. The context goes in first, so bad input is
+     * refused before a nonce is spent; the header follows once the
+     * version is known. */
+    uint8_t aad[AAD_MAX];
+    size_t aad_len = 0;
+    KMS_GUARD(build_aad(NULL, ctx, aad, &aad_len));
+
+    struct key_entry *e;
+    KMS_GUARD(get_entry(kr, name, NULL, &e));
+    pthread_mutex_lock(&e->mu);
+    struct version_slot *v = NULL;
+    int r = key_usable(e);
+    if (r == 0)
+        r = take_iv(kr, e, &v);
+    kms_backend_key *bk = r == 0 ? v->bk : NULL;
+    uint32_t ver = r == 0 ? v->version : 0;
+    pthread_mutex_unlock(&e->mu);
+    KMS_GUARD(r);
+    kms_blob_aad_header(e->rec.id, ver, KMS_BLOB_ALG_AES256_GCM, aad);
+
+    kms_aead_io io = {.aad = aad,
+                      .aad_len = aad_len,
+                      .in = pt,
+                      .in_len = pt_len,
+                      .out = out + KMS_BLOB_HEADER_LEN};
+    KMS_GUARD(e->backend->ops->wrap(e->backend, bk, &io));
+    memcpy(out, aad, KMS_BLOB_AAD_HEADER_LEN);
+    memcpy(out + KMS_BLOB_AAD_HEADER_LEN, io.iv, KMS_GCM_IV_LEN);
+    memcpy(out + KMS_BLOB_HEADER_LEN + pt_len, io.tag, KMS_GCM_TAG_LEN);
+    *blob_len = pt_len + KMS_BLOB_OVERHEAD;
+    if (version)
+        *version = ver;
+    return KMS_OK;
+}
+
+int kms_keyring_unwrap(kms_keyring *kr, const uint8_t *blob, size_t blob_len,
+                       const kms_context *ctx, kms_secret **pt, kms_key_rec *key, uint32_t *version)
+{
+    if (kr == NULL || pt == NULL)
+        return kms_error_set(KMS_EINVAL, "missing argument");
+    kms_blob_view bv;
+    KMS_GUARD(kms_blob_parse(blob, blob_len, &bv));
+    uint8_t aad[AAD_MAX];
+    size_t aad_len = 0;
+    KMS_GUARD(build_aad(bv.aad_header, ctx, aad, &aad_len));
+
+    struct key_entry *e;
+    int r = get_entry(kr, NULL, bv.key_id, &e);
+    if (r == KMS_ENOTFOUND)
+        return kms_error_set(KMS_ENOTFOUND, "the blob's key is unknown");
+    KMS_GUARD(r);
+
+    pthread_mutex_lock(&e->mu);
+    struct version_slot *v = find_version(e, bv.key_version);
+    if ((r = key_usable(e)) != 0)
+        ; /* r set */
+    else if (v == NULL)
+        r = kms_error_set(KMS_ENOTFOUND, "key %s has no version %u", e->rec.name, bv.key_version);
+    else if (v->state != KMS_VERSION_ENABLED)
+        r = kms_error_set_public(KMS_EPRECOND, "key %s version %u is not enabled", e->rec.name,
+                                 bv.key_version);
+    else if (bv.key_version < e->rec.min_decrypt_version)
+        r = kms_error_set_public(KMS_EPRECOND,
+                                 "key %s version %u is below the minimum decryption "
+                                 "version %u",
+                                 e->rec.name, bv.key_version, e->rec.min_decrypt_version);
+    else
+        r = ensure_open(e, v);
+    kms_backend_key *bk = r == 0 ? v->bk : NULL;
+    kms_key_rec rec = e->rec;
+    pthread_mutex_unlock(&e->mu);
+    KMS_GUARD(r);
+
+    kms_secret *s = NULL;
+    KMS_GUARD(kms_secret_new(bv.ciphertext_len, &s));
+    kms_aead_io io = {.aad = aad,
+                      .aad_len = aad_len,
+                      .in = bv.ciphertext,
+                      .in_len = bv.ciphertext_len,
+                      .out = s->data};
+    memcpy(io.iv, bv.iv, KMS_GCM_IV_LEN);
+    memcpy(io.tag, bv.tag, KMS_GCM_TAG_LEN);
+    r = e->backend->ops->unwrap(e->backend, bk, &io);
+    if (r != 0) {
+        kms_secret_free(s);
+        return r;
+    }
+    *pt = s;
+    if (key)
+        *key = rec;
+    if (version)
+        *version = bv.key_version;
+    return KMS_OK;
+}

@@ -1,0 +1,101 @@
+/* The keyring: named master keys, their versions, and envelope wrap/unwrap.
+ *
+ * It ties the store (metadata, counters) to the backends (key material).
+ * A key's versions live in the backend named by the key record; the keyring
+ * looks it up by name among those registered and never switches on type.
+ *
+ * Nonce budget (DESIGN §4): each version's usage count is reserved in the
+ * store in leases of `lease` IVs before they are used, so a crash can only
+ * lose unused IVs, never reuse one. When a wrap finds the primary version's
+ * count at or past rotate_at, the keyring rotates the key first; no
+ * version ever exceeds nonce_limit (KMS_EEXHAUSTED). */
+#ifndef KMS_KEYRING_H
+#define KMS_KEYRING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kms/backend.h"
+#include "base/clock.h"
+#include "kmsd/keyring/context.h"
+#include "base/secret.h"
+#include "kmsd/store/store.h"
+
+#define KMS_NONCE_LIMIT (UINT64_C(1) << 32)
+
+typedef struct kms_keyring_config {
+    kms_clock clock;      /* for created_at of keys and versions (default: real time) */
+    uint64_t nonce_limit; /* 0 = KMS_NONCE_LIMIT */
+    uint64_t rotate_at;   /* 0 = 0.9 * nonce_limit */
+    uint32_t lease;       /* 0 = 4096 */
+} kms_keyring_config;
+
+typedef struct kms_keyring kms_keyring;
+
+/* The keyring borrows store and backends; they must outlive it. */
+int kms_keyring_open(kms_store *store, const kms_keyring_config *cfg,
+                     kms_keyring **out) KMS_MUST_CHECK;
+/* Registers a backend under its ops->name. KMS_EEXISTS if taken. */
+int kms_keyring_add_backend(kms_keyring *kr, kms_backend *b) KMS_MUST_CHECK;
+/* Releases opened backend keys. NULL-safe. */
+void kms_keyring_close(kms_keyring *kr);
+
+/* Makes the record of an automatic rotation (nonce budget, rotation
+ * period) of key_name to version: an EXECUTED action of
+ * KMS_SYSTEM_PROPOSER, which the keyring stores in the same transaction as
+ * the new version (store version_add_recorded). Called with the key's lock
+ * held: it must not call back into the keyring. A failure stops the
+ * rotation. Set once, before the keyring serves; without one, automatic
+ * rotations are not recorded. */
+typedef int (*kms_keyring_rotation_recorder)(void *ctx, const char *key_name, uint32_t version,
+                                             const char *reason, kms_action_rec *out);
+void kms_keyring_set_rotation_recorder(kms_keyring *kr, kms_keyring_rotation_recorder rec,
+                                       void *ctx);
+
+/* 1 if a backend of that name is registered. */
+int kms_keyring_has_backend(const kms_keyring *kr, const char *name);
+
+/* Key names: 1..KMS_KEY_NAME_MAX of [A-Za-z0-9._/-], not starting with '/'. */
+int kms_keyring_valid_name(const char *name);
+
+/* Creates key `name` in backend `backend` with version 1 as primary. */
+int kms_keyring_create_key(kms_keyring *kr, const char *name, const char *backend,
+                           kms_key_rec *out) KMS_MUST_CHECK;
+/* Creates the next version on the device and makes it primary. */
+int kms_keyring_rotate(kms_keyring *kr, const char *name, uint32_t *new_version) KMS_MUST_CHECK;
+/* The same, as an automatic rotation for `reason` ("rotation period"),
+ * recorded atomically with the new version (kms_keyring_rotation_recorder). */
+int kms_keyring_rotate_automatic(kms_keyring *kr, const char *name, const char *reason,
+                                 uint32_t *new_version) KMS_MUST_CHECK;
+int kms_keyring_set_version_state(kms_keyring *kr, const char *name, uint32_t version,
+                                  kms_version_state state) KMS_MUST_CHECK;
+
+/* Re-reads a cached key's settings (minimum decryption version, rotation
+ * period, scheduled deletion) and version states after a quorum action
+ * changed them in the store. */
+int kms_keyring_refresh(kms_keyring *kr, const uint8_t key_id[KMS_KEY_ID_LEN]) KMS_MUST_CHECK;
+
+/* Crypto-shredding: destroys every version of a key scheduled for deletion
+ * on its backend and marks it DESTROYED (KMS_EPRECOND if no deletion is
+ * scheduled). Idempotent: a version already gone counts as destroyed. */
+int kms_keyring_destroy_key(kms_keyring *kr, const char *name, unsigned *destroyed) KMS_MUST_CHECK;
+
+/* A key scheduled for deletion wraps and unwraps nothing (KMS_EPRECOND). */
+
+/* Encrypts pt (1..KMS_BLOB_MAX_PLAINTEXT bytes) under the key's primary
+ * version, binding ctx. The blob goes to out (cap >= pt_len +
+ * KMS_BLOB_OVERHEAD), its length to *blob_len, the version to *version. */
+int kms_keyring_wrap(kms_keyring *kr, const char *name, const kms_context *ctx, const uint8_t *pt,
+                     size_t pt_len, uint8_t *out, size_t cap, size_t *blob_len,
+                     uint32_t *version) KMS_MUST_CHECK;
+
+/* Decrypts a blob; the key comes from the blob. KMS_EBADBLOB (malformed),
+ * KMS_ENOTFOUND (unknown key or version), KMS_EPRECOND (version not enabled
+ * or below the key's minimum decryption version), KMS_EAUTH (wrong context,
+ * tampered, other key). On success *pt is a new secret the caller frees;
+ * key (optional) receives the key record and *version the version. */
+int kms_keyring_unwrap(kms_keyring *kr, const uint8_t *blob, size_t blob_len,
+                       const kms_context *ctx, kms_secret **pt, kms_key_rec *key,
+                       uint32_t *version) KMS_MUST_CHECK;
+
+#endif

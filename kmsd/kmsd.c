@@ -1,0 +1,639 @@
+/* kmsd: the key management daemon.
+ *
+ *   kmsd [--config FILE] [options] run     serve the API over mutual TLS
+ *   kmsd [--config FILE] [options] init    the key ceremony (once)
+ *   kmsd [--config FILE] [options] tpm2-provision   make the TPM's storage primary
+ *
+ * Exit status: 0 success (including a clean shutdown on SIGTERM/SIGINT),
+ * 1 runtime failure, 2 usage or configuration error. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <grpc/grpc.h>
+#include <grpc/support/log.h>
+
+#include "kmsd/ceremony.h"
+#include "kmsd/config.h"
+#include "base/crashpoint.h"
+#include "kmsd/keyring/keyring.h"
+#include "base/log.h"
+#include "kmsd/policy/policy.h"
+#include "kmsd/quorum/quorum.h"
+#include "kmsd/rpc_table.h"
+#include "base/secret.h"
+#include "kmsd/server/server.h"
+#include "pkcs11/kms_p11.h"
+#include "tpm2/kms_tpm2.h"
+
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE 2
+#define PEM_MAX (256 * 1024)
+#define MAX_OPTS 1024
+
+static const char usage_text[] =
+    "usage: kmsd [--config FILE] [options] run|init|tpm2-provision\n"
+    "\n"
+    "  run    serve the kms API over mutual TLS (prints \"kmsd ready on HOST:PORT\")\n"
+    "  init   the key ceremony: create the database, check the HSM token, register\n"
+    "         the first officers and thresholds and create the first keys (once)\n"
+    "  tpm2-provision   create the TPM's persistent storage primary (a TPM added\n"
+    "         after init; init does it when tpm2.tcti is set)\n"
+    "\n"
+    "settings (override the config file; docs/configuration.md):\n"
+    "  --config FILE              YAML configuration file\n"
+    "  --listen HOST:PORT         listen address (default 127.0.0.1:7443; port 0 = any)\n"
+    "  --tls-cert FILE            server certificate (PEM)\n"
+    "  --tls-key FILE             server private key (PEM)\n"
+    "  --tls-client-ca FILE       CA that signs client certificates (PEM)\n"
+    "  --database FILE            SQLite database\n"
+    "  --pkcs11-module FILE       PKCS#11 module (e.g. libsofthsm2.so)\n"
+    "  --token-label LABEL        token label\n"
+    "  --pin-file FILE            file holding the user PIN\n"
+    "  --sessions N               PKCS#11 sessions (0 = as many as workers)\n"
+    "  --workers N                worker threads (0 = automatic)\n"
+    "  --log-level LEVEL          debug, info, warn or error\n"
+    "  --max-message-size BYTES   largest request accepted (default 65536)\n"
+    "  --max-send-message-size BYTES  largest reply sent (default 4194304)\n"
+    "  --insecure-dev             plaintext listener without client identity (development\n"
+    "                             only; every caller is \"" KMS_RPC_INSECURE_IDENTITY "\")\n"
+    "  --test-clock FILE          tests only: read the time (unix seconds) from FILE\n"
+    "  --test-crash-at POINT      tests only: SIGKILL at a crash point (kms/crashpoint.h)\n"
+    "  --tpm2-tcti TCTI           also serve keys on a TPM 2.0 (device:/dev/tpmrm0,\n"
+    "                             swtpm:host=127.0.0.1,port=N)\n"
+    "  --tpm2-pcrs LIST           bind new sealed TPM keys to these PCRs (\"16,17\")\n"
+    "\n"
+    "init only:\n"
+    "  --officer ID,IDENTITY,PUBKEY_PEM   an officer (repeat; at least 2)\n"
+    "  --threshold N | ACTION=N           approval threshold, N >= 2 (default 2)\n"
+    "  --create-key NAME                  create a key now (repeat)\n"
+    "  --allow-encrypt IDENTITY           grant on the last --create-key (repeat)\n"
+    "  --allow-decrypt IDENTITY\n"
+    "  --allow-reencrypt IDENTITY\n";
+
+enum {
+    OPT_CONFIG = 256,
+    OPT_LISTEN,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
+    OPT_TLS_CA,
+    OPT_DATABASE,
+    OPT_MODULE,
+    OPT_LABEL,
+    OPT_PIN,
+    OPT_SESSIONS,
+    OPT_WORKERS,
+    OPT_LOG_LEVEL,
+    OPT_MAX_MSG,
+    OPT_MAX_SEND,
+    OPT_INSECURE,
+    OPT_OFFICER,
+    OPT_THRESHOLD,
+    OPT_CREATE_KEY,
+    OPT_ALLOW_ENCRYPT,
+    OPT_ALLOW_DECRYPT,
+    OPT_ALLOW_REENCRYPT,
+    OPT_TEST_CLOCK,
+    OPT_TEST_CRASH,
+    OPT_TPM2_TCTI,
+    OPT_TPM2_PCRS,
+    OPT_HELP,
+};
+
+static const struct option long_options[] = {
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"tls-client-ca", required_argument, NULL, OPT_TLS_CA},
+    {"database", required_argument, NULL, OPT_DATABASE},
+    {"pkcs11-module", required_argument, NULL, OPT_MODULE},
+    {"token-label", required_argument, NULL, OPT_LABEL},
+    {"pin-file", required_argument, NULL, OPT_PIN},
+    {"sessions", required_argument, NULL, OPT_SESSIONS},
+    {"workers", required_argument, NULL, OPT_WORKERS},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"max-message-size", required_argument, NULL, OPT_MAX_MSG},
+    {"max-send-message-size", required_argument, NULL, OPT_MAX_SEND},
+    {"insecure-dev", no_argument, NULL, OPT_INSECURE},
+    {"officer", required_argument, NULL, OPT_OFFICER},
+    {"threshold", required_argument, NULL, OPT_THRESHOLD},
+    {"create-key", required_argument, NULL, OPT_CREATE_KEY},
+    {"allow-encrypt", required_argument, NULL, OPT_ALLOW_ENCRYPT},
+    {"allow-decrypt", required_argument, NULL, OPT_ALLOW_DECRYPT},
+    {"allow-reencrypt", required_argument, NULL, OPT_ALLOW_REENCRYPT},
+    {"test-clock", required_argument, NULL, OPT_TEST_CLOCK},
+    {"test-crash-at", required_argument, NULL, OPT_TEST_CRASH},
+    {"tpm2-tcti", required_argument, NULL, OPT_TPM2_TCTI},
+    {"tpm2-pcrs", required_argument, NULL, OPT_TPM2_PCRS},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+/* The setting each scalar flag overrides. */
+static const char *setting_of(int opt)
+{
+    switch (opt) {
+    case OPT_LISTEN:
+        return "listen";
+    case OPT_TLS_CERT:
+        return "tls.cert";
+    case OPT_TLS_KEY:
+        return "tls.key";
+    case OPT_TLS_CA:
+        return "tls.client_ca";
+    case OPT_DATABASE:
+        return "database";
+    case OPT_MODULE:
+        return "pkcs11.module";
+    case OPT_LABEL:
+        return "pkcs11.token_label";
+    case OPT_PIN:
+        return "pkcs11.pin_file";
+    case OPT_SESSIONS:
+        return "pkcs11.sessions";
+    case OPT_WORKERS:
+        return "workers";
+    case OPT_LOG_LEVEL:
+        return "log_level";
+    case OPT_MAX_MSG:
+        return "max_message_size";
+    case OPT_MAX_SEND:
+        return "max_send_message_size";
+    case OPT_TEST_CLOCK:
+        return "test_clock_file";
+    case OPT_TEST_CRASH:
+        return "test_crash_at";
+    case OPT_TPM2_TCTI:
+        return "tpm2.tcti";
+    case OPT_TPM2_PCRS:
+        return "tpm2.pcrs";
+    default:
+        return NULL;
+    }
+}
+
+static int apply_option(kms_config *c, int opt, const char *arg)
+{
+    const char *setting = setting_of(opt);
+    if (setting != NULL)
+        return kms_config_set(c, setting, arg);
+    switch (opt) {
+    case OPT_INSECURE:
+        return kms_config_set(c, "insecure_dev", "true");
+    case OPT_OFFICER:
+        return kms_config_add_officer(c, arg);
+    case OPT_THRESHOLD:
+        return kms_config_add_threshold(c, arg);
+    case OPT_CREATE_KEY:
+        return kms_config_add_key(c, arg);
+    case OPT_ALLOW_ENCRYPT:
+        return kms_config_add_grant(c, "encrypt", arg);
+    case OPT_ALLOW_DECRYPT:
+        return kms_config_add_grant(c, "decrypt", arg);
+    case OPT_ALLOW_REENCRYPT:
+        return kms_config_add_grant(c, "reencrypt", arg);
+    default:
+        return kms_error_set(KMS_EINVAL, "unknown option");
+    }
+}
+
+/* No core files (they would hold key material) and no ptrace by others. */
+static int harden_process(void)
+{
+    struct rlimit none = {0, 0};
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || setrlimit(RLIMIT_CORE, &none) != 0)
+        return kms_error_set(KMS_EINTERNAL, "cannot disable core dumps: %s", strerror(errno));
+    return KMS_OK;
+}
+
+/* Reads a PEM file into a NUL-terminated buffer: a kms_secret for private
+ * keys (locked, wiped on free), plain memory otherwise. */
+static int read_pem(const char *path, int secret, kms_secret **sout, char **pout)
+{
+    char msg[128];
+    kms_secret *s = NULL;
+    char *buf = NULL;
+    struct stat sb;
+    size_t used = 0;
+    int r = KMS_OK;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return kms_error_set(KMS_EINVAL, "cannot open %s: %s", path,
+                             strerror_r(errno, msg, sizeof(msg)));
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size <= 0 || sb.st_size > PEM_MAX) {
+        r = kms_error_set(KMS_EINVAL, "%s: not a PEM file of at most %d bytes", path, PEM_MAX);
+        goto out;
+    }
+    size_t size = (size_t)sb.st_size;
+    if (secret) {
+        if ((r = kms_secret_new(size + 1, &s)) != 0)
+            goto out;
+        buf = (char *)s->data;
+    } else if ((buf = calloc(1, size + 1)) == NULL) {
+        r = kms_error_set(KMS_ENOMEM, "out of memory");
+        goto out;
+    }
+    while (used < size) {
+        ssize_t n = read(fd, buf + used, size - used);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            r = kms_error_set(KMS_EINVAL, "cannot read %s", path);
+            goto out;
+        }
+        used += (size_t)n;
+    }
+    buf[used] = '\0';
+    if (secret && (sb.st_mode & 077) != 0)
+        kms_log_warn("%s is readable by group or others (mode %03o)", path,
+                     (unsigned)(sb.st_mode & 0777));
+out:
+    close(fd);
+    if (r != 0) {
+        kms_secret_free(s);
+        if (!secret)
+            free(buf);
+        return r;
+    }
+    if (secret)
+        *sout = s;
+    else
+        *pout = buf;
+    return KMS_OK;
+}
+
+/* gRPC's own diagnostics (handshake failures, for example) go through
+ * kms_log so the log has one format; a client's failed handshake is a
+ * warning for the server, not an error. GRPC_VERBOSITY still decides what
+ * the core emits. */
+static void grpc_log_line(gpr_log_func_args *a)
+{
+    kms_log_level level = a->severity == GPR_LOG_SEVERITY_DEBUG  ? KMS_LOG_DEBUG
+                          : a->severity == GPR_LOG_SEVERITY_INFO ? KMS_LOG_INFO
+                                                                 : KMS_LOG_WARN;
+    const char *file = strrchr(a->file ? a->file : "", '/');
+    kms_log(level, "grpc %s:%d: %s",
+            file      ? file + 1
+            : a->file ? a->file
+                      : "?",
+            a->line, a->message ? a->message : "");
+}
+
+static unsigned auto_workers(void)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    long w = cpus > 0 ? cpus * 2 : 4;
+    return (unsigned)(w < 4 ? 4 : w > 64 ? 64 : w);
+}
+
+struct daemon {
+    kms_config cfg;
+    kms_backend *backend;
+    kms_store *store;
+    kms_keyring *keyring;
+    kms_policy *policy;
+    kms_quorum *quorum;
+    kms_backend *tpm2_sealed, *tpm2_resident; /* NULL unless tpm2.tcti is set */
+    /* the sweeper thread (quorum expiry, scheduled deletion, rotation) */
+    pthread_t sweeper;
+    int sweeper_up, stopping;
+    pthread_mutex_t sweep_mu;
+    pthread_cond_t sweep_cv;
+};
+
+static void *sweep_loop(void *arg)
+{
+    struct daemon *d = arg;
+    unsigned ms = d->cfg.sweep_interval_ms ? d->cfg.sweep_interval_ms : 10000;
+    pthread_mutex_lock(&d->sweep_mu);
+    while (!d->stopping) {
+        struct timespec t;
+        clock_gettime(CLOCK_REALTIME, &t);
+        t.tv_sec += ms / 1000;
+        t.tv_nsec += (long)(ms % 1000) * 1000000L;
+        if (t.tv_nsec >= 1000000000L) {
+            t.tv_sec++;
+            t.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&d->sweep_cv, &d->sweep_mu, &t);
+        if (d->stopping)
+            break;
+        pthread_mutex_unlock(&d->sweep_mu);
+        if (kms_quorum_sweep(d->quorum) != 0)
+            kms_log_warn("sweep: %s", kms_error_detail());
+        pthread_mutex_lock(&d->sweep_mu);
+    }
+    pthread_mutex_unlock(&d->sweep_mu);
+    return NULL;
+}
+
+static int start_quorum(struct daemon *d)
+{
+    kms_quorum_config qc = {.action_ttl = d->cfg.action_ttl,
+                            .max_pending = d->cfg.max_pending,
+                            .clock = {d->cfg.test_clock_file}};
+    if (d->cfg.test_clock_file != NULL)
+        kms_log_warn("TEST CLOCK: time is read from %s; never use this outside tests",
+                     d->cfg.test_clock_file);
+    if (d->cfg.test_crash_at != NULL) {
+        kms_log_warn("TEST CRASH POINT: kmsd kills itself at %s; never use this outside tests",
+                     d->cfg.test_crash_at);
+        kms_crash_point_arm(d->cfg.test_crash_at);
+    }
+    KMS_GUARD(kms_quorum_open(d->store, d->keyring, d->policy, &qc, &d->quorum));
+    /* Finish whatever a crash interrupted before serving anything. */
+    KMS_GUARD(kms_quorum_resume(d->quorum));
+    pthread_mutex_init(&d->sweep_mu, NULL);
+    pthread_cond_init(&d->sweep_cv, NULL);
+    if (pthread_create(&d->sweeper, NULL, sweep_loop, d) != 0)
+        return kms_error_set(KMS_ENOMEM, "cannot start the sweeper thread");
+    d->sweeper_up = 1;
+    return KMS_OK;
+}
+
+static void stop_quorum(struct daemon *d)
+{
+    if (d->sweeper_up) {
+        pthread_mutex_lock(&d->sweep_mu);
+        d->stopping = 1;
+        pthread_cond_signal(&d->sweep_cv);
+        pthread_mutex_unlock(&d->sweep_mu);
+        pthread_join(d->sweeper, NULL);
+        pthread_mutex_destroy(&d->sweep_mu);
+        pthread_cond_destroy(&d->sweep_cv);
+        d->sweeper_up = 0;
+    }
+    kms_quorum_close(d->quorum);
+    d->quorum = NULL;
+}
+
+static int count_officer(void *ctx, const kms_officer_rec *o)
+{
+    (void)o;
+    (*(size_t *)ctx)++;
+    return KMS_OK;
+}
+
+/* Backend, store and keyring: what both commands need. */
+static int open_core(struct daemon *d, int must_exist)
+{
+    struct stat sb;
+    if (must_exist && stat(d->cfg.database, &sb) != 0)
+        return kms_error_set(KMS_EINVAL, "database %s does not exist: run `kmsd init` first",
+                             d->cfg.database);
+    kms_p11_config pc = {.module_path = d->cfg.pkcs11_module,
+                         .token_label = d->cfg.pkcs11_token_label,
+                         .pin_file = d->cfg.pkcs11_pin_file,
+                         .sessions =
+                             d->cfg.pkcs11_sessions ? d->cfg.pkcs11_sessions : d->cfg.workers};
+    KMS_GUARD(kms_p11_open(&pc, &d->backend));
+    KMS_GUARD(d->backend->ops->health(d->backend));
+    KMS_GUARD(kms_store_sqlite_open(d->cfg.database, &d->store));
+    kms_keyring_config kc = {.clock = {d->cfg.test_clock_file}};
+    KMS_GUARD(kms_keyring_open(d->store, &kc, &d->keyring));
+    KMS_GUARD(kms_keyring_add_backend(d->keyring, d->backend));
+    if (d->cfg.tpm2_tcti != NULL) {
+        kms_tpm2_config tc = {.tcti = d->cfg.tpm2_tcti,
+                              .primary_handle = d->cfg.tpm2_primary_handle,
+                              .lock_dir = d->cfg.tpm2_lock_dir};
+        KMS_GUARD(kms_tpm2_parse_pcrs(d->cfg.tpm2_pcrs, &tc.pcr_mask));
+        /* init (and tpm2-provision) make the primary; run needs it. */
+        if (!must_exist)
+            KMS_GUARD(kms_tpm2_provision(&tc));
+        KMS_GUARD(kms_tpm2_open(&tc, &d->tpm2_sealed, &d->tpm2_resident));
+        KMS_GUARD(kms_keyring_add_backend(d->keyring, d->tpm2_sealed));
+        KMS_GUARD(kms_keyring_add_backend(d->keyring, d->tpm2_resident));
+    }
+    return KMS_OK;
+}
+
+static void close_core(struct daemon *d)
+{
+    stop_quorum(d);
+    kms_policy_close(d->policy);
+    kms_keyring_close(d->keyring);
+    if (d->store)
+        d->store->ops->close(d->store);
+    if (d->backend)
+        d->backend->ops->close(d->backend);
+    if (d->tpm2_sealed)
+        d->tpm2_sealed->ops->close(d->tpm2_sealed);
+    if (d->tpm2_resident)
+        d->tpm2_resident->ops->close(d->tpm2_resident);
+    d->tpm2_sealed = d->tpm2_resident = NULL;
+    d->policy = NULL;
+    d->keyring = NULL;
+    d->store = NULL;
+    d->backend = NULL;
+}
+
+/* Ends gRPC for good before kmsd exits. Connections still closing (a TLS
+ * handshake cut short by the shutdown) hold references of their own: our
+ * grpc_shutdown then only drops ours, and the last holder cleans up later,
+ * on a detached thread of gRPC's, while main would already be exiting.
+ * grpc_is_initialized() takes the lock that clean-up holds, so it answers 0
+ * only once clean-up is done. Waits at most 5 s. */
+static void grpc_stop(void)
+{
+    grpc_shutdown();
+    for (int i = 0; i < 500 && grpc_is_initialized(); i++)
+        usleep(10 * 1000);
+    if (grpc_is_initialized())
+        kms_log_warn("gRPC still shutting down after 5 s; exiting anyway");
+}
+
+/* Makes the TPM's storage primary for an existing database (a TPM added
+ * after `kmsd init`). */
+static int cmd_tpm2_provision(struct daemon *d)
+{
+    if (d->cfg.tpm2_tcti == NULL)
+        return kms_error_set(KMS_EINVAL, "tpm2-provision needs tpm2.tcti (or --tpm2-tcti)");
+    kms_tpm2_config tc = {.tcti = d->cfg.tpm2_tcti,
+                          .primary_handle = d->cfg.tpm2_primary_handle,
+                          .lock_dir = d->cfg.tpm2_lock_dir};
+    return kms_tpm2_provision(&tc);
+}
+
+static int cmd_init(struct daemon *d)
+{
+    int r;
+    if ((r = open_core(d, 0)) != 0)
+        return r;
+    return kms_ceremony_run(&d->cfg, d->store, d->keyring, d->backend->ops->name);
+}
+
+/* The host part of "host:port" (what precedes the last ':'). */
+static int host_len(const char *listen)
+{
+    const char *colon = strrchr(listen, ':');
+    return colon ? (int)(colon - listen) : (int)strlen(listen);
+}
+
+static int cmd_run(struct daemon *d, const sigset_t *stop)
+{
+    kms_secret *key = NULL;
+    char *cert = NULL, *ca = NULL;
+    kms_server *srv = NULL;
+    size_t officers = 0;
+    int r, port = 0, grpc_up = 0, sig = 0;
+
+    if ((r = open_core(d, 1)) != 0 || (r = kms_policy_open(d->store, &d->policy)) != 0 ||
+        (r = d->store->ops->officer_list(d->store, count_officer, &officers)) != 0)
+        goto out;
+    if (officers == 0) {
+        r = kms_error_set(KMS_EINVAL, "database %s is not initialised: run `kmsd init` first",
+                          d->cfg.database);
+        goto out;
+    }
+    if ((r = start_quorum(d)) != 0)
+        goto out;
+    if (d->cfg.insecure_dev) {
+        kms_log_warn("INSECURE: --insecure-dev serves plaintext gRPC without client "
+                     "authentication; every caller is \"%s\". Never use it outside development.",
+                     KMS_RPC_INSECURE_IDENTITY);
+    } else if ((r = read_pem(d->cfg.tls_cert, 0, NULL, &cert)) != 0 ||
+               (r = read_pem(d->cfg.tls_key, 1, &key, NULL)) != 0 ||
+               (r = read_pem(d->cfg.tls_client_ca, 0, NULL, &ca)) != 0) {
+        goto out;
+    }
+
+    kms_rpc_env env = {.keyring = d->keyring,
+                       .store = d->store,
+                       .policy = d->policy,
+                       .backend = d->backend,
+                       .quorum = d->quorum,
+                       .insecure_dev = d->cfg.insecure_dev};
+    env.methods = kms_rpc_methods(&env.n_methods);
+    kms_server_config sc = {.listen = d->cfg.listen,
+                            .cert_pem = cert,
+                            .key_pem = key ? (const char *)key->data : NULL,
+                            .client_ca_pem = ca,
+                            .insecure = d->cfg.insecure_dev,
+                            .workers = d->cfg.workers,
+                            .max_recv = d->cfg.max_message_size,
+                            .max_send = d->cfg.max_send_message_size,
+                            .dispatch = kms_rpc_dispatch,
+                            .app = &env};
+    sc.methods = kms_rpc_server_methods(&sc.n_methods);
+
+    gpr_set_log_function(grpc_log_line);
+    grpc_init();
+    grpc_up = 1;
+    r = kms_server_start(&sc, &srv, &port);
+    /* gRPC keeps its own copy of the key; ours is wiped now. */
+    kms_secret_free(key);
+    key = NULL;
+    if (r != 0)
+        goto out;
+
+    kms_log_info("serving on %.*s:%d with %u workers%s", host_len(d->cfg.listen), d->cfg.listen,
+                 port, d->cfg.workers, d->cfg.insecure_dev ? " (INSECURE)" : " (mutual TLS)");
+    printf("kmsd ready on %.*s:%d\n", host_len(d->cfg.listen), d->cfg.listen, port);
+    fflush(stdout);
+
+    if (sigwait(stop, &sig) != 0)
+        sig = 0;
+    kms_log_info("signal %d: shutting down", sig);
+out:
+    kms_server_destroy(srv);
+    if (grpc_up)
+        grpc_stop();
+    kms_secret_free(key);
+    free(cert);
+    free(ca);
+    close_core(d);
+    if (r == 0)
+        kms_log_info("stopped");
+    return r;
+}
+
+int main(int argc, char **argv)
+{
+    struct daemon d;
+    struct {
+        int opt;
+        const char *arg;
+    } opts[MAX_OPTS];
+    size_t n_opts = 0;
+    const char *config = NULL;
+    sigset_t stop;
+    int r, c, status = EXIT_USAGE;
+
+    memset(&d, 0, sizeof(d));
+    /* Before any thread exists (gRPC starts its own): SIGTERM and SIGINT are
+     * taken only by sigwait in the main thread. SIGPIPE is ignored. */
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
+        if (c == 'h' || c == OPT_HELP) {
+            fputs(usage_text, stdout);
+            return 0;
+        }
+        if (c == '?' || c == ':') {
+            fputs(usage_text, stderr);
+            return EXIT_USAGE;
+        }
+        if (c == OPT_CONFIG) {
+            config = optarg;
+            continue;
+        }
+        if (n_opts == MAX_OPTS) {
+            fprintf(stderr, "kmsd: too many options\n");
+            return EXIT_USAGE;
+        }
+        opts[n_opts].opt = c;
+        opts[n_opts].arg = optarg;
+        n_opts++;
+    }
+    if (optind != argc - 1 ||
+        (strcmp(argv[optind], "run") != 0 && strcmp(argv[optind], "init") != 0 &&
+         strcmp(argv[optind], "tpm2-provision") != 0)) {
+        fputs(usage_text, stderr);
+        return EXIT_USAGE;
+    }
+    int init = strcmp(argv[optind], "init") == 0;
+    int provision = strcmp(argv[optind], "tpm2-provision") == 0;
+
+    if ((r = kms_config_init(&d.cfg)) != 0 ||
+        (config != NULL && (r = kms_config_load_file(&d.cfg, config)) != 0))
+        goto fail;
+    for (size_t i = 0; i < n_opts; i++)
+        if ((r = apply_option(&d.cfg, opts[i].opt, opts[i].arg)) != 0)
+            goto fail;
+    if ((r = kms_config_validate(&d.cfg, init ? KMS_CONFIG_INIT : KMS_CONFIG_RUN)) != 0)
+        goto fail;
+    if (d.cfg.workers == 0)
+        d.cfg.workers = auto_workers();
+    kms_log_set_level(d.cfg.log_level);
+
+    status = EXIT_RUNTIME;
+    if ((r = harden_process()) != 0)
+        goto fail;
+    r = provision ? cmd_tpm2_provision(&d) : init ? cmd_init(&d) : cmd_run(&d, &stop);
+    if (r != 0)
+        goto fail;
+    close_core(&d);
+    kms_config_free(&d.cfg);
+    return 0;
+fail:
+    kms_log_error("%s: %s", init ? "init" : "run",
+                  kms_error_detail()[0] ? kms_error_detail() : kms_strerror(r));
+    close_core(&d);
+    kms_config_free(&d.cfg);
+    return r == KMS_EINVAL && status == EXIT_USAGE ? EXIT_USAGE : status;
+}

@@ -1,0 +1,423 @@
+/* Authorization: key policies and the officer set, cached over the store.
+ *
+ * Locking: one rwlock guards the cache and the officer set. Readers decide
+ * under the read lock and copy what they return, so no pointer into the
+ * cache escapes it; that lets invalidation free entries. Store reads happen
+ * outside the lock. */
+#include "kmsd/policy/policy.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+
+#define NBUCKETS 256
+
+struct entry {
+    kms_key_rec rec;
+    kms_key_policy policy;
+    struct entry *next_by_id;
+    struct entry *next_by_name;
+};
+
+struct kms_policy {
+    kms_store *store;
+    pthread_rwlock_t lock;
+    struct entry *by_id[NBUCKETS];
+    struct entry *by_name[NBUCKETS];
+    char **officers; /* sorted */
+    size_t n_officers;
+};
+
+const char *kms_policy_perm_name(kms_perm p)
+{
+    switch (p) {
+    case KMS_PERM_PEER:
+        return "peer";
+    case KMS_PERM_ENCRYPT:
+        return "encrypt";
+    case KMS_PERM_DECRYPT:
+        return "decrypt";
+    case KMS_PERM_REENCRYPT:
+        return "reencrypt";
+    case KMS_PERM_DESCRIBE:
+        return "describe";
+    case KMS_PERM_LIST:
+        return "list";
+    case KMS_PERM_OFFICER:
+        return "officer";
+    case KMS_PERM_AUDITOR:
+        return "auditor";
+    default:
+        return "?";
+    }
+}
+
+/* ---- one key's policy ---------------------------------------------------------- */
+
+static int valid_action(kms_key_action a)
+{
+    return a == KMS_ACTION_ENCRYPT || a == KMS_ACTION_DECRYPT || a == KMS_ACTION_REENCRYPT;
+}
+
+int kms_policy_allows(const kms_key_policy *kp, kms_key_action action, const char *identity)
+{
+    if (kp == NULL || identity == NULL || !valid_action(action))
+        return 0;
+    size_t i = (size_t)action - 1;
+    for (size_t j = 0; j < kp->n[i]; j++)
+        if (strcmp(kp->ids[i][j], identity) == 0)
+            return 1;
+    return 0;
+}
+
+int kms_policy_names(const kms_key_policy *kp, const char *identity)
+{
+    return kms_policy_allows(kp, KMS_ACTION_ENCRYPT, identity) ||
+           kms_policy_allows(kp, KMS_ACTION_DECRYPT, identity) ||
+           kms_policy_allows(kp, KMS_ACTION_REENCRYPT, identity);
+}
+
+void kms_policy_clear(kms_key_policy *kp)
+{
+    if (kp == NULL)
+        return;
+    for (size_t i = 0; i < 3; i++) {
+        for (size_t j = 0; j < kp->n[i]; j++)
+            free(kp->ids[i][j]);
+        free(kp->ids[i]);
+    }
+    memset(kp, 0, sizeof(*kp));
+}
+
+static int policy_add(kms_key_policy *kp, kms_key_action action, const char *identity)
+{
+    if (!valid_action(action))
+        return kms_error_set(KMS_ESTORE, "policy: unknown action %d", (int)action);
+    size_t i = (size_t)action - 1;
+    char **v = realloc(kp->ids[i], (kp->n[i] + 1) * sizeof(*v));
+    if (v == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    kp->ids[i] = v;
+    size_t len = strlen(identity);
+    if ((v[kp->n[i]] = malloc(len + 1)) == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    memcpy(v[kp->n[i]], identity, len + 1);
+    kp->n[i]++;
+    return KMS_OK;
+}
+
+static int collect_grant(void *ctx, const kms_grant_rec *g)
+{
+    return policy_add(ctx, g->action, g->identity);
+}
+
+int kms_policy_load(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN], kms_key_policy *out)
+{
+    kms_key_policy kp;
+    memset(&kp, 0, sizeof(kp));
+    if (store == NULL || key_id == NULL || out == NULL)
+        return kms_error_set(KMS_EINVAL, "policy: no store or key");
+    int r = store->ops->policy_list(store, key_id, collect_grant, &kp);
+    if (r != 0) {
+        kms_policy_clear(&kp);
+        return r;
+    }
+    *out = kp;
+    return KMS_OK;
+}
+
+static int policy_copy(const kms_key_policy *kp, kms_key_policy *out)
+{
+    kms_key_policy c;
+    memset(&c, 0, sizeof(c));
+    for (size_t i = 0; i < 3; i++) {
+        for (size_t j = 0; j < kp->n[i]; j++) {
+            int r = policy_add(&c, (kms_key_action)(i + 1), kp->ids[i][j]);
+            if (r != 0) {
+                kms_policy_clear(&c);
+                return r;
+            }
+        }
+    }
+    *out = c;
+    return KMS_OK;
+}
+
+/* ---- cache --------------------------------------------------------------------- */
+
+static size_t hash(const void *data, size_t len)
+{
+    const uint8_t *b = data;
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ b[i]) * 1099511628211ULL;
+    return (size_t)(h % NBUCKETS);
+}
+
+static struct entry *find_id(kms_policy *p, const uint8_t *id)
+{
+    for (struct entry *e = p->by_id[hash(id, KMS_KEY_ID_LEN)]; e; e = e->next_by_id)
+        if (memcmp(e->rec.id, id, KMS_KEY_ID_LEN) == 0)
+            return e;
+    return NULL;
+}
+
+static struct entry *find_name(kms_policy *p, const char *name)
+{
+    for (struct entry *e = p->by_name[hash(name, strlen(name))]; e; e = e->next_by_name)
+        if (strcmp(e->rec.name, name) == 0)
+            return e;
+    return NULL;
+}
+
+static void entry_free(struct entry *e)
+{
+    if (e == NULL)
+        return;
+    kms_policy_clear(&e->policy);
+    free(e);
+}
+
+/* Loads key + policy from the store into a new entry (no lock held). */
+static int load_entry(kms_policy *p, const char *name, const uint8_t *id, struct entry **out)
+{
+    struct entry *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    int r = name ? p->store->ops->key_get_by_name(p->store, name, &e->rec)
+                 : p->store->ops->key_get_by_id(p->store, id, &e->rec);
+    if (r == 0)
+        r = kms_policy_load(p->store, e->rec.id, &e->policy);
+    if (r != 0) {
+        entry_free(e);
+        return r;
+    }
+    *out = e;
+    return KMS_OK;
+}
+
+/* Runs fn on the entry for (name | id) under the read lock, loading it into
+ * the cache first if needed. */
+typedef int (*entry_fn)(kms_policy *p, const struct entry *e, void *ctx);
+
+static int with_entry(kms_policy *p, const char *name, const uint8_t *id, entry_fn fn, void *ctx)
+{
+    int r;
+    pthread_rwlock_rdlock(&p->lock);
+    struct entry *e = name ? find_name(p, name) : find_id(p, id);
+    if (e != NULL) {
+        r = fn(p, e, ctx);
+        pthread_rwlock_unlock(&p->lock);
+        return r;
+    }
+    pthread_rwlock_unlock(&p->lock);
+
+    struct entry *fresh = NULL;
+    KMS_GUARD(load_entry(p, name, id, &fresh));
+    pthread_rwlock_wrlock(&p->lock);
+    e = find_id(p, fresh->rec.id); /* another thread may have loaded it */
+    if (e == NULL) {
+        size_t ib = hash(fresh->rec.id, KMS_KEY_ID_LEN);
+        size_t nb = hash(fresh->rec.name, strlen(fresh->rec.name));
+        fresh->next_by_id = p->by_id[ib];
+        p->by_id[ib] = fresh;
+        fresh->next_by_name = p->by_name[nb];
+        p->by_name[nb] = fresh;
+        e = fresh;
+        fresh = NULL;
+    }
+    r = fn(p, e, ctx);
+    pthread_rwlock_unlock(&p->lock);
+    entry_free(fresh);
+    return r;
+}
+
+/* ---- officers ------------------------------------------------------------------ */
+
+struct officer_list {
+    char **v;
+    size_t n;
+};
+
+static int collect_officer(void *ctx, const kms_officer_rec *o)
+{
+    struct officer_list *l = ctx;
+    char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
+    if (v == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    l->v = v;
+    size_t len = strnlen(o->identity, sizeof(o->identity) - 1);
+    if ((v[l->n] = malloc(len + 1)) == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    memcpy(v[l->n], o->identity, len);
+    v[l->n][len] = '\0';
+    l->n++;
+    return KMS_OK;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void officers_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+int kms_policy_reload_officers(kms_policy *p)
+{
+    if (p == NULL)
+        return kms_error_set(KMS_EINVAL, "no policy");
+    struct officer_list l = {0};
+    int r = p->store->ops->officer_list(p->store, collect_officer, &l);
+    if (r != 0) {
+        officers_free(l.v, l.n);
+        return r;
+    }
+    if (l.n > 1)
+        qsort(l.v, l.n, sizeof(*l.v), cmp_str);
+    pthread_rwlock_wrlock(&p->lock);
+    char **old = p->officers;
+    size_t old_n = p->n_officers;
+    p->officers = l.v;
+    p->n_officers = l.n;
+    pthread_rwlock_unlock(&p->lock);
+    officers_free(old, old_n);
+    return KMS_OK;
+}
+
+/* Caller holds the lock. */
+static int is_officer_locked(const kms_policy *p, const char *identity)
+{
+    return p->n_officers > 0 &&
+           bsearch(&identity, p->officers, p->n_officers, sizeof(*p->officers), cmp_str) != NULL;
+}
+
+int kms_policy_is_officer(kms_policy *p, const char *identity)
+{
+    if (p == NULL || identity == NULL)
+        return 0;
+    pthread_rwlock_rdlock(&p->lock);
+    int r = is_officer_locked(p, identity);
+    pthread_rwlock_unlock(&p->lock);
+    return r;
+}
+
+/* ---- public ----------------------------------------------------------------------- */
+
+int kms_policy_open(kms_store *store, kms_policy **out)
+{
+    if (store == NULL || out == NULL)
+        return kms_error_set(KMS_EINVAL, "policy needs a store");
+    kms_policy *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    p->store = store;
+    if (pthread_rwlock_init(&p->lock, NULL) != 0) {
+        free(p);
+        return kms_error_set(KMS_ENOMEM, "cannot create lock");
+    }
+    int r = kms_policy_reload_officers(p);
+    if (r != 0) {
+        kms_policy_close(p);
+        return r;
+    }
+    *out = p;
+    return KMS_OK;
+}
+
+void kms_policy_close(kms_policy *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t b = 0; b < NBUCKETS; b++) {
+        struct entry *e = p->by_id[b];
+        while (e) {
+            struct entry *next = e->next_by_id;
+            entry_free(e);
+            e = next;
+        }
+    }
+    officers_free(p->officers, p->n_officers);
+    pthread_rwlock_destroy(&p->lock);
+    free(p);
+}
+
+struct check_ctx {
+    const char *identity;
+    kms_perm perm;
+    kms_key_rec *rec;
+};
+
+static int check_entry(kms_policy *p, const struct entry *e, void *ctx)
+{
+    struct check_ctx *c = ctx;
+    int allowed;
+    if (c->perm == KMS_PERM_DESCRIBE)
+        allowed = is_officer_locked(p, c->identity) || kms_policy_names(&e->policy, c->identity);
+    else
+        allowed = !is_officer_locked(p, c->identity) &&
+                  kms_policy_allows(&e->policy, (kms_key_action)c->perm, c->identity);
+    if (!allowed)
+        return kms_error_set(KMS_EDENIED, "%s on key %s not granted", kms_policy_perm_name(c->perm),
+                             e->rec.name);
+    if (c->rec)
+        *c->rec = e->rec;
+    return KMS_OK;
+}
+
+int kms_policy_check(kms_policy *p, const char *identity, const char *key_name,
+                     const uint8_t *key_id, kms_perm perm, kms_key_rec *rec)
+{
+    if (p == NULL || identity == NULL || (key_name == NULL && key_id == NULL))
+        return kms_error_set(KMS_EINVAL, "policy check: no identity or key");
+    if (perm != KMS_PERM_ENCRYPT && perm != KMS_PERM_DECRYPT && perm != KMS_PERM_REENCRYPT &&
+        perm != KMS_PERM_DESCRIBE)
+        return kms_error_set(KMS_EINVAL, "policy check: %s is not a key permission",
+                             kms_policy_perm_name(perm));
+    if (key_name != NULL && strnlen(key_name, KMS_KEY_NAME_MAX + 1) > KMS_KEY_NAME_MAX)
+        return kms_error_set(KMS_ENOTFOUND, "no such key");
+    struct check_ctx c = {.identity = identity, .perm = perm, .rec = rec};
+    int r = with_entry(p, key_name, key_id, check_entry, &c);
+    if (r == KMS_EINVAL && key_name != NULL) /* the store refuses an empty name */
+        r = kms_error_set(KMS_ENOTFOUND, "no such key");
+    return r;
+}
+
+static int copy_entry_policy(kms_policy *p, const struct entry *e, void *ctx)
+{
+    (void)p;
+    return policy_copy(&e->policy, ctx);
+}
+
+int kms_policy_get(kms_policy *p, const uint8_t key_id[KMS_KEY_ID_LEN], kms_key_policy *out)
+{
+    if (p == NULL || key_id == NULL || out == NULL)
+        return kms_error_set(KMS_EINVAL, "policy get: no key");
+    return with_entry(p, NULL, key_id, copy_entry_policy, out);
+}
+
+void kms_policy_invalidate(kms_policy *p, const uint8_t key_id[KMS_KEY_ID_LEN])
+{
+    if (p == NULL || key_id == NULL)
+        return;
+    pthread_rwlock_wrlock(&p->lock);
+    struct entry *e = find_id(p, key_id);
+    if (e != NULL) {
+        struct entry **pp = &p->by_id[hash(key_id, KMS_KEY_ID_LEN)];
+        while (*pp != e)
+            pp = &(*pp)->next_by_id;
+        *pp = e->next_by_id;
+        pp = &p->by_name[hash(e->rec.name, strlen(e->rec.name))];
+        while (*pp != e)
+            pp = &(*pp)->next_by_name;
+        *pp = e->next_by_name;
+    }
+    pthread_rwlock_unlock(&p->lock);
+    entry_free(e);
+}

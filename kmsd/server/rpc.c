@@ -1,0 +1,430 @@
+/* The one wrapper every call goes through (rpc.h). */
+#include "kmsd/server/rpc.h"
+
+#include <openssl/crypto.h>
+#include <pthread.h>
+#include <stdalign.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/grpc_security.h>
+#include <grpc/status.h>
+#include <grpc/support/time.h>
+
+#include "grpc/health/v1/health.pb-c.h"
+#include "base/log.h"
+#include "kms/v1/kms.pb-c.h"
+
+#define MAX_SECRETS 4
+#define LOG_FIELD_MAX 160
+
+/* ---- per-call memory: wiped when freed ---------------------------------------------- */
+
+/* Header before each block; max_align_t keeps the payload aligned. */
+struct block {
+    struct block *next;
+    size_t size;
+    alignas(max_align_t) unsigned char data[];
+};
+
+struct kms_rpc_call {
+    const kms_rpc_env *env;
+    const kms_rpc_method *method;
+    char identity[KMS_IDENTITY_MAX + 1];
+    struct block *arena;
+    kms_secret *secrets[MAX_SECRETS];
+    size_t n_secrets;
+    kms_key_rec keys[KMS_RPC_MAX_TARGETS];
+    size_t n_keys;
+    char key_name[KMS_KEY_NAME_MAX + 1];
+    uint32_t key_version;
+    int status_set;
+    int status;
+    const char *status_message;
+};
+
+void *kms_rpc_alloc(kms_rpc_call *c, size_t n)
+{
+    if (c == NULL || n > SIZE_MAX - sizeof(struct block))
+        return NULL;
+    struct block *b = calloc(1, sizeof(*b) + n);
+    if (b == NULL)
+        return NULL;
+    b->size = n;
+    b->next = c->arena;
+    c->arena = b;
+    return b->data;
+}
+
+char *kms_rpc_strdup(kms_rpc_call *c, const char *s)
+{
+    size_t n = strlen(s);
+    char *p = kms_rpc_alloc(c, n + 1);
+    if (p != NULL)
+        memcpy(p, s, n);
+    return p;
+}
+
+int kms_rpc_keep_secret(kms_rpc_call *c, kms_secret *s)
+{
+    if (c->n_secrets == MAX_SECRETS) {
+        kms_secret_free(s);
+        return kms_error_set(KMS_ENOMEM, "rpc: too many secrets in one call");
+    }
+    c->secrets[c->n_secrets++] = s;
+    return KMS_OK;
+}
+
+static void call_release(kms_rpc_call *c)
+{
+    while (c->arena) {
+        struct block *b = c->arena;
+        c->arena = b->next;
+        OPENSSL_cleanse(b->data, b->size);
+        free(b);
+    }
+    for (size_t i = 0; i < c->n_secrets; i++)
+        kms_secret_free(c->secrets[i]);
+    c->n_secrets = 0;
+}
+
+/* protobuf-c allocator for requests: every buffer it hands out is wiped
+ * when protobuf_c_message_free_unpacked frees it (an Encrypt request's
+ * plaintext is one of them). */
+static void *wiping_alloc(void *unused, size_t n)
+{
+    (void)unused;
+    if (n > SIZE_MAX - sizeof(struct block))
+        return NULL;
+    struct block *b = malloc(sizeof(*b) + n);
+    if (b == NULL)
+        return NULL;
+    b->size = n;
+    b->next = NULL;
+    return b->data;
+}
+
+static void wiping_free(void *unused, void *p)
+{
+    (void)unused;
+    if (p == NULL)
+        return;
+    struct block *b = (struct block *)((unsigned char *)p - offsetof(struct block, data));
+    OPENSSL_cleanse(b->data, b->size);
+    free(b);
+}
+
+static ProtobufCAllocator wiping_allocator = {
+    .alloc = wiping_alloc, .free = wiping_free, .allocator_data = NULL};
+
+/* ---- accessors ----------------------------------------------------------------------- */
+
+const kms_rpc_env *kms_rpc_env_of(const kms_rpc_call *c)
+{
+    return c->env;
+}
+
+const kms_rpc_method *kms_rpc_method_of(const kms_rpc_call *c)
+{
+    return c->method;
+}
+
+const char *kms_rpc_identity(const kms_rpc_call *c)
+{
+    return c->identity;
+}
+
+const kms_key_rec *kms_rpc_target_key(const kms_rpc_call *c, size_t i)
+{
+    return i < c->n_keys ? &c->keys[i] : NULL;
+}
+
+void kms_rpc_note_key(kms_rpc_call *c, const char *key_name, uint32_t version)
+{
+    if (key_name != NULL) {
+        size_t n = strnlen(key_name, sizeof(c->key_name) - 1);
+        memcpy(c->key_name, key_name, n);
+        c->key_name[n] = '\0';
+    }
+    c->key_version = version;
+}
+
+void kms_rpc_set_status(kms_rpc_call *c, int grpc_status, const char *static_message)
+{
+    c->status_set = 1;
+    c->status = grpc_status;
+    c->status_message = static_message;
+}
+
+/* ---- authentication ---------------------------------------------------------------- */
+
+/* Copies a property value that must be a clean identity: 1..max bytes, no
+ * NUL, no control characters (it ends up in logs and the audit trail). */
+static int take_identity(const grpc_auth_property *p, char *out, size_t cap)
+{
+    if (p->value == NULL || p->value_length == 0 || p->value_length >= cap ||
+        p->value_length > KMS_IDENTITY_MAX)
+        return kms_error_set(KMS_EDENIED, "client identity empty or longer than %d bytes",
+                             KMS_IDENTITY_MAX);
+    for (size_t i = 0; i < p->value_length; i++) {
+        unsigned char ch = (unsigned char)p->value[i];
+        if (ch < 0x20 || ch == 0x7f)
+            return kms_error_set(KMS_EDENIED, "client identity contains control characters");
+    }
+    memcpy(out, p->value, p->value_length);
+    out[p->value_length] = '\0';
+    return KMS_OK;
+}
+
+/* The single value of property `name`; KMS_ENOTFOUND if absent, KMS_EDENIED
+ * if there are several (an ambiguous identity is refused, not guessed). */
+static int single_property(grpc_auth_context *ctx, const char *name, char *out, size_t cap)
+{
+    grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(ctx, name);
+    const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+    if (p == NULL)
+        return KMS_ENOTFOUND;
+    if (grpc_auth_property_iterator_next(&it) != NULL)
+        return kms_error_set(KMS_EDENIED, "client certificate has several %s entries", name);
+    return take_identity(p, out, cap);
+}
+
+/* 1 if value is one of the certificate's subject alternative names. */
+static int is_san(grpc_auth_context *ctx, const char *value)
+{
+    size_t n = strlen(value);
+    grpc_auth_property_iterator it =
+        grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_SAN_PROPERTY_NAME);
+    for (const grpc_auth_property *p; (p = grpc_auth_property_iterator_next(&it)) != NULL;)
+        if (p->value_length == n && memcmp(p->value, value, n) == 0)
+            return 1;
+    return 0;
+}
+
+/* The caller's identity: the certificate's URI SAN (gRPC lists the URI
+ * entries of x509_subject_alternative_name separately as peer_uri; the
+ * value must also be among the SANs), else its CN. */
+static int authenticate(const kms_rpc_env *env, grpc_call *call, char *out, size_t cap)
+{
+    int r;
+    grpc_auth_context *ctx = grpc_call_auth_context(call);
+    if (ctx == NULL)
+        return kms_error_set(KMS_EDENIED, "no auth context");
+    if (!grpc_auth_context_peer_is_authenticated(ctx)) {
+        if (env->insecure_dev) {
+            memcpy(out, KMS_RPC_INSECURE_IDENTITY, sizeof(KMS_RPC_INSECURE_IDENTITY));
+            r = KMS_OK;
+        } else {
+            r = kms_error_set(KMS_EDENIED, "peer is not authenticated");
+        }
+        goto out;
+    }
+    r = single_property(ctx, GRPC_PEER_URI_PROPERTY_NAME, out, cap);
+    if (r == 0 && !is_san(ctx, out))
+        r = kms_error_set(KMS_EDENIED, "URI identity is not among the certificate's SANs");
+    if (r == KMS_ENOTFOUND) {
+        r = single_property(ctx, GRPC_X509_CN_PROPERTY_NAME, out, cap);
+        if (r == KMS_ENOTFOUND)
+            r = kms_error_set(KMS_EDENIED, "client certificate has neither a URI SAN nor a CN");
+    }
+out:
+    grpc_auth_context_release(ctx);
+    return r;
+}
+
+/* ---- the wrapper ---------------------------------------------------------------------- */
+
+/* A printable, bounded copy of s for a log line. */
+static const char *log_safe(const char *s, char *buf, size_t cap)
+{
+    size_t i = 0;
+    for (; s != NULL && s[i] != '\0' && i + 1 < cap; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        buf[i] = ch < 0x20 || ch >= 0x7f ? '?' : (char)ch;
+    }
+    buf[i] = '\0';
+    return buf;
+}
+
+static int method_allowed(const kms_rpc_call *c)
+{
+    switch (c->method->perm) {
+    case KMS_PERM_PEER:
+    case KMS_PERM_LIST:
+    case KMS_PERM_ENCRYPT:
+    case KMS_PERM_DECRYPT:
+    case KMS_PERM_REENCRYPT:
+    case KMS_PERM_DESCRIBE:
+        return KMS_OK; /* per key, through targets */
+    case KMS_PERM_OFFICER:
+        if (kms_policy_is_officer(c->env->policy, c->identity))
+            return KMS_OK;
+        return kms_error_set(KMS_EDENIED, "not an officer");
+    case KMS_PERM_AUDITOR:
+    default:
+        return kms_error_set(KMS_EDENIED, "%s permission not granted",
+                             kms_policy_perm_name(c->method->perm));
+    }
+}
+
+static int authorize_targets(kms_rpc_call *c, const ProtobufCMessage *req)
+{
+    kms_rpc_target t[KMS_RPC_MAX_TARGETS];
+    size_t n = 0;
+    memset(t, 0, sizeof(t));
+    if (c->method->targets == NULL)
+        return KMS_OK;
+    KMS_GUARD(c->method->targets(c, req, t, &n));
+    if (n > KMS_RPC_MAX_TARGETS)
+        return kms_error_set(KMS_EINTERNAL, "rpc: too many targets");
+    for (size_t i = 0; i < n; i++) {
+        if (c->key_name[0] == '\0' && t[i].key_name != NULL)
+            kms_rpc_note_key(c, t[i].key_name, 0); /* logged and audited even if refused */
+        KMS_GUARD(kms_policy_check(c->env->policy, c->identity, t[i].key_name,
+                                   t[i].key_name ? NULL : t[i].key_id, t[i].perm, &c->keys[i]));
+        c->n_keys = i + 1;
+        if (c->key_name[0] == '\0')
+            kms_rpc_note_key(c, c->keys[i].name, 0);
+    }
+    return KMS_OK;
+}
+
+/* Packs resp into a malloc'ed buffer for the reply. */
+static int pack(const ProtobufCMessage *resp, uint8_t **body, size_t *len)
+{
+    size_t n = protobuf_c_message_get_packed_size(resp);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (buf == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    if (protobuf_c_message_pack(resp, buf) != n) {
+        OPENSSL_cleanse(buf, n);
+        free(buf);
+        return kms_error_set(KMS_EINTERNAL, "rpc: packed size mismatch");
+    }
+    *body = buf;
+    *len = n;
+    return KMS_OK;
+}
+
+static int run(kms_rpc_call *c, const kms_server_call *in, uint8_t **body, size_t *len)
+{
+    ProtobufCMessage *req = NULL, *resp = NULL;
+    int r;
+
+    if (in->req == NULL) {
+        r = kms_error_set(KMS_EINVAL, "request without a message");
+        goto out;
+    }
+    req = protobuf_c_message_unpack(c->method->request, &wiping_allocator, in->req_len, in->req);
+    if (req == NULL) {
+        r = kms_error_set(KMS_EINVAL, "request does not parse as %s", c->method->request->name);
+        goto out;
+    }
+    if ((r = method_allowed(c)) != 0 || (r = authorize_targets(c, req)) != 0 ||
+        (r = c->method->handler(c, req, &resp)) != 0)
+        goto out;
+    if (resp == NULL) {
+        r = kms_error_set(KMS_EINTERNAL, "rpc: handler returned no response");
+        goto out;
+    }
+    r = pack(resp, body, len);
+out:
+    if (req != NULL)
+        protobuf_c_message_free_unpacked(req, &wiping_allocator);
+    return r;
+}
+
+void kms_rpc_dispatch(void *app, const kms_server_call *in, kms_server_reply *reply)
+{
+    const kms_rpc_env *env = app;
+    kms_rpc_call *c = NULL;
+    uint8_t *body = NULL;
+    size_t body_len = 0;
+    int r;
+    gpr_timespec t0 = gpr_now(GPR_CLOCK_MONOTONIC);
+
+    kms_error_clear();
+    if (in->method >= env->n_methods) {
+        r = kms_error_set(KMS_EINTERNAL, "rpc: method index out of range");
+        goto out;
+    }
+    if ((c = calloc(1, sizeof(*c))) == NULL) {
+        r = kms_error_set(KMS_ENOMEM, "out of memory");
+        goto out;
+    }
+    c->env = env;
+    c->method = &env->methods[in->method];
+    if ((r = authenticate(env, in->call, c->identity, sizeof(c->identity))) != 0) {
+        kms_rpc_set_status(c, GRPC_STATUS_UNAUTHENTICATED,
+                           "client certificate does not carry a usable identity");
+        goto out;
+    }
+    if (c->method->handler == NULL) {
+        r = kms_error_set(KMS_EUNSUPPORTED, "not implemented yet");
+        kms_rpc_set_status(c, GRPC_STATUS_UNIMPLEMENTED, "not implemented yet");
+        goto out;
+    }
+    r = run(c, in, &body, &body_len);
+out:
+    /* The reply body holds what the response pointed at; the arena and the
+     * secrets it pointed into are no longer needed. */
+    if (c != NULL)
+        call_release(c);
+
+    int status = c != NULL && c->status_set ? c->status : kms_error_grpc_status(r);
+    const char *message =
+        c != NULL && c->status_set ? c->status_message : (r == 0 ? "" : kms_strerror(r));
+    if ((c == NULL || !c->status_set) && r != 0 && kms_error_public(r)[0] != '\0') {
+        /* A detail meant for the caller (kms/error.h), copied: the
+         * thread's detail changes with the next call. */
+        snprintf(reply->message_buf, sizeof(reply->message_buf), "%s", kms_error_public(r));
+        message = reply->message_buf;
+    }
+    if (status != GRPC_STATUS_OK && r == 0)
+        r = KMS_EINVAL; /* a handler chose a failure status */
+
+    if (env->audit != NULL) {
+        kms_rpc_audit_record rec = {
+            .identity = c ? c->identity : "",
+            .method = in->method < env->n_methods ? env->methods[in->method].path : "?",
+            .key_name = c ? c->key_name : "",
+            .key_version = c ? c->key_version : 0,
+            .status = status,
+            .error = r};
+        if (env->audit(env->audit_ctx, &rec) != 0) {
+            kms_log_error("rpc: audit record failed: the call fails closed");
+            status = GRPC_STATUS_UNAVAILABLE;
+            message = "audit log unavailable";
+        }
+    }
+
+    char id_buf[LOG_FIELD_MAX], key_buf[LOG_FIELD_MAX], detail_buf[LOG_FIELD_MAX * 2];
+    const char *path = in->method < env->n_methods ? env->methods[in->method].path : "?";
+    double ms = gpr_timespec_to_micros(gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), t0)) / 1000.0;
+    if (status == GRPC_STATUS_OK)
+        kms_log_debug("rpc %s identity=%s key=%s version=%u ok %.3f ms", path,
+                      log_safe(c ? c->identity : "", id_buf, sizeof(id_buf)),
+                      log_safe(c ? c->key_name : "", key_buf, sizeof(key_buf)),
+                      c ? c->key_version : 0, ms);
+    else
+        kms_log_info("rpc %s identity=%s key=%s status=%d %s: %s", path,
+                     log_safe(c ? c->identity : "", id_buf, sizeof(id_buf)),
+                     log_safe(c ? c->key_name : "", key_buf, sizeof(key_buf)), status,
+                     kms_error_name(r),
+                     log_safe(kms_error_detail(), detail_buf, sizeof(detail_buf)));
+
+    if (status == GRPC_STATUS_OK) {
+        reply->body = body;
+        reply->body_len = body_len;
+    } else if (body != NULL) {
+        OPENSSL_cleanse(body, body_len);
+        free(body);
+    }
+    reply->status = (grpc_status_code)status;
+    reply->message = message;
+    if (c != NULL) {
+        OPENSSL_cleanse(c, sizeof(*c));
+        free(c);
+    }
+}

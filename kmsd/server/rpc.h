@@ -1,0 +1,127 @@
+/* The RPC table and its one wrapper.
+ *
+ * Every method kmsd serves is one row {full method path, required
+ * permission, request type, targets, handler} in kmsd/rpc_table.c. One
+ * wrapper, kms_rpc_dispatch, runs every call the same way:
+ *
+ *   1. authenticate: the identity is the client certificate's SAN URI (the
+ *      single URI entry), else its CN, read from the call's auth context;
+ *      the peer must be authenticated (except with --insecure-dev, where
+ *      every caller is KMS_RPC_INSECURE_IDENTITY);
+ *   2. methods without a handler answer UNIMPLEMENTED;
+ *   3. the request is unpacked with an allocator that wipes on free;
+ *   4. authorize: the method-level permission (officer, auditor), then every
+ *      key the request names (its `targets`) against that key's policy;
+ *   5. the handler runs and fills a response allocated from the call's
+ *      arena; the wrapper packs it into the reply buffer;
+ *   6. the audit hook (if any) sees the outcome before the reply leaves; if
+ *      it fails, the reply is dropped and the caller gets UNAVAILABLE;
+ *   7. kms errors map to gRPC status through kms_error_grpc_status with the
+ *      fixed kms_strerror message; details go to the log only.
+ *
+ * Secrets: plaintext data keys live in kms_secret; everything the call
+ * allocates (arena, unpacked request, reply buffer) is wiped when freed.
+ * Key bytes never reach a log line or a status message. */
+#ifndef KMS_RPC_H
+#define KMS_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "kms/backend.h"
+#include "kmsd/policy/policy.h"
+#include "base/secret.h"
+#include "kmsd/server/server.h"
+#include "kmsd/store/store.h"
+
+/* The planes the handlers reach through the env (kmsd.c wires them). */
+typedef struct kms_keyring kms_keyring;
+typedef struct kms_quorum kms_quorum;
+
+/* The identity every caller has on an --insecure-dev listener. */
+#define KMS_RPC_INSECURE_IDENTITY "insecure-dev"
+#define KMS_RPC_MAX_TARGETS 3
+
+/* What the audit hook sees of a finished call (never key bytes). */
+typedef struct kms_rpc_audit_record {
+    const char *identity; /* "" if the caller was not authenticated */
+    const char *method;   /* full path */
+    const char *key_name; /* "" if the call named no key */
+    uint32_t key_version; /* 0 if none */
+    int status;           /* the gRPC status about to be sent */
+    int error;            /* the kms error behind it (0 on success) */
+} kms_rpc_audit_record;
+
+/* Returns 0 if the record is durable; anything else fails the call closed
+ * (UNAVAILABLE, no reply body). Called on worker threads, concurrently. */
+typedef int (*kms_rpc_audit_fn)(void *ctx, const kms_rpc_audit_record *rec);
+
+typedef struct kms_rpc_method kms_rpc_method;
+
+/* Everything the handlers use; borrowed, must outlive the server. */
+typedef struct kms_rpc_env {
+    const kms_rpc_method *methods; /* the RPC table (kmsd/rpc_table.c) */
+    size_t n_methods;
+    kms_keyring *keyring;
+    kms_store *store;
+    kms_policy *policy;
+    kms_backend *backend; /* for readiness in Health/Check */
+    kms_quorum *quorum;
+    int insecure_dev;
+    kms_rpc_audit_fn audit; /* NULL: no audit yet (issue: audit log) */
+    void *audit_ctx;
+} kms_rpc_env;
+
+/* One call in progress, as a handler sees it (opaque). */
+typedef struct kms_rpc_call kms_rpc_call;
+
+/* A key a request names and the permission it needs on that key. */
+typedef struct kms_rpc_target {
+    const char *key_name; /* by name, or NULL: by key_id */
+    uint8_t key_id[KMS_KEY_ID_LEN];
+    kms_perm perm;
+} kms_rpc_target;
+
+typedef int (*kms_rpc_targets_fn)(kms_rpc_call *c, const ProtobufCMessage *req, kms_rpc_target *t,
+                                  size_t *n);
+typedef int (*kms_rpc_handler_fn)(kms_rpc_call *c, const ProtobufCMessage *req,
+                                  ProtobufCMessage **resp);
+
+struct kms_rpc_method {
+    const char *path;
+    kms_perm perm; /* method-level: what the table requires */
+    const ProtobufCMessageDescriptor *request;
+    kms_rpc_targets_fn targets; /* NULL: the request names no key */
+    kms_rpc_handler_fn handler; /* NULL: UNIMPLEMENTED */
+    unsigned flags;             /* KMS_SERVER_SECRET_REQUEST */
+};
+
+/* The wrapper: a kms_server_dispatch_fn whose app is a kms_rpc_env. */
+void kms_rpc_dispatch(void *app, const kms_server_call *call, kms_server_reply *reply);
+
+/* ---- for handlers ---------------------------------------------------------------- */
+
+const kms_rpc_env *kms_rpc_env_of(const kms_rpc_call *c);
+const kms_rpc_method *kms_rpc_method_of(const kms_rpc_call *c);
+const char *kms_rpc_identity(const kms_rpc_call *c);
+/* The key record of target i as authorized (name, id, backend exact). */
+const kms_key_rec *kms_rpc_target_key(const kms_rpc_call *c, size_t i);
+
+/* n zeroed bytes that live until the reply is packed, then are wiped and
+ * freed. NULL on out of memory (then return KMS_ENOMEM). */
+void *kms_rpc_alloc(kms_rpc_call *c, size_t n);
+/* A NUL-terminated arena copy of s (NULL on out of memory). */
+char *kms_rpc_strdup(kms_rpc_call *c, const char *s);
+/* Hands s to the call: freed (wiped) after the reply is packed, so a
+ * response may point at s->data. On failure s is freed and KMS_ENOMEM
+ * returned. */
+int kms_rpc_keep_secret(kms_rpc_call *c, kms_secret *s) KMS_MUST_CHECK;
+/* Records the key and version the call used, for the log and the audit. */
+void kms_rpc_note_key(kms_rpc_call *c, const char *key_name, uint32_t version);
+/* Answers with this status and fixed message instead of mapping the
+ * handler's kms error (for protocols with their own codes, e.g. Health). */
+void kms_rpc_set_status(kms_rpc_call *c, int grpc_status, const char *static_message);
+
+#endif
