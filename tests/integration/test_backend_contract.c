@@ -287,8 +287,9 @@ static void release(kms_backend_key *k)
 
 /* Wraps n random bytes under wk and unwraps them under uk (AAD optional).
  * 0 if the plaintext comes back; the wrap's or unwrap's error; or
- * KMS_EINTERNAL if an unwrap "succeeded" with other bytes or a failed one
- * left plaintext in its output. Thread-safe. */
+ * KMS_EINTERNAL if the ciphertext is the plaintext, an unwrap "succeeded"
+ * with other bytes, or a failed one left plaintext in its output.
+ * Thread-safe. */
 static int round_trip(kms_backend *b, kms_backend_key *wk, kms_backend_key *uk, size_t n,
                       const uint8_t *aad, size_t aad_len, uint8_t iv_out[KMS_GCM_IV_LEN])
 {
@@ -298,6 +299,8 @@ static int round_trip(kms_backend *b, kms_backend_key *wk, kms_backend_key *uk, 
     kms_aead_io w = {.aad = aad, .aad_len = aad_len, .in = pt, .in_len = n, .out = ct};
     if (r == KMS_OK)
         r = b->ops->wrap(b, wk, &w);
+    if (r == KMS_OK && n >= 16 && memcmp(ct, pt, n) == 0)
+        r = KMS_EINTERNAL; /* not encrypted (1 byte would match 1 time in 256) */
     if (r == KMS_OK && iv_out != NULL)
         memcpy(iv_out, w.iv, KMS_GCM_IV_LEN);
     if (r == KMS_OK) {
