@@ -239,6 +239,12 @@ static int group_setup(void **state)
     memset(&E, 0, sizeof(E));
     T->open(&E);
     assert_non_null(E.b);
+    /* Every op is there: the core calls them without checking. */
+    const kms_backend_ops *o = E.b->ops;
+    assert_non_null(o);
+    assert_true(o->name != NULL && o->name[0] != '\0');
+    assert_true(o->create_version && o->open_version && o->release_version && o->wrap &&
+                o->unwrap && o->destroy_version && o->random && o->health && o->close);
     return 0;
 }
 
