@@ -1,4 +1,4 @@
-/* Crash points for the crash tests (kms/crashpoint.h). */
+/* Crash points for the crash tests (base/crashpoint.h). */
 #include "base/crashpoint.h"
 
 #include <signal.h>

@@ -10,8 +10,8 @@
  * asynchronous completion queue, keeping exactly N calls outstanding: a
  * finished call is replaced at once. Each case first warms up for 0.5 s.
  * Latency is per call, from start to status. Client and server share the
- * machine's cores, as in DESIGN §10.
- * Target (DESIGN §10): GenerateDataKey and Decrypt >= 60 % of the no-op
+ * machine's cores, as in docs/benchmarks.md.
+ * Target (docs/benchmarks.md): GenerateDataKey and Decrypt >= 60 % of the no-op
  * rate at 64 in flight, p99 <= 5 ms. Tests never assert timings. */
 #include <signal.h>
 #include <stdio.h>
@@ -265,7 +265,7 @@ int main(int argc, char **argv)
             printf("%-22s %9d %12.0f %10.0f %10.0f %8.0f%% %7lu\n", method_names[m], inflight[i],
                    r->rate, r->p50_us, r->p99_us, ratio, r->errors);
         }
-    printf("\ntarget (DESIGN §10), 64 in flight: >= 60 %% of the no-op rate, p99 <= 5000 us\n");
+    printf("\ntarget, 64 in flight: >= 60 %% of the no-op rate, p99 <= 5000 us\n");
     for (int m = GENERATE_DATA_KEY; m < N_METHODS; m++) {
         const result *r = &res[m][2];
         double ratio = res[HEALTH][2].rate > 0 ? 100.0 * r->rate / res[HEALTH][2].rate : 0;
@@ -277,7 +277,7 @@ int main(int argc, char **argv)
     printf("  (64 in flight: mean latency = 64 / rate; the no-op's is %.0f us)\n",
            res[HEALTH][2].rate > 0 ? 64e6 / res[HEALTH][2].rate : 0.0);
     long hwm = kms_test_proc_kib(k.pid, "VmHWM:"), rss = kms_test_proc_kib(k.pid, "VmRSS:");
-    printf("\nkmsd memory after the runs: peak RSS %.1f MiB, now %.1f MiB; target (DESIGN §10) "
+    printf("\nkmsd memory after the runs: peak RSS %.1f MiB, now %.1f MiB; target "
            "RSS < 64 MiB under load: %s\n",
            hwm / 1024.0, rss / 1024.0, hwm > 0 && hwm < 64 * 1024 ? "met" : "NOT met");
     for (int m = 0; m < N_METHODS; m++)

@@ -4,7 +4,7 @@
  *
  *   bench_tpm2 [seconds-per-case]      (default 2)
  *
- * Target (DESIGN §10): sealed mode within 10 % of the PKCS#11 path (it
+ * Target (docs/benchmarks.md): sealed mode within 10 % of the PKCS#11 path (it
  * should be faster: the TPM is off the per-request path). Resident mode
  * costs one TPM command per operation (TPM2_HMAC with the key kept loaded)
  * and is shown for what it is. Tests never assert timings. */
@@ -122,7 +122,7 @@ int main(int argc, char **argv)
             printf("%-24s %-7s %12.0f %10.1f %10.1f %11.0f%%\n", names[i], u ? "unwrap" : "wrap",
                    res[i][u].rate, res[i][u].p50, res[i][u].p99,
                    100.0 * res[i][u].rate / res[0][u].rate);
-    printf("\ntarget (DESIGN §10): TPM2 sealed within 10 %% of the PKCS#11 path: wrap %s, "
+    printf("\ntarget: TPM2 sealed within 10 %% of the PKCS#11 path: wrap %s, "
            "unwrap %s\n",
            res[1][0].rate >= 0.9 * res[0][0].rate ? "met" : "NOT met",
            res[1][1].rate >= 0.9 * res[0][1].rate ? "met" : "NOT met");

@@ -13,7 +13,7 @@
  * a burst of other work on a shared 2-core machine hits every case alike
  * instead of one; the min-max of the rounds shows how noisy the run was.
  * The seconds given are per case, split over the rounds.
- * Target (DESIGN §10): backend wrap >= 80 % of the raw loop, with 1 and 2
+ * Target (docs/benchmarks.md): backend wrap >= 80 % of the raw loop, with 1 and 2
  * threads. Tests never assert timings; this program only reports them. */
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -308,7 +308,7 @@ int main(int argc, char **argv)
            "(min-max beside it), latency over all rounds\n\n",
            PAYLOAD, sizeof(aad), ROUNDS, sh.seconds / ROUNDS);
     printf("%-22s %3s %9s  %-15s %8s %8s  %11s  %s\n", "case", "thr", "ops/s", "rounds min-max",
-           "p50 us", "p99 us", "vs raw", "target (DESIGN 10)");
+           "p50 us", "p99 us", "vs raw", "target");
     static struct result res[KEYRING_UNWRAP + 1];
     for (int m = 0; m <= KEYRING_UNWRAP; m++)
         if ((res[m].lat_ns = malloc(MAX_SAMPLES * sizeof(uint32_t))) == NULL)

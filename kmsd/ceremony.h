@@ -4,7 +4,7 @@
  * officers, the approval threshold of every quorum action type, and the
  * keys to create now with their policies, from the configuration's init
  * section (or the equivalent command-line flags). Every later change to any
- * of these is a quorum action (DESIGN §6).
+ * of these is a quorum action (docs/officers.md).
  *
  * Everything is checked before anything is written: at least two officers;
  * distinct ids and identities; signing keys that are ECDSA P-256 or Ed25519

@@ -68,7 +68,7 @@ static const char usage_text[] =
     "  --insecure-dev             plaintext listener without client identity (development\n"
     "                             only; every caller is \"" KMS_RPC_INSECURE_IDENTITY "\")\n"
     "  --test-clock FILE          tests only: read the time (unix seconds) from FILE\n"
-    "  --test-crash-at POINT      tests only: SIGKILL at a crash point (kms/crashpoint.h)\n"
+    "  --test-crash-at POINT      tests only: SIGKILL at a crash point (base/crashpoint.h)\n"
     "  --tpm2-tcti TCTI           also serve keys on a TPM 2.0 (device:/dev/tpmrm0,\n"
     "                             swtpm:host=127.0.0.1,port=N)\n"
     "  --tpm2-pcrs LIST           bind new sealed TPM keys to these PCRs (\"16,17\")\n"

@@ -36,7 +36,7 @@ static const kms_rpc_method methods[] = {
      kms_handlers_list_actions, 0},
     {QU "CancelAction", KMS_PERM_OFFICER, &kms__v1__cancel_action_request__descriptor, NULL,
      kms_handlers_cancel_action, 0},
-    /* Audit lands with its own issue. */
+    /* Audit is not served yet: there is no audit log. */
     {"/kms.v1.Audit/ReadAuditLog", KMS_PERM_AUDITOR, &kms__v1__read_audit_log_request__descriptor,
      NULL, NULL, 0},
     {"/grpc.health.v1.Health/Check", KMS_PERM_PEER,

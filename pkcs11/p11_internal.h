@@ -14,7 +14,7 @@
 #define P11_ID_LEN (KMS_KEY_ID_LEN + 4) /* CKA_ID = key id ‖ version (u32 BE) */
 #define P11_LABEL_MAX 64                /* "kms:<32 hex>:v<u32>" + NUL fits */
 #define P11_POOL_MAX 64
-#define P11_DATA_MAX 4096 /* largest wrap/unwrap input (DESIGN §3: plaintext ≤ 4 KiB) */
+#define P11_DATA_MAX 4096 /* largest wrap/unwrap input (API: plaintext ≤ 4 KiB, docs/api.md) */
 
 /* The session pool. `gen` counts healings: object handles found under an
  * older generation are looked up (and checked) again. */

@@ -1,4 +1,4 @@
-/* The TPM 2.0 backend (DESIGN §5, docs/tpm2.md): master key versions bound
+/* The TPM 2.0 backend (docs/tpm2.md): master key versions bound
  * to a TPM through tpm2-tss ESAPI.
  *
  *   sealed   (default) each version is a sealed data object under a

@@ -1,7 +1,7 @@
 /* Data-plane handlers: GenerateDataKey, Encrypt, Decrypt, ReEncrypt,
  * DescribeKey, ListKeys, and grpc.health.v1.Health/Check.
  *
- * Handlers run after the wrapper (kms/rpc_table.c) has authenticated the
+ * Handlers run after the wrapper (kmsd/server/rpc.c) has authenticated the
  * caller and authorized every key their targets named. Responses and
  * everything they point to come from the call's arena or from kms_secret
  * values handed to the call; both are wiped after the reply is packed.

@@ -4,7 +4,7 @@
  * A key's versions live in the backend named by the key record; the keyring
  * looks it up by name among those registered and never switches on type.
  *
- * Nonce budget (DESIGN §4): each version's usage count is reserved in the
+ * Nonce budget (docs/formats.md): each version's usage count is reserved in the
  * store in leases of `lease` IVs before they are used, so a crash can only
  * lose unused IVs, never reuse one. When a wrap finds the primary version's
  * count at or past rotate_at, the keyring rotates the key first; no

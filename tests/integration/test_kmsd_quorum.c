@@ -83,7 +83,7 @@ static void close_clients(void)
 }
 
 /* Starts kmsd on the test clock; with crash_at, armed to SIGKILL itself at
- * that crash point (kms/crashpoint.h). */
+ * that crash point (base/crashpoint.h). */
 static void start_crashing_at(const char *crash_at)
 {
     const char *extra[] = {"--test-clock", CLOCK, crash_at ? "--test-crash-at" : NULL, crash_at,
@@ -1002,7 +1002,7 @@ static void crash_points_execute_exactly_once(void **state)
     }
 }
 
-/* The nonce budget (DESIGN §4): once a version's usage count reaches
+/* The nonce budget (docs/formats.md): once a version's usage count reaches
  * 0.9 * 2^32, the next wrap first rotates the key, and that rotation is
  * recorded as an executed action by "kmsd", like a periodic one. The count
  * is set in the database while kmsd is stopped (the only way to reach it
