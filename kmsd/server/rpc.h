@@ -32,6 +32,7 @@
 
 #include "kms/backend.h"
 #include "kmsd/policy/policy.h"
+#include "kmsd/server/identity.h"
 #include "base/secret.h"
 #include "kmsd/server/server.h"
 #include "kmsd/store/store.h"
@@ -40,8 +41,6 @@
 typedef struct kms_keyring kms_keyring;
 typedef struct kms_quorum kms_quorum;
 
-/* The identity every caller has on an --insecure-dev listener. */
-#define KMS_RPC_INSECURE_IDENTITY "insecure-dev"
 #define KMS_RPC_MAX_TARGETS 3
 
 /* What the audit hook sees of a finished call (never key bytes). */
