@@ -55,7 +55,7 @@ typedef struct kms_rpc_audit_record {
 
 /* Returns 0 if the record is durable; anything else fails the call closed
  * (UNAVAILABLE, no reply body). Called on worker threads, concurrently. */
-typedef int (*kms_rpc_audit_fn)(void *ctx, const kms_rpc_audit_record *rec);
+typedef int (*kms_rpc_audit_fn)(void *ctx, const kms_rpc_audit_record *rec) KMS_MUST_CHECK;
 
 typedef struct kms_rpc_method kms_rpc_method;
 
@@ -84,9 +84,9 @@ typedef struct kms_rpc_target {
 } kms_rpc_target;
 
 typedef int (*kms_rpc_targets_fn)(kms_rpc_call *c, const ProtobufCMessage *req, kms_rpc_target *t,
-                                  size_t *n);
+                                  size_t *n) KMS_MUST_CHECK;
 typedef int (*kms_rpc_handler_fn)(kms_rpc_call *c, const ProtobufCMessage *req,
-                                  ProtobufCMessage **resp);
+                                  ProtobufCMessage **resp) KMS_MUST_CHECK;
 
 struct kms_rpc_method {
     const char *path;
