@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
 #include "kmsd/store/store.h"
 #include "kmsd/store/store_sqlite_query.h"
 
@@ -26,10 +27,8 @@ static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
     assert_non_null(f);
-    const char *tmp = getenv("TMPDIR");
-    snprintf(f->dir, sizeof(f->dir), "%s/kms-store-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->db, sizeof(f->db), "%s/kms.db", f->dir);
+    kms_test_tmpdir("kms-store", f->dir, sizeof(f->dir));
+    kms_test_path(f->db, sizeof(f->db), f->dir, "kms.db");
     assert_int_equal(kms_store_sqlite_open(f->db, &f->s), KMS_OK);
     *state = f;
     return 0;
