@@ -1,7 +1,7 @@
 /* Authorization: per-key policies and the officer set.
  *
  * A key's policy lists, per data-plane action, the identities allowed to
- * perform it (DESIGN §7). Officers get no data-plane rights, whatever a
+ * perform it (docs/api.md). Officers get no data-plane rights, whatever a
  * policy says (separation of duties); `kmsd init` also refuses to write an
  * officer into a policy. Everything not granted is KMS_EDENIED.
  *
@@ -19,7 +19,7 @@
 #include "kms/error.h"
 #include "kmsd/store/store.h"
 
-/* Permissions an RPC may require (the table in kms/rpc_table.c). */
+/* Permissions an RPC may require (the table in kmsd/rpc_table.c). */
 typedef enum kms_perm {
     KMS_PERM_PEER = 0,      /* any caller that completed the handshake (Health) */
     KMS_PERM_ENCRYPT = 1,   /* policy `encrypt` on the key (== KMS_ACTION_ENCRYPT) */
@@ -28,7 +28,7 @@ typedef enum kms_perm {
     KMS_PERM_DESCRIBE = 4,  /* any grant on the key, or an officer */
     KMS_PERM_LIST = 5,      /* any identity; the answer is filtered per key */
     KMS_PERM_OFFICER = 6,   /* a registered officer (Quorum) */
-    KMS_PERM_AUDITOR = 7    /* an auditor (Audit; defined with the audit issue) */
+    KMS_PERM_AUDITOR = 7    /* an auditor (Audit; the audit log is not built yet) */
 } kms_perm;
 
 /* Name of a permission for logs ("encrypt"); "?" for unknown values. */

@@ -69,7 +69,7 @@ typedef struct kms_rpc_env {
     kms_backend *backend; /* for readiness in Health/Check */
     kms_quorum *quorum;
     int insecure_dev;
-    kms_rpc_audit_fn audit; /* NULL: no audit yet (issue: audit log) */
+    kms_rpc_audit_fn audit; /* NULL: no audit log yet */
     void *audit_ctx;
 } kms_rpc_env;
 

@@ -71,7 +71,7 @@ typedef struct kms_officer_rec {
     int64_t created_at;
 } kms_officer_rec;
 
-/* Quorum actions (schema 3, DESIGN §6, docs/approvals.md). */
+/* Quorum actions (schema 3, docs/approvals.md). */
 #define KMS_INSTANCE_ID_LEN 16
 #define KMS_ACTION_ID_LEN 16
 #define KMS_ACTION_BYTES_MAX 16384 /* canonical ActionBody bytes */
@@ -89,7 +89,7 @@ typedef enum kms_action_state {
     KMS_ACTION_EXPIRED = 4,
     KMS_ACTION_FAILED = 5,
     /* The threshold was met and execution started; a crash leaves it here
-     * and kmsd resumes it at start (kms/quorum_exec.c). Shown as PENDING. */
+     * and kmsd resumes it at start (kmsd/quorum/quorum_exec.c). Shown as PENDING. */
     KMS_ACTION_EXECUTING = 6
 } kms_action_state;
 

@@ -1,21 +1,18 @@
 /* The SQLite store (contract: store.h; design notes: docs/storage.md):
- * open, keys, versions and nonce usage.
+ * open, keys, versions and nonce usage, and the ops table. The top of the
+ * store: it calls the schema, authz and quorum files, which call only the
+ * query helper (store_sqlite_query.h), never back up here.
  *
- * One connection guarded by one mutex. Every statement the ops use is
- * prepared once at open and reset, with its bindings cleared, after each
- * use. WAL + synchronous=FULL: a write is on disk when its call returns.
- * The schema and its migrations are in store_sqlite_schema.c. The store
- * holds metadata and backend references only, never key material, so
- * nothing here is wiped. */
-#include <errno.h>
-#include <fcntl.h>
+ * One connection guarded by one mutex. Every statement (text in
+ * store_sqlite_stmt.c) is prepared once at open and runs through the query
+ * helper. WAL + synchronous=FULL: a write is on disk when its call returns.
+ * The store holds metadata and backend references only, never key
+ * material, so nothing here is wiped. */
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "base/log.h"
 #include "kmsd/store/store.h"
@@ -25,7 +22,7 @@
 #define KEY_PAGE 64     /* keys read per lock hold in key_list */
 #define VERSION_PAGE 16 /* versions read per lock hold in version_list */
 
-/* Decodes the current row (KEY_COLUMNS); *out is written only if every
+/* Decodes the current row (KEY_COLUMNS in store_sqlite_stmt.c); *out is written only if every
  * column is valid. */
 static int read_key(kms_sq *q, kms_key_rec *out)
 {
@@ -53,7 +50,7 @@ out:
     return r;
 }
 
-/* Decodes the current row (VERSION_COLUMNS); *out is written only if every
+/* Decodes the current row (VERSION_COLUMNS in store_sqlite_stmt.c); *out is written only if every
  * column is valid. A reference longer than KMS_BACKEND_REF_MAX is refused,
  * never truncated. */
 static int read_version(kms_sq *q, kms_version_rec *out)
