@@ -48,15 +48,16 @@ void kms_keyring_close(kms_keyring *kr);
  * rotation. Set once, before the keyring serves; without one, automatic
  * rotations are not recorded. */
 typedef int (*kms_keyring_rotation_recorder)(void *ctx, const char *key_name, uint32_t version,
-                                             const char *reason, kms_action_rec *out);
+                                             const char *reason,
+                                             kms_action_rec *out) KMS_MUST_CHECK;
 void kms_keyring_set_rotation_recorder(kms_keyring *kr, kms_keyring_rotation_recorder rec,
                                        void *ctx);
 
 /* 1 if a backend of that name is registered. */
-int kms_keyring_has_backend(const kms_keyring *kr, const char *name);
+int kms_keyring_has_backend(const kms_keyring *kr, const char *name) KMS_MUST_CHECK;
 
 /* Key names: 1..KMS_KEY_NAME_MAX of [A-Za-z0-9._/-], not starting with '/'. */
-int kms_keyring_valid_name(const char *name);
+int kms_keyring_valid_name(const char *name) KMS_MUST_CHECK;
 
 /* Creates key `name` in backend `backend` with version 1 as primary. */
 int kms_keyring_create_key(kms_keyring *kr, const char *name, const char *backend,

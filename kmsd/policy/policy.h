@@ -42,9 +42,10 @@ typedef struct kms_key_policy {
 
 /* 1 if identity holds action in kp, else 0. Officers are not special here;
  * kms_policy_check applies the officer rule. */
-int kms_policy_allows(const kms_key_policy *kp, kms_key_action action, const char *identity);
+int kms_policy_allows(const kms_key_policy *kp, kms_key_action action,
+                      const char *identity) KMS_MUST_CHECK;
 /* 1 if identity holds any action in kp. */
-int kms_policy_names(const kms_key_policy *kp, const char *identity);
+int kms_policy_names(const kms_key_policy *kp, const char *identity) KMS_MUST_CHECK;
 /* Reads a key's policy from the store into *out (lists the caller frees
  * with kms_policy_clear); *out is set only on success. */
 int kms_policy_load(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
@@ -60,7 +61,7 @@ int kms_policy_open(kms_store *store, kms_policy **out) KMS_MUST_CHECK;
 void kms_policy_close(kms_policy *p);
 
 /* 1 if identity is a registered officer's mTLS identity. */
-int kms_policy_is_officer(kms_policy *p, const char *identity);
+int kms_policy_is_officer(kms_policy *p, const char *identity) KMS_MUST_CHECK;
 
 /* Finds the key by name (or, if key_name is NULL, by key_id) and checks
  * that identity holds perm on it (KMS_PERM_ENCRYPT, _DECRYPT, _REENCRYPT or

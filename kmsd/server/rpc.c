@@ -159,76 +159,35 @@ void kms_rpc_set_status(kms_rpc_call *c, int grpc_status, const char *static_mes
 
 /* ---- authentication ---------------------------------------------------------------- */
 
-/* Copies a property value that must be a clean identity: 1..max bytes, no
- * NUL, no control characters (it ends up in logs and the audit trail). */
-static int take_identity(const grpc_auth_property *p, char *out, size_t cap)
-{
-    if (p->value == NULL || p->value_length == 0 || p->value_length >= cap ||
-        p->value_length > KMS_IDENTITY_MAX)
-        return kms_error_set(KMS_EDENIED, "client identity empty or longer than %d bytes",
-                             KMS_IDENTITY_MAX);
-    for (size_t i = 0; i < p->value_length; i++) {
-        unsigned char ch = (unsigned char)p->value[i];
-        if (ch < 0x20 || ch == 0x7f)
-            return kms_error_set(KMS_EDENIED, "client identity contains control characters");
-    }
-    memcpy(out, p->value, p->value_length);
-    out[p->value_length] = '\0';
-    return KMS_OK;
-}
-
-/* The single value of property `name`; KMS_ENOTFOUND if absent, KMS_EDENIED
- * if there are several (an ambiguous identity is refused, not guessed). */
-static int single_property(grpc_auth_context *ctx, const char *name, char *out, size_t cap)
-{
-    grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(ctx, name);
-    const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
-    if (p == NULL)
-        return KMS_ENOTFOUND;
-    if (grpc_auth_property_iterator_next(&it) != NULL)
-        return kms_error_set(KMS_EDENIED, "client certificate has several %s entries", name);
-    return take_identity(p, out, cap);
-}
-
-/* 1 if value is one of the certificate's subject alternative names. */
-static int is_san(grpc_auth_context *ctx, const char *value)
-{
-    size_t n = strlen(value);
-    grpc_auth_property_iterator it =
-        grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_SAN_PROPERTY_NAME);
-    for (const grpc_auth_property *p; (p = grpc_auth_property_iterator_next(&it)) != NULL;)
-        if (p->value_length == n && memcmp(p->value, value, n) == 0)
-            return 1;
-    return 0;
-}
-
-/* The caller's identity: the certificate's URI SAN (gRPC lists the URI
- * entries of x509_subject_alternative_name separately as peer_uri; the
- * value must also be among the SANs), else its CN. */
+/* The caller's identity (rules: identity.h). This part only reads the
+ * call's auth context into a flat list; kms_identity_from_peer decides. */
 static int authenticate(const kms_rpc_env *env, grpc_call *call, char *out, size_t cap)
 {
+    kms_peer_property *props = NULL;
+    size_t n = 0, i = 0;
     int r;
     grpc_auth_context *ctx = grpc_call_auth_context(call);
     if (ctx == NULL)
         return kms_error_set(KMS_EDENIED, "no auth context");
-    if (!grpc_auth_context_peer_is_authenticated(ctx)) {
-        if (env->insecure_dev) {
-            memcpy(out, KMS_RPC_INSECURE_IDENTITY, sizeof(KMS_RPC_INSECURE_IDENTITY));
-            r = KMS_OK;
-        } else {
-            r = kms_error_set(KMS_EDENIED, "peer is not authenticated");
-        }
+
+    grpc_auth_property_iterator it = grpc_auth_context_property_iterator(ctx);
+    while (grpc_auth_property_iterator_next(&it) != NULL)
+        n++;
+    if (n > 0 && (props = calloc(n, sizeof(*props))) == NULL) {
+        r = kms_error_set(KMS_ENOMEM, "out of memory");
         goto out;
     }
-    r = single_property(ctx, GRPC_PEER_URI_PROPERTY_NAME, out, cap);
-    if (r == 0 && !is_san(ctx, out))
-        r = kms_error_set(KMS_EDENIED, "URI identity is not among the certificate's SANs");
-    if (r == KMS_ENOTFOUND) {
-        r = single_property(ctx, GRPC_X509_CN_PROPERTY_NAME, out, cap);
-        if (r == KMS_ENOTFOUND)
-            r = kms_error_set(KMS_EDENIED, "client certificate has neither a URI SAN nor a CN");
+    it = grpc_auth_context_property_iterator(ctx);
+    for (const grpc_auth_property *p; i < n && (p = grpc_auth_property_iterator_next(&it)) != NULL;
+         i++) {
+        props[i].name = p->name;
+        props[i].value = p->value;
+        props[i].value_len = p->value_length;
     }
+    r = kms_identity_from_peer(grpc_auth_context_peer_is_authenticated(ctx), env->insecure_dev,
+                               props, i, out, cap);
 out:
+    free(props);
     grpc_auth_context_release(ctx);
     return r;
 }

@@ -32,6 +32,7 @@
 
 #include "kms/backend.h"
 #include "kmsd/policy/policy.h"
+#include "kmsd/server/identity.h"
 #include "base/secret.h"
 #include "kmsd/server/server.h"
 #include "kmsd/store/store.h"
@@ -40,8 +41,6 @@
 typedef struct kms_keyring kms_keyring;
 typedef struct kms_quorum kms_quorum;
 
-/* The identity every caller has on an --insecure-dev listener. */
-#define KMS_RPC_INSECURE_IDENTITY "insecure-dev"
 #define KMS_RPC_MAX_TARGETS 3
 
 /* What the audit hook sees of a finished call (never key bytes). */
@@ -56,7 +55,7 @@ typedef struct kms_rpc_audit_record {
 
 /* Returns 0 if the record is durable; anything else fails the call closed
  * (UNAVAILABLE, no reply body). Called on worker threads, concurrently. */
-typedef int (*kms_rpc_audit_fn)(void *ctx, const kms_rpc_audit_record *rec);
+typedef int (*kms_rpc_audit_fn)(void *ctx, const kms_rpc_audit_record *rec) KMS_MUST_CHECK;
 
 typedef struct kms_rpc_method kms_rpc_method;
 
@@ -85,9 +84,9 @@ typedef struct kms_rpc_target {
 } kms_rpc_target;
 
 typedef int (*kms_rpc_targets_fn)(kms_rpc_call *c, const ProtobufCMessage *req, kms_rpc_target *t,
-                                  size_t *n);
+                                  size_t *n) KMS_MUST_CHECK;
 typedef int (*kms_rpc_handler_fn)(kms_rpc_call *c, const ProtobufCMessage *req,
-                                  ProtobufCMessage **resp);
+                                  ProtobufCMessage **resp) KMS_MUST_CHECK;
 
 struct kms_rpc_method {
     const char *path;

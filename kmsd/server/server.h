@@ -1,7 +1,7 @@
 /* The gRPC server loop on the gRPC C core: one completion queue, a fixed
  * pool of worker threads, registered methods whose request payload arrives
  * with the new-call event, and the shutdown order the core requires
- * (kms_server_shutdown below; docs/api.md).
+ * (docs/api.md).
  *
  * The server knows nothing of protobuf or of kms semantics: for each call
  * it hands the method index, the call and the request bytes to a dispatch

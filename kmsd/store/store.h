@@ -118,47 +118,54 @@ typedef struct kms_action_rec {
 
 typedef struct kms_store kms_store;
 
-typedef int (*kms_store_key_cb)(void *ctx, const kms_key_rec *k);
-typedef int (*kms_store_version_cb)(void *ctx, const kms_version_rec *v);
-typedef int (*kms_store_grant_cb)(void *ctx, const kms_grant_rec *g);
-typedef int (*kms_store_officer_cb)(void *ctx, const kms_officer_rec *o);
-typedef int (*kms_store_threshold_cb)(void *ctx, const char *action_type, uint32_t threshold);
+typedef int (*kms_store_key_cb)(void *ctx, const kms_key_rec *k) KMS_MUST_CHECK;
+typedef int (*kms_store_version_cb)(void *ctx, const kms_version_rec *v) KMS_MUST_CHECK;
+typedef int (*kms_store_grant_cb)(void *ctx, const kms_grant_rec *g) KMS_MUST_CHECK;
+typedef int (*kms_store_officer_cb)(void *ctx, const kms_officer_rec *o) KMS_MUST_CHECK;
+typedef int (*kms_store_threshold_cb)(void *ctx, const char *action_type,
+                                      uint32_t threshold) KMS_MUST_CHECK;
 
+/* Every op returning int carries KMS_MUST_CHECK on its member: gcc and
+ * clang both warn when a call through the member ignores the result
+ * (test_must_check_store_ops proves it on each build). The callback
+ * typedefs carry it too, though clang 14 ignores it on a typedef'd
+ * function pointer and only gcc checks those calls. */
 typedef struct kms_store_ops {
     const char *name; /* "sqlite" */
 
     /* KMS_EEXISTS if the name or id is taken. */
-    int (*key_create)(kms_store *s, const kms_key_rec *k);
+    int (*key_create)(kms_store *s, const kms_key_rec *k) KMS_MUST_CHECK;
     /* KMS_ENOTFOUND if absent. */
-    int (*key_get_by_name)(kms_store *s, const char *name, kms_key_rec *out);
-    int (*key_get_by_id)(kms_store *s, const uint8_t id[KMS_KEY_ID_LEN], kms_key_rec *out);
+    int (*key_get_by_name)(kms_store *s, const char *name, kms_key_rec *out) KMS_MUST_CHECK;
+    int (*key_get_by_id)(kms_store *s, const uint8_t id[KMS_KEY_ID_LEN],
+                         kms_key_rec *out) KMS_MUST_CHECK;
     /* Calls cb for every key in name order; a non-zero return from cb stops
      * the walk and is returned. */
-    int (*key_list)(kms_store *s, kms_store_key_cb cb, void *ctx);
+    int (*key_list)(kms_store *s, kms_store_key_cb cb, void *ctx) KMS_MUST_CHECK;
 
     /* Adds a version; if make_primary, sets it as the key's primary version
      * in the same transaction. KMS_EEXISTS if (key, version) exists,
      * KMS_ENOTFOUND if the key does not. */
-    int (*version_add)(kms_store *s, const kms_version_rec *v, int make_primary);
+    int (*version_add)(kms_store *s, const kms_version_rec *v, int make_primary) KMS_MUST_CHECK;
     /* An automatic rotation: adds v as the key's primary version and
      * records it (an action as for action_create, EXECUTED by
      * KMS_SYSTEM_PROPOSER) in one transaction, so no rotation is ever
      * unrecorded and no record names a rotation that did not happen. */
     int (*version_add_recorded)(kms_store *s, const kms_version_rec *v,
-                                const kms_action_rec *record);
+                                const kms_action_rec *record) KMS_MUST_CHECK;
     int (*version_get)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN], uint32_t version,
-                       kms_version_rec *out);
+                       kms_version_rec *out) KMS_MUST_CHECK;
     /* In version order. */
     int (*version_list)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN], kms_store_version_cb cb,
-                        void *ctx);
+                        void *ctx) KMS_MUST_CHECK;
     int (*version_set_state)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN], uint32_t version,
-                             kms_version_state state);
+                             kms_version_state state) KMS_MUST_CHECK;
 
     /* Atomically adds n to the version's usage count if the result stays
      * <= limit, and returns the new count in *total. KMS_EEXHAUSTED (and no
      * change) if it would exceed limit. */
     int (*usage_reserve)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN], uint32_t version,
-                         uint64_t n, uint64_t limit, uint64_t *total);
+                         uint64_t n, uint64_t limit, uint64_t *total) KMS_MUST_CHECK;
 
     /* ---- authorization (schema 2) ---- */
 
@@ -167,75 +174,82 @@ typedef struct kms_store_ops {
      * KMS_EINVAL for an unknown action, an empty or over-long identity or a
      * grant listed twice; nothing changes on failure. */
     int (*policy_set)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN],
-                      const kms_grant_rec *grants, size_t n);
+                      const kms_grant_rec *grants, size_t n) KMS_MUST_CHECK;
     /* Calls cb for every grant of the key, by action then identity. An
      * unknown key has no grants: cb is not called and 0 is returned. The
      * record passed to cb is valid during the call only. */
     int (*policy_list)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN], kms_store_grant_cb cb,
-                       void *ctx);
+                       void *ctx) KMS_MUST_CHECK;
 
     /* KMS_EEXISTS if the id or the identity is already an officer's;
      * KMS_EINVAL for empty or unterminated fields. */
-    int (*officer_add)(kms_store *s, const kms_officer_rec *o);
+    int (*officer_add)(kms_store *s, const kms_officer_rec *o) KMS_MUST_CHECK;
     /* KMS_ENOTFOUND if there is no such officer. */
-    int (*officer_remove)(kms_store *s, const char *officer_id);
+    int (*officer_remove)(kms_store *s, const char *officer_id) KMS_MUST_CHECK;
     /* In id order. */
-    int (*officer_list)(kms_store *s, kms_store_officer_cb cb, void *ctx);
+    int (*officer_list)(kms_store *s, kms_store_officer_cb cb, void *ctx) KMS_MUST_CHECK;
 
     /* Sets (inserts or replaces) the approval threshold of an action type.
      * KMS_EINVAL if threshold < KMS_THRESHOLD_MIN or the name is empty or
      * longer than KMS_ACTION_TYPE_MAX. */
-    int (*threshold_set)(kms_store *s, const char *action_type, uint32_t threshold);
+    int (*threshold_set)(kms_store *s, const char *action_type, uint32_t threshold) KMS_MUST_CHECK;
     /* KMS_ENOTFOUND if the action type has no threshold. */
-    int (*threshold_get)(kms_store *s, const char *action_type, uint32_t *threshold);
+    int (*threshold_get)(kms_store *s, const char *action_type, uint32_t *threshold) KMS_MUST_CHECK;
     /* In action type order. */
-    int (*threshold_list)(kms_store *s, kms_store_threshold_cb cb, void *ctx);
+    int (*threshold_list)(kms_store *s, kms_store_threshold_cb cb, void *ctx) KMS_MUST_CHECK;
 
     /* ---- key lifecycle and quorum (schema 3) ---- */
 
     /* This deployment's random id (made with the schema; never changes). */
-    int (*instance_id)(kms_store *s, uint8_t out[KMS_INSTANCE_ID_LEN]);
+    int (*instance_id)(kms_store *s, uint8_t out[KMS_INSTANCE_ID_LEN]) KMS_MUST_CHECK;
     /* KMS_ENOTFOUND if the key does not exist. deletion_at 0 cancels. */
-    int (*key_set_min_decrypt)(kms_store *s, const uint8_t id[KMS_KEY_ID_LEN], uint32_t version);
-    int (*key_set_rotation)(kms_store *s, const uint8_t id[KMS_KEY_ID_LEN], uint32_t days);
-    int (*key_set_deletion)(kms_store *s, const uint8_t id[KMS_KEY_ID_LEN], int64_t deletion_at);
+    int (*key_set_min_decrypt)(kms_store *s, const uint8_t id[KMS_KEY_ID_LEN],
+                               uint32_t version) KMS_MUST_CHECK;
+    int (*key_set_rotation)(kms_store *s, const uint8_t id[KMS_KEY_ID_LEN],
+                            uint32_t days) KMS_MUST_CHECK;
+    int (*key_set_deletion)(kms_store *s, const uint8_t id[KMS_KEY_ID_LEN],
+                            int64_t deletion_at) KMS_MUST_CHECK;
 
     /* Marks a version DESTROYED and overwrites its backend reference with a
      * one-byte tombstone in the same statement: for a TPM the reference is
      * the (TPM-wrapped) key itself, so this is the crypto-shredding. */
-    int (*version_destroy)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN], uint32_t version);
+    int (*version_destroy)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN],
+                           uint32_t version) KMS_MUST_CHECK;
 
     /* A new PENDING action without approvals (threshold >= 2), or a record
      * of an automatic change: EXECUTED, threshold 0, proposer
      * KMS_SYSTEM_PROPOSER. KMS_EEXISTS if the id is taken. */
-    int (*action_create)(kms_store *s, const kms_action_rec *a);
+    int (*action_create)(kms_store *s, const kms_action_rec *a) KMS_MUST_CHECK;
     /* KMS_ENOTFOUND if absent. Approvals listed are those of officers still
      * enrolled. */
-    int (*action_get)(kms_store *s, const uint8_t id[KMS_ACTION_ID_LEN], kms_action_rec *out);
+    int (*action_get)(kms_store *s, const uint8_t id[KMS_ACTION_ID_LEN],
+                      kms_action_rec *out) KMS_MUST_CHECK;
     /* Up to cap action ids, newest first (pending_only: PENDING and
      * EXECUTING only); *n gets how many were written. */
     int (*action_ids)(kms_store *s, int pending_only, uint8_t (*ids)[KMS_ACTION_ID_LEN], size_t cap,
-                      size_t *n);
+                      size_t *n) KMS_MUST_CHECK;
     /* Records officer_id's approval, in one transaction: KMS_ENOTFOUND (no
      * action), KMS_EPRECOND (not PENDING, or expired at now: it is then
      * marked EXPIRED), KMS_EEXISTS (this officer approved already). When
      * the approvals of enrolled officers reach the threshold the action
      * becomes EXECUTING and *reached is 1. */
     int (*action_approve)(kms_store *s, const uint8_t id[KMS_ACTION_ID_LEN], const char *officer_id,
-                          const uint8_t *sig, size_t sig_len, int64_t now, int *reached);
+                          const uint8_t *sig, size_t sig_len, int64_t now,
+                          int *reached) KMS_MUST_CHECK;
     /* EXECUTING only (KMS_EPRECOND otherwise). */
     int (*action_set_plan)(kms_store *s, const uint8_t id[KMS_ACTION_ID_LEN], const uint8_t *plan,
-                           size_t len);
+                           size_t len) KMS_MUST_CHECK;
     /* EXECUTING -> EXECUTED or FAILED with a result text. */
     int (*action_finish)(kms_store *s, const uint8_t id[KMS_ACTION_ID_LEN], kms_action_state state,
-                         const char *result);
+                         const char *result) KMS_MUST_CHECK;
     /* PENDING -> CANCELLED (KMS_EPRECOND otherwise). */
-    int (*action_cancel)(kms_store *s, const uint8_t id[KMS_ACTION_ID_LEN]);
+    int (*action_cancel)(kms_store *s, const uint8_t id[KMS_ACTION_ID_LEN]) KMS_MUST_CHECK;
     /* Every PENDING action with expires_at <= now becomes EXPIRED. */
-    int (*action_expire)(kms_store *s, int64_t now, size_t *n);
+    int (*action_expire)(kms_store *s, int64_t now, size_t *n) KMS_MUST_CHECK;
     /* How many of proposer's (an officer id) actions are PENDING and not
      * expired at now. */
-    int (*action_count_pending)(kms_store *s, const char *proposer, int64_t now, uint32_t *n);
+    int (*action_count_pending)(kms_store *s, const char *proposer, int64_t now,
+                                uint32_t *n) KMS_MUST_CHECK;
 
     /* Releases everything. NULL-safe. */
     void (*close)(kms_store *s);
@@ -252,6 +266,6 @@ struct kms_store {
 int kms_store_sqlite_open(const char *path, kms_store **out) KMS_MUST_CHECK;
 
 /* Schema version this build writes. */
-int kms_store_sqlite_schema_version(void);
+int kms_store_sqlite_schema_version(void) KMS_MUST_CHECK;
 
 #endif

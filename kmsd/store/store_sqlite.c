@@ -1,247 +1,44 @@
 /* The SQLite store (contract: store.h; design notes: docs/storage.md):
- * open, keys, versions and nonce usage.
+ * open, keys, versions and nonce usage, and the ops table. The top of the
+ * store: it calls the schema, authz and quorum files, which call only the
+ * query helper (store_sqlite_query.h), never back up here.
  *
- * One connection guarded by one mutex. Every statement the ops use is
- * prepared once at open and reset, with its bindings cleared, after each
- * use. WAL + synchronous=FULL: a write is on disk when its call returns.
- * The schema and its migrations are in store_sqlite_schema.c. The store
- * holds metadata and backend references only, never key material, so
- * nothing here is wiped. */
-#include <errno.h>
-#include <fcntl.h>
+ * One connection guarded by one mutex. Every statement (text in
+ * store_sqlite_stmt.c) is prepared once at open and runs through the query
+ * helper. WAL + synchronous=FULL: a write is on disk when its call returns.
+ * The store holds metadata and backend references only, never key
+ * material, so nothing here is wiped. */
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "base/log.h"
 #include "kmsd/store/store.h"
 #include "kmsd/store/store_sqlite_internal.h"
+#include "kmsd/store/store_sqlite_query.h"
 
 #define KEY_PAGE 64     /* keys read per lock hold in key_list */
 #define VERSION_PAGE 16 /* versions read per lock hold in version_list */
 
-_Static_assert(ST_COUNT <= KMS_SQLITE_STMTS_MAX, "room for the prepared statements");
-
-#define KEY_COLUMNS                                                                                \
-    "id, name, backend, primary_version, min_decrypt_version, created_at, rotation_period_days, "  \
-    "deletion_at"
-#define VERSION_COLUMNS "key_id, version, state, created_at, usage_count, backend_ref"
-
-static const char *const stmt_sql[ST_COUNT] = {
-    [ST_KEY_INSERT] = "INSERT INTO keys (" KEY_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    [ST_KEY_BY_NAME] = "SELECT " KEY_COLUMNS " FROM keys WHERE name = ?1",
-    [ST_KEY_BY_ID] = "SELECT " KEY_COLUMNS " FROM keys WHERE id = ?1",
-    [ST_KEY_PAGE] = "SELECT " KEY_COLUMNS " FROM keys WHERE name > ?1 ORDER BY name LIMIT ?2",
-    [ST_KEY_EXISTS] = "SELECT 1 FROM keys WHERE id = ?1",
-    [ST_VERSION_INSERT] =
-        "INSERT INTO key_versions (" VERSION_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    [ST_SET_PRIMARY] = "UPDATE keys SET primary_version = ?1 WHERE id = ?2",
-    [ST_VERSION_GET] =
-        "SELECT " VERSION_COLUMNS " FROM key_versions WHERE key_id = ?1 AND version = ?2",
-    [ST_VERSION_PAGE] = ("SELECT " VERSION_COLUMNS " FROM key_versions"
-                         " WHERE key_id = ?1 AND version > ?2 ORDER BY version LIMIT ?3"),
-    [ST_VERSION_STATE] = "UPDATE key_versions SET state = ?1 WHERE key_id = ?2 AND version = ?3",
-    /* "usage_count + n <= limit", written so that it cannot overflow:
-     * 0 <= n, limit <= INT64_MAX, so limit - n never does. */
-    [ST_USAGE_ADD] = ("UPDATE key_versions SET usage_count = usage_count + ?1"
-                      " WHERE key_id = ?2 AND version = ?3 AND usage_count <= ?4 - ?1"),
-    [ST_USAGE_GET] = "SELECT usage_count FROM key_versions WHERE key_id = ?1 AND version = ?2",
-    [ST_POLICY_DELETE] = "DELETE FROM key_policies WHERE key_id = ?1",
-    [ST_POLICY_INSERT] = "INSERT INTO key_policies (key_id, action, identity) VALUES (?1, ?2, ?3)",
-    [ST_POLICY_PAGE] = ("SELECT action, identity FROM key_policies"
-                        " WHERE key_id = ?1 AND (action, identity) > (?2, ?3)"
-                        " ORDER BY action, identity LIMIT ?4"),
-    [ST_OFFICER_INSERT] = ("INSERT INTO officers (id, identity, signing_key_pem, created_at)"
-                           " VALUES (?1, ?2, ?3, ?4)"),
-    [ST_OFFICER_DELETE] = "DELETE FROM officers WHERE id = ?1",
-    [ST_OFFICER_PAGE] = ("SELECT id, identity, signing_key_pem, created_at FROM officers"
-                         " WHERE id > ?1 ORDER BY id LIMIT ?2"),
-    [ST_THRESHOLD_SET] =
-        ("INSERT INTO thresholds (action_type, threshold) VALUES (?1, ?2)"
-         " ON CONFLICT (action_type) DO UPDATE SET threshold = excluded.threshold"),
-    [ST_THRESHOLD_GET] = "SELECT threshold FROM thresholds WHERE action_type = ?1",
-    [ST_THRESHOLD_PAGE] = ("SELECT action_type, threshold FROM thresholds"
-                           " WHERE action_type > ?1 ORDER BY action_type LIMIT ?2"),
-    [ST_BEGIN] = "BEGIN IMMEDIATE",
-    [ST_COMMIT] = "COMMIT",
-    [ST_ROLLBACK] = "ROLLBACK",
-};
-
-struct sqlite_store *kms_sqlite_impl(kms_store *s)
-{
-    return (struct sqlite_store *)s->impl;
-}
-
-/* A mutex that cannot be taken or released is a broken invariant. */
-void kms_sqlite_lock(struct sqlite_store *s)
-{
-    if (pthread_mutex_lock(&s->mu) != 0)
-        abort();
-}
-
-void kms_sqlite_unlock(struct sqlite_store *s)
-{
-    if (pthread_mutex_unlock(&s->mu) != 0)
-        abort();
-}
-
-/* Maps an SQLite result code (extended codes are on) to a kms error and
- * records the detail. sqlite3_errmsg names tables and constraints, never
- * values. Busy (another process held the write lock for longer than the
- * busy timeout) may succeed on retry, hence KMS_EUNAVAIL; anything else
- * unexpected is KMS_ESTORE. */
-int kms_sqlite_error(sqlite3 *db, int rc, const char *what)
-{
-    switch (rc) {
-    case SQLITE_CONSTRAINT_UNIQUE:
-    case SQLITE_CONSTRAINT_PRIMARYKEY:
-        return kms_error_set(KMS_EEXISTS, "%s: already exists", what);
-    case SQLITE_CONSTRAINT_FOREIGNKEY:
-        return kms_error_set(KMS_ENOTFOUND, "%s: no such key", what);
-    default:
-        break;
-    }
-    switch (rc & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return kms_error_set(KMS_EUNAVAIL, "%s: database busy: %s", what, sqlite3_errmsg(db));
-    case SQLITE_NOMEM:
-        return kms_error_set(KMS_ENOMEM, "%s: sqlite out of memory", what);
-    default:
-        return kms_error_set(KMS_ESTORE, "%s: %s (sqlite %d)", what, sqlite3_errmsg(db), rc);
-    }
-}
-
-void kms_sqlite_detail_save(struct kms_sqlite_detail *d)
-{
-    size_t n = strnlen(kms_error_detail(), sizeof(d->text) - 1);
-    memcpy(d->text, kms_error_detail(), n);
-    d->text[n] = '\0';
-}
-
-void kms_sqlite_detail_restore(const struct kms_sqlite_detail *d, int r)
-{
-    (void)kms_error_set(r, "%s", d->text);
-}
-
-/* Returns statement id reset and unbound, ready for binding. */
-sqlite3_stmt *kms_sqlite_stmt(struct sqlite_store *s, enum stmt_id id)
-{
-    sqlite3_stmt *st = s->st[id];
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return st;
-}
-
-/* After every use: releases read locks and the bound buffers. NULL-safe. */
-void kms_sqlite_done(sqlite3_stmt *st)
-{
-    if (st == NULL)
-        return;
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-}
-
-int kms_sqlite_bind_id(sqlite3_stmt *st, int col, const uint8_t *id)
-{
-    return sqlite3_bind_blob(st, col, id, KMS_KEY_ID_LEN, SQLITE_STATIC);
-}
-
-/* Runs a statement that returns no rows (BEGIN, COMMIT, ROLLBACK). */
-static int exec_stmt(struct sqlite_store *s, enum stmt_id id)
-{
-    sqlite3_stmt *st = kms_sqlite_stmt(s, id);
-    int rc = sqlite3_step(st);
-    int r = rc == SQLITE_DONE ? KMS_OK : kms_sqlite_error(s->db, rc, stmt_sql[id]);
-    kms_sqlite_done(st);
-    return r;
-}
-
-/* BEGIN IMMEDIATE takes the write lock now, so a transaction never fails
- * half-way because another writer got in first. */
-int kms_sqlite_tx_begin(struct sqlite_store *s)
-{
-    return exec_stmt(s, ST_BEGIN);
-}
-
-/* Commits if r is 0, else (or if the commit fails) rolls back. Returns the
- * first failure. Statements must all be reset before. */
-int kms_sqlite_tx_end(struct sqlite_store *s, int r)
-{
-    if (r == 0)
-        r = exec_stmt(s, ST_COMMIT);
-    if (r != 0 && !sqlite3_get_autocommit(s->db)) {
-        struct kms_sqlite_detail d;
-        kms_sqlite_detail_save(&d);
-        if (exec_stmt(s, ST_ROLLBACK) != 0)
-            kms_log_error("store: rollback failed: %s", kms_error_detail());
-        kms_sqlite_detail_restore(&d, r);
-    }
-    return r;
-}
-
-/* ---- row decoding ------------------------------------------------------------ */
-
-/* Text column into out (cap bytes with the NUL); 1 <= length < cap. */
-int kms_sqlite_copy_text(sqlite3_stmt *st, int col, char *out, size_t cap, const char *what)
-{
-    if (sqlite3_column_type(st, col) != SQLITE_TEXT)
-        return kms_error_set(KMS_ESTORE, "store: %s is not text", what);
-    const unsigned char *t = sqlite3_column_text(st, col);
-    int n = sqlite3_column_bytes(st, col);
-    if (t == NULL || n <= 0 || (size_t)n >= cap)
-        return kms_error_set(KMS_ESTORE, "store: %s has a bad length (%d)", what, n);
-    memcpy(out, t, (size_t)n);
-    out[n] = '\0';
-    return KMS_OK;
-}
-
-int kms_sqlite_copy_id(sqlite3_stmt *st, int col, uint8_t *out)
-{
-    if (sqlite3_column_type(st, col) != SQLITE_BLOB ||
-        sqlite3_column_bytes(st, col) != KMS_KEY_ID_LEN)
-        return kms_error_set(KMS_ESTORE, "store: key id is not a %d-byte blob", KMS_KEY_ID_LEN);
-    const void *b = sqlite3_column_blob(st, col);
-    if (b == NULL)
-        return kms_error_set(KMS_ESTORE, "store: key id unreadable");
-    memcpy(out, b, KMS_KEY_ID_LEN);
-    return KMS_OK;
-}
-
-int kms_sqlite_int_column(sqlite3_stmt *st, int col, sqlite3_int64 min, sqlite3_int64 max,
-                          sqlite3_int64 *out, const char *what)
-{
-    if (sqlite3_column_type(st, col) != SQLITE_INTEGER)
-        return kms_error_set(KMS_ESTORE, "store: %s is not an integer", what);
-    sqlite3_int64 v = sqlite3_column_int64(st, col);
-    if (v < min || v > max)
-        return kms_error_set(KMS_ESTORE, "store: %s out of range (%lld)", what, (long long)v);
-    *out = v;
-    return KMS_OK;
-}
-
-/* Decodes the current row (KEY_COLUMNS); *out is written only if every
+/* Decodes the current row (KEY_COLUMNS in store_sqlite_stmt.c); *out is written only if every
  * column is valid. */
-static int read_key(sqlite3_stmt *st, kms_key_rec *out)
+static int read_key(kms_sq *q, kms_key_rec *out)
 {
     kms_key_rec k;
     sqlite3_int64 primary = 0, min_decrypt = 0, created = 0, rotation = 0, deletion = 0;
     int r;
 
     memset(&k, 0, sizeof(k));
-    if ((r = kms_sqlite_copy_id(st, 0, k.id)) != 0 ||
-        (r = kms_sqlite_copy_text(st, 1, k.name, sizeof(k.name), "key name")) != 0 ||
-        (r = kms_sqlite_copy_text(st, 2, k.backend, sizeof(k.backend), "backend name")) != 0 ||
-        (r = kms_sqlite_int_column(st, 3, 0, UINT32_MAX, &primary, "primary version")) != 0 ||
-        (r = kms_sqlite_int_column(st, 4, 1, UINT32_MAX, &min_decrypt, "min decrypt version")) !=
-            0 ||
-        (r = kms_sqlite_int_column(st, 5, INT64_MIN, INT64_MAX, &created, "key created_at")) != 0 ||
-        (r = kms_sqlite_int_column(st, 6, 0, 36500, &rotation, "rotation period")) != 0 ||
-        (r = kms_sqlite_int_column(st, 7, 0, INT64_MAX, &deletion, "deletion_at")) != 0)
+    if ((r = kms_sq_id(q, 0, k.id)) != 0 ||
+        (r = kms_sq_text(q, 1, k.name, sizeof(k.name), "key name")) != 0 ||
+        (r = kms_sq_text(q, 2, k.backend, sizeof(k.backend), "backend name")) != 0 ||
+        (r = kms_sq_int(q, 3, 0, UINT32_MAX, &primary, "primary version")) != 0 ||
+        (r = kms_sq_int(q, 4, 1, UINT32_MAX, &min_decrypt, "min decrypt version")) != 0 ||
+        (r = kms_sq_int(q, 5, INT64_MIN, INT64_MAX, &created, "key created_at")) != 0 ||
+        (r = kms_sq_int(q, 6, 0, 36500, &rotation, "rotation period")) != 0 ||
+        (r = kms_sq_int(q, 7, 0, INT64_MAX, &deletion, "deletion_at")) != 0)
         goto out;
     k.rotation_period_days = (uint32_t)rotation;
     k.deletion_at = deletion;
@@ -253,36 +50,25 @@ out:
     return r;
 }
 
-/* Decodes the current row (VERSION_COLUMNS); *out is written only if every
+/* Decodes the current row (VERSION_COLUMNS in store_sqlite_stmt.c); *out is written only if every
  * column is valid. A reference longer than KMS_BACKEND_REF_MAX is refused,
  * never truncated. */
-static int read_version(sqlite3_stmt *st, kms_version_rec *out)
+static int read_version(kms_sq *q, kms_version_rec *out)
 {
     kms_version_rec v;
     sqlite3_int64 version = 0, state = 0, created = 0, usage = 0;
     int r;
 
     memset(&v, 0, sizeof(v));
-    if ((r = kms_sqlite_copy_id(st, 0, v.key_id)) != 0 ||
-        (r = kms_sqlite_int_column(st, 1, 1, UINT32_MAX, &version, "version")) != 0 ||
-        (r = kms_sqlite_int_column(st, 2, KMS_VERSION_ENABLED, KMS_VERSION_DESTROYED, &state,
-                                   "version state")) != 0 ||
-        (r = kms_sqlite_int_column(st, 3, INT64_MIN, INT64_MAX, &created, "version created_at")) !=
-            0 ||
-        (r = kms_sqlite_int_column(st, 4, 0, INT64_MAX, &usage, "usage count")) != 0)
+    if ((r = kms_sq_id(q, 0, v.key_id)) != 0 ||
+        (r = kms_sq_int(q, 1, 1, UINT32_MAX, &version, "version")) != 0 ||
+        (r = kms_sq_int(q, 2, KMS_VERSION_ENABLED, KMS_VERSION_DESTROYED, &state,
+                        "version state")) != 0 ||
+        (r = kms_sq_int(q, 3, INT64_MIN, INT64_MAX, &created, "version created_at")) != 0 ||
+        (r = kms_sq_int(q, 4, 0, INT64_MAX, &usage, "usage count")) != 0 ||
+        (r = kms_sq_blob(q, 5, 1, v.ref.bytes, sizeof(v.ref.bytes), &v.ref.len,
+                         "backend reference")) != 0)
         goto out;
-    if (sqlite3_column_type(st, 5) != SQLITE_BLOB) {
-        r = kms_error_set(KMS_ESTORE, "store: backend reference is not a blob");
-        goto out;
-    }
-    const void *ref = sqlite3_column_blob(st, 5);
-    int n = sqlite3_column_bytes(st, 5);
-    if (ref == NULL || n <= 0 || n > KMS_BACKEND_REF_MAX) {
-        r = kms_error_set(KMS_ESTORE, "store: backend reference has a bad size (%d)", n);
-        goto out;
-    }
-    memcpy(v.ref.bytes, ref, (size_t)n);
-    v.ref.len = (size_t)n;
     v.version = (uint32_t)version;
     v.state = (kms_version_state)state;
     v.created_at = created;
@@ -322,8 +108,7 @@ static int valid_state(kms_version_state state)
 static int key_create(kms_store *store, const kms_key_rec *k)
 {
     struct sqlite_store *s;
-    sqlite3_stmt *st = NULL;
-    int r = KMS_OK, rc;
+    int r;
 
     if (store == NULL || k == NULL || !valid_name(k->name) ||
         strnlen(k->backend, sizeof(k->backend)) == 0 ||
@@ -334,110 +119,71 @@ static int key_create(kms_store *store, const kms_key_rec *k)
     s = kms_sqlite_impl(store);
 
     kms_sqlite_lock(s);
-    st = kms_sqlite_stmt(s, ST_KEY_INSERT);
-    if ((rc = kms_sqlite_bind_id(st, 1, k->id)) != SQLITE_OK ||
-        (rc = sqlite3_bind_text(st, 2, k->name, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_text(st, 3, k->backend, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 4, 0)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 5, k->min_decrypt_version ? k->min_decrypt_version : 1)) !=
-            SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 6, k->created_at)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 7, k->rotation_period_days)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 8, k->deletion_at)) != SQLITE_OK ||
-        (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "key create");
-        goto out;
-    }
-out:
-    kms_sqlite_done(st);
+    r = kms_sq_run(s, ST_KEY_INSERT,
+                   KMS_SQ_ARGS(KMS_SQ_ID(k->id), KMS_SQ_TEXT(k->name), KMS_SQ_TEXT(k->backend),
+                               KMS_SQ_INT(0),
+                               KMS_SQ_INT(k->min_decrypt_version ? k->min_decrypt_version : 1),
+                               KMS_SQ_INT(k->created_at), KMS_SQ_INT(k->rotation_period_days),
+                               KMS_SQ_INT(k->deletion_at)),
+                   NULL);
     kms_sqlite_unlock(s);
     return r;
 }
 
-/* One-row lookup through a prepared statement whose ?1 is already bound. */
-static int key_get(struct sqlite_store *s, sqlite3_stmt *st, kms_key_rec *out)
+/* One-row lookup of a key by the statement id bound to key. */
+static int key_get(struct sqlite_store *s, enum stmt_id id, kms_sq_param key, kms_key_rec *out)
 {
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        return read_key(st, out);
-    if (rc == SQLITE_DONE)
-        return kms_error_set(KMS_ENOTFOUND, "no such key");
-    return kms_sqlite_error(s->db, rc, "key lookup");
+    kms_sq q;
+    int r;
+
+    kms_sqlite_lock(s);
+    if ((r = kms_sq_open(&q, s, id, KMS_SQ_ARGS(key))) != 0 ||
+        (r = kms_sq_one(&q, "no such key")) != 0)
+        goto out;
+    r = read_key(&q, out);
+out:
+    kms_sq_close(&q);
+    kms_sqlite_unlock(s);
+    return r;
 }
 
 static int key_get_by_name(kms_store *store, const char *name, kms_key_rec *out)
 {
-    struct sqlite_store *s;
-    sqlite3_stmt *st = NULL;
-    int r, rc;
-
     if (store == NULL || out == NULL || !valid_name(name))
         return kms_error_set(KMS_EINVAL, "store: key name missing or longer than %d bytes",
                              KMS_KEY_NAME_MAX);
-    s = kms_sqlite_impl(store);
-
-    kms_sqlite_lock(s);
-    st = kms_sqlite_stmt(s, ST_KEY_BY_NAME);
-    if ((rc = sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC)) != SQLITE_OK) {
-        r = kms_sqlite_error(s->db, rc, "key lookup");
-        goto out;
-    }
-    r = key_get(s, st, out);
-out:
-    kms_sqlite_done(st);
-    kms_sqlite_unlock(s);
-    return r;
+    return key_get(kms_sqlite_impl(store), ST_KEY_BY_NAME, KMS_SQ_TEXT(name), out);
 }
 
 static int key_get_by_id(kms_store *store, const uint8_t id[KMS_KEY_ID_LEN], kms_key_rec *out)
 {
-    struct sqlite_store *s;
-    sqlite3_stmt *st = NULL;
-    int r, rc;
-
     if (store == NULL || id == NULL || out == NULL)
         return kms_error_set(KMS_EINVAL, "store: no key id");
-    s = kms_sqlite_impl(store);
-
-    kms_sqlite_lock(s);
-    st = kms_sqlite_stmt(s, ST_KEY_BY_ID);
-    if ((rc = kms_sqlite_bind_id(st, 1, id)) != SQLITE_OK) {
-        r = kms_sqlite_error(s->db, rc, "key lookup");
-        goto out;
-    }
-    r = key_get(s, st, out);
-out:
-    kms_sqlite_done(st);
-    kms_sqlite_unlock(s);
-    return r;
+    return key_get(kms_sqlite_impl(store), ST_KEY_BY_ID, KMS_SQ_ID(id), out);
 }
 
 /* Reads up to KEY_PAGE keys named after `after` into page. */
 static int key_page(struct sqlite_store *s, const char *after, kms_key_rec *page, size_t *n)
 {
-    sqlite3_stmt *st = NULL;
+    kms_sq q;
     size_t got = 0;
-    int r = KMS_OK, rc;
+    int r;
 
     kms_sqlite_lock(s);
-    st = kms_sqlite_stmt(s, ST_KEY_PAGE);
-    if ((rc = sqlite3_bind_text(st, 1, after, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int(st, 2, KEY_PAGE)) != SQLITE_OK) {
-        r = kms_sqlite_error(s->db, rc, "key list");
+    if ((r = kms_sq_open(&q, s, ST_KEY_PAGE,
+                         KMS_SQ_ARGS(KMS_SQ_TEXT(after), KMS_SQ_INT(KEY_PAGE)))) != 0)
         goto out;
-    }
-    while (got < KEY_PAGE && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if ((r = read_key(st, &page[got])) != 0)
+    while (got < KEY_PAGE && (r = kms_sq_step(&q)) == 1) {
+        if ((r = read_key(&q, &page[got])) != 0)
             goto out;
         got++;
     }
-    if (got < KEY_PAGE && rc != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "key list");
+    if (r < 0)
         goto out;
-    }
+    r = KMS_OK;
     *n = got;
 out:
-    kms_sqlite_done(st);
+    kms_sq_close(&q);
     kms_sqlite_unlock(s);
     return r;
 }
@@ -480,8 +226,7 @@ static int add_version(kms_store *store, const kms_version_rec *v, int make_prim
                        const kms_action_rec *record)
 {
     struct sqlite_store *s;
-    sqlite3_stmt *st = NULL;
-    int r = KMS_OK, rc;
+    int r, changes = 0;
 
     if (store == NULL || v == NULL || v->version == 0 || !valid_state(v->state) ||
         v->usage_count > INT64_MAX || v->ref.len == 0 || v->ref.len > KMS_BACKEND_REF_MAX)
@@ -494,55 +239,29 @@ static int add_version(kms_store *store, const kms_version_rec *v, int make_prim
     kms_sqlite_lock(s);
     if ((r = kms_sqlite_tx_begin(s)) != 0)
         goto out;
-
-    /* The foreign key would refuse it too; asking first gives the same
-     * answer whatever the connection's foreign_keys setting. */
-    st = kms_sqlite_stmt(s, ST_KEY_EXISTS);
-    if ((rc = kms_sqlite_bind_id(st, 1, v->key_id)) != SQLITE_OK ||
-        ((rc = sqlite3_step(st)) != SQLITE_ROW && rc != SQLITE_DONE)) {
-        r = kms_sqlite_error(s->db, rc, "version add");
-        goto out;
-    }
-    if (rc == SQLITE_DONE) {
-        r = kms_error_set(KMS_ENOTFOUND, "version add: no such key");
-        goto out;
-    }
-    kms_sqlite_done(st);
-
-    st = kms_sqlite_stmt(s, ST_VERSION_INSERT);
-    if ((rc = kms_sqlite_bind_id(st, 1, v->key_id)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 2, v->version)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 3, v->state)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 4, v->created_at)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 5, (sqlite3_int64)v->usage_count)) != SQLITE_OK ||
-        (rc = sqlite3_bind_blob(st, 6, v->ref.bytes, (int)v->ref.len, SQLITE_STATIC)) !=
-            SQLITE_OK ||
-        (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "version add");
-        goto out;
-    }
-    kms_sqlite_done(st);
-
+    if ((r = kms_sqlite_key_exists(s, v->key_id, "version add")) != 0 ||
+        (r = kms_sq_run(s, ST_VERSION_INSERT,
+                        KMS_SQ_ARGS(KMS_SQ_ID(v->key_id), KMS_SQ_INT(v->version),
+                                    KMS_SQ_INT(v->state), KMS_SQ_INT(v->created_at),
+                                    KMS_SQ_INT(v->usage_count),
+                                    KMS_SQ_BLOB(v->ref.bytes, v->ref.len)),
+                        NULL)) != 0)
+        goto end;
     if (make_primary) {
-        st = kms_sqlite_stmt(s, ST_SET_PRIMARY);
-        if ((rc = sqlite3_bind_int64(st, 1, v->version)) != SQLITE_OK ||
-            (rc = kms_sqlite_bind_id(st, 2, v->key_id)) != SQLITE_OK ||
-            (rc = sqlite3_step(st)) != SQLITE_DONE) {
-            r = kms_sqlite_error(s->db, rc, "set primary version");
-            goto out;
-        }
-        if (sqlite3_changes(s->db) != 1) {
+        if ((r = kms_sq_run(s, ST_SET_PRIMARY,
+                            KMS_SQ_ARGS(KMS_SQ_INT(v->version), KMS_SQ_ID(v->key_id)), &changes)) !=
+            0)
+            goto end;
+        if (changes != 1) {
             r = kms_error_set(KMS_ESTORE, "set primary version: key row vanished");
-            goto out;
+            goto end;
         }
     }
-    kms_sqlite_done(st);
-    st = NULL;
     if (record != NULL)
         r = kms_sqlite_action_insert(s, record);
-out:
-    kms_sqlite_done(st);
+end:
     r = kms_sqlite_tx_end(s, r);
+out:
     kms_sqlite_unlock(s);
     return r;
 }
@@ -564,29 +283,21 @@ static int version_get(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN], u
                        kms_version_rec *out)
 {
     struct sqlite_store *s;
-    sqlite3_stmt *st = NULL;
-    int r, rc;
+    kms_sq q;
+    int r;
 
     if (store == NULL || key_id == NULL || out == NULL)
         return kms_error_set(KMS_EINVAL, "store: no key id");
     s = kms_sqlite_impl(store);
 
     kms_sqlite_lock(s);
-    st = kms_sqlite_stmt(s, ST_VERSION_GET);
-    if ((rc = kms_sqlite_bind_id(st, 1, key_id)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 2, version)) != SQLITE_OK) {
-        r = kms_sqlite_error(s->db, rc, "version lookup");
+    if ((r = kms_sq_open(&q, s, ST_VERSION_GET,
+                         KMS_SQ_ARGS(KMS_SQ_ID(key_id), KMS_SQ_INT(version)))) != 0 ||
+        (r = kms_sq_one(&q, "no such key version")) != 0)
         goto out;
-    }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        r = read_version(st, out);
-    else if (rc == SQLITE_DONE)
-        r = kms_error_set(KMS_ENOTFOUND, "no such key version");
-    else
-        r = kms_sqlite_error(s->db, rc, "version lookup");
+    r = read_version(&q, out);
 out:
-    kms_sqlite_done(st);
+    kms_sq_close(&q);
     kms_sqlite_unlock(s);
     return r;
 }
@@ -595,30 +306,26 @@ out:
 static int version_page(struct sqlite_store *s, const uint8_t *key_id, uint32_t after,
                         kms_version_rec *page, size_t *n)
 {
-    sqlite3_stmt *st = NULL;
+    kms_sq q;
     size_t got = 0;
-    int r = KMS_OK, rc;
+    int r;
 
     kms_sqlite_lock(s);
-    st = kms_sqlite_stmt(s, ST_VERSION_PAGE);
-    if ((rc = kms_sqlite_bind_id(st, 1, key_id)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 2, after)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int(st, 3, VERSION_PAGE)) != SQLITE_OK) {
-        r = kms_sqlite_error(s->db, rc, "version list");
+    if ((r = kms_sq_open(
+             &q, s, ST_VERSION_PAGE,
+             KMS_SQ_ARGS(KMS_SQ_ID(key_id), KMS_SQ_INT(after), KMS_SQ_INT(VERSION_PAGE)))) != 0)
         goto out;
-    }
-    while (got < VERSION_PAGE && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if ((r = read_version(st, &page[got])) != 0)
+    while (got < VERSION_PAGE && (r = kms_sq_step(&q)) == 1) {
+        if ((r = read_version(&q, &page[got])) != 0)
             goto out;
         got++;
     }
-    if (got < VERSION_PAGE && rc != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "version list");
+    if (r < 0)
         goto out;
-    }
+    r = KMS_OK;
     *n = got;
 out:
-    kms_sqlite_done(st);
+    kms_sq_close(&q);
     kms_sqlite_unlock(s);
     return r;
 }
@@ -659,26 +366,18 @@ static int version_set_state(kms_store *store, const uint8_t key_id[KMS_KEY_ID_L
                              uint32_t version, kms_version_state state)
 {
     struct sqlite_store *s;
-    sqlite3_stmt *st = NULL;
-    int r = KMS_OK, rc;
+    int r, changes = 0;
 
     if (store == NULL || key_id == NULL || !valid_state(state))
         return kms_error_set(KMS_EINVAL, "store: no key id or unknown version state");
     s = kms_sqlite_impl(store);
 
     kms_sqlite_lock(s);
-    st = kms_sqlite_stmt(s, ST_VERSION_STATE);
-    if ((rc = sqlite3_bind_int64(st, 1, state)) != SQLITE_OK ||
-        (rc = kms_sqlite_bind_id(st, 2, key_id)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 3, version)) != SQLITE_OK ||
-        (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "version state");
-        goto out;
-    }
-    if (sqlite3_changes(s->db) == 0)
+    r = kms_sq_run(s, ST_VERSION_STATE,
+                   KMS_SQ_ARGS(KMS_SQ_INT(state), KMS_SQ_ID(key_id), KMS_SQ_INT(version)),
+                   &changes);
+    if (r == 0 && changes == 0)
         r = kms_error_set(KMS_ENOTFOUND, "no such key version");
-out:
-    kms_sqlite_done(st);
     kms_sqlite_unlock(s);
     return r;
 }
@@ -690,9 +389,9 @@ static int usage_reserve(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
                          uint64_t n, uint64_t limit, uint64_t *total)
 {
     struct sqlite_store *s;
-    sqlite3_stmt *st = NULL;
+    kms_sq q = {0};
     sqlite3_int64 now = 0;
-    int r = KMS_OK, rc, changed = 0;
+    int r, changed = 0;
 
     if (store == NULL || key_id == NULL || total == NULL || n == 0 || n > INT64_MAX ||
         limit > INT64_MAX)
@@ -702,42 +401,25 @@ static int usage_reserve(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
     kms_sqlite_lock(s);
     if ((r = kms_sqlite_tx_begin(s)) != 0)
         goto out;
-
-    st = kms_sqlite_stmt(s, ST_USAGE_ADD);
-    if ((rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)n)) != SQLITE_OK ||
-        (rc = kms_sqlite_bind_id(st, 2, key_id)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 3, version)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 4, (sqlite3_int64)limit)) != SQLITE_OK ||
-        (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "usage reserve");
-        goto out;
-    }
-    changed = sqlite3_changes(s->db);
-    kms_sqlite_done(st);
-
+    if ((r = kms_sq_run(
+             s, ST_USAGE_ADD,
+             KMS_SQ_ARGS(KMS_SQ_INT(n), KMS_SQ_ID(key_id), KMS_SQ_INT(version), KMS_SQ_INT(limit)),
+             &changed)) != 0)
+        goto end;
     /* Read back in the same transaction: the total includes exactly our n
      * and whatever came before, nothing after. */
-    st = kms_sqlite_stmt(s, ST_USAGE_GET);
-    if ((rc = kms_sqlite_bind_id(st, 1, key_id)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 2, version)) != SQLITE_OK ||
-        ((rc = sqlite3_step(st)) != SQLITE_ROW && rc != SQLITE_DONE)) {
-        r = kms_sqlite_error(s->db, rc, "usage read");
-        goto out;
-    }
-    if (rc == SQLITE_DONE) {
-        r = kms_error_set(KMS_ENOTFOUND, "usage reserve: no such key version");
-        goto out;
-    }
-    if ((r = kms_sqlite_int_column(st, 0, 0, INT64_MAX, &now, "usage count")) != 0)
-        goto out;
-    if (!changed) {
+    if ((r = kms_sq_open(&q, s, ST_USAGE_GET,
+                         KMS_SQ_ARGS(KMS_SQ_ID(key_id), KMS_SQ_INT(version)))) != 0 ||
+        (r = kms_sq_one(&q, "usage reserve: no such key version")) != 0 ||
+        (r = kms_sq_int(&q, 0, 0, INT64_MAX, &now, "usage count")) != 0)
+        goto end;
+    if (!changed)
         r = kms_error_set(KMS_EEXHAUSTED, "usage count %lld + %llu would pass the limit %llu",
                           (long long)now, (unsigned long long)n, (unsigned long long)limit);
-        goto out;
-    }
-out:
-    kms_sqlite_done(st);
+end:
+    kms_sq_close(&q);
     r = kms_sqlite_tx_end(s, r);
+out:
     kms_sqlite_unlock(s);
     if (r == 0)
         *total = (uint64_t)now;
@@ -749,8 +431,7 @@ static void store_close(kms_store *store)
     if (store == NULL)
         return;
     struct sqlite_store *s = kms_sqlite_impl(store);
-    for (int i = 0; i < ST_COUNT; i++)
-        sqlite3_finalize(s->st[i]);
+    kms_sqlite_finalize_all(s);
     if (s->db != NULL && sqlite3_close(s->db) != SQLITE_OK)
         kms_log_error("store: close failed: %s", sqlite3_errmsg(s->db));
     if (s->mu_ready)
@@ -826,13 +507,7 @@ int kms_store_sqlite_open(const char *path, kms_store **out)
     sqlite3_extended_result_codes(s->db, 1);
     if ((r = kms_sqlite_configure(s->db)) != 0 || (r = kms_sqlite_migrate(s->db)) != 0)
         goto out;
-    for (int i = 0; i < ST_COUNT; i++) {
-        if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
-                               NULL) != SQLITE_OK) {
-            r = kms_error_set(KMS_ESTORE, "prepare: %s", sqlite3_errmsg(s->db));
-            goto out;
-        }
-    }
+    r = kms_sqlite_prepare_all(s);
 out:
     if (r != 0) {
         kms_log_error("store: %s: %s", path, kms_error_detail());

@@ -6,6 +6,7 @@
 
 #include "base/log.h"
 #include "kmsd/store/store_sqlite_internal.h"
+#include "kmsd/store/store_sqlite_query.h"
 
 #define OFFICER_PAGE 16   /* officers read per lock hold in officer_list */
 #define THRESHOLD_PAGE 32 /* thresholds read per lock hold in threshold_list */
@@ -37,8 +38,7 @@ int kms_sqlite_policy_set(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN]
                           const kms_grant_rec *grants, size_t n)
 {
     struct sqlite_store *s;
-    sqlite3_stmt *st = NULL;
-    int r = KMS_OK, rc;
+    int r;
 
     if (store == NULL || key_id == NULL || (grants == NULL && n > 0))
         return kms_error_set(KMS_EINVAL, "store: no key id or grants");
@@ -58,40 +58,17 @@ int kms_sqlite_policy_set(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN]
     kms_sqlite_lock(s);
     if ((r = kms_sqlite_tx_begin(s)) != 0)
         goto out;
-    st = kms_sqlite_stmt(s, ST_KEY_EXISTS);
-    if ((rc = kms_sqlite_bind_id(st, 1, key_id)) != SQLITE_OK ||
-        ((rc = sqlite3_step(st)) != SQLITE_ROW && rc != SQLITE_DONE)) {
-        r = kms_sqlite_error(s->db, rc, "policy set");
-        goto out;
-    }
-    if (rc == SQLITE_DONE) {
-        r = kms_error_set(KMS_ENOTFOUND, "policy set: no such key");
-        goto out;
-    }
-    kms_sqlite_done(st);
-
-    st = kms_sqlite_stmt(s, ST_POLICY_DELETE);
-    if ((rc = kms_sqlite_bind_id(st, 1, key_id)) != SQLITE_OK ||
-        (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "policy set");
-        goto out;
-    }
-    kms_sqlite_done(st);
-
-    for (size_t i = 0; i < n; i++) {
-        st = kms_sqlite_stmt(s, ST_POLICY_INSERT);
-        if ((rc = kms_sqlite_bind_id(st, 1, key_id)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(st, 2, grants[i].action)) != SQLITE_OK ||
-            (rc = sqlite3_bind_text(st, 3, grants[i].identity, -1, SQLITE_STATIC)) != SQLITE_OK ||
-            (rc = sqlite3_step(st)) != SQLITE_DONE) {
-            r = kms_sqlite_error(s->db, rc, "policy set");
-            goto out;
-        }
-        kms_sqlite_done(st);
-    }
-out:
-    kms_sqlite_done(st);
+    if ((r = kms_sqlite_key_exists(s, key_id, "policy set")) != 0 ||
+        (r = kms_sq_run(s, ST_POLICY_DELETE, KMS_SQ_ARGS(KMS_SQ_ID(key_id)), NULL)) != 0)
+        goto end;
+    for (size_t i = 0; i < n && r == 0; i++)
+        r = kms_sq_run(s, ST_POLICY_INSERT,
+                       KMS_SQ_ARGS(KMS_SQ_ID(key_id), KMS_SQ_INT(grants[i].action),
+                                   KMS_SQ_TEXT(grants[i].identity)),
+                       NULL);
+end:
     r = kms_sqlite_tx_end(s, r);
+out:
     kms_sqlite_unlock(s);
     return r;
 }
@@ -106,36 +83,31 @@ struct grant_row {
 static int grant_page(struct sqlite_store *s, const uint8_t *key_id, kms_key_action after_action,
                       const char *after_identity, struct grant_row *page, size_t *n)
 {
-    sqlite3_stmt *st = NULL;
+    kms_sq q;
     sqlite3_int64 action = 0;
     size_t got = 0;
-    int r = KMS_OK, rc;
+    int r;
 
     kms_sqlite_lock(s);
-    st = kms_sqlite_stmt(s, ST_POLICY_PAGE);
-    if ((rc = kms_sqlite_bind_id(st, 1, key_id)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 2, after_action)) != SQLITE_OK ||
-        (rc = sqlite3_bind_text(st, 3, after_identity, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int(st, 4, GRANT_PAGE)) != SQLITE_OK) {
-        r = kms_sqlite_error(s->db, rc, "policy list");
+    if ((r = kms_sq_open(&q, s, ST_POLICY_PAGE,
+                         KMS_SQ_ARGS(KMS_SQ_ID(key_id), KMS_SQ_INT(after_action),
+                                     KMS_SQ_TEXT(after_identity), KMS_SQ_INT(GRANT_PAGE)))) != 0)
         goto out;
-    }
-    while (got < GRANT_PAGE && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if ((r = kms_sqlite_int_column(st, 0, KMS_ACTION_ENCRYPT, KMS_ACTION_REENCRYPT, &action,
-                                       "policy action")) != 0 ||
-            (r = kms_sqlite_copy_text(st, 1, page[got].identity, sizeof(page[got].identity),
-                                      "policy identity")) != 0)
+    while (got < GRANT_PAGE && (r = kms_sq_step(&q)) == 1) {
+        if ((r = kms_sq_int(&q, 0, KMS_ACTION_ENCRYPT, KMS_ACTION_REENCRYPT, &action,
+                            "policy action")) != 0 ||
+            (r = kms_sq_text(&q, 1, page[got].identity, sizeof(page[got].identity),
+                             "policy identity")) != 0)
             goto out;
         page[got].action = (kms_key_action)action;
         got++;
     }
-    if (got < GRANT_PAGE && rc != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "policy list");
+    if (r < 0)
         goto out;
-    }
+    r = KMS_OK;
     *n = got;
 out:
-    kms_sqlite_done(st);
+    kms_sq_close(&q);
     kms_sqlite_unlock(s);
     return r;
 }
@@ -176,8 +148,7 @@ out:
 int kms_sqlite_officer_add(kms_store *store, const kms_officer_rec *o)
 {
     struct sqlite_store *s;
-    sqlite3_stmt *st = NULL;
-    int r = KMS_OK, rc;
+    int r;
 
     if (store == NULL || o == NULL || !valid_text(o->id, KMS_OFFICER_ID_MAX) ||
         !valid_text(o->identity, KMS_IDENTITY_MAX) ||
@@ -186,17 +157,10 @@ int kms_sqlite_officer_add(kms_store *store, const kms_officer_rec *o)
     s = kms_sqlite_impl(store);
 
     kms_sqlite_lock(s);
-    st = kms_sqlite_stmt(s, ST_OFFICER_INSERT);
-    if ((rc = sqlite3_bind_text(st, 1, o->id, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_text(st, 2, o->identity, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_text(st, 3, o->signing_key_pem, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 4, o->created_at)) != SQLITE_OK ||
-        (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "officer add");
-        goto out;
-    }
-out:
-    kms_sqlite_done(st);
+    r = kms_sq_run(s, ST_OFFICER_INSERT,
+                   KMS_SQ_ARGS(KMS_SQ_TEXT(o->id), KMS_SQ_TEXT(o->identity),
+                               KMS_SQ_TEXT(o->signing_key_pem), KMS_SQ_INT(o->created_at)),
+                   NULL);
     kms_sqlite_unlock(s);
     return r;
 }
@@ -204,63 +168,49 @@ out:
 int kms_sqlite_officer_remove(kms_store *store, const char *officer_id)
 {
     struct sqlite_store *s;
-    sqlite3_stmt *st = NULL;
-    int r = KMS_OK, rc;
+    int r, changes = 0;
 
     if (store == NULL || !valid_text(officer_id, KMS_OFFICER_ID_MAX))
         return kms_error_set(KMS_EINVAL, "store: no officer id");
     s = kms_sqlite_impl(store);
 
     kms_sqlite_lock(s);
-    st = kms_sqlite_stmt(s, ST_OFFICER_DELETE);
-    if ((rc = sqlite3_bind_text(st, 1, officer_id, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "officer remove");
-        goto out;
-    }
-    if (sqlite3_changes(s->db) == 0)
+    r = kms_sq_run(s, ST_OFFICER_DELETE, KMS_SQ_ARGS(KMS_SQ_TEXT(officer_id)), &changes);
+    if (r == 0 && changes == 0)
         r = kms_error_set(KMS_ENOTFOUND, "no such officer");
-out:
-    kms_sqlite_done(st);
     kms_sqlite_unlock(s);
     return r;
 }
 
 static int officer_page(struct sqlite_store *s, const char *after, kms_officer_rec *page, size_t *n)
 {
-    sqlite3_stmt *st = NULL;
+    kms_sq q;
     sqlite3_int64 created = 0;
     size_t got = 0;
-    int r = KMS_OK, rc;
+    int r;
 
     kms_sqlite_lock(s);
-    st = kms_sqlite_stmt(s, ST_OFFICER_PAGE);
-    if ((rc = sqlite3_bind_text(st, 1, after, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int(st, 2, OFFICER_PAGE)) != SQLITE_OK) {
-        r = kms_sqlite_error(s->db, rc, "officer list");
+    if ((r = kms_sq_open(&q, s, ST_OFFICER_PAGE,
+                         KMS_SQ_ARGS(KMS_SQ_TEXT(after), KMS_SQ_INT(OFFICER_PAGE)))) != 0)
         goto out;
-    }
-    while (got < OFFICER_PAGE && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while (got < OFFICER_PAGE && (r = kms_sq_step(&q)) == 1) {
         kms_officer_rec *o = &page[got];
         memset(o, 0, sizeof(*o));
-        if ((r = kms_sqlite_copy_text(st, 0, o->id, sizeof(o->id), "officer id")) != 0 ||
-            (r = kms_sqlite_copy_text(st, 1, o->identity, sizeof(o->identity),
-                                      "officer identity")) != 0 ||
-            (r = kms_sqlite_copy_text(st, 2, o->signing_key_pem, sizeof(o->signing_key_pem),
-                                      "officer signing key")) != 0 ||
-            (r = kms_sqlite_int_column(st, 3, INT64_MIN, INT64_MAX, &created,
-                                       "officer created_at")) != 0)
+        if ((r = kms_sq_text(&q, 0, o->id, sizeof(o->id), "officer id")) != 0 ||
+            (r = kms_sq_text(&q, 1, o->identity, sizeof(o->identity), "officer identity")) != 0 ||
+            (r = kms_sq_text(&q, 2, o->signing_key_pem, sizeof(o->signing_key_pem),
+                             "officer signing key")) != 0 ||
+            (r = kms_sq_int(&q, 3, INT64_MIN, INT64_MAX, &created, "officer created_at")) != 0)
             goto out;
         o->created_at = created;
         got++;
     }
-    if (got < OFFICER_PAGE && rc != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "officer list");
+    if (r < 0)
         goto out;
-    }
+    r = KMS_OK;
     *n = got;
 out:
-    kms_sqlite_done(st);
+    kms_sq_close(&q);
     kms_sqlite_unlock(s);
     return r;
 }
@@ -295,8 +245,7 @@ out:
 int kms_sqlite_threshold_set(kms_store *store, const char *action_type, uint32_t threshold)
 {
     struct sqlite_store *s;
-    sqlite3_stmt *st = NULL;
-    int r = KMS_OK, rc;
+    int r;
 
     if (store == NULL || !valid_text(action_type, KMS_ACTION_TYPE_MAX))
         return kms_error_set(KMS_EINVAL, "store: no action type");
@@ -308,15 +257,8 @@ int kms_sqlite_threshold_set(kms_store *store, const char *action_type, uint32_t
     s = kms_sqlite_impl(store);
 
     kms_sqlite_lock(s);
-    st = kms_sqlite_stmt(s, ST_THRESHOLD_SET);
-    if ((rc = sqlite3_bind_text(st, 1, action_type, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 2, threshold)) != SQLITE_OK ||
-        (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "threshold set");
-        goto out;
-    }
-out:
-    kms_sqlite_done(st);
+    r = kms_sq_run(s, ST_THRESHOLD_SET,
+                   KMS_SQ_ARGS(KMS_SQ_TEXT(action_type), KMS_SQ_INT(threshold)), NULL);
     kms_sqlite_unlock(s);
     return r;
 }
@@ -324,34 +266,22 @@ out:
 int kms_sqlite_threshold_get(kms_store *store, const char *action_type, uint32_t *threshold)
 {
     struct sqlite_store *s;
-    sqlite3_stmt *st = NULL;
+    kms_sq q;
     sqlite3_int64 v = 0;
-    int r = KMS_OK, rc;
+    int r;
 
     if (store == NULL || threshold == NULL || !valid_text(action_type, KMS_ACTION_TYPE_MAX))
         return kms_error_set(KMS_EINVAL, "store: no action type");
     s = kms_sqlite_impl(store);
 
     kms_sqlite_lock(s);
-    st = kms_sqlite_stmt(s, ST_THRESHOLD_GET);
-    if ((rc = sqlite3_bind_text(st, 1, action_type, -1, SQLITE_STATIC)) != SQLITE_OK) {
-        r = kms_sqlite_error(s->db, rc, "threshold get");
-        goto out;
-    }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-        r = kms_error_set(KMS_ENOTFOUND, "no threshold for this action type");
-        goto out;
-    }
-    if (rc != SQLITE_ROW) {
-        r = kms_sqlite_error(s->db, rc, "threshold get");
-        goto out;
-    }
-    if ((r = kms_sqlite_int_column(st, 0, KMS_THRESHOLD_MIN, UINT32_MAX, &v, "threshold")) != 0)
+    if ((r = kms_sq_open(&q, s, ST_THRESHOLD_GET, KMS_SQ_ARGS(KMS_SQ_TEXT(action_type)))) != 0 ||
+        (r = kms_sq_one(&q, "no threshold for this action type")) != 0 ||
+        (r = kms_sq_int(&q, 0, KMS_THRESHOLD_MIN, UINT32_MAX, &v, "threshold")) != 0)
         goto out;
     *threshold = (uint32_t)v;
 out:
-    kms_sqlite_done(st);
+    kms_sq_close(&q);
     kms_sqlite_unlock(s);
     return r;
 }
@@ -364,33 +294,29 @@ struct threshold_row {
 static int threshold_page(struct sqlite_store *s, const char *after, struct threshold_row *page,
                           size_t *n)
 {
-    sqlite3_stmt *st = NULL;
+    kms_sq q;
     sqlite3_int64 v = 0;
     size_t got = 0;
-    int r = KMS_OK, rc;
+    int r;
 
     kms_sqlite_lock(s);
-    st = kms_sqlite_stmt(s, ST_THRESHOLD_PAGE);
-    if ((rc = sqlite3_bind_text(st, 1, after, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int(st, 2, THRESHOLD_PAGE)) != SQLITE_OK) {
-        r = kms_sqlite_error(s->db, rc, "threshold list");
+    if ((r = kms_sq_open(&q, s, ST_THRESHOLD_PAGE,
+                         KMS_SQ_ARGS(KMS_SQ_TEXT(after), KMS_SQ_INT(THRESHOLD_PAGE)))) != 0)
         goto out;
-    }
-    while (got < THRESHOLD_PAGE && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if ((r = kms_sqlite_copy_text(st, 0, page[got].action_type, sizeof(page[got].action_type),
-                                      "action type")) != 0 ||
-            (r = kms_sqlite_int_column(st, 1, KMS_THRESHOLD_MIN, UINT32_MAX, &v, "threshold")) != 0)
+    while (got < THRESHOLD_PAGE && (r = kms_sq_step(&q)) == 1) {
+        if ((r = kms_sq_text(&q, 0, page[got].action_type, sizeof(page[got].action_type),
+                             "action type")) != 0 ||
+            (r = kms_sq_int(&q, 1, KMS_THRESHOLD_MIN, UINT32_MAX, &v, "threshold")) != 0)
             goto out;
         page[got].threshold = (uint32_t)v;
         got++;
     }
-    if (got < THRESHOLD_PAGE && rc != SQLITE_DONE) {
-        r = kms_sqlite_error(s->db, rc, "threshold list");
+    if (r < 0)
         goto out;
-    }
+    r = KMS_OK;
     *n = got;
 out:
-    kms_sqlite_done(st);
+    kms_sq_close(&q);
     kms_sqlite_unlock(s);
     return r;
 }

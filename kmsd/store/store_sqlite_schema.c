@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "kmsd/store/store.h"
 #include "kmsd/store/store_sqlite_internal.h"
+#include "kmsd/store/store_sqlite_query.h"
 
 #define BUSY_TIMEOUT_MS 5000
 
@@ -35,6 +36,12 @@ _Static_assert(KMS_ACTION_ENCRYPT == 1 && KMS_ACTION_REENCRYPT == 3,
 _Static_assert(KMS_ACTION_BYTES_MAX == 16384 && KMS_ACTION_RESULT_MAX == 256 &&
                    KMS_ACTION_PLAN_MAX == 64 && KMS_SIGNATURE_MAX == 256,
                "migration 3 fixes action sizes");
+_Static_assert(KMS_VERSION_ENABLED == 1 && KMS_VERSION_DISABLED == 2 &&
+                   KMS_VERSION_PENDING_DELETION == 3 && KMS_VERSION_DESTROYED == 4,
+               "migration 1 fixes version states at 1..4");
+_Static_assert(KMS_ACTION_PENDING == 1 && KMS_ACTION_EXECUTED == 2 && KMS_ACTION_CANCELLED == 3 &&
+                   KMS_ACTION_EXPIRED == 4 && KMS_ACTION_FAILED == 5 && KMS_ACTION_EXECUTING == 6,
+               "migration 3 fixes action states at 1..6");
 
 /* Created, together with the first migration, in a file that has no tables
  * yet. A single row; kms_store_sqlite_open refuses a file with any other
@@ -157,43 +164,39 @@ static const struct migration migrations[] = {
 
 /* ---- opening a connection ------------------------------------------------------- */
 
-/* Runs fixed SQL (no parameters: only this file's constant scripts). */
-static int exec_sql(sqlite3 *db, const char *sql, const char *what)
+/* Opening failures are KMS_ESTORE whatever SQLite said (busy included):
+ * kms_store_sqlite_open promises that; the detail is kept. */
+static int open_error(int r)
 {
-    char *msg = NULL;
-    int r = KMS_OK;
-    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
-    if (rc != SQLITE_OK)
-        r = kms_error_set(KMS_ESTORE, "%s: %s (sqlite %d)", what, msg ? msg : sqlite3_errmsg(db),
-                          rc);
-    sqlite3_free(msg);
-    return r;
+    if (r == 0 || r == KMS_ESTORE)
+        return r;
+    struct kms_sqlite_detail d;
+    kms_sqlite_detail_save(&d);
+    kms_sqlite_detail_restore(&d, KMS_ESTORE);
+    return KMS_ESTORE;
 }
 
 /* Runs a one-shot query that must yield exactly one row whose first column
  * is an integer. */
 static int query_int(sqlite3 *db, const char *sql, sqlite3_int64 *out)
 {
-    sqlite3_stmt *st = NULL;
-    int r = KMS_OK, rc;
+    kms_sq q;
+    int r;
 
-    if ((rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL)) != SQLITE_OK ||
-        (rc = sqlite3_step(st)) != SQLITE_ROW) {
-        r = rc == SQLITE_DONE
-                ? kms_error_set(KMS_ESTORE, "%s: no row", sql)
-                : kms_error_set(KMS_ESTORE, "%s: %s (sqlite %d)", sql, sqlite3_errmsg(db), rc);
+    if ((r = kms_sq_open_once(&q, db, sql, KMS_SQ_NO_ARGS)) != 0)
+        goto out;
+    if ((r = kms_sq_one(&q, sql)) != 0) {
+        if (r == KMS_ENOTFOUND)
+            r = kms_error_set(KMS_ESTORE, "%s: no row", sql);
         goto out;
     }
-    if (sqlite3_column_type(st, 0) != SQLITE_INTEGER) {
-        r = kms_error_set(KMS_ESTORE, "%s: not an integer", sql);
+    if ((r = kms_sq_int(&q, 0, INT64_MIN, INT64_MAX, out, sql)) != 0)
         goto out;
-    }
-    *out = sqlite3_column_int64(st, 0);
-    if (sqlite3_step(st) != SQLITE_DONE)
-        r = kms_error_set(KMS_ESTORE, "%s: more than one row", sql);
+    if ((r = kms_sq_step(&q)) != 0)
+        r = r < 0 ? r : kms_error_set(KMS_ESTORE, "%s: more than one row", sql);
 out:
-    sqlite3_finalize(st);
-    return r;
+    kms_sq_close(&q);
+    return open_error(r);
 }
 
 /* Sets the connection up and checks that each setting took: SQLite ignores
@@ -203,9 +206,10 @@ out:
  * fails here. */
 int kms_sqlite_configure(sqlite3 *db)
 {
-    sqlite3_stmt *st = NULL;
+    kms_sq q = {0};
     sqlite3_int64 v = 0;
-    int r = KMS_OK, rc;
+    char mode[16];
+    int r, rc;
 
     if ((rc = sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS)) != SQLITE_OK) {
         r = kms_error_set(KMS_ESTORE, "busy timeout: %s", sqlite3_errmsg(db));
@@ -215,20 +219,19 @@ int kms_sqlite_configure(sqlite3 *db)
      * functions with side effects (defence against an edited file).
      * secure_delete: freed pages are zeroed, so removed backend references
      * do not linger in the file. */
-    if ((r = exec_sql(db, "PRAGMA trusted_schema=OFF; PRAGMA secure_delete=ON;", "settings")) != 0)
+    if ((r = kms_sq_script(db, "PRAGMA trusted_schema=OFF; PRAGMA secure_delete=ON;",
+                           "settings")) != 0)
         goto out;
-    if ((rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL)) != SQLITE_OK ||
-        (rc = sqlite3_step(st)) != SQLITE_ROW) {
-        r = kms_error_set(KMS_ESTORE, "journal_mode=WAL: %s (sqlite %d)", sqlite3_errmsg(db), rc);
+    if ((r = kms_sq_open_once(&q, db, "PRAGMA journal_mode=WAL", KMS_SQ_NO_ARGS)) != 0 ||
+        (r = kms_sq_one(&q, "journal_mode=WAL: no answer")) != 0)
         goto out;
-    }
-    const unsigned char *mode = sqlite3_column_text(st, 0);
-    if (mode == NULL || sqlite3_stricmp((const char *)mode, "wal") != 0) {
-        r = kms_error_set(KMS_ESTORE, "journal_mode=WAL refused (mode is %s)",
-                          mode ? (const char *)mode : "?");
+    if (kms_sq_text(&q, 0, mode, sizeof(mode), "journal mode") != 0 ||
+        sqlite3_stricmp(mode, "wal") != 0) {
+        r = kms_error_set(KMS_ESTORE, "journal_mode=WAL refused");
         goto out;
     }
-    if ((r = exec_sql(db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;", "settings")) != 0 ||
+    if ((r = kms_sq_script(db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;", "settings")) !=
+            0 ||
         (r = query_int(db, "PRAGMA synchronous", &v)) != 0)
         goto out;
     if (v != 2) {
@@ -242,8 +245,8 @@ int kms_sqlite_configure(sqlite3 *db)
         goto out;
     }
 out:
-    sqlite3_finalize(st);
-    return r;
+    kms_sq_close(&q);
+    return open_error(r);
 }
 
 /* Schema version of the file, read inside the migration transaction. A
@@ -285,23 +288,18 @@ out:
 
 static int bump_schema_version(sqlite3 *db, int from)
 {
-    sqlite3_stmt *st = NULL;
-    int r = KMS_OK, rc;
+    kms_sq q;
+    int r, changes = 0;
 
-    if ((rc = sqlite3_prepare_v2(db, "UPDATE schema_version SET version = ?1 WHERE version = ?2",
-                                 -1, &st, NULL)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int(st, 1, from + 1)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int(st, 2, from)) != SQLITE_OK ||
-        (rc = sqlite3_step(st)) != SQLITE_DONE) {
-        r = kms_error_set(KMS_ESTORE, "schema version update: %s (sqlite %d)", sqlite3_errmsg(db),
-                          rc);
+    if ((r = kms_sq_open_once(&q, db, "UPDATE schema_version SET version = ?1 WHERE version = ?2",
+                              KMS_SQ_ARGS(KMS_SQ_INT(from + 1), KMS_SQ_INT(from)))) != 0 ||
+        (r = kms_sq_exec(&q, &changes)) != 0)
         goto out;
-    }
-    if (sqlite3_changes(db) != 1)
+    if (changes != 1)
         r = kms_error_set(KMS_ESTORE, "schema version update: row missing");
 out:
-    sqlite3_finalize(st);
-    return r;
+    kms_sq_close(&q);
+    return open_error(r);
 }
 
 /* One transaction: reads the version and, if it is behind, applies the next
@@ -312,7 +310,7 @@ static int migrate_step(sqlite3 *db, int *version)
 {
     int v = 0, fresh = 0, r;
 
-    if ((r = exec_sql(db, "BEGIN IMMEDIATE", "migration")) != 0)
+    if ((r = kms_sq_script(db, "BEGIN IMMEDIATE", "migration")) != 0)
         goto out;
     if ((r = read_schema_version(db, &v, &fresh)) != 0)
         goto out;
@@ -323,18 +321,18 @@ static int migrate_step(sqlite3 *db, int *version)
         goto out;
     }
     if (v < SCHEMA_VERSION) {
-        if (fresh && (r = exec_sql(db, schema_version_table, "migration to 1")) != 0)
+        if (fresh && (r = kms_sq_script(db, schema_version_table, "migration to 1")) != 0)
             goto out;
-        if ((r = exec_sql(db, migrations[v].sql, migrations[v].what)) != 0 ||
+        if ((r = kms_sq_script(db, migrations[v].sql, migrations[v].what)) != 0 ||
             (r = bump_schema_version(db, v)) != 0)
             goto out;
     }
-    r = exec_sql(db, "COMMIT", "migration commit");
+    r = kms_sq_script(db, "COMMIT", "migration commit");
 out:
     if (r != 0 && !sqlite3_get_autocommit(db)) {
         struct kms_sqlite_detail d;
         kms_sqlite_detail_save(&d);
-        if (exec_sql(db, "ROLLBACK", "migration rollback") != 0)
+        if (kms_sq_script(db, "ROLLBACK", "migration rollback") != 0)
             kms_log_error("store: %s", kms_error_detail());
         kms_sqlite_detail_restore(&d, r);
     }

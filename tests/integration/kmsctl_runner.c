@@ -13,14 +13,8 @@
 
 #include <cmocka.h>
 
-static void slurp(const char *path, char *buf, size_t cap)
-{
-    FILE *f = fopen(path, "rb");
-    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
-    buf[n] = '\0';
-    if (f)
-        fclose(f);
-}
+#include "kmsd_fixture.h"
+#include "test_util.h"
 
 int kms_test_kmsctl(const char *workdir, const char *const *args, char *out, size_t out_cap,
                     char *err, size_t err_cap)
@@ -61,11 +55,44 @@ int kms_test_kmsctl(const char *workdir, const char *const *args, char *out, siz
     }
     int st;
     assert_int_equal(waitpid(pid, &st, 0), pid);
-    slurp(o, out, out_cap);
-    slurp(e, err, err_cap);
+    kms_test_read_file(o, out, out_cap);
+    kms_test_read_file(e, err, err_cap);
     if (!WIFEXITED(st)) {
         fputs(err, stderr);
         fail_msg("kmsctl died (signal %d); its stderr is above", WTERMSIG(st));
     }
     return WEXITSTATUS(st);
+}
+
+int kms_test_kmsctl_l(const kms_test_kmsctl_io *io, const char *first, ...)
+{
+    const char *args[48];
+    size_t n = 0;
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a != NULL; a = va_arg(ap, const char *)) {
+        if (n == 47)
+            fail_msg("more than 47 kmsctl arguments");
+        args[n++] = a;
+    }
+    va_end(ap);
+    args[n] = NULL;
+    return kms_test_kmsctl(io->workdir, args, io->out, io->out_cap, io->err, io->err_cap);
+}
+
+void kms_test_kmsctl_conf(const kms_test_kmsd *k, const char *path, const char *who,
+                          const char *server, const char *signing_key)
+{
+    char ca[400], cert[400], key[400], f1[64], f2[64];
+    snprintf(f1, sizeof(f1), "%s.pem", who);
+    snprintf(f2, sizeof(f2), "%s-key.pem", who);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "# kmsctl connection for %s\nserver: %s\nca: %s\ncert: %s\nkey: %s\n", who,
+            server != NULL ? server : k->target, kms_test_kmsd_pki(k, "ca.pem", ca, sizeof(ca)),
+            kms_test_kmsd_pki(k, f1, cert, sizeof(cert)),
+            kms_test_kmsd_pki(k, f2, key, sizeof(key)));
+    if (signing_key != NULL)
+        fprintf(f, "signing_key: %s\n", signing_key);
+    assert_int_equal(fclose(f), 0);
 }

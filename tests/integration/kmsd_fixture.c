@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "grpc_test_client.h"
+
 extern char **environ;
 
 /* Every kmsd this process started and has not reaped. A test that fails
@@ -286,4 +288,39 @@ long kms_test_proc_kib(pid_t pid, const char *name)
             v = strtol(line + strlen(name), NULL, 10);
     fclose(f);
     return v;
+}
+
+void kms_test_kmsd_creds(const kms_test_kmsd *k, const char *name, kms_test_creds *c)
+{
+    char f[64];
+    memset(c, 0, sizeof(*c));
+    kms_test_kmsd_pki(k, "ca.pem", c->ca, sizeof(c->ca));
+    if (name == NULL)
+        return;
+    snprintf(f, sizeof(f), "%s.pem", name);
+    kms_test_kmsd_pki(k, f, c->cert, sizeof(c->cert));
+    snprintf(f, sizeof(f), "%s-key.pem", name);
+    kms_test_kmsd_pki(k, f, c->key, sizeof(c->key));
+}
+
+kms_tc *kms_test_kmsd_open_as(const kms_test_kmsd *k, const char *name)
+{
+    kms_test_creds cr;
+    kms_tc *c = NULL;
+    kms_test_kmsd_creds(k, name, &cr);
+    if (kms_tc_open(k->target, cr.ca, name ? cr.cert : NULL, name ? cr.key : NULL, &c) != 0 ||
+        c == NULL)
+        die("cannot open a test client");
+    return c;
+}
+
+char *kms_test_kmsd_dir(const kms_test_kmsd *k, char *out, size_t cap)
+{
+    const char *slash = strrchr(k->config, '/');
+    size_t n = slash != NULL ? (size_t)(slash - k->config) : 0;
+    if (slash == NULL || n >= cap)
+        die("fixture dir does not fit");
+    memcpy(out, k->config, n);
+    out[n] = '\0';
+    return out;
 }

@@ -65,4 +65,21 @@ long kms_test_proc_kib(pid_t pid, const char *name);
 /* PKI path of a file: kms_test_kmsd_pki(&k, "app.pem", buf, sizeof(buf)). */
 const char *kms_test_kmsd_pki(const kms_test_kmsd *k, const char *file, char *buf, size_t cap);
 
+/* The fixture's temp dir (where kmsd.yaml and kms.db are) into out. */
+char *kms_test_kmsd_dir(const kms_test_kmsd *k, char *out, size_t cap);
+
+/* The files a dev-PKI client presents: the CA, NAME.pem and NAME-key.pem. */
+typedef struct kms_test_creds {
+    char ca[400], cert[400], key[400];
+} kms_test_creds;
+
+/* Fills c for the client `name` (NULL: the CA only, cert and key ""). */
+void kms_test_kmsd_creds(const kms_test_kmsd *k, const char *name, kms_test_creds *c);
+
+typedef struct kms_tc kms_tc;
+/* A gRPC test client (grpc_test_client.h) to k as the dev-PKI client
+ * `name` (NULL: no client certificate), trusting the CA; the test fails if
+ * it cannot be made. */
+kms_tc *kms_test_kmsd_open_as(const kms_test_kmsd *k, const char *name);
+
 #endif

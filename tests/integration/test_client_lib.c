@@ -32,13 +32,12 @@ static const kms_client_context_entry CTX_OTHER[] = {{"app", "billing"}, {"tenan
 
 static int open_as(const char *name, kms_client **out, kms_client_error *err)
 {
-    char ca[400], cert[400], key[400], f1[64], f2[64];
-    snprintf(f1, sizeof(f1), "%s.pem", name);
-    snprintf(f2, sizeof(f2), "%s-key.pem", name);
+    kms_test_creds cr;
+    kms_test_kmsd_creds(&F->k, name, &cr);
     kms_client_options o = {.target = F->k.target,
-                            .ca_file = kms_test_kmsd_pki(&F->k, "ca.pem", ca, sizeof(ca)),
-                            .cert_file = kms_test_kmsd_pki(&F->k, f1, cert, sizeof(cert)),
-                            .key_file = kms_test_kmsd_pki(&F->k, f2, key, sizeof(key)),
+                            .ca_file = cr.ca,
+                            .cert_file = cr.cert,
+                            .key_file = cr.key,
                             .timeout_ms = 20000};
     return kms_client_open(&o, out, err);
 }

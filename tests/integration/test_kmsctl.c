@@ -21,10 +21,12 @@
 #include "group_run.h"
 #include "kmsctl_runner.h"
 #include "kmsd_fixture.h"
+#include "test_util.h"
 
 static kms_test_kmsd K;
 static char DIR_[320]; /* the fixture's temp dir (where kmsd.yaml is) */
 static char OUT[65536], ERR[65536];
+static const kms_test_kmsctl_io IO = {DIR_, OUT, ERR, sizeof(OUT), sizeof(ERR)};
 
 static const char *kmsctl_path(void)
 {
@@ -34,56 +36,6 @@ static const char *kmsctl_path(void)
     return p;
 }
 
-static void path_in(char *buf, size_t cap, const char *name)
-{
-    snprintf(buf, cap, "%s/%s", DIR_, name);
-}
-
-static void write_conf(const char *name, const char *who, const char *server)
-{
-    char path[400], ca[400], cert[400], key[400], f1[64], f2[64];
-    snprintf(f1, sizeof(f1), "%s.pem", who);
-    snprintf(f2, sizeof(f2), "%s-key.pem", who);
-    path_in(path, sizeof(path), name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fprintf(f, "# kmsctl connection for %s\nserver: %s\nca: %s\ncert: %s\nkey: %s\n", who, server,
-            kms_test_kmsd_pki(&K, "ca.pem", ca, sizeof(ca)),
-            kms_test_kmsd_pki(&K, f1, cert, sizeof(cert)),
-            kms_test_kmsd_pki(&K, f2, key, sizeof(key)));
-    fclose(f);
-}
-
-/* Runs kmsctl with args (NULL-terminated); stdout in OUT, stderr in ERR. */
-static int kmsctl(const char *first, ...)
-{
-    const char *args[48];
-    size_t n = 0;
-    va_list ap;
-    va_start(ap, first);
-    for (const char *a = first; a != NULL && n < 47; a = va_arg(ap, const char *))
-        args[n++] = a;
-    va_end(ap);
-    args[n] = NULL;
-    return kms_test_kmsctl(DIR_, args, OUT, sizeof(OUT), ERR, sizeof(ERR));
-}
-
-/* The value of "name: value" in OUT (text output), copied to buf. */
-static const char *field(const char *name, char *buf, size_t cap)
-{
-    char key[64];
-    snprintf(key, sizeof(key), "%s: ", name);
-    const char *p = strstr(OUT, key);
-    if (p == NULL)
-        fail_msg("no %s in output: %s", name, OUT);
-    p += strlen(key);
-    size_t n = strcspn(p, "\n");
-    assert_true(n < cap);
-    memcpy(buf, p, n);
-    buf[n] = '\0';
-    return buf;
-}
-
 static char APP[400], BOB[400], OFFICER[400], DOWN[400];
 
 static int group_setup(void **state)
@@ -91,16 +43,13 @@ static int group_setup(void **state)
     (void)state;
     kms_test_kmsd_setup(&K);
     kms_test_kmsd_start(&K, NULL);
-    snprintf(DIR_, sizeof(DIR_), "%s", K.config);
-    *strrchr(DIR_, '/') = '\0';
-    write_conf("app.conf", "app", K.target);
-    write_conf("bob.conf", "bob", K.target);
-    write_conf("officer1.conf", "officer1", K.target);
-    write_conf("down.conf", "app", "127.0.0.1:1");
-    path_in(APP, sizeof(APP), "app.conf");
-    path_in(BOB, sizeof(BOB), "bob.conf");
-    path_in(OFFICER, sizeof(OFFICER), "officer1.conf");
-    path_in(DOWN, sizeof(DOWN), "down.conf");
+    kms_test_kmsd_dir(&K, DIR_, sizeof(DIR_));
+    kms_test_kmsctl_conf(&K, kms_test_path(APP, sizeof(APP), DIR_, "app.conf"), "app", NULL, NULL);
+    kms_test_kmsctl_conf(&K, kms_test_path(BOB, sizeof(BOB), DIR_, "bob.conf"), "bob", NULL, NULL);
+    kms_test_kmsctl_conf(&K, kms_test_path(OFFICER, sizeof(OFFICER), DIR_, "officer1.conf"),
+                         "officer1", NULL, NULL);
+    kms_test_kmsctl_conf(&K, kms_test_path(DOWN, sizeof(DOWN), DIR_, "down.conf"), "app",
+                         "127.0.0.1:1", NULL);
     return 0;
 }
 
@@ -115,9 +64,9 @@ static int group_teardown(void **state)
 static void health(void **state)
 {
     (void)state;
-    assert_int_equal(kmsctl("--config", APP, "health", NULL), 0);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "health", NULL), 0);
     assert_string_equal(OUT, "status: SERVING\n");
-    assert_int_equal(kmsctl("--config", APP, "--json", "health", NULL), 0);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "--json", "health", NULL), 0);
     assert_string_equal(OUT, "{\"status\":\"SERVING\"}\n");
 }
 
@@ -126,30 +75,33 @@ static void data_key_session(void **state)
 {
     (void)state;
     char blob[400], pt[128], pt2[128];
-    path_in(blob, sizeof(blob), "dk.blob");
-    assert_int_equal(kmsctl("--config", APP, "generate-data-key", "--key", "demo", "--context",
-                            "app=billing", "--blob-out", blob, NULL),
+    kms_test_path(blob, sizeof(blob), DIR_, "dk.blob");
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "generate-data-key", "--key", "demo",
+                                       "--context", "app=billing", "--blob-out", blob, NULL),
                      0);
-    field("plaintext", pt, sizeof(pt));
+    kms_test_field(OUT, "plaintext", 0, pt, sizeof(pt));
     assert_int_equal(strlen(pt), 44); /* 32 bytes in base64 */
     char v[16];
-    assert_string_equal(field("key_name", v, sizeof(v)), "demo");
-    assert_string_equal(field("key_version", v, sizeof(v)), "1");
+    assert_string_equal(kms_test_field(OUT, "key_name", 0, v, sizeof(v)), "demo");
+    assert_string_equal(kms_test_field(OUT, "key_version", 0, v, sizeof(v)), "1");
     struct stat st;
     assert_int_equal(stat(blob, &st), 0);
     assert_int_equal(st.st_size, 22 + 12 + 32 + 16);
 
-    assert_int_equal(
-        kmsctl("--config", APP, "decrypt", "--in", blob, "--context", "app=billing", NULL), 0);
-    assert_string_equal(field("plaintext", pt2, sizeof(pt2)), pt);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "decrypt", "--in", blob, "--context",
+                                       "app=billing", NULL),
+                     0);
+    assert_string_equal(kms_test_field(OUT, "plaintext", 0, pt2, sizeof(pt2)), pt);
     /* Wrong context: invalid input (6), nothing printed on stdout. */
-    assert_int_equal(
-        kmsctl("--config", APP, "decrypt", "--in", blob, "--context", "app=other", NULL), 6);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "decrypt", "--in", blob, "--context",
+                                       "app=other", NULL),
+                     6);
     assert_string_equal(OUT, "");
     assert_non_null(strstr(ERR, "INVALID_ARGUMENT"));
     /* --no-plaintext: blob only. */
-    assert_int_equal(
-        kmsctl("--config", APP, "generate-data-key", "--key", "demo", "--no-plaintext", NULL), 0);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "generate-data-key", "--key", "demo",
+                                       "--no-plaintext", NULL),
+                     0);
     assert_null(strstr(OUT, "plaintext:"));
     assert_non_null(strstr(OUT, "ciphertext_blob: "));
 }
@@ -158,22 +110,22 @@ static void encrypt_decrypt_files(void **state)
 {
     (void)state;
     char in[400], blob[400], out[400], moved[400];
-    path_in(in, sizeof(in), "plain.bin");
-    path_in(blob, sizeof(blob), "plain.blob");
-    path_in(out, sizeof(out), "plain.out");
-    path_in(moved, sizeof(moved), "moved.blob");
+    kms_test_path(in, sizeof(in), DIR_, "plain.bin");
+    kms_test_path(blob, sizeof(blob), DIR_, "plain.blob");
+    kms_test_path(out, sizeof(out), DIR_, "plain.out");
+    kms_test_path(moved, sizeof(moved), DIR_, "moved.blob");
     uint8_t data[4096];
     for (size_t i = 0; i < sizeof(data); i++)
         data[i] = (uint8_t)(i * 13); /* includes NUL and newline bytes */
     FILE *f = fopen(in, "wb");
     assert_int_equal(fwrite(data, 1, sizeof(data), f), sizeof(data));
     fclose(f);
-    assert_int_equal(kmsctl("--config", APP, "encrypt", "--key", "demo", "--in", in, "--out", blob,
-                            "--context", "a=1", NULL),
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "encrypt", "--key", "demo", "--in", in,
+                                       "--out", blob, "--context", "a=1", NULL),
                      0);
-    assert_int_equal(
-        kmsctl("--config", APP, "decrypt", "--in", blob, "--out", out, "--context", "a=1", NULL),
-        0);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "decrypt", "--in", blob, "--out", out,
+                                       "--context", "a=1", NULL),
+                     0);
     struct stat st;
     assert_int_equal(stat(out, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600); /* plaintext files are private */
@@ -184,24 +136,24 @@ static void encrypt_decrypt_files(void **state)
     assert_memory_equal(back, data, sizeof(data));
 
     /* reencrypt to another key and context; the result decrypts there. */
-    assert_int_equal(kmsctl("--config", APP, "--json", "reencrypt", "--in", blob,
-                            "--source-context", "a=1", "--key", "second", "--context", "b=2",
-                            "--out", moved, NULL),
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "--json", "reencrypt", "--in", blob,
+                                       "--source-context", "a=1", "--key", "second", "--context",
+                                       "b=2", "--out", moved, NULL),
                      0);
     assert_non_null(strstr(OUT, "\"source_key_name\":\"demo\""));
     assert_non_null(strstr(OUT, "\"key_name\":\"second\""));
-    assert_int_equal(
-        kmsctl("--config", APP, "decrypt", "--in", moved, "--out", out, "--context", "b=2", NULL),
-        0);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "decrypt", "--in", moved, "--out", out,
+                                       "--context", "b=2", NULL),
+                     0);
     f = fopen(out, "rb");
     assert_int_equal(fread(back, 1, sizeof(back), f), sizeof(data));
     fclose(f);
     assert_memory_equal(back, data, sizeof(data));
 
     /* base64 in, base64 out, through JSON. */
-    assert_int_equal(
-        kmsctl("--config", APP, "--json", "encrypt", "--key", "demo", "--in-b64", "aGVsbG8=", NULL),
-        0);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "--json", "encrypt", "--key", "demo",
+                                       "--in-b64", "aGVsbG8=", NULL),
+                     0);
     const char *b = strstr(OUT, "\"ciphertext_blob\":\"");
     assert_non_null(b);
     char b64[256];
@@ -209,25 +161,27 @@ static void encrypt_decrypt_files(void **state)
     size_t n = strcspn(b, "\"");
     memcpy(b64, b, n);
     b64[n] = '\0';
-    assert_int_equal(kmsctl("--config", APP, "--json", "decrypt", "--in-b64", b64, NULL), 0);
+    assert_int_equal(
+        kms_test_kmsctl_l(&IO, "--config", APP, "--json", "decrypt", "--in-b64", b64, NULL), 0);
     assert_non_null(strstr(OUT, "\"plaintext\":\"aGVsbG8=\""));
 }
 
 static void describe_and_list(void **state)
 {
     (void)state;
-    assert_int_equal(kmsctl("--config", APP, "describe-key", "demo", NULL), 0);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "describe-key", "demo", NULL), 0);
     assert_non_null(strstr(OUT, "key demo\n"));
     assert_non_null(strstr(OUT, "backend    pkcs11"));
     assert_non_null(strstr(OUT, "version 1  ENABLED"));
-    assert_int_equal(kmsctl("--config", APP, "--json", "describe-key", "demo", NULL), 0);
+    assert_int_equal(
+        kms_test_kmsctl_l(&IO, "--config", APP, "--json", "describe-key", "demo", NULL), 0);
     assert_non_null(strstr(OUT, "\"key_name\":\"demo\""));
     assert_non_null(strstr(OUT, "\"primary_version\":1"));
     assert_non_null(strstr(OUT, "\"encrypt\":[\"spiffe://kms.local/app\"]"));
-    assert_int_equal(kmsctl("--config", APP, "list-keys", NULL), 0);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "list-keys", NULL), 0);
     assert_non_null(strstr(OUT, "demo\tv1\tpkcs11"));
     assert_non_null(strstr(OUT, "second\tv1\tpkcs11"));
-    assert_int_equal(kmsctl("--config", APP, "--json", "list-keys", NULL), 0);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "--json", "list-keys", NULL), 0);
     assert_true(strncmp(OUT, "{\"keys\":[{", 10) == 0);
 }
 
@@ -235,30 +189,36 @@ static void exit_codes(void **state)
 {
     (void)state;
     char blob[400], bad[400], big[400];
-    path_in(blob, sizeof(blob), "codes.blob");
-    path_in(bad, sizeof(bad), "codes.bad");
-    path_in(big, sizeof(big), "big.bin");
-    assert_int_equal(kmsctl("--config", APP, "encrypt", "--key", "demo", "--in-b64",
-                            "aGk=", "--out", blob, NULL),
+    kms_test_path(blob, sizeof(blob), DIR_, "codes.blob");
+    kms_test_path(bad, sizeof(bad), DIR_, "codes.bad");
+    kms_test_path(big, sizeof(big), DIR_, "big.bin");
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "encrypt", "--key", "demo", "--in-b64",
+                                       "aGk=", "--out", blob, NULL),
                      0);
     /* 2: usage. */
-    assert_int_equal(kmsctl("--config", APP, "frobnicate", NULL), 2);
-    assert_int_equal(kmsctl("--config", APP, "encrypt", "--in-b64", "aGk=", NULL), 2);
-    assert_int_equal(kmsctl("--config", APP, "encrypt", "--key", "demo", "--bogus", NULL), 2);
-    assert_int_equal(kmsctl("--config", APP, "decrypt", "--in-b64", "not base64!", NULL), 2);
-    assert_int_equal(kmsctl("--config", "/nonexistent.conf", "health", NULL), 2);
-    assert_int_equal(kmsctl("health", NULL), 2); /* no connection settings at all */
-    assert_int_equal(kmsctl("--config", APP, "--cert", "/nonexistent.pem", "health", NULL), 2);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "frobnicate", NULL), 2);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "encrypt", "--in-b64", "aGk=", NULL),
+                     2);
+    assert_int_equal(
+        kms_test_kmsctl_l(&IO, "--config", APP, "encrypt", "--key", "demo", "--bogus", NULL), 2);
+    assert_int_equal(
+        kms_test_kmsctl_l(&IO, "--config", APP, "decrypt", "--in-b64", "not base64!", NULL), 2);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", "/nonexistent.conf", "health", NULL), 2);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "health", NULL), 2); /* no connection settings at all */
+    assert_int_equal(
+        kms_test_kmsctl_l(&IO, "--config", APP, "--cert", "/nonexistent.pem", "health", NULL), 2);
     /* 3: denied. */
-    assert_int_equal(kmsctl("--config", BOB, "decrypt", "--in", blob, NULL), 3);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", BOB, "decrypt", "--in", blob, NULL), 3);
     assert_non_null(strstr(ERR, "PERMISSION_DENIED"));
-    assert_int_equal(kmsctl("--config", OFFICER, "decrypt", "--in", blob, NULL), 3);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", OFFICER, "decrypt", "--in", blob, NULL), 3);
     /* 4: not found. */
-    assert_int_equal(kmsctl("--config", APP, "describe-key", "nope", NULL), 4);
-    assert_int_equal(kmsctl("--config", APP, "encrypt", "--key", "nope", "--in-b64", "aGk=", NULL),
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "describe-key", "nope", NULL), 4);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "encrypt", "--key", "nope", "--in-b64",
+                                       "aGk=", NULL),
                      4);
     /* 5: unavailable. */
-    assert_int_equal(kmsctl("--config", DOWN, "--timeout-ms", "3000", "health", NULL), 5);
+    assert_int_equal(
+        kms_test_kmsctl_l(&IO, "--config", DOWN, "--timeout-ms", "3000", "health", NULL), 5);
     /* 6: bad input: tampered, truncated, oversized. */
     uint8_t b[128];
     FILE *f = fopen(blob, "rb");
@@ -268,19 +228,21 @@ static void exit_codes(void **state)
     f = fopen(bad, "wb");
     fwrite(b, 1, n, f);
     fclose(f);
-    assert_int_equal(kmsctl("--config", APP, "decrypt", "--in", bad, NULL), 6);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "decrypt", "--in", bad, NULL), 6);
     f = fopen(bad, "wb");
     fwrite(b, 1, 10, f);
     fclose(f);
-    assert_int_equal(kmsctl("--config", APP, "decrypt", "--in", bad, NULL), 6);
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "decrypt", "--in", bad, NULL), 6);
     f = fopen(big, "wb");
     for (int i = 0; i < 4097; i++)
         fputc('x', f);
     fclose(f);
-    assert_int_equal(kmsctl("--config", APP, "encrypt", "--key", "demo", "--in", big, NULL), 6);
+    assert_int_equal(
+        kms_test_kmsctl_l(&IO, "--config", APP, "encrypt", "--key", "demo", "--in", big, NULL), 6);
     assert_non_null(strstr(ERR, "1..4096 bytes"));
     /* --json errors are machine-readable too. */
-    assert_int_equal(kmsctl("--config", APP, "--json", "describe-key", "nope", NULL), 4);
+    assert_int_equal(
+        kms_test_kmsctl_l(&IO, "--config", APP, "--json", "describe-key", "nope", NULL), 4);
     assert_non_null(strstr(OUT, "{\"error\":{\"code\":\"NOT_FOUND\""));
 }
 
@@ -289,9 +251,9 @@ static void no_binary_to_terminal(void **state)
 {
     (void)state;
     char blob[400];
-    path_in(blob, sizeof(blob), "tty.blob");
-    assert_int_equal(kmsctl("--config", APP, "encrypt", "--key", "demo", "--in-b64",
-                            "aGk=", "--out", blob, NULL),
+    kms_test_path(blob, sizeof(blob), DIR_, "tty.blob");
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "encrypt", "--key", "demo", "--in-b64",
+                                       "aGk=", "--out", blob, NULL),
                      0);
     int master;
     pid_t pid = forkpty(&master, NULL, NULL, NULL);

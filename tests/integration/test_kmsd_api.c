@@ -33,20 +33,6 @@ struct fx {
 
 static struct fx *F;
 
-static kms_tc *open_as(const char *name)
-{
-    char ca[400], cert[400], key[400], keyname[64];
-    snprintf(keyname, sizeof(keyname), "%s-key.pem", name);
-    char certname[64];
-    snprintf(certname, sizeof(certname), "%s.pem", name);
-    kms_tc *c = NULL;
-    assert_int_equal(kms_tc_open(F->k.target, kms_test_kmsd_pki(&F->k, "ca.pem", ca, sizeof(ca)),
-                                 kms_test_kmsd_pki(&F->k, certname, cert, sizeof(cert)),
-                                 kms_test_kmsd_pki(&F->k, keyname, key, sizeof(key)), &c),
-                     0);
-    return c;
-}
-
 static int group_setup(void **state)
 {
     (void)state;
@@ -54,9 +40,9 @@ static int group_setup(void **state)
     F = calloc(1, sizeof(*F));
     kms_test_kmsd_setup(&F->k);
     kms_test_kmsd_start(&F->k, NULL);
-    F->app = open_as("app");
-    F->bob = open_as("bob");
-    F->officer = open_as("officer1");
+    F->app = kms_test_kmsd_open_as(&F->k, "app");
+    F->bob = kms_test_kmsd_open_as(&F->k, "bob");
+    F->officer = kms_test_kmsd_open_as(&F->k, "officer1");
     return 0;
 }
 

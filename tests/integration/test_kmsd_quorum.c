@@ -28,6 +28,7 @@
 #include "grpc_test_client.h"
 #include "kms/v1/kms.pb-c.h"
 #include "kmsd_fixture.h"
+#include "test_util.h"
 
 #define KM "/kms.v1.KeyManagement/"
 #define QU "/kms.v1.Quorum/"
@@ -52,25 +53,12 @@ static void set_clock(int64_t t)
     assert_int_equal(rename(tmp, CLOCK), 0);
 }
 
-static kms_tc *open_as(const char *name)
-{
-    char ca[400], cert[400], key[400], f1[64], f2[64];
-    snprintf(f1, sizeof(f1), "%s.pem", name);
-    snprintf(f2, sizeof(f2), "%s-key.pem", name);
-    kms_tc *c = NULL;
-    assert_int_equal(kms_tc_open(K.target, kms_test_kmsd_pki(&K, "ca.pem", ca, sizeof(ca)),
-                                 kms_test_kmsd_pki(&K, f1, cert, sizeof(cert)),
-                                 kms_test_kmsd_pki(&K, f2, key, sizeof(key)), &c),
-                     0);
-    return c;
-}
-
 static void open_clients(void)
 {
-    APP = open_as("app");
-    O1 = open_as("officer1");
-    O2 = open_as("officer2");
-    O3 = open_as("officer3");
+    APP = kms_test_kmsd_open_as(&K, "app");
+    O1 = kms_test_kmsd_open_as(&K, "officer1");
+    O2 = kms_test_kmsd_open_as(&K, "officer2");
+    O3 = kms_test_kmsd_open_as(&K, "officer3");
 }
 
 static void close_clients(void)
@@ -102,8 +90,8 @@ static int group_setup(void **state)
     (void)state;
     grpc_init();
     kms_test_kmsd_setup(&K);
-    snprintf(CLOCK, sizeof(CLOCK), "%.*s/clock", (int)(strrchr(K.config, '/') - K.config),
-             K.config);
+    char dir[320];
+    kms_test_path(CLOCK, sizeof(CLOCK), kms_test_kmsd_dir(&K, dir, sizeof(dir)), "clock");
     set_clock(NOW);
     FILE *f = fopen(K.config, "a");
     assert_non_null(f);
@@ -807,7 +795,7 @@ static void ed25519_officer_enrolled_and_removed(void **state)
     pass(&b);
 
     /* bob (Ed25519) and officer1 rotate "second". */
-    kms_tc *bob = open_as("bob");
+    kms_tc *bob = kms_test_kmsd_open_as(&K, "bob");
     assert_int_equal(propose(bob, rotate_body("second"), &a), GRPC_STATUS_OK);
     uint8_t d[32], sig[128];
     digest_of(a, d);

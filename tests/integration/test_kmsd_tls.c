@@ -48,16 +48,7 @@ static int group_teardown(void **state)
 /* A channel as NAME (NULL: no client certificate), trusting our CA. */
 static kms_tc *open_as(const char *name)
 {
-    char ca[400], cert[400], key[400], f1[64], f2[64];
-    kms_tc *c = NULL;
-    kms_test_kmsd_pki(&K, "ca.pem", ca, sizeof(ca));
-    if (name) {
-        snprintf(f1, sizeof(f1), "%s.pem", name);
-        snprintf(f2, sizeof(f2), "%s-key.pem", name);
-        kms_test_kmsd_pki(&K, f1, cert, sizeof(cert));
-        kms_test_kmsd_pki(&K, f2, key, sizeof(key));
-    }
-    assert_int_equal(kms_tc_open(K.target, ca, name ? cert : NULL, name ? key : NULL, &c), 0);
+    kms_tc *c = kms_test_kmsd_open_as(&K, name);
     kms_tc_set_timeout(c, 5000);
     return c;
 }

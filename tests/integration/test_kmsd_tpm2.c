@@ -28,13 +28,12 @@ static const kms_client_context_entry CTX[] = {{"purpose", "tpm-test"}};
 
 static kms_client *open_as(const char *name)
 {
-    char ca[400], cert[400], key[400], f1[64], f2[64];
-    snprintf(f1, sizeof(f1), "%s.pem", name);
-    snprintf(f2, sizeof(f2), "%s-key.pem", name);
+    kms_test_creds cr;
+    kms_test_kmsd_creds(&K, name, &cr);
     kms_client_options o = {.target = K.target,
-                            .ca_file = kms_test_kmsd_pki(&K, "ca.pem", ca, sizeof(ca)),
-                            .cert_file = kms_test_kmsd_pki(&K, f1, cert, sizeof(cert)),
-                            .key_file = kms_test_kmsd_pki(&K, f2, key, sizeof(key)),
+                            .ca_file = cr.ca,
+                            .cert_file = cr.cert,
+                            .key_file = cr.key,
                             .timeout_ms = 20000};
     kms_client *c = NULL;
     kms_client_error err;

@@ -11,9 +11,11 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "test_util.h"
 #include "kmsd/keyring/blob.h"
 #include "kmsd/keyring/keyring.h"
 
@@ -178,8 +180,8 @@ static const kms_backend_ops fake_ops = {
 /* ---- fixture --------------------------------------------------------------- */
 
 struct fx {
-    char dir[64];
-    char db[128];
+    char dir[256];
+    char db[320];
     struct fake fake;
     kms_backend backend;
     kms_store *store;
@@ -204,9 +206,8 @@ static void fx_close_keyring(struct fx *f)
 static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/kms-keyring-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->db, sizeof(f->db), "%s/kms.db", f->dir);
+    kms_test_tmpdir("kms-keyring", f->dir, sizeof(f->dir));
+    kms_test_path(f->db, sizeof(f->db), f->dir, "kms.db");
     f->backend.ops = &fake_ops;
     f->backend.impl = &f->fake;
     fx_open_keyring(f, NULL);
@@ -219,13 +220,7 @@ static int teardown(void **state)
     struct fx *f = *state;
     if (f->kr)
         fx_close_keyring(f);
-    char path[192];
-    const char *suffixes[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(path, sizeof(path), "%s%s", f->db, suffixes[i]);
-        unlink(path);
-    }
-    rmdir(f->dir);
+    kms_test_rmtree(f->dir);
     free(f);
     return 0;
 }

@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
 #include "kmsd/config.h"
 
 static int load(kms_config *c, const char *yaml)
@@ -276,10 +277,9 @@ static void quorum_and_tpm2_settings(void **state)
 static void load_file(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/kms-config-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char file[64];
-    snprintf(file, sizeof(file), "%s/kmsd.yaml", dir);
+    char dir[256], file[320];
+    kms_test_tmpdir("kms-config", dir, sizeof(dir));
+    kms_test_path(file, sizeof(file), dir, "kmsd.yaml");
     FILE *f = fopen(file, "w");
     assert_non_null(f);
     fputs("database: kms.db\nworkers: 3\n", f);
@@ -287,8 +287,8 @@ static void load_file(void **state)
     kms_config c;
     assert_int_equal(kms_config_init(&c), KMS_OK);
     assert_int_equal(kms_config_load_file(&c, file), KMS_OK);
-    char want[96];
-    snprintf(want, sizeof(want), "%s/kms.db", dir);
+    char want[320];
+    kms_test_path(want, sizeof(want), dir, "kms.db");
     assert_string_equal(c.database, want);
     assert_int_equal(c.workers, 3);
 

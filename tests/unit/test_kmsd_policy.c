@@ -13,11 +13,12 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
 #include "kmsd/policy/policy.h"
 
 struct fx {
-    char dir[64];
-    char db[96];
+    char dir[256];
+    char db[320];
     kms_store *s;
     kms_policy *p;
     kms_key_rec demo;
@@ -48,9 +49,8 @@ static void add_officer(kms_store *s, const char *id, const char *identity)
 static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/kms-policy-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->db, sizeof(f->db), "%s/kms.db", f->dir);
+    kms_test_tmpdir("kms-policy", f->dir, sizeof(f->dir));
+    kms_test_path(f->db, sizeof(f->db), f->dir, "kms.db");
     assert_int_equal(kms_store_sqlite_open(f->db, &f->s), KMS_OK);
     f->demo = make_key(f->s, "demo", 1);
     const kms_grant_rec g[] = {{KMS_ACTION_ENCRYPT, "app"},
@@ -72,13 +72,7 @@ static int teardown(void **state)
     struct fx *f = *state;
     kms_policy_close(f->p);
     f->s->ops->close(f->s);
-    char path[128];
-    const char *sfx[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(path, sizeof(path), "%s%s", f->db, sfx[i]);
-        unlink(path);
-    }
-    rmdir(f->dir);
+    kms_test_rmtree(f->dir);
     free(f);
     return 0;
 }

@@ -13,7 +13,9 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
 #include "kmsd/store/store.h"
+#include "kmsd/store/store_sqlite_query.h"
 
 struct fx {
     char dir[256];
@@ -25,10 +27,8 @@ static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
     assert_non_null(f);
-    const char *tmp = getenv("TMPDIR");
-    snprintf(f->dir, sizeof(f->dir), "%s/kms-store-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->db, sizeof(f->db), "%s/kms.db", f->dir);
+    kms_test_tmpdir("kms-store", f->dir, sizeof(f->dir));
+    kms_test_path(f->db, sizeof(f->db), f->dir, "kms.db");
     assert_int_equal(kms_store_sqlite_open(f->db, &f->s), KMS_OK);
     *state = f;
     return 0;
@@ -1478,6 +1478,163 @@ static void actions_expire_cancel_list(void **state)
     free(got);
 }
 
+/* ---- the statement helper (store_sqlite_query.h): its error paths ---------------- */
+
+static sqlite3 *memdb(void)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
+    sqlite3_extended_result_codes(db, 1);
+    assert_int_equal(kms_sq_script(db,
+                                   "CREATE TABLE t (k INTEGER PRIMARY KEY, s TEXT, b BLOB);"
+                                   "INSERT INTO t VALUES (1, 'one', x'0102');"
+                                   "INSERT INTO t VALUES (2, '', NULL);"
+                                   "INSERT INTO t VALUES (3, NULL, x'');",
+                                   "test table"),
+                     KMS_OK);
+    return db;
+}
+
+static void query_helper_refuses_bad_statements(void **state)
+{
+    (void)state;
+    sqlite3 *db = memdb();
+    kms_sq q;
+    int changes = -1;
+
+    /* SQL that does not prepare, or is no statement at all. */
+    assert_int_equal(kms_sq_open_once(&q, db, "SELEC nothing", KMS_SQ_NO_ARGS), KMS_ESTORE);
+    assert_null(q.st);
+    assert_int_equal(kms_sq_open_once(&q, db, "  -- only a comment", KMS_SQ_NO_ARGS), KMS_ESTORE);
+    /* Too few, too many parameters; a NULL text. */
+    assert_int_equal(kms_sq_open_once(&q, db, "SELECT s FROM t WHERE k = ?1", KMS_SQ_NO_ARGS),
+                     KMS_ESTORE);
+    assert_int_equal(kms_sq_open_once(&q, db, "SELECT s FROM t WHERE k = ?1",
+                                      KMS_SQ_ARGS(KMS_SQ_INT(1), KMS_SQ_INT(2))),
+                     KMS_ESTORE);
+    assert_int_equal(
+        kms_sq_open_once(&q, db, "SELECT s FROM t WHERE s = ?1", KMS_SQ_ARGS(KMS_SQ_TEXT(NULL))),
+        KMS_ESTORE);
+    assert_int_equal(
+        kms_sq_open_once(&q, db, "SELECT s FROM t WHERE b = ?1", KMS_SQ_ARGS(KMS_SQ_BLOB(NULL, 4))),
+        KMS_ESTORE);
+    kms_sq_close(&q); /* closing a failed open is harmless */
+
+    /* exec on a statement that returns a row; step after close. */
+    assert_int_equal(kms_sq_open_once(&q, db, "SELECT 1", KMS_SQ_NO_ARGS), KMS_OK);
+    assert_int_equal(kms_sq_exec(&q, &changes), KMS_ESTORE);
+    assert_int_equal(changes, -1);
+    kms_sq_close(&q);
+    kms_sq_close(&q);
+    assert_int_equal(kms_sq_step(&q), KMS_ESTORE);
+
+    /* No row: KMS_ENOTFOUND with the caller's detail. */
+    assert_int_equal(
+        kms_sq_open_once(&q, db, "SELECT s FROM t WHERE k = ?1", KMS_SQ_ARGS(KMS_SQ_INT(99))),
+        KMS_OK);
+    assert_int_equal(kms_sq_one(&q, "no such row"), KMS_ENOTFOUND);
+    assert_string_equal(kms_error_detail(), "no such row");
+    kms_sq_close(&q);
+
+    /* Constraint failures map to kms errors. */
+    assert_int_equal(kms_sq_open_once(&q, db, "INSERT INTO t (k, s) VALUES (?1, ?2)",
+                                      KMS_SQ_ARGS(KMS_SQ_INT(1), KMS_SQ_TEXT("dup"))),
+                     KMS_OK);
+    assert_int_equal(kms_sq_exec(&q, NULL), KMS_EEXISTS);
+    kms_sq_close(&q);
+    assert_int_equal(kms_sq_open_once(&q, db, "UPDATE t SET s = ?1 WHERE k > ?2",
+                                      KMS_SQ_ARGS(KMS_SQ_TEXT("x"), KMS_SQ_INT(1))),
+                     KMS_OK);
+    assert_int_equal(kms_sq_exec(&q, &changes), KMS_OK);
+    assert_int_equal(changes, 2);
+    kms_sq_close(&q);
+    assert_int_equal(kms_sq_script(db, "NOT SQL", "bad script"), KMS_ESTORE);
+    assert_non_null(strstr(kms_error_detail(), "bad script"));
+    sqlite3_close(db);
+}
+
+static void query_helper_columns_check_type_and_range(void **state)
+{
+    (void)state;
+    sqlite3 *db = memdb();
+    kms_sq q;
+    char text[4] = "old";
+    uint8_t blob[4] = {9, 9, 9, 9}, id[KMS_KEY_ID_LEN];
+    size_t len = 77;
+    sqlite3_int64 v = 77;
+
+    /* Row 1: k = 1, s = 'one', b = 0102. */
+    assert_int_equal(kms_sq_open_once(&q, db, "SELECT k, s, b FROM t WHERE k = 1", KMS_SQ_NO_ARGS),
+                     KMS_OK);
+    assert_int_equal(kms_sq_one(&q, "row 1"), KMS_OK);
+    assert_int_equal(kms_sq_int(&q, 0, 2, 10, &v, "k"), KMS_ESTORE);                /* below min */
+    assert_int_equal(kms_sq_int(&q, 0, -5, 0, &v, "k"), KMS_ESTORE);                /* above max */
+    assert_int_equal(kms_sq_int(&q, 1, INT64_MIN, INT64_MAX, &v, "s"), KMS_ESTORE); /* text */
+    assert_int_equal(v, 77);
+    assert_int_equal(kms_sq_int(&q, 0, 1, 1, &v, "k"), KMS_OK);
+    assert_int_equal(v, 1);
+    char small[3] = "ab";
+    assert_int_equal(kms_sq_text(&q, 1, small, sizeof(small), "s"), KMS_ESTORE); /* no room */
+    assert_string_equal(small, "ab");
+    assert_int_equal(kms_sq_text(&q, 0, text, sizeof(text), "k"), KMS_ESTORE); /* integer */
+    assert_int_equal(kms_sq_text(&q, 1, text, sizeof(text), "s"), KMS_OK);
+    assert_string_equal(text, "one");
+    assert_int_equal(kms_sq_blob(&q, 2, 3, blob, sizeof(blob), &len, "b"), KMS_ESTORE); /* short */
+    assert_int_equal(kms_sq_blob(&q, 2, 0, blob, 1, &len, "b"), KMS_ESTORE);            /* long */
+    assert_int_equal(kms_sq_blob(&q, 1, 0, blob, sizeof(blob), &len, "s"), KMS_ESTORE); /* text */
+    assert_int_equal(len, 77);
+    assert_int_equal(blob[0], 9);
+    assert_int_equal(kms_sq_blob(&q, 2, 2, blob, sizeof(blob), &len, "b"), KMS_OK);
+    assert_int_equal(len, 2);
+    assert_int_equal(blob[1], 2);
+    assert_int_equal(kms_sq_id(&q, 2, id), KMS_ESTORE); /* 2 bytes, not 16 */
+    assert_int_equal(kms_sq_step(&q), 0);
+    kms_sq_close(&q);
+
+    /* Row 2: s = '' (empty text refused, or read as ""), b = NULL. */
+    assert_int_equal(kms_sq_open_once(&q, db, "SELECT s, b FROM t WHERE k = 2", KMS_SQ_NO_ARGS),
+                     KMS_OK);
+    assert_int_equal(kms_sq_one(&q, "row 2"), KMS_OK);
+    assert_int_equal(kms_sq_text(&q, 0, text, sizeof(text), "s"), KMS_ESTORE);
+    assert_int_equal(kms_sq_text_or_empty(&q, 0, text, sizeof(text), "s"), KMS_OK);
+    assert_string_equal(text, "");
+    assert_int_equal(kms_sq_blob(&q, 1, 1, blob, sizeof(blob), &len, "b"), KMS_ESTORE);
+    assert_int_equal(kms_sq_blob(&q, 1, 0, blob, sizeof(blob), &len, "b"), KMS_OK);
+    assert_int_equal(len, 0);
+    kms_sq_close(&q);
+
+    /* Row 3: s = NULL reads as "" only where allowed; b = x'' (0 bytes). */
+    assert_int_equal(kms_sq_open_once(&q, db, "SELECT s, b FROM t WHERE k = 3", KMS_SQ_NO_ARGS),
+                     KMS_OK);
+    assert_int_equal(kms_sq_one(&q, "row 3"), KMS_OK);
+    memcpy(text, "old", 4);
+    assert_int_equal(kms_sq_text(&q, 0, text, sizeof(text), "s"), KMS_ESTORE);
+    assert_string_equal(text, "old");
+    assert_int_equal(kms_sq_text_or_empty(&q, 0, text, sizeof(text), "s"), KMS_OK);
+    assert_string_equal(text, "");
+    assert_int_equal(kms_sq_blob(&q, 1, 1, blob, sizeof(blob), &len, "b"), KMS_ESTORE);
+    kms_sq_close(&q);
+    sqlite3_close(db);
+}
+
+/* A store statement id outside the table, or not prepared, is refused. */
+static void query_helper_refuses_unknown_statement_ids(void **state)
+{
+    struct fx *f = *state;
+    struct sqlite_store *s = kms_sqlite_impl(f->s);
+    kms_sq q;
+    int changes = 0;
+    assert_int_equal(kms_sq_open(&q, s, ST_COUNT, KMS_SQ_NO_ARGS), KMS_ESTORE);
+    assert_int_equal(kms_sq_open(&q, s, (enum stmt_id) - 1, KMS_SQ_NO_ARGS), KMS_ESTORE);
+    /* Wrong parameter count for a real statement. */
+    kms_sqlite_lock(s);
+    assert_int_equal(kms_sq_run(s, ST_KEY_EXISTS, KMS_SQ_NO_ARGS, &changes), KMS_ESTORE);
+    kms_sqlite_unlock(s);
+    /* And the store still works afterwards. */
+    uint32_t t = 0;
+    assert_int_equal(f->s->ops->threshold_get(f->s, "RotateKey", &t), KMS_ENOTFOUND);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1518,6 +1675,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(schema_1_file_migrates, setup, teardown),
         cmocka_unit_test_setup_teardown(authorization_ops_refuse_bad_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(version_add_recorded_is_atomic, setup, teardown),
+        cmocka_unit_test(query_helper_refuses_bad_statements),
+        cmocka_unit_test(query_helper_columns_check_type_and_range),
+        cmocka_unit_test_setup_teardown(query_helper_refuses_unknown_statement_ids, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,94 @@
+/* Client-certificate identity extraction (identity.h). */
+#include "kmsd/server/identity.h"
+
+#include <string.h>
+
+#include <grpc/grpc_security_constants.h>
+
+#include "kmsd/store/store.h"
+
+static int named(const kms_peer_property *p, const char *name)
+{
+    return p->name != NULL && strcmp(p->name, name) == 0;
+}
+
+/* Copies a value that must be a clean identity: 1..max bytes, no NUL, no
+ * control characters (it ends up in logs and the audit trail). */
+static int take_identity(const kms_peer_property *p, char *out, size_t cap)
+{
+    if (p->value == NULL || p->value_len == 0 || p->value_len >= cap ||
+        p->value_len > KMS_IDENTITY_MAX)
+        return kms_error_set(KMS_EDENIED, "client identity empty or longer than %d bytes",
+                             KMS_IDENTITY_MAX);
+    for (size_t i = 0; i < p->value_len; i++) {
+        unsigned char ch = (unsigned char)p->value[i];
+        if (ch < 0x20 || ch == 0x7f)
+            return kms_error_set(KMS_EDENIED, "client identity contains control characters");
+    }
+    memcpy(out, p->value, p->value_len);
+    out[p->value_len] = '\0';
+    return KMS_OK;
+}
+
+/* The single value of property `name`; KMS_ENOTFOUND (no detail) if
+ * absent, KMS_EDENIED if there are several (an ambiguous identity is
+ * refused, not guessed). */
+static int single_property(const kms_peer_property *props, size_t n, const char *name, char *out,
+                           size_t cap)
+{
+    const kms_peer_property *found = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!named(&props[i], name))
+            continue;
+        if (found != NULL)
+            return kms_error_set(KMS_EDENIED, "client certificate has several %s entries", name);
+        found = &props[i];
+    }
+    if (found == NULL)
+        return KMS_ENOTFOUND;
+    return take_identity(found, out, cap);
+}
+
+/* 1 if value is one of the certificate's subject alternative names. */
+static int is_san(const kms_peer_property *props, size_t n, const char *value)
+{
+    size_t len = strlen(value);
+    for (size_t i = 0; i < n; i++)
+        if (named(&props[i], GRPC_X509_SAN_PROPERTY_NAME) && props[i].value_len == len &&
+            props[i].value != NULL && memcmp(props[i].value, value, len) == 0)
+            return 1;
+    return 0;
+}
+
+int kms_identity_from_peer(int authenticated, int insecure_dev, const kms_peer_property *props,
+                           size_t n, char *out, size_t cap)
+{
+    char id[KMS_IDENTITY_MAX + 1];
+    int r;
+
+    if (out == NULL || cap == 0 || (props == NULL && n > 0))
+        return kms_error_set(KMS_EINVAL, "identity: no output buffer or properties");
+    if (cap > sizeof(id))
+        cap = sizeof(id);
+    if (!authenticated) {
+        if (!insecure_dev)
+            return kms_error_set(KMS_EDENIED, "peer is not authenticated");
+        if (cap < sizeof(KMS_RPC_INSECURE_IDENTITY))
+            return kms_error_set(KMS_EINVAL, "identity: output buffer too small");
+        memcpy(out, KMS_RPC_INSECURE_IDENTITY, sizeof(KMS_RPC_INSECURE_IDENTITY));
+        return KMS_OK;
+    }
+    /* gRPC lists the URI entries of x509_subject_alternative_name again,
+     * separately, as peer_uri; the value must also be among the SANs. */
+    r = single_property(props, n, GRPC_PEER_URI_PROPERTY_NAME, id, cap);
+    if (r == 0 && !is_san(props, n, id))
+        r = kms_error_set(KMS_EDENIED, "URI identity is not among the certificate's SANs");
+    if (r == KMS_ENOTFOUND) {
+        r = single_property(props, n, GRPC_X509_CN_PROPERTY_NAME, id, cap);
+        if (r == KMS_ENOTFOUND)
+            r = kms_error_set(KMS_EDENIED, "client certificate has neither a URI SAN nor a CN");
+    }
+    if (r == 0)
+        memcpy(out, id, strlen(id) + 1);
+    return r;
+}
