@@ -80,7 +80,7 @@ typedef int (*kms_keyring_rotation_recorder)(void *ctx, const char *key_name, ui
 void kms_keyring_set_rotation_recorder(kms_keyring *kr, kms_keyring_rotation_recorder rec,
                                        void *ctx);
 
-/* 1 if a backend is registered under that stored name. */
+/* 1 if a backend of that name is registered. */
 int kms_keyring_has_backend(const kms_keyring *kr, const char *name);
 
 /* Key names: 1..KMS_KEY_NAME_MAX of [A-Za-z0-9._/-], not starting with '/'. */
