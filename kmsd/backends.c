@@ -11,6 +11,7 @@
 
 typedef struct backend_kind {
     const char *name; /* the configuration section */
+    size_t instances; /* how many open adds (one per mode it serves) */
     int (*configured)(const kms_config *cfg);
     /* Adds this kind's instances at out[*n..]; on failure adds none. */
     int (*open)(const kms_config *cfg, int init, kms_backend **out, size_t *n);
@@ -86,8 +87,8 @@ static int tpm2_open(const kms_config *c, int init, kms_backend **out, size_t *n
 /* ---- the table ------------------------------------------------------------------------ */
 
 static const backend_kind kinds[] = {
-    {"pkcs11", p11_configured, p11_open, NULL},
-    {"tpm2", tpm2_configured, tpm2_open, tpm2_provision},
+    {"pkcs11", 1, p11_configured, p11_open, NULL},
+    {"tpm2", 2, tpm2_configured, tpm2_open, tpm2_provision},
 };
 
 #define N_KINDS (sizeof(kinds) / sizeof(kinds[0]))
@@ -108,9 +109,14 @@ int kms_backends_open(const kms_config *cfg, int init, kms_backend *out[KMS_BACK
         return kms_error_set(KMS_EINVAL, "no backend configured: set the pkcs11 section "
                                          "(module, token_label, pin_file), tpm2.tcti, or both");
     int r = KMS_OK;
-    for (size_t i = 0; r == 0 && i < N_KINDS; i++)
-        if (kinds[i].configured(cfg))
+    for (size_t i = 0; r == 0 && i < N_KINDS; i++) {
+        if (!kinds[i].configured(cfg))
+            continue;
+        if (*n + kinds[i].instances > KMS_BACKENDS_MAX)
+            r = kms_error_set(KMS_EINTERNAL, "more backend instances than KMS_BACKENDS_MAX");
+        else
             r = kinds[i].open(cfg, init, out, n);
+    }
     if (r != 0) {
         while (*n > 0) {
             kms_backend *b = out[--*n];
