@@ -388,7 +388,7 @@ static int register_backend(kms_keyring *kr, kms_backend *b, int owned)
     kms_log_info("backend %s%s%s: %s, %s", b->ops->name, m.name[0] ? " mode " : "", m.name,
                  (m.caps & KMS_BACKEND_CAP_KEY_NEVER_LEAVES)
                      ? "keys never leave the device"
-                     : "keys are unsealed into kmsd's memory",
+                     : "key material is in kmsd's memory while a version is open",
                  (m.caps & KMS_BACKEND_CAP_SHRED) ? "destroying a version shreds it"
                                                   : "destroyed versions stay in old backups");
     return KMS_OK;
