@@ -64,15 +64,17 @@ typedef struct kms_aead_io {
 /* Capabilities of a mode: facts the core decides on (what it tells an
  * operator at start and at crypto-shredding; which contract cases apply).
  * A bit that is not set promises nothing. */
-/* The key is never in host memory: the device does every wrap/unwrap (or
- * derives each operation's key) itself. Without it, the key is unsealed
- * into kmsd's locked memory while the version is open. */
+/* The version's master key never leaves the device: wrap and unwrap run on
+ * it, or with a one-time key it derives for that one operation. Without
+ * it, the master key itself is in kmsd's locked memory while the version
+ * is open. */
 #define KMS_BACKEND_CAP_KEY_NEVER_LEAVES (1u << 0)
 /* destroy_version erases the version on the device: afterwards no copy of
  * its ref (a database backup) opens it again (open_version answers
- * KMS_ENOTFOUND). Without it, destroy_version only forgets what kmsd holds
- * in memory, and a saved ref still opens on the same device. */
+ * KMS_ENOTFOUND). Without it, count on nothing: on TPM2, destroy_version
+ * only forgets what kmsd holds, and a saved ref still opens on that TPM. */
 #define KMS_BACKEND_CAP_SHRED (1u << 1)
+
 /* One mode of a backend. */
 typedef struct kms_backend_mode {
     const char *name; /* "" for a backend's only mode; else e.g. "sealed", "resident" */
