@@ -808,9 +808,16 @@ int kms_config_validate(const kms_config *c, kms_config_mode mode)
         return kms_error_set(KMS_EINVAL, "listen: expected HOST:PORT");
     if (c->database == NULL)
         return kms_error_set(KMS_EINVAL, "database: not set");
-    if (c->pkcs11_module == NULL || c->pkcs11_token_label == NULL || c->pkcs11_pin_file == NULL)
+    /* Backends: PKCS#11, TPM2 or both; at least one. */
+    int p11 =
+        c->pkcs11_module != NULL || c->pkcs11_token_label != NULL || c->pkcs11_pin_file != NULL;
+    if (p11 &&
+        (c->pkcs11_module == NULL || c->pkcs11_token_label == NULL || c->pkcs11_pin_file == NULL))
         return kms_error_set(KMS_EINVAL,
                              "pkcs11: module, token_label and pin_file must all be set");
+    if (!p11 && c->tpm2_tcti == NULL)
+        return kms_error_set(KMS_EINVAL, "no backend configured: set the pkcs11 section "
+                                         "(module, token_label, pin_file), tpm2.tcti, or both");
     if (mode == KMS_CONFIG_RUN && !c->insecure_dev &&
         (c->tls_cert == NULL || c->tls_key == NULL || c->tls_client_ca == NULL))
         return kms_error_set(KMS_EINVAL, "tls: cert, key and client_ca must all be set "

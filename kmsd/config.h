@@ -133,9 +133,10 @@ int kms_config_add_key(kms_config *c, const char *name) KMS_MUST_CHECK;
 /* action: "encrypt", "decrypt" or "reencrypt". KMS_EINVAL without a key. */
 int kms_config_add_grant(kms_config *c, const char *action, const char *identity) KMS_MUST_CHECK;
 
-/* Checks what a mode needs: RUN needs the database, the PKCS#11 settings
- * and (unless insecure_dev) the three TLS files; INIT needs the database
- * and PKCS#11 settings. Thresholds of 1 and other semantic checks of the
+/* Checks what a mode needs: both need the database and at least one
+ * backend (all three PKCS#11 settings, or tpm2.tcti, or both; a partial
+ * PKCS#11 section is refused); RUN also needs (unless insecure_dev) the
+ * three TLS files. Thresholds of 1 and other semantic checks of the
  * ceremony are made by the ceremony itself. */
 int kms_config_validate(const kms_config *c, kms_config_mode mode) KMS_MUST_CHECK;
 

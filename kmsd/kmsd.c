@@ -23,6 +23,7 @@
 #include <grpc/grpc.h>
 #include <grpc/support/log.h>
 
+#include "kmsd/backends.h"
 #include "kmsd/ceremony.h"
 #include "kmsd/config.h"
 #include "base/crashpoint.h"
@@ -33,8 +34,6 @@
 #include "kmsd/rpc_table.h"
 #include "base/secret.h"
 #include "kmsd/server/server.h"
-#include "pkcs11/kms_p11.h"
-#include "tpm2/kms_tpm2.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -45,12 +44,13 @@ static const char usage_text[] =
     "usage: kmsd [--config FILE] [options] run|init|tpm2-provision\n"
     "\n"
     "  run    serve the kms API over mutual TLS (prints \"kmsd ready on HOST:PORT\")\n"
-    "  init   the key ceremony: create the database, check the HSM token, register\n"
+    "  init   the key ceremony: create the database, check the backends, register\n"
     "         the first officers and thresholds and create the first keys (once)\n"
     "  tpm2-provision   create the TPM's persistent storage primary (a TPM added\n"
     "         after init; init does it when tpm2.tcti is set)\n"
     "\n"
-    "settings (override the config file; docs/configuration.md):\n"
+    "settings (override the config file; docs/configuration.md). Backends: the\n"
+    "pkcs11 settings, --tpm2-tcti, or both; at least one.\n"
     "  --config FILE              YAML configuration file\n"
     "  --listen HOST:PORT         listen address (default 127.0.0.1:7443; port 0 = any)\n"
     "  --tls-cert FILE            server certificate (PEM)\n"
@@ -69,8 +69,8 @@ static const char usage_text[] =
     "                             only; every caller is \"" KMS_RPC_INSECURE_IDENTITY "\")\n"
     "  --test-clock FILE          tests only: read the time (unix seconds) from FILE\n"
     "  --test-crash-at POINT      tests only: SIGKILL at a crash point (base/crashpoint.h)\n"
-    "  --tpm2-tcti TCTI           also serve keys on a TPM 2.0 (device:/dev/tpmrm0,\n"
-    "                             swtpm:host=127.0.0.1,port=N)\n"
+    "  --tpm2-tcti TCTI           serve keys on a TPM 2.0 (device:/dev/tpmrm0,\n"
+    "                             swtpm:host=127.0.0.1,port=N), beside PKCS#11 or alone\n"
     "  --tpm2-pcrs LIST           bind new sealed TPM keys to these PCRs (\"16,17\")\n"
     "\n"
     "init only:\n"
@@ -299,12 +299,10 @@ static unsigned auto_workers(void)
 
 struct daemon {
     kms_config cfg;
-    kms_backend *backend;
     kms_store *store;
     kms_keyring *keyring;
     kms_policy *policy;
     kms_quorum *quorum;
-    kms_backend *tpm2_sealed, *tpm2_resident; /* NULL unless tpm2.tcti is set */
     /* the sweeper thread (quorum expiry, scheduled deletion, rotation) */
     pthread_t sweeper;
     int sweeper_up, stopping;
@@ -385,57 +383,40 @@ static int count_officer(void *ctx, const kms_officer_rec *o)
     return KMS_OK;
 }
 
-/* Backend, store and keyring: what both commands need. */
+/* Backends, store and keyring: what both commands need. The backends are
+ * opened first (a wrong PIN or an absent TPM leaves no new database behind)
+ * and handed to the keyring, which closes them. */
 static int open_core(struct daemon *d, int must_exist)
 {
     struct stat sb;
+    kms_backend *backends[KMS_BACKENDS_MAX];
+    size_t n = 0, given = 0;
+    int r;
     if (must_exist && stat(d->cfg.database, &sb) != 0)
         return kms_error_set(KMS_EINVAL, "database %s does not exist: run `kmsd init` first",
                              d->cfg.database);
-    kms_p11_config pc = {.module_path = d->cfg.pkcs11_module,
-                         .token_label = d->cfg.pkcs11_token_label,
-                         .pin_file = d->cfg.pkcs11_pin_file,
-                         .sessions =
-                             d->cfg.pkcs11_sessions ? d->cfg.pkcs11_sessions : d->cfg.workers};
-    KMS_GUARD(kms_p11_open(&pc, &d->backend));
-    KMS_GUARD(d->backend->ops->health(d->backend));
-    KMS_GUARD(kms_store_sqlite_open(d->cfg.database, &d->store));
+    KMS_GUARD(kms_backends_open(&d->cfg, !must_exist, backends, &n));
     kms_keyring_config kc = {.clock = {d->cfg.test_clock_file}};
-    KMS_GUARD(kms_keyring_open(d->store, &kc, &d->keyring));
-    KMS_GUARD(kms_keyring_add_backend(d->keyring, d->backend));
-    if (d->cfg.tpm2_tcti != NULL) {
-        kms_tpm2_config tc = {.tcti = d->cfg.tpm2_tcti,
-                              .primary_handle = d->cfg.tpm2_primary_handle,
-                              .lock_dir = d->cfg.tpm2_lock_dir};
-        KMS_GUARD(kms_tpm2_parse_pcrs(d->cfg.tpm2_pcrs, &tc.pcr_mask));
-        /* init (and tpm2-provision) make the primary; run needs it. */
-        if (!must_exist)
-            KMS_GUARD(kms_tpm2_provision(&tc));
-        KMS_GUARD(kms_tpm2_open(&tc, &d->tpm2_sealed, &d->tpm2_resident));
-        KMS_GUARD(kms_keyring_add_backend(d->keyring, d->tpm2_sealed));
-        KMS_GUARD(kms_keyring_add_backend(d->keyring, d->tpm2_resident));
-    }
-    return KMS_OK;
+    if ((r = kms_store_sqlite_open(d->cfg.database, &d->store)) == 0 &&
+        (r = kms_keyring_open(d->store, &kc, &d->keyring)) == 0)
+        /* adopt closes the instance it fails on */
+        while (r == 0 && given < n)
+            r = kms_keyring_adopt_backend(d->keyring, backends[given++]);
+    for (size_t i = given; i < n; i++)
+        backends[i]->ops->close(backends[i]);
+    return r;
 }
 
 static void close_core(struct daemon *d)
 {
     stop_quorum(d);
     kms_policy_close(d->policy);
-    kms_keyring_close(d->keyring);
+    kms_keyring_close(d->keyring); /* and the backends */
     if (d->store)
         d->store->ops->close(d->store);
-    if (d->backend)
-        d->backend->ops->close(d->backend);
-    if (d->tpm2_sealed)
-        d->tpm2_sealed->ops->close(d->tpm2_sealed);
-    if (d->tpm2_resident)
-        d->tpm2_resident->ops->close(d->tpm2_resident);
-    d->tpm2_sealed = d->tpm2_resident = NULL;
     d->policy = NULL;
     d->keyring = NULL;
     d->store = NULL;
-    d->backend = NULL;
 }
 
 /* Ends gRPC for good before kmsd exits. Connections still closing (a TLS
@@ -457,12 +438,7 @@ static void grpc_stop(void)
  * after `kmsd init`). */
 static int cmd_tpm2_provision(struct daemon *d)
 {
-    if (d->cfg.tpm2_tcti == NULL)
-        return kms_error_set(KMS_EINVAL, "tpm2-provision needs tpm2.tcti (or --tpm2-tcti)");
-    kms_tpm2_config tc = {.tcti = d->cfg.tpm2_tcti,
-                          .primary_handle = d->cfg.tpm2_primary_handle,
-                          .lock_dir = d->cfg.tpm2_lock_dir};
-    return kms_tpm2_provision(&tc);
+    return kms_backends_provision(&d->cfg, "tpm2");
 }
 
 static int cmd_init(struct daemon *d)
@@ -470,7 +446,7 @@ static int cmd_init(struct daemon *d)
     int r;
     if ((r = open_core(d, 0)) != 0)
         return r;
-    return kms_ceremony_run(&d->cfg, d->store, d->keyring, d->backend->ops->name);
+    return kms_ceremony_run(&d->cfg, d->store, d->keyring, kms_keyring_default_backend(d->keyring));
 }
 
 /* The host part of "host:port" (what precedes the last ':'). */
@@ -511,7 +487,6 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
     kms_rpc_env env = {.keyring = d->keyring,
                        .store = d->store,
                        .policy = d->policy,
-                       .backend = d->backend,
                        .quorum = d->quorum,
                        .insecure_dev = d->cfg.insecure_dev};
     env.methods = kms_rpc_methods(&env.n_methods);

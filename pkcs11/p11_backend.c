@@ -437,8 +437,16 @@ static void p11_close(kms_backend *b)
     free(p);
 }
 
+/* One mode: a token object that never leaves the token and is deleted by
+ * C_DestroyObject. */
+static const kms_backend_mode p11_modes[] = {
+    {"", KMS_BACKEND_CAP_KEY_NEVER_LEAVES | KMS_BACKEND_CAP_SHRED},
+};
+
 static const kms_backend_ops p11_ops = {
     .name = "pkcs11",
+    .modes = p11_modes,
+    .n_modes = sizeof(p11_modes) / sizeof(p11_modes[0]),
     .create_version = p11_create_version,
     .open_version = p11_open_version,
     .release_version = p11_release_version,

@@ -10,8 +10,9 @@
  *            the blob's random IV. One TPM command per operation: slow on
  *            real chips.
  *
- * kms_tpm2_open makes both backends over one connection: "tpm2" (sealed)
- * and "tpm2-resident". Exactly one process may own the TPM (transient
+ * Both are modes of one backend, "tpm2" (kms_backend_ops.modes: "sealed",
+ * the default, and "resident"). kms_tpm2_open makes one instance per mode
+ * over one connection (b->mode says which). Exactly one process may own the TPM (transient
  * objects are flushed at open): opening (and provisioning) takes a lock
  * per TCTI string, and a second opening fails with KMS_EPRECOND. */
 #ifndef KMS_TPM2_H
@@ -35,8 +36,8 @@ typedef struct kms_tpm2_config {
 
 /* Connects, starts the TPM if needed, flushes leftover transient objects
  * and finds the primary (KMS_EPRECOND if it was never provisioned). Makes
- * the sealed backend and (if resident is not NULL) the resident one; close
- * each with its ops->close. */
+ * the sealed instance and (if resident is not NULL) the resident one; close
+ * each with its ops->close (the connection goes with the last). */
 int kms_tpm2_open(const kms_tpm2_config *cfg, kms_backend **sealed,
                   kms_backend **resident) KMS_MUST_CHECK;
 

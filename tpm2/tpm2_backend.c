@@ -196,6 +196,8 @@ static int tpm_random(kms_backend *b, uint8_t *out, size_t n)
 {
     tpm2_device *d = impl(b)->dev;
     int r;
+    if (out == NULL || n == 0 || n > 4096)
+        return kms_error_set(KMS_EINVAL, "tpm2: random length out of range");
     pthread_mutex_lock(&d->mu);
     r = kms_tpm2_ready(d);
     for (size_t done = 0; r == 0 && done < n;) {
@@ -248,21 +250,17 @@ static void tpm_close(kms_backend *b)
     free(t);
 }
 
-static const kms_backend_ops sealed_ops = {
-    .name = "tpm2",
-    .create_version = create_version,
-    .open_version = open_version,
-    .release_version = release_version,
-    .wrap = wrap,
-    .unwrap = unwrap,
-    .destroy_version = destroy_version,
-    .random = tpm_random,
-    .health = health,
-    .close = tpm_close,
+/* Rows in kms_tpm2_mode order. Neither mode shreds: a version's blobs
+ * live in the store, and any copy of them loads again on this TPM. */
+static const kms_backend_mode tpm2_modes[] = {
+    [KMS_TPM2_SEALED] = {"sealed", 0},
+    [KMS_TPM2_RESIDENT] = {"resident", KMS_BACKEND_CAP_KEY_NEVER_LEAVES},
 };
 
-static const kms_backend_ops resident_ops = {
-    .name = "tpm2-resident",
+static const kms_backend_ops tpm2_ops = {
+    .name = "tpm2",
+    .modes = tpm2_modes,
+    .n_modes = sizeof(tpm2_modes) / sizeof(tpm2_modes[0]),
     .create_version = create_version,
     .open_version = open_version,
     .release_version = release_version,
@@ -283,7 +281,8 @@ static int make_backend(tpm2_device *d, kms_tpm2_mode mode, kms_backend **out)
     }
     t->dev = d;
     t->mode = mode;
-    t->base.ops = mode == KMS_TPM2_RESIDENT ? &resident_ops : &sealed_ops;
+    t->base.ops = &tpm2_ops;
+    t->base.mode = (size_t)mode;
     t->base.impl = t;
     pthread_mutex_lock(&d->mu);
     d->refs++;

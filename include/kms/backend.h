@@ -3,15 +3,30 @@
  * A backend keeps master key versions (in an HSM through PKCS#11, or bound
  * to a TPM) and wraps/unwraps data with them using AES-256-GCM. The core
  * holds a kms_backend and calls through its ops; it never switches on the
- * backend type and never includes a backend's private header.
+ * backend type and never includes a backend's private header. What differs
+ * between backends and is worth a decision in the core is said by data in
+ * the ops: the backend's name, its modes and each mode's capability mask.
+ *
+ * Modes: one backend (one device, one connection) may keep key versions in
+ * several ways; each way is a mode, one row of ops->modes (modes[0] is the
+ * default). A kms_backend instance serves exactly one mode, b->mode; a
+ * backend with two modes hands out two instances that share its device
+ * (PKCS#11: one mode, ""; TPM2: "sealed" (default) and "resident"). So
+ * every op below acts in the instance's mode and none takes a mode
+ * argument: the signatures are the ones this contract always had.
  *
  * Identity of a key version: the core gives (key_id, version) when it
  * creates a version; the backend returns an opaque reference (ref) that the
  * store keeps and hands back to open or destroy it. For PKCS#11 it is the
  * CKA_ID; for a TPM it holds the sealed object's blobs.
  *
+ * Errors: every int-returning op returns 0 or a negative KMS_E* code, sets
+ * kms_error_detail() on failure and is KMS_MUST_CHECK (gcc and clang honour
+ * warn_unused_result on function-pointer members). Output parameters are
+ * written only on success unless the op says otherwise.
+ *
  * Threading: every op may be called from several threads at once, except
- * close, which must be the last call. */
+ * close, which must be the last call on that instance. */
 #ifndef KMS_BACKEND_H
 #define KMS_BACKEND_H
 
@@ -46,41 +61,78 @@ typedef struct kms_aead_io {
     uint8_t tag[KMS_GCM_TAG_LEN]; /* wrap: written; unwrap: read */
 } kms_aead_io;
 
-typedef struct kms_backend_ops {
-    const char *name; /* "pkcs11", "tpm2" */
+/* Capabilities of a mode: facts the core decides on (what it tells an
+ * operator at start and at crypto-shredding; which contract cases apply).
+ * A bit that is not set promises nothing. */
+/* The version's master key never leaves the device: wrap and unwrap run on
+ * it, or with a one-time key it derives for that one operation. Without
+ * it, the master key itself is in kmsd's locked memory while the version
+ * is open. */
+#define KMS_BACKEND_CAP_KEY_NEVER_LEAVES (1u << 0)
+/* destroy_version erases the version on the device: afterwards no copy of
+ * its ref (a database backup) opens it again (open_version answers
+ * KMS_ENOTFOUND). Without it, count on nothing: on TPM2, destroy_version
+ * only forgets what kmsd holds, and a saved ref still opens on that TPM. */
+#define KMS_BACKEND_CAP_SHRED (1u << 1)
 
-    /* Creates master key version (key_id, version) inside the device and
-     * fills ref. KMS_EEXISTS if that version already exists on the device;
-     * ref then names the existing object, so the caller can remove an
-     * orphan that a crash left between device and store. */
+/* One mode of a backend. */
+typedef struct kms_backend_mode {
+    const char *name; /* "" for a backend's only mode; else e.g. "sealed", "resident" */
+    unsigned caps;    /* KMS_BACKEND_CAP_* */
+} kms_backend_mode;
+
+typedef struct kms_backend_ops {
+    /* The backend's name: "pkcs11", "tpm2". Lower case, [a-z0-9_], stable:
+     * the name the configuration and the API use for it. */
+    const char *name;
+    /* Its modes, n_modes >= 1 rows; modes[0] is the default. A backend that
+     * leaves them NULL/0 (a test fake) has one mode "" without capabilities. */
+    const kms_backend_mode *modes;
+    size_t n_modes;
+
+    /* Creates master key version (key_id, version) inside the device, in
+     * the instance's mode, and fills ref. KMS_EEXISTS if that version
+     * already exists on the device; ref then names the existing object, so
+     * the caller can remove an orphan that a crash left between device and
+     * store. KMS_EUNAVAIL if the device does not answer. */
     int (*create_version)(kms_backend *b, const uint8_t key_id[KMS_KEY_ID_LEN], uint32_t version,
-                          kms_backend_ref *ref);
+                          kms_backend_ref *ref) KMS_MUST_CHECK;
 
     /* Finds the version named by ref and checks it is safe to use (for
      * PKCS#11: sensitive, never extractable, local, AES-256, value
      * unreadable). KMS_ENOTFOUND if absent; KMS_EKEYCHECK naming the failing
-     * property in kms_error_detail() if unsafe. *out is set only on success
-     * and released with release_version. */
-    int (*open_version)(kms_backend *b, const kms_backend_ref *ref, kms_backend_key **out);
+     * property in kms_error_detail() if unsafe; a ref this backend did not
+     * make is KMS_EINVAL or KMS_ENOTFOUND. *out is set only on success and
+     * released with release_version. */
+    int (*open_version)(kms_backend *b, const kms_backend_ref *ref,
+                        kms_backend_key **out) KMS_MUST_CHECK;
+    /* Releases what open_version returned (its key material is wiped).
+     * NULL-safe. */
     void (*release_version)(kms_backend *b, kms_backend_key *k);
 
     /* AES-256-GCM with a fresh 96-bit IV chosen for this call (by the
-     * backend or the device; written to io->iv). Output: io->out, io->tag. */
-    int (*wrap)(kms_backend *b, kms_backend_key *k, kms_aead_io *io);
+     * backend or the device; written to io->iv). Output: io->out, io->tag.
+     * KMS_EINVAL for lengths the backend cannot take, KMS_EUNAVAIL if the
+     * device does not answer. */
+    int (*wrap)(kms_backend *b, kms_backend_key *k, kms_aead_io *io) KMS_MUST_CHECK;
 
     /* Inverse of wrap. KMS_EAUTH if the tag does not verify (wrong key,
      * wrong AAD, tampered bytes); io->out is then wiped. */
-    int (*unwrap)(kms_backend *b, kms_backend_key *k, kms_aead_io *io);
+    int (*unwrap)(kms_backend *b, kms_backend_key *k, kms_aead_io *io) KMS_MUST_CHECK;
 
-    /* Destroys the version on the device (crypto-shredding). KMS_ENOTFOUND
-     * if it is already gone. */
-    int (*destroy_version)(kms_backend *b, const kms_backend_ref *ref);
+    /* Destroys the version (crypto-shredding where the mode has
+     * KMS_BACKEND_CAP_SHRED; see there otherwise). KMS_ENOTFOUND if it is
+     * already gone. */
+    int (*destroy_version)(kms_backend *b, const kms_backend_ref *ref) KMS_MUST_CHECK;
 
-    /* n random bytes from the device's RNG. */
-    int (*random)(kms_backend *b, uint8_t *out, size_t n);
+    /* n random bytes from the device's RNG; KMS_EINVAL unless 1 <= n <=
+     * 4096. */
+    int (*random)(kms_backend *b, uint8_t *out, size_t n) KMS_MUST_CHECK;
 
-    /* 0 if the device answers now, else KMS_EUNAVAIL. */
-    int (*health)(kms_backend *b);
+    /* 0 if the device answers now, else KMS_EUNAVAIL. Cheap enough for a
+     * readiness probe (one device round trip); it may reconnect a device
+     * that came back. */
+    int (*health)(kms_backend *b) KMS_MUST_CHECK;
 
     /* Releases everything; b is invalid afterwards. NULL-safe. */
     void (*close)(kms_backend *b);
@@ -89,6 +141,21 @@ typedef struct kms_backend_ops {
 struct kms_backend {
     const kms_backend_ops *ops;
     void *impl;
+    size_t mode; /* the row of ops->modes this instance serves; 0 = default */
 };
+
+/* The mode row an instance serves (a fake without modes: "" and no caps). */
+static inline kms_backend_mode kms_backend_mode_of(const kms_backend *b)
+{
+    if (b->ops->modes == NULL || b->mode >= b->ops->n_modes)
+        return (kms_backend_mode){"", 0};
+    return b->ops->modes[b->mode];
+}
+
+/* 1 if the instance's mode has every capability in caps. */
+static inline int kms_backend_has_caps(const kms_backend *b, unsigned caps)
+{
+    return (kms_backend_mode_of(b).caps & caps) == caps;
+}
 
 #endif

@@ -326,12 +326,10 @@ static int key_metadata(kms_rpc_call *c, const kms_key_rec *rec, Kms__V1__KeyMet
     pol = kms_rpc_alloc(c, sizeof(*pol));
     rot = kms_rpc_alloc(c, sizeof(*rot));
     m->key_name = kms_rpc_strdup(c, rec->name);
-    /* The keyring's backend name "tpm2-resident" is backend tpm2, mode resident. */
-    const char *dash = strchr(rec->backend, '-');
-    m->backend = dash ? kms_rpc_strdup(c, "tpm2") : kms_rpc_strdup(c, rec->backend);
-    m->backend_mode = kms_rpc_strdup(c, dash                                ? dash + 1
-                                        : strcmp(rec->backend, "tpm2") == 0 ? "sealed"
-                                                                            : "");
+    const char *backend, *mode;
+    kms_keyring_backend_of_name(rec->backend, &backend, &mode);
+    m->backend = kms_rpc_strdup(c, backend);
+    m->backend_mode = kms_rpc_strdup(c, mode);
     if (id == NULL || pol == NULL || rot == NULL || m->key_name == NULL || m->backend == NULL ||
         m->backend_mode == NULL ||
         (vs.n > 0 && (m->versions = kms_rpc_alloc(c, vs.n * sizeof(*m->versions))) == NULL)) {
@@ -457,9 +455,9 @@ int kms_handlers_list_keys(kms_rpc_call *c, const ProtobufCMessage *msg, Protobu
 /* ---- health --------------------------------------------------------------------------- */
 
 /* "" is the server itself (no work: a load balancer's liveness probe and
- * the benchmark's no-op); "kms.v1.KeyManagement" also asks the key backend
- * whether it answers now (readiness). Other names are NOT_FOUND, as the
- * health protocol specifies. */
+ * the benchmark's no-op); "kms.v1.KeyManagement" also asks every configured
+ * backend whether it answers now (readiness): NOT_SERVING while any one is
+ * down. Other names are NOT_FOUND, as the health protocol specifies. */
 int kms_handlers_health_check(kms_rpc_call *c, const ProtobufCMessage *msg, ProtobufCMessage **out)
 {
     const Grpc__Health__V1__HealthCheckRequest *req =
@@ -472,8 +470,8 @@ int kms_handlers_health_check(kms_rpc_call *c, const ProtobufCMessage *msg, Prot
     if (service[0] == '\0') {
         resp->status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
     } else if (strcmp(service, "kms.v1.KeyManagement") == 0) {
-        kms_backend *b = kms_rpc_env_of(c)->backend;
-        resp->status = b != NULL && b->ops->health(b) == 0
+        kms_keyring *kr = kms_rpc_env_of(c)->keyring;
+        resp->status = kr != NULL && kms_keyring_health(kr) == 0
                            ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
                            : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
     } else {

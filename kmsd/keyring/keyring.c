@@ -1,5 +1,11 @@
 /* The keyring: named master keys over the store and the backends.
  *
+ * Backends: the keyring holds every configured backend instance (one per
+ * backend and mode), under the name a key record stores for it, and closes
+ * those it adopted. Which stored name means which (backend, mode) is said
+ * once, in stored_names below; nothing else builds or takes apart those
+ * strings.
+ *
  * Locking: `lock` (rwlock) guards the key index; each key entry has its own
  * mutex guarding its versions, leases and opened backend keys. Backend
  * wrap/unwrap run outside every keyring lock, so calls on one key proceed in
@@ -40,13 +46,20 @@ struct key_entry {
     struct key_entry *next_by_id;
 };
 
+/* A registered backend instance and the name key records store for it. */
+struct backend_slot {
+    kms_backend *b;
+    const char *stored; /* a stored_names row, or b->ops->name for a modeless fake */
+    int owned;          /* adopted: closed with the keyring */
+};
+
 struct kms_keyring {
     kms_store *store;
     uint64_t nonce_limit;
     uint64_t rotate_at;
     uint32_t lease;
     kms_clock clock;
-    kms_backend *backends[MAX_BACKENDS];
+    struct backend_slot backends[MAX_BACKENDS];
     size_t nbackends;
     kms_keyring_rotation_recorder recorder; /* records automatic rotations */
     void *recorder_ctx;
@@ -136,12 +149,63 @@ static void maybe_grow(kms_keyring *kr)
     free(old_name);
 }
 
-static kms_backend *backend_named(const kms_keyring *kr, const char *name)
+/* ---- backend names ---------------------------------------------------------- */
+
+/* The one table of stored backend names. A key record keeps, in one string,
+ * the backend and mode its versions live in; these strings are in every
+ * existing database, so a row is never changed, only added. */
+static const struct stored_name {
+    const char *stored;
+    const char *backend; /* kms_backend_ops.name */
+    const char *mode;    /* kms_backend_mode.name */
+} stored_names[] = {
+    {"pkcs11", "pkcs11", ""},
+    {"tpm2", "tpm2", "sealed"},
+    {"tpm2-resident", "tpm2", "resident"},
+};
+
+#define N_STORED_NAMES (sizeof(stored_names) / sizeof(stored_names[0]))
+
+int kms_keyring_backend_name(const char *backend, const char *mode, const char **stored)
+{
+    if (backend == NULL || mode == NULL || stored == NULL)
+        return kms_error_set(KMS_EINVAL, "no backend");
+    for (size_t i = 0; i < N_STORED_NAMES; i++)
+        if (strcmp(stored_names[i].backend, backend) == 0 &&
+            strcmp(stored_names[i].mode, mode) == 0) {
+            *stored = stored_names[i].stored;
+            return KMS_OK;
+        }
+    return kms_error_set(KMS_EINVAL, "unknown backend/mode %.16s/%.16s", backend, mode);
+}
+
+void kms_keyring_backend_of_name(const char *stored, const char **backend, const char **mode)
+{
+    for (size_t i = 0; i < N_STORED_NAMES; i++)
+        if (strcmp(stored_names[i].stored, stored) == 0) {
+            *backend = stored_names[i].backend;
+            *mode = stored_names[i].mode;
+            return;
+        }
+    *backend = stored;
+    *mode = "";
+}
+
+static kms_backend *backend_named(const kms_keyring *kr, const char *stored)
 {
     for (size_t i = 0; i < kr->nbackends; i++)
-        if (strcmp(kr->backends[i]->ops->name, name) == 0)
-            return kr->backends[i];
+        if (strcmp(kr->backends[i].stored, stored) == 0)
+            return kr->backends[i].b;
     return NULL;
+}
+
+/* The stored name of a registered instance. */
+static const char *stored_name_of(const kms_keyring *kr, const kms_backend *b)
+{
+    for (size_t i = 0; i < kr->nbackends; i++)
+        if (kr->backends[i].b == b)
+            return kr->backends[i].stored;
+    return "?";
 }
 
 static void entry_free(struct key_entry *e)
@@ -305,16 +369,64 @@ int kms_keyring_open(kms_store *store, const kms_keyring_config *cfg, kms_keyrin
     return KMS_OK;
 }
 
-int kms_keyring_add_backend(kms_keyring *kr, kms_backend *b)
+static int register_backend(kms_keyring *kr, kms_backend *b, int owned)
 {
     if (kr == NULL || b == NULL || b->ops == NULL || b->ops->name == NULL)
         return kms_error_set(KMS_EINVAL, "no backend");
-    if (backend_named(kr, b->ops->name))
-        return kms_error_set(KMS_EEXISTS, "backend %s registered twice", b->ops->name);
+    const char *stored = b->ops->name; /* a backend without modes: its name */
+    if (b->ops->modes != NULL) {
+        if (b->mode >= b->ops->n_modes)
+            return kms_error_set(KMS_EINVAL, "backend %s: no mode %zu", b->ops->name, b->mode);
+        KMS_GUARD(kms_keyring_backend_name(b->ops->name, b->ops->modes[b->mode].name, &stored));
+    }
+    if (backend_named(kr, stored))
+        return kms_error_set(KMS_EEXISTS, "backend %s registered twice", stored);
     if (kr->nbackends == MAX_BACKENDS)
         return kms_error_set(KMS_EEXHAUSTED, "too many backends");
-    kr->backends[kr->nbackends++] = b;
+    kr->backends[kr->nbackends++] = (struct backend_slot){b, stored, owned};
+    kms_backend_mode m = kms_backend_mode_of(b);
+    kms_log_info("backend %s%s%s: %s, %s", b->ops->name, m.name[0] ? " mode " : "", m.name,
+                 (m.caps & KMS_BACKEND_CAP_KEY_NEVER_LEAVES)
+                     ? "keys never leave the device"
+                     : "key material is in kmsd's memory while a version is open",
+                 (m.caps & KMS_BACKEND_CAP_SHRED) ? "destroying a version shreds it"
+                                                  : "destroyed versions stay in old backups");
     return KMS_OK;
+}
+
+int kms_keyring_add_backend(kms_keyring *kr, kms_backend *b)
+{
+    return register_backend(kr, b, 0);
+}
+
+int kms_keyring_adopt_backend(kms_keyring *kr, kms_backend *b)
+{
+    int r = register_backend(kr, b, 1);
+    if (r != 0 && b != NULL && b->ops != NULL)
+        b->ops->close(b);
+    return r;
+}
+
+const char *kms_keyring_default_backend(const kms_keyring *kr)
+{
+    return kr->nbackends > 0 ? kr->backends[0].stored : NULL;
+}
+
+int kms_keyring_health(kms_keyring *kr)
+{
+    int r = KMS_OK;
+    /* Every instance is asked, so each one down is logged, and a device
+     * that came back is reconnected. */
+    for (size_t i = 0; i < kr->nbackends; i++) {
+        kms_backend *b = kr->backends[i].b;
+        if (b->ops->health(b) != 0) {
+            kms_log_warn("backend %s is not answering", kr->backends[i].stored);
+            if (r == 0)
+                r = kms_error_set(KMS_EUNAVAIL, "backend %s is not answering",
+                                  kr->backends[i].stored);
+        }
+    }
+    return r;
 }
 
 void kms_keyring_close(kms_keyring *kr)
@@ -332,6 +444,10 @@ void kms_keyring_close(kms_keyring *kr)
     free(kr->by_name);
     free(kr->by_id);
     pthread_rwlock_destroy(&kr->lock);
+    /* After the keys: their opened versions were released above. */
+    for (size_t i = kr->nbackends; i-- > 0;)
+        if (kr->backends[i].owned)
+            kr->backends[i].b->ops->close(kr->backends[i].b);
     free(kr);
 }
 
@@ -380,6 +496,15 @@ static int create_on_backend(kms_backend *b, const uint8_t *id, uint32_t version
     return r;
 }
 
+/* Removes a device object that the store failed to record. Best effort:
+ * if it stays, it is an orphan that the next creation of that version
+ * removes (create_on_backend). */
+static void discard_on_backend(kms_backend *b, const kms_backend_ref *ref)
+{
+    if (b->ops->destroy_version(b, ref) != 0)
+        kms_log_warn("an unrecorded device object stays until its version is created again");
+}
+
 int kms_keyring_create_key(kms_keyring *kr, const char *name, const char *backend, kms_key_rec *out)
 {
     if (kr == NULL || !kms_keyring_valid_name(name))
@@ -391,7 +516,8 @@ int kms_keyring_create_key(kms_keyring *kr, const char *name, const char *backen
     kms_key_rec rec;
     int resume = 0;
     int r = kr->store->ops->key_get_by_name(kr->store, name, &rec);
-    if (r == 0 && (rec.primary_version != 0 || strcmp(rec.backend, b->ops->name) != 0))
+    const char *stored = stored_name_of(kr, b);
+    if (r == 0 && (rec.primary_version != 0 || strcmp(rec.backend, stored) != 0))
         return kms_error_set(KMS_EEXISTS, "key %s already exists", name);
     if (r == 0) {
         /* An earlier creation stopped between its two store writes: finish it. */
@@ -404,7 +530,7 @@ int kms_keyring_create_key(kms_keyring *kr, const char *name, const char *backen
         if (RAND_bytes(rec.id, KMS_KEY_ID_LEN) != 1)
             return kms_error_set(KMS_EUNAVAIL, "OpenSSL DRBG failed");
         memcpy(rec.name, name, strlen(name) + 1);
-        memcpy(rec.backend, b->ops->name, strnlen(b->ops->name, sizeof(rec.backend) - 1));
+        memcpy(rec.backend, stored, strnlen(stored, sizeof(rec.backend) - 1));
         rec.min_decrypt_version = 1;
         rec.created_at = kms_clock_now(&kr->clock);
     }
@@ -428,7 +554,7 @@ int kms_keyring_create_key(kms_keyring *kr, const char *name, const char *backen
     if (r != 0) {
         kms_log_error("key %s: store failed after the device object was made: %s", name,
                       kms_error_detail());
-        (void)b->ops->destroy_version(b, &v.ref);
+        discard_on_backend(b, &v.ref);
         return r;
     }
     rec.primary_version = 1;
@@ -473,7 +599,7 @@ static int rotate_locked(kms_keyring *kr, struct key_entry *e, const char *reaso
         r = record != NULL ? kr->store->ops->version_add_recorded(kr->store, &v, record)
                            : kr->store->ops->version_add(kr->store, &v, 1);
         if (r != 0)
-            (void)e->backend->ops->destroy_version(e->backend, &v.ref);
+            discard_on_backend(e->backend, &v.ref);
     }
     free(record);
     if (r != 0)
@@ -608,8 +734,11 @@ int kms_keyring_destroy_key(kms_keyring *kr, const char *name, unsigned *destroy
     }
     pthread_mutex_unlock(&e->mu);
     if (r == 0 && n > 0)
-        kms_log_info("key %s: %u version(s) destroyed on backend %s", name, n,
-                     e->backend->ops->name);
+        kms_log_info("key %s: %u version(s) destroyed on backend %s%s", name, n, e->rec.backend,
+                     kms_backend_has_caps(e->backend, KMS_BACKEND_CAP_SHRED)
+                         ? ""
+                         : " (this mode does not shred: a backup of the database still holds "
+                           "versions that this device opens)");
     if (destroyed != NULL)
         *destroyed = n;
     return r;

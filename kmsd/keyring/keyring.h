@@ -32,13 +32,41 @@ typedef struct kms_keyring_config {
 
 typedef struct kms_keyring kms_keyring;
 
-/* The keyring borrows store and backends; they must outlive it. */
+/* The keyring borrows the store, which must outlive it. */
 int kms_keyring_open(kms_store *store, const kms_keyring_config *cfg,
                      kms_keyring **out) KMS_MUST_CHECK;
-/* Registers a backend under its ops->name. KMS_EEXISTS if taken. */
+
+/* Backends. Every backend instance serves one mode (kms/backend.h) and is
+ * registered under the name key records store for its (backend, mode):
+ * kms_keyring_backend_name. A backend that declares no modes (a test fake)
+ * is registered under its ops->name. KMS_EEXISTS if that name is taken,
+ * KMS_EINVAL for a (backend, mode) without a stored name.
+ *
+ * adopt: the keyring owns b from now on and closes it in
+ * kms_keyring_close; on failure b is closed at once. add: b is borrowed and
+ * must outlive the keyring. */
+int kms_keyring_adopt_backend(kms_keyring *kr, kms_backend *b) KMS_MUST_CHECK;
 int kms_keyring_add_backend(kms_keyring *kr, kms_backend *b) KMS_MUST_CHECK;
-/* Releases opened backend keys. NULL-safe. */
+/* Releases opened backend keys, then closes the adopted backends. NULL-safe. */
 void kms_keyring_close(kms_keyring *kr);
+
+/* The name a key record stores for (backend, mode), e.g. ("tpm2",
+ * "resident") -> "tpm2-resident"; a backend's only mode is "". *stored is
+ * static. KMS_EINVAL (detail naming both) if there is no such pair. */
+int kms_keyring_backend_name(const char *backend, const char *mode,
+                             const char **stored) KMS_MUST_CHECK;
+/* The inverse: (backend, mode) of a stored name. A name without a row (a
+ * test fake's) is its own backend with mode "". The results are static or
+ * point into stored. */
+void kms_keyring_backend_of_name(const char *stored, const char **backend, const char **mode);
+
+/* The stored name of the first backend registered (where `kmsd init`
+ * creates its keys), NULL if none. */
+const char *kms_keyring_default_backend(const kms_keyring *kr);
+
+/* 0 if every registered backend answers now; else KMS_EUNAVAIL naming the
+ * first that does not (each one down is logged). */
+int kms_keyring_health(kms_keyring *kr) KMS_MUST_CHECK;
 
 /* Makes the record of an automatic rotation (nonce budget, rotation
  * period) of key_name to version: an EXECUTED action of

@@ -26,17 +26,14 @@ const char *kms_quorum_type_name(const Kms__V1__ActionBody *b)
 
 int kms_quorum_backend_name(const char *backend, const char *mode, char *out, size_t cap)
 {
-    int n;
-    if (strcmp(backend, "pkcs11") == 0 && mode[0] == '\0')
-        n = snprintf(out, cap, "pkcs11");
-    else if (strcmp(backend, "tpm2") == 0 && strcmp(mode, "sealed") == 0)
-        n = snprintf(out, cap, "tpm2");
-    else if (strcmp(backend, "tpm2") == 0 && strcmp(mode, "resident") == 0)
-        n = snprintf(out, cap, "tpm2-resident");
-    else
+    const char *stored;
+    if (kms_keyring_backend_name(backend, mode, &stored) != 0)
         return kms_error_set_public(KMS_EINVAL, "unknown backend/mode %.16s/%.16s", backend, mode);
-    return n > 0 && (size_t)n < cap ? KMS_OK
-                                    : kms_error_set_public(KMS_EINVAL, "backend name too long");
+    size_t n = strlen(stored);
+    if (n >= cap)
+        return kms_error_set_public(KMS_EINVAL, "backend name too long");
+    memcpy(out, stored, n + 1);
+    return KMS_OK;
 }
 
 /* The key an action names, which must exist and not be scheduled for

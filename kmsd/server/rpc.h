@@ -66,7 +66,6 @@ typedef struct kms_rpc_env {
     kms_keyring *keyring;
     kms_store *store;
     kms_policy *policy;
-    kms_backend *backend; /* for readiness in Health/Check */
     kms_quorum *quorum;
     int insecure_dev;
     kms_rpc_audit_fn audit; /* NULL: no audit log yet */

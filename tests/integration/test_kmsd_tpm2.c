@@ -1,8 +1,10 @@
 /* kmsd with its TPM2 backend on a real swtpm (and SoftHSM2 beside it),
  * driven through libkmsclient: keys created by quorum in sealed and
  * resident mode, data-plane round trips and negatives, rotation, a TPM
- * reset, the TPM stopped and restarted, and a PCR-bound sealed key refused
- * after the PCR changed while kmsd stays up. */
+ * reset, the TPM stopped and restarted (and Health following it), and a
+ * PCR-bound sealed key refused after the PCR changed while kmsd stays up.
+ * Then a TPM-only kmsd (no PKCS#11 section) on a second swtpm: init, serve,
+ * Health; and a configuration naming no backend, refused. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -26,11 +28,11 @@ static kms_test_swtpm T;
 static kms_client *APP, *O1, *O2;
 static const kms_client_context_entry CTX[] = {{"purpose", "tpm-test"}};
 
-static kms_client *open_as(const char *name)
+static kms_client *open_on(const kms_test_kmsd *k, const char *name)
 {
     kms_test_creds cr;
-    kms_test_kmsd_creds(&K, name, &cr);
-    kms_client_options o = {.target = K.target,
+    kms_test_kmsd_creds(k, name, &cr);
+    kms_client_options o = {.target = k->target,
                             .ca_file = cr.ca,
                             .cert_file = cr.cert,
                             .key_file = cr.key,
@@ -39,6 +41,11 @@ static kms_client *open_as(const char *name)
     kms_client_error err;
     assert_int_equal(kms_client_open(&o, &c, &err), 0);
     return c;
+}
+
+static kms_client *open_as(const char *name)
+{
+    return open_on(&K, name);
 }
 
 static void start_kmsd(void)
@@ -259,6 +266,36 @@ static void reset_stop_restart(void **state)
     kms_client_result_free(&ct);
 }
 
+/* Readiness follows every configured backend: while the swtpm is stopped,
+ * Health for kms.v1.KeyManagement answers NOT_SERVING although PKCS#11 is
+ * fine (and the server itself, "", stays SERVING); once the swtpm is back,
+ * SERVING again without restarting kmsd (the TPM backend reconnects). */
+static void health_follows_the_tpm(void **state)
+{
+    (void)state;
+    kms_client_error err;
+    kms_client_result ct;
+    assert_int_equal(kms_client_health(APP, "kms.v1.KeyManagement", &err), 0);
+    kms_test_swtpm_stop(&T);
+    assert_int_equal(kms_client_health(APP, "kms.v1.KeyManagement", &err), KMS_CLIENT_UNAVAILABLE);
+    assert_int_equal(kms_client_health(APP, "", &err), 0);
+    assert_int_equal(enc("demo", &ct), 0); /* the HSM still serves its keys */
+    kms_client_result_free(&ct);
+    assert_int_equal(kms_client_health(APP, "kms.v1.KeyManagement", &err),
+                     KMS_CLIENT_UNAVAILABLE); /* still down: not a one-off answer */
+    kms_test_swtpm_resume(&T);
+    int r = -1;
+    for (int i = 0; i < 50 && r != 0; i++) {
+        r = kms_client_health(APP, "kms.v1.KeyManagement", &err);
+        if (r != 0)
+            usleep(100 * 1000);
+    }
+    assert_int_equal(r, 0);
+    assert_int_equal(enc("tpm-resident", &ct), 0);
+    assert_int_equal(dec(&ct), 0);
+    kms_client_result_free(&ct);
+}
+
 /* One kms process per TPM: while kmsd serves, `kmsd tpm2-provision` on the
  * same TPM is refused, naming the holder, also when the TCTI is spelt
  * another way; kmsd keeps serving. */
@@ -308,12 +345,108 @@ static void pcr_bound_key(void **state)
     kms_client_result_free(&resident);
 }
 
+/* A TPM-only kmsd: a configuration without a pkcs11 section, on its own
+ * swtpm. `kmsd init` provisions the TPM and creates the configured key on
+ * it (TPM2 sealed, the only backend's default mode); `kmsd run` serves it,
+ * and Health answers SERVING. The main kmsd's swtpm and token are not used. */
+static void tpm_only_kmsd(void **state)
+{
+    (void)state;
+    kms_test_swtpm T2;
+    kms_test_kmsd K2 = K; /* same PKI; its own config and database */
+    char out[16384];
+    kms_test_swtpm_start(&T2);
+    snprintf(K2.config, sizeof(K2.config), "%s/tpm-only.yaml", K.token.dir);
+    snprintf(K2.db, sizeof(K2.db), "%s/tpm-only.db", K.token.dir);
+    K2.pid = 0;
+    FILE *f = fopen(K2.config, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "listen: 127.0.0.1:0\n"
+            "tls: {cert: pki/server.pem, key: pki/server-key.pem, client_ca: pki/ca.pem}\n"
+            "database: tpm-only.db\n"
+            "tpm2: {tcti: \"%s\", lock_dir: %s}\n"
+            "workers: 2\n"
+            "log_level: warn\n"
+            "init:\n"
+            "  officers:\n"
+            "    - {id: officer1, identity: \"spiffe://kms.local/officer1\", "
+            "signing_key: pki/officer1-signing-pub.pem}\n"
+            "    - {id: officer2, identity: \"spiffe://kms.local/officer2\", "
+            "signing_key: pki/officer2-signing-pub.pem}\n"
+            "  keys:\n"
+            "    - name: on-tpm\n"
+            "      encrypt: [\"" KMS_TEST_APP_ID "\"]\n"
+            "      decrypt: [\"" KMS_TEST_APP_ID "\"]\n",
+            T2.tcti, T2.dir);
+    fclose(f);
+    const char *init[] = {"--config", K2.config, "init", NULL};
+    if (kms_test_kmsd_run(init, out, sizeof(out)) != 0)
+        fail_msg("TPM-only init: %s", out);
+    kms_test_kmsd_start(&K2, NULL);
+    kms_client *app = open_on(&K2, "app");
+    kms_client_error err;
+    kms_client_key k;
+    assert_int_equal(kms_client_describe_key(app, "on-tpm", &k, &err), 0);
+    assert_string_equal(k.backend, "tpm2");
+    assert_string_equal(k.backend_mode, "sealed");
+    kms_client_key_free(&k);
+    static const uint8_t msg[] = "no HSM here";
+    kms_client_result ct, pt;
+    assert_int_equal(kms_client_encrypt(app, "on-tpm", msg, sizeof(msg), CTX, 1, &ct, &err), 0);
+    assert_int_equal(kms_client_decrypt(app, ct.blob, ct.blob_len, CTX, 1, &pt, &err), 0);
+    assert_int_equal(pt.plaintext_len, sizeof(msg));
+    assert_memory_equal(pt.plaintext, msg, sizeof(msg));
+    assert_int_equal(kms_client_health(app, "kms.v1.KeyManagement", &err), 0);
+    /* Its only backend down: NOT_SERVING; back: SERVING. */
+    kms_test_swtpm_stop(&T2);
+    assert_int_equal(kms_client_health(app, "kms.v1.KeyManagement", &err), KMS_CLIENT_UNAVAILABLE);
+    kms_test_swtpm_resume(&T2);
+    int r = -1;
+    for (int i = 0; i < 50 && r != 0; i++) {
+        r = kms_client_health(app, "kms.v1.KeyManagement", &err);
+        if (r != 0)
+            usleep(100 * 1000);
+    }
+    assert_int_equal(r, 0);
+    kms_client_result_free(&ct);
+    kms_client_result_free(&pt);
+    kms_client_close(app);
+    assert_int_equal(kms_test_kmsd_stop(&K2, SIGTERM), 0);
+    kms_test_swtpm_destroy(&T2);
+}
+
+/* A configuration that names no backend at all is refused up front, by
+ * init and by run, with a message that says what to set; no database is
+ * made. */
+static void no_backend_refused(void **state)
+{
+    (void)state;
+    char cfg[400], db[400], out[16384];
+    snprintf(cfg, sizeof(cfg), "%s/no-backend.yaml", K.token.dir);
+    snprintf(db, sizeof(db), "%s/no-backend.db", K.token.dir);
+    FILE *f = fopen(cfg, "w");
+    assert_non_null(f);
+    fprintf(f, "listen: 127.0.0.1:0\n"
+               "tls: {cert: pki/server.pem, key: pki/server-key.pem, client_ca: pki/ca.pem}\n"
+               "database: no-backend.db\n");
+    fclose(f);
+    const char *init[] = {"--config", cfg, "init", NULL};
+    assert_int_equal(kms_test_kmsd_run(init, out, sizeof(out)), 2);
+    assert_non_null(strstr(out, "no backend configured"));
+    const char *run[] = {"--config", cfg, "run", NULL};
+    assert_int_equal(kms_test_kmsd_run(run, out, sizeof(out)), 2);
+    assert_non_null(strstr(out, "no backend configured"));
+    assert_int_not_equal(access(db, F_OK), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(keys_on_the_tpm),    cmocka_unit_test(rotation),
-        cmocka_unit_test(reset_stop_restart), cmocka_unit_test(second_process_refused),
-        cmocka_unit_test(pcr_bound_key),
+        cmocka_unit_test(keys_on_the_tpm),        cmocka_unit_test(rotation),
+        cmocka_unit_test(reset_stop_restart),     cmocka_unit_test(health_follows_the_tpm),
+        cmocka_unit_test(second_process_refused), cmocka_unit_test(pcr_bound_key),
+        cmocka_unit_test(tpm_only_kmsd),          cmocka_unit_test(no_backend_refused),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }

@@ -47,7 +47,9 @@ static int group_setup(void **state)
     assert_int_equal(kms_tpm2_provision(&c), 0); /* idempotent */
     assert_int_equal(kms_tpm2_open(&c, &SEALED, &RESIDENT), 0);
     assert_string_equal(SEALED->ops->name, "tpm2");
-    assert_string_equal(RESIDENT->ops->name, "tpm2-resident");
+    assert_string_equal(kms_backend_mode_of(SEALED).name, "sealed");
+    assert_string_equal(RESIDENT->ops->name, "tpm2");
+    assert_string_equal(kms_backend_mode_of(RESIDENT).name, "resident");
     return 0;
 }
 
