@@ -68,8 +68,7 @@ int kms_buf_put_u64be(kms_buf_writer *w, uint64_t v)
 
 static int put_lv(kms_buf_writer *w, const void *p, size_t n, size_t width, uint64_t max)
 {
-    if ((uint64_t)n > max || width > kms_buf_writer_room(w) ||
-        n > kms_buf_writer_room(w) - width)
+    if ((uint64_t)n > max || width > kms_buf_writer_room(w) || n > kms_buf_writer_room(w) - width)
         return KMS_ETOOBIG;
     if (n > 0 && p == NULL)
         return KMS_EINVAL;

@@ -25,10 +25,9 @@ static void writer_puts_big_endian_bytes(void **state)
     assert_int_equal(kms_buf_put_lv16(&w, "abc", 3), KMS_OK);
     assert_int_equal(kms_buf_put_lv32(&w, "d", 1), KMS_OK);
     assert_int_equal(kms_buf_put_lv16(&w, NULL, 0), KMS_OK);
-    static const uint8_t want[] = {0xA1, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
-                                   0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 'x',  'y',  0x00,
-                                   0x03, 'a',  'b',  'c',  0x00, 0x00, 0x00, 0x01, 'd',
-                                   0x00, 0x00};
+    static const uint8_t want[] = {0xA1, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09,
+                                   0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 'x',  'y',  0x00, 0x03, 'a',
+                                   'b',  'c',  0x00, 0x00, 0x00, 0x01, 'd',  0x00, 0x00};
     assert_int_equal(w.len, sizeof(want));
     assert_memory_equal(out, want, sizeof(want));
     assert_int_equal(kms_buf_writer_room(&w), sizeof(out) - sizeof(want));
@@ -98,10 +97,9 @@ static void writer_reserve_and_null_buffer(void **state)
 static void reader_reads_what_writer_wrote(void **state)
 {
     (void)state;
-    static const uint8_t in[] = {0xA1, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
-                                 0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 'x',  'y',  0x00,
-                                 0x03, 'a',  'b',  'c',  0x00, 0x00, 0x00, 0x01, 'd',
-                                 'r',  's'};
+    static const uint8_t in[] = {0xA1, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09,
+                                 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 'x',  'y',  0x00, 0x03, 'a',
+                                 'b',  'c',  0x00, 0x00, 0x00, 0x01, 'd',  'r',  's'};
     kms_buf_reader r;
     kms_buf_reader_init(&r, in, sizeof(in));
     uint8_t u8;
