@@ -118,8 +118,7 @@ static int open_checked(const char *path, int regular, int secret, int *fd_out, 
     } else if ((regular || secret) && !S_ISREG(st.st_mode)) {
         r = kms_error_set(KMS_EINVAL, "%s is not a regular file", path);
     } else if (secret && st.st_uid != geteuid() && st.st_uid != 0) {
-        r = kms_error_set(KMS_EPRECOND,
-                          "%s belongs to uid %u, not to this user (uid %u) or root",
+        r = kms_error_set(KMS_EPRECOND, "%s belongs to uid %u, not to this user (uid %u) or root",
                           path, (unsigned)st.st_uid, (unsigned)geteuid());
     } else if (secret && (st.st_mode & 077) != 0) {
         r = kms_error_set(KMS_EPRECOND, "%s is %s by others (mode %03o); chmod 600 it", path,
@@ -173,6 +172,18 @@ int kms_file_read_secret(const char *path, size_t max, kms_secret **out)
     if (r != 0)
         return r;
     *out = k.s;
+    return KMS_OK;
+}
+
+int kms_file_read_fd(int fd, const char *name, size_t max, char **out, size_t *len)
+{
+    struct sink k = {.secret = 0};
+    size_t n = 0;
+    if (fd < 0 || name == NULL || out == NULL || len == NULL || max > KMS_FILE_MAX)
+        return kms_error_set(KMS_EINVAL, "file: bad arguments");
+    KMS_GUARD(read_into(fd, name, -1, max, &k, &n));
+    *out = (char *)k.p;
+    *len = n;
     return KMS_OK;
 }
 

@@ -220,6 +220,26 @@ static void fd_secret_reads_a_pipe_with_a_cap(void **state)
     assert_null(s);
     close(fds[0]);
     assert_int_equal(kms_file_read_fd_secret(-1, "x", 8, &s), KMS_EINVAL);
+
+    /* The plain variant: the same cap. */
+    char *out = NULL;
+    size_t len = 0;
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(write(fds[1], "blob", 4), 4);
+    close(fds[1]);
+    assert_int_equal(kms_file_read_fd(fds[0], "stdin", 4, &out, &len), KMS_OK);
+    assert_int_equal(len, 4);
+    assert_string_equal(out, "blob");
+    free(out);
+    close(fds[0]);
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(write(fds[1], "blob", 4), 4);
+    close(fds[1]);
+    out = NULL;
+    assert_int_equal(kms_file_read_fd(fds[0], "stdin", 3, &out, &len), KMS_ETOOBIG);
+    assert_null(out);
+    close(fds[0]);
+    assert_int_equal(kms_file_read_fd(-1, "x", 8, &out, &len), KMS_EINVAL);
     assert_int_equal(kms_file_read_fd_secret(0, NULL, 8, &s), KMS_EINVAL);
 }
 

@@ -46,11 +46,15 @@ int kms_file_read(const char *path, size_t max, unsigned flags, char **out,
 int kms_file_read_secret(const char *path, size_t max, kms_secret **out) KMS_MUST_CHECK;
 
 /* Reads an already open descriptor (stdin, a file the caller opened) to
+ * its end into fresh memory, as kms_file_read does, with no checks on what
+ * it is. name is used in details only. The descriptor is not closed. */
+int kms_file_read_fd(int fd, const char *name, size_t max, char **out, size_t *len) KMS_MUST_CHECK;
+
+/* Reads an already open descriptor (stdin, a file the caller opened) to
  * its end into a fresh kms_secret, as kms_file_read_secret does, but with
  * no checks on what it is: for secret input that is not a secret file
  * (plaintext piped to a command). name is used in details only. The
  * descriptor is not closed. */
-int kms_file_read_fd_secret(int fd, const char *name, size_t max,
-                            kms_secret **out) KMS_MUST_CHECK;
+int kms_file_read_fd_secret(int fd, const char *name, size_t max, kms_secret **out) KMS_MUST_CHECK;
 
 #endif
