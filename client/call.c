@@ -10,6 +10,7 @@
 #include <grpc/support/time.h>
 #include <openssl/crypto.h>
 
+#include "base/pb_alloc.h"
 #include "client_internal.h"
 
 int kms_client_fail(kms_client_error *err, int code, const char *fmt, ...)
@@ -48,35 +49,6 @@ KMS_CLIENT_API const char *kms_client_status_name(int status)
     }
 }
 
-/* Each block starts with its size so that free can wipe all of it. */
-#define HDR 16
-
-static void *wipe_alloc(void *data, size_t size)
-{
-    (void)data;
-    if (size > SIZE_MAX - HDR)
-        return NULL;
-    uint8_t *p = malloc(size + HDR);
-    if (p == NULL)
-        return NULL;
-    memcpy(p, &size, sizeof(size));
-    return p + HDR;
-}
-
-static void wipe_free(void *data, void *ptr)
-{
-    (void)data;
-    if (ptr == NULL)
-        return;
-    uint8_t *p = (uint8_t *)ptr - HDR;
-    size_t size;
-    memcpy(&size, p, sizeof(size));
-    OPENSSL_cleanse(p, size + HDR);
-    free(p);
-}
-
-ProtobufCAllocator kms_client_wiping_allocator = {wipe_alloc, wipe_free, NULL};
-
 /* Copies the reply into one wiped-on-free buffer; NULL for an empty reply. */
 static int read_reply(grpc_byte_buffer *recv, uint8_t **out, size_t *out_len)
 {
@@ -90,7 +62,7 @@ static int read_reply(grpc_byte_buffer *recv, uint8_t **out, size_t *out_len)
     size_t n = GRPC_SLICE_LENGTH(all);
     int r = KMS_CLIENT_OK;
     if (n > 0) {
-        *out = wipe_alloc(NULL, n);
+        *out = kms_pb_wiping_alloc(n);
         if (*out == NULL)
             r = KMS_CLIENT_ENOMEM;
         else
@@ -157,12 +129,12 @@ int kms_client_call(kms_client *c, const char *method, const ProtobufCMessage *r
                     ProtobufCMessage **resp, kms_client_error *err)
 {
     size_t n = protobuf_c_message_get_packed_size(req);
-    uint8_t *buf = wipe_alloc(NULL, n ? n : 1);
+    uint8_t *buf = kms_pb_wiping_alloc(n ? n : 1);
     if (buf == NULL)
         return kms_client_fail(err, KMS_CLIENT_ENOMEM, "out of memory");
     protobuf_c_message_pack(req, buf);
     grpc_slice body = grpc_slice_from_copied_buffer((const char *)buf, n);
-    wipe_free(NULL, buf);
+    kms_pb_wiping_free(buf);
     grpc_byte_buffer *send = grpc_raw_byte_buffer_create(&body, 1);
     grpc_slice_unref(body);
 
@@ -195,7 +167,7 @@ int kms_client_call(kms_client *c, const char *method, const ProtobufCMessage *r
             if (*resp == NULL)
                 r = kms_client_fail(err, KMS_CLIENT_EREPLY, "reply could not be decoded");
         }
-        wipe_free(NULL, reply);
+        kms_pb_wiping_free(reply);
     }
     if (recv != NULL)
         grpc_byte_buffer_destroy(recv);

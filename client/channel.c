@@ -1,39 +1,48 @@
-/* libkmsclient: options, the mTLS channel, locked memory, context entries. */
+/* libkmsclient: options, the mTLS channel, locked memory (kms_secret),
+ * context entries. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <grpc/grpc_security.h>
 #include <openssl/crypto.h>
 
+#include "base/file.h"
+#include "base/secret.h"
 #include "client_internal.h"
 
 /* PEM files are small; anything larger is not a certificate or key. */
 #define PEM_MAX (256 * 1024)
 
-static int read_pem(const char *path, const char *what, char **out, kms_client_error *err)
+/* Reads a PEM file: the private key as a secret file (kms_secret: locked,
+ * wiped on free; regular, 0600 or stricter, not a symlink, owned by this
+ * user or root), certificates as plain memory. */
+static int read_pem(const char *path, const char *what, int secret, kms_secret **sout, char **pout,
+                    kms_client_error *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return kms_client_fail(err, KMS_CLIENT_EFILE, "%s %s: %s", what, path, strerror(errno));
-    char *buf = calloc(1, PEM_MAX + 1);
-    size_t n = buf != NULL ? fread(buf, 1, PEM_MAX + 1, f) : 0;
-    int bad = ferror(f);
-    fclose(f);
-    if (buf == NULL)
-        return kms_client_fail(err, KMS_CLIENT_ENOMEM, "out of memory");
-    if (bad || n == 0 || n > PEM_MAX || strstr(buf, "-----BEGIN ") == NULL) {
-        OPENSSL_cleanse(buf, PEM_MAX + 1);
+    kms_secret *s = NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    int r = secret ? kms_file_read_secret(path, PEM_MAX, &s)
+                   : kms_file_read(path, PEM_MAX, 0, &buf, &len);
+    if (r == KMS_ENOMEM)
+        return kms_client_fail(err, KMS_CLIENT_ENOMEM, "%s: %s", what, kms_error_detail());
+    if (r != 0)
+        return kms_client_fail(err, KMS_CLIENT_EFILE, "%s: %s", what, kms_error_detail());
+    const char *text = secret ? (const char *)s->data : buf;
+    if (strstr(text, "-----BEGIN ") == NULL) {
+        kms_secret_free(s);
         free(buf);
         return kms_client_fail(err, KMS_CLIENT_EFILE, "%s %s: not a PEM file", what, path);
     }
-    *out = buf;
+    if (secret)
+        *sout = s;
+    else
+        *pout = buf;
     return KMS_CLIENT_OK;
 }
 
@@ -69,18 +78,11 @@ static void grpc_unuse(void)
     pthread_mutex_unlock(&grpc_users_lock);
 }
 
-static void free_pem(char *p)
-{
-    if (p != NULL) {
-        OPENSSL_cleanse(p, PEM_MAX + 1);
-        free(p);
-    }
-}
-
 KMS_CLIENT_API int kms_client_open(const kms_client_options *o, kms_client **out,
                                    kms_client_error *err)
 {
-    char *ca = NULL, *cert = NULL, *key = NULL;
+    char *ca = NULL, *cert = NULL;
+    kms_secret *key = NULL;
     int r;
 
     if (o == NULL || out == NULL || o->target == NULL || o->target[0] == '\0')
@@ -90,9 +92,9 @@ KMS_CLIENT_API int kms_client_open(const kms_client_options *o, kms_client **out
                                "mutual TLS needs a CA file, a client certificate and its key");
     if (o->timeout_ms < 0)
         return kms_client_fail(err, KMS_CLIENT_EARG, "negative timeout");
-    if ((r = read_pem(o->ca_file, "CA file", &ca, err)) != 0 ||
-        (r = read_pem(o->cert_file, "certificate", &cert, err)) != 0 ||
-        (r = read_pem(o->key_file, "private key", &key, err)) != 0)
+    if ((r = read_pem(o->ca_file, "CA file", 0, NULL, &ca, err)) != 0 ||
+        (r = read_pem(o->cert_file, "certificate", 0, NULL, &cert, err)) != 0 ||
+        (r = read_pem(o->key_file, "private key", 1, &key, NULL, err)) != 0)
         goto out;
 
     kms_client *c = calloc(1, sizeof(*c));
@@ -102,7 +104,7 @@ KMS_CLIENT_API int kms_client_open(const kms_client_options *o, kms_client **out
     }
     c->timeout_ms = o->timeout_ms ? o->timeout_ms : 10000;
     grpc_use();
-    grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+    grpc_ssl_pem_key_cert_pair pair = {.private_key = (const char *)key->data, .cert_chain = cert};
     grpc_channel_credentials *creds = grpc_ssl_credentials_create(ca, &pair, NULL, NULL);
     grpc_arg args[3];
     size_t nargs = 0;
@@ -133,9 +135,9 @@ KMS_CLIENT_API int kms_client_open(const kms_client_options *o, kms_client **out
     *out = c;
     r = KMS_CLIENT_OK;
 out:
-    free_pem(ca);
-    free_pem(cert);
-    free_pem(key);
+    free(ca);
+    free(cert);
+    kms_secret_free(key);
     return r;
 }
 
@@ -148,38 +150,28 @@ KMS_CLIENT_API void kms_client_close(kms_client *c)
     grpc_unuse();
 }
 
-/* One page header keeps the mapping length so free can wipe all of it. */
-#define SECURE_HDR 64
+/* Plaintext handed to the application lives in a kms_secret; the header
+ * before the bytes keeps the kms_secret so free can find it from the data
+ * pointer the public API hands out. */
+#define SECURE_HDR 16
+_Static_assert(sizeof(kms_secret *) <= SECURE_HDR, "secure header holds a pointer");
 
 uint8_t *kms_client_secure_alloc(size_t n)
 {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    if (n > (1u << 30))
+    kms_secret *s = NULL;
+    if (n > KMS_SECRET_MAX - SECURE_HDR || kms_secret_new(n + SECURE_HDR, &s) != KMS_OK)
         return NULL;
-    size_t len = (n + SECURE_HDR + page - 1) / page * page;
-    uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
-    /* The raw syscall: sanitizers turn mlock() into a no-op. */
-    if (syscall(SYS_mlock, p, len) != 0) {
-        munmap(p, len);
-        return NULL;
-    }
-    (void)madvise(p, len, MADV_DONTDUMP);
-    memcpy(p, &len, sizeof(len));
-    return p + SECURE_HDR;
+    memcpy(s->data, &s, sizeof(s));
+    return s->data + SECURE_HDR;
 }
 
 void kms_client_secure_free(uint8_t *data)
 {
     if (data == NULL)
         return;
-    uint8_t *p = data - SECURE_HDR;
-    size_t len;
-    memcpy(&len, p, sizeof(len));
-    OPENSSL_cleanse(p, len);
-    (void)syscall(SYS_munlock, p, len);
-    munmap(p, len);
+    kms_secret *s;
+    memcpy(&s, data - SECURE_HDR, sizeof(s));
+    kms_secret_free(s); /* wipes all of it, header included */
 }
 
 /* The layout every protobuf-c map<string,string> entry struct has. */

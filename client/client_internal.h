@@ -19,10 +19,6 @@ struct kms_client {
 int kms_client_fail(kms_client_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Allocator for replies that carry plaintext: every block is wiped with
- * OPENSSL_cleanse when protobuf-c frees it. */
-extern ProtobufCAllocator kms_client_wiping_allocator;
-
 /* Sends req to method and waits for the status (at most the client's
  * timeout). On KMS_CLIENT_OK *resp is the reply unpacked with alloc (free it
  * with protobuf_c_message_free_unpacked(*resp, alloc)). The reply bytes are

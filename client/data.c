@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/pb_alloc.h"
 #include "client_internal.h"
 #include "kms/v1/kms.pb-c.h"
 
@@ -104,8 +105,8 @@ KMS_CLIENT_API int kms_client_generate_data_key(kms_client *c, const char *key_n
     req.encryption_context = (Kms__V1__GenerateDataKeyRequest__EncryptionContextEntry **)entries;
     req.without_plaintext = without_plaintext != 0;
     r = kms_client_call(c, "/kms.v1.KeyManagement/GenerateDataKey", &req.base,
-                        &kms__v1__generate_data_key_response__descriptor,
-                        &kms_client_wiping_allocator, &m, err);
+                        &kms__v1__generate_data_key_response__descriptor, kms_pb_wiping_allocator(),
+                        &m, err);
     free(entries);
     if (r != 0)
         return r;
@@ -115,7 +116,7 @@ KMS_CLIENT_API int kms_client_generate_data_key(kms_client *c, const char *key_n
     else
         r = fill(result, without_plaintext ? NULL : &resp->plaintext, &resp->ciphertext_blob,
                  resp->key_name, resp->key_version, NULL, 0, err);
-    protobuf_c_message_free_unpacked(m, &kms_client_wiping_allocator);
+    protobuf_c_message_free_unpacked(m, kms_pb_wiping_allocator());
     return r;
 }
 
@@ -179,14 +180,13 @@ KMS_CLIENT_API int kms_client_decrypt(kms_client *c, const uint8_t *blob, size_t
     req.n_encryption_context = n_ctx;
     req.encryption_context = (Kms__V1__DecryptRequest__EncryptionContextEntry **)entries;
     r = kms_client_call(c, "/kms.v1.KeyManagement/Decrypt", &req.base,
-                        &kms__v1__decrypt_response__descriptor, &kms_client_wiping_allocator, &m,
-                        err);
+                        &kms__v1__decrypt_response__descriptor, kms_pb_wiping_allocator(), &m, err);
     free(entries);
     if (r != 0)
         return r;
     Kms__V1__DecryptResponse *resp = (Kms__V1__DecryptResponse *)m;
     r = fill(result, &resp->plaintext, NULL, resp->key_name, resp->key_version, NULL, 0, err);
-    protobuf_c_message_free_unpacked(m, &kms_client_wiping_allocator);
+    protobuf_c_message_free_unpacked(m, kms_pb_wiping_allocator());
     return r;
 }
 

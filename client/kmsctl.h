@@ -63,12 +63,12 @@ int kmsctl_context_add(kmsctl_context *c, const char *spec);
 void kmsctl_context_free(kmsctl_context *c);
 
 /* Input bytes: a file ("-" is stdin) or a base64 string, at most max bytes.
- * secret: kept in locked memory (kms_client_result-style), wiped on free. */
+ * secret: kept in a kms_secret (locked, not dumped), wiped on free. */
 typedef struct kmsctl_bytes {
     uint8_t *data;
     size_t len;
-    size_t cap; /* allocated (and locked) bytes, all wiped on free */
-    int secret;
+    size_t cap;                /* bytes wiped on free */
+    struct kms_secret *locked; /* secret input: the memory data points into */
 } kmsctl_bytes;
 int kmsctl_read_input(kmsctl *k, const char *file, const char *b64, size_t max, int secret,
                       kmsctl_bytes *out);

@@ -16,6 +16,7 @@
 
 #include <yaml.h>
 
+#include "base/file.h"
 #include "kmsctl.h"
 
 #define CONF_MAX (64 * 1024)
@@ -91,29 +92,12 @@ static char *file_dir(const char *path)
     return strndup(path, (size_t)(slash - path));
 }
 
-static char *read_small(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    char *buf = malloc(CONF_MAX + 1);
-    size_t n = buf != NULL ? fread(buf, 1, CONF_MAX + 1, f) : 0;
-    fclose(f);
-    if (buf == NULL || n > CONF_MAX) {
-        free(buf);
-        errno = EFBIG;
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
 int kmsctl_conf_load(kmsctl_conf *c, const char *path)
 {
     size_t len = 0;
-    char *buf = read_small(path, &len);
-    if (buf == NULL) {
-        fprintf(stderr, "kmsctl: config %s: %s\n", path, strerror(errno));
+    char *buf = NULL;
+    if (kms_file_read(path, CONF_MAX, 0, &buf, &len) != 0) {
+        fprintf(stderr, "kmsctl: config: %s\n", kms_error_detail());
         return -1;
     }
     char *dir = file_dir(path);

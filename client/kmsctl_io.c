@@ -5,14 +5,14 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "base/file.h"
+#include "base/secret.h"
 #include "kmsctl.h"
 
 int kmsctl_context_add(kmsctl_context *c, const char *spec)
@@ -48,48 +48,61 @@ void kmsctl_context_free(kmsctl_context *c)
     memset(c, 0, sizeof(*c));
 }
 
-/* Locked buffer for plaintext input (the raw syscall: sanitizers make
- * mlock() a no-op). The process is not dumpable (main). */
-static uint8_t *buf_alloc(size_t n, int secret)
-{
-    uint8_t *p = malloc(n ? n : 1);
-    if (p != NULL && secret) {
-        if (syscall(SYS_mlock, p, n ? n : 1) != 0) {
-            free(p);
-            return NULL;
-        }
-    }
-    return p;
-}
-
 void kmsctl_bytes_free(kmsctl_bytes *b)
 {
-    if (b->data != NULL) {
+    if (b->locked != NULL) {
+        kms_secret_free(b->locked); /* wipes all of it */
+    } else if (b->data != NULL) {
         OPENSSL_cleanse(b->data, b->cap);
-        if (b->secret)
-            (void)syscall(SYS_munlock, b->data, b->cap);
         free(b->data);
     }
     memset(b, 0, sizeof(*b));
 }
 
-static int read_fd(int fd, uint8_t *buf, size_t cap, size_t *len)
+/* A buffer of n bytes: a kms_secret (locked, not dumped, wiped on free)
+ * for secret input, plain memory otherwise. */
+static int bytes_new(kmsctl_bytes *b, size_t n, int secret)
 {
-    size_t n = 0;
-    for (;;) {
-        ssize_t got = read(fd, buf + n, cap - n);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0)
+    memset(b, 0, sizeof(*b));
+    if (secret) {
+        if (kms_secret_new(n, &b->locked) != KMS_OK)
             return -1;
-        if (got == 0)
-            break;
-        n += (size_t)got;
-        if (n == cap)
-            break;
+        b->data = b->locked->data;
+    } else if ((b->data = calloc(1, n)) == NULL) {
+        return -1;
     }
-    *len = n;
+    b->cap = n;
     return 0;
+}
+
+/* Reads file ("-" is stdin) into out through the base file reader. 0, or
+ * a kms error code with the detail set. */
+static int read_file(const char *file, size_t max, int secret, kmsctl_bytes *out)
+{
+    int stdin_in = strcmp(file, "-") == 0;
+    int fd = stdin_in ? 0 : open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return kms_error_set(KMS_EINVAL, "%s: %s", file, strerror(errno));
+    const char *name = stdin_in ? "standard input" : file;
+    int r;
+    memset(out, 0, sizeof(*out));
+    if (secret) {
+        r = kms_file_read_fd_secret(fd, name, max, &out->locked);
+        if (r == 0) {
+            out->data = out->locked->data;
+            out->len = out->cap = out->locked->len;
+        }
+    } else {
+        char *p = NULL;
+        r = kms_file_read_fd(fd, name, max, &p, &out->len);
+        if (r == 0) {
+            out->data = (uint8_t *)p;
+            out->cap = out->len + 1;
+        }
+    }
+    if (!stdin_in)
+        close(fd);
+    return r;
 }
 
 int kmsctl_read_input(kmsctl *k, const char *file, const char *b64, size_t max, int secret,
@@ -98,51 +111,38 @@ int kmsctl_read_input(kmsctl *k, const char *file, const char *b64, size_t max, 
     memset(out, 0, sizeof(*out));
     if ((file == NULL) == (b64 == NULL))
         return kmsctl_usage_error(k, "give the input as --in FILE or --in-b64 BASE64");
-    /* One byte more than allowed, to tell "too large" from "exactly max". */
-    uint8_t *buf = buf_alloc(max + 1, secret);
-    if (buf == NULL) {
-        fprintf(stderr, "kmsctl: out of memory (or locked memory limit)\n");
-        return KMSCTL_EXIT_FAILURE;
-    }
-    size_t n = 0;
     if (b64 != NULL) {
-        long d = strlen(b64) / 4 * 3 <= max + 3 ? kmsctl_unb64(b64, buf, max + 1) : -2;
+        /* One byte more than allowed, to tell "too large" from "exactly max". */
+        if (bytes_new(out, max + 1, secret) != 0) {
+            fprintf(stderr, "kmsctl: out of memory (or locked memory limit)\n");
+            return KMSCTL_EXIT_FAILURE;
+        }
+        long d = strlen(b64) / 4 * 3 <= max + 3 ? kmsctl_unb64(b64, out->data, max + 1) : -2;
         if (d < 0) {
-            OPENSSL_cleanse(buf, max + 1);
-            if (secret)
-                (void)syscall(SYS_munlock, buf, max + 1);
-            free(buf);
+            kmsctl_bytes_free(out);
             if (d == -2) {
                 fprintf(stderr, "kmsctl: %s: input larger than %zu bytes\n", k->command, max);
                 return KMSCTL_EXIT_INVALID;
             }
             return kmsctl_usage_error(k, "--in-b64: not valid base64");
         }
-        n = (size_t)d;
+        out->len = (size_t)d;
     } else {
-        int fd = strcmp(file, "-") == 0 ? 0 : open(file, O_RDONLY | O_CLOEXEC);
-        if (fd < 0 || read_fd(fd, buf, max + 1, &n) != 0) {
-            fprintf(stderr, "kmsctl: %s: %s\n", file, strerror(errno));
-            if (fd > 0)
-                close(fd);
-            out->data = buf;
-            out->cap = max + 1;
-            out->secret = secret;
-            kmsctl_bytes_free(out);
+        int r = read_file(file, max, secret, out);
+        if (r == KMS_ENOMEM) {
+            fprintf(stderr, "kmsctl: out of memory (or locked memory limit)\n");
             return KMSCTL_EXIT_FAILURE;
         }
-        if (fd > 0)
-            close(fd);
+        if (r != 0 && r != KMS_ETOOBIG) {
+            fprintf(stderr, "kmsctl: %s\n", kms_error_detail());
+            return KMSCTL_EXIT_FAILURE;
+        }
     }
-    out->data = buf;
-    out->cap = max + 1;
-    out->secret = secret;
-    if (n == 0 || n > max) {
+    if (out->len == 0 || out->len > max) {
         kmsctl_bytes_free(out);
         fprintf(stderr, "kmsctl: %s: input must be 1..%zu bytes\n", k->command, max);
         return KMSCTL_EXIT_INVALID;
     }
-    out->len = n;
     return 0;
 }
 

@@ -4,8 +4,8 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
 
+#include "base/approval.h"
 #include "client_internal.h"
 #include "kms/v1/kms.pb-c.h"
 
@@ -170,13 +170,9 @@ KMS_CLIENT_API int kms_client_action_verify_digest(const kms_client_action *a)
 {
     if (a == NULL || a->action_bytes == NULL)
         return KMS_CLIENT_EARG;
-    uint8_t msg[16 + 16 + 16 + 32 + 8], d[32];
-    memcpy(msg, "kms.v1.approval", 16); /* 15 bytes and the 0x00 separator */
-    memcpy(msg + 16, a->instance_id, 16);
-    memcpy(msg + 32, a->id, 16);
-    SHA256(a->action_bytes, a->action_bytes_len, msg + 48);
-    for (int i = 0; i < 8; i++)
-        msg[80 + i] = (uint8_t)((uint64_t)a->expires_at >> (56 - 8 * i));
-    SHA256(msg, sizeof(msg), d);
-    return CRYPTO_memcmp(d, a->digest, 32) == 0 ? KMS_CLIENT_OK : KMS_CLIENT_EREPLY;
+    uint8_t d[KMS_APPROVAL_DIGEST_LEN];
+    if (kms_approval_digest(a->instance_id, a->id, a->action_bytes, a->action_bytes_len,
+                            a->expires_at, d) != KMS_OK)
+        return KMS_CLIENT_EREPLY;
+    return CRYPTO_memcmp(d, a->digest, sizeof(d)) == 0 ? KMS_CLIENT_OK : KMS_CLIENT_EREPLY;
 }

@@ -11,12 +11,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
 #include <openssl/engine.h>
 
+#include "base/file.h"
 #include "client_internal.h"
 
 /* "p256" or "ed25519" for a usable officer key, else NULL. */
@@ -63,15 +65,26 @@ static EVP_PKEY *load_pkcs11(const char *uri, kms_client_error *err, int *r)
     return pk;
 }
 
+/* The officer's private key file is a secret file (regular, 0600 or
+ * stricter, not a symlink, owned by this user or root), read into locked
+ * memory and parsed from there. */
+#define SIGNING_KEY_MAX (64 * 1024)
+
 static EVP_PKEY *load_pem(const char *path, kms_client_error *err, int *r)
 {
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        *r = kms_client_fail(err, KMS_CLIENT_EFILE, "signing key %s: %s", path, strerror(errno));
+    kms_secret *pem = NULL;
+    int rc = kms_file_read_secret(path, SIGNING_KEY_MAX, &pem);
+    if (rc != 0) {
+        *r = kms_client_fail(err, rc == KMS_ENOMEM ? KMS_CLIENT_ENOMEM : KMS_CLIENT_EFILE,
+                             "signing key: %s", kms_error_detail());
         return NULL;
     }
-    EVP_PKEY *pk = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-    fclose(f);
+    EVP_PKEY *pk = NULL;
+    BIO *bio = BIO_new_mem_buf(pem->data, (int)pem->len);
+    if (bio != NULL)
+        pk = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+    kms_secret_free(pem);
     if (pk == NULL)
         *r = kms_client_fail(err, KMS_CLIENT_EFILE, "signing key %s: not a PEM private key", path);
     return pk;

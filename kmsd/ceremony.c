@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/file.h"
 #include "base/log.h"
 
 #define PEM_FILE_MAX 16384
@@ -29,37 +30,6 @@ const size_t kms_ceremony_n_action_types =
 
 /* ---- signing keys ------------------------------------------------------------------- */
 
-static int read_small_file(const char *path, char *buf, size_t cap, size_t *len)
-{
-    char msg[128];
-    size_t used = 0;
-    int r = KMS_OK;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return kms_error_set(KMS_EINVAL, "cannot open %s: %s", path,
-                             strerror_r(errno, msg, sizeof(msg)));
-    for (;;) {
-        if (used == cap) {
-            r = kms_error_set(KMS_EINVAL, "%s is larger than %zu bytes", path, cap);
-            goto out;
-        }
-        ssize_t n = read(fd, buf + used, cap - used);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            r = kms_error_set(KMS_EINVAL, "cannot read %s", path);
-            goto out;
-        }
-        if (n == 0)
-            break;
-        used += (size_t)n;
-    }
-    *len = used;
-out:
-    close(fd);
-    return r;
-}
-
 int kms_ceremony_read_signing_key(const char *path, char *out, size_t cap)
 {
     char *pem = NULL;
@@ -68,9 +38,7 @@ int kms_ceremony_read_signing_key(const char *path, char *out, size_t cap)
 
     if (path == NULL || out == NULL || cap == 0)
         return kms_error_set(KMS_EINVAL, "no signing key file");
-    if ((pem = calloc(1, PEM_FILE_MAX + 1)) == NULL)
-        return kms_error_set(KMS_ENOMEM, "out of memory");
-    if ((r = read_small_file(path, pem, PEM_FILE_MAX, &len)) != 0)
+    if ((r = kms_file_read(path, PEM_FILE_MAX, 0, &pem, &len)) != 0)
         goto out;
     if ((r = kms_signature_key_normalize(pem, len, out, cap)) != 0) {
         char why[160];

@@ -16,6 +16,8 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "base/file.h"
+
 #define MAX_EVENTS 200000
 #define NAME_MAX_LEN 64
 
@@ -746,39 +748,14 @@ out:
 
 int kms_config_load_file(kms_config *c, const char *path)
 {
-    char msg[128];
     char *buf = NULL, *dir = NULL;
     size_t used = 0;
-    struct stat sb;
     int r = KMS_OK;
-    int fd = -1;
 
     if (c == NULL || path == NULL || path[0] == '\0')
         return kms_error_set(KMS_EINVAL, "no configuration file");
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
-        r = kms_error_set(KMS_EINVAL, "cannot open %s: %s", path,
-                          strerror_r(errno, msg, sizeof(msg)));
+    if ((r = kms_file_read(path, KMS_CONFIG_FILE_MAX, KMS_FILE_REGULAR, &buf, &used)) != 0)
         goto out;
-    }
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > (off_t)KMS_CONFIG_FILE_MAX) {
-        r = kms_error_set(KMS_EINVAL, "%s: not a regular file of at most %u bytes", path,
-                          KMS_CONFIG_FILE_MAX);
-        goto out;
-    }
-    if ((buf = malloc((size_t)sb.st_size + 1)) == NULL) {
-        r = kms_error_set(KMS_ENOMEM, "out of memory");
-        goto out;
-    }
-    while (used < (size_t)sb.st_size) {
-        ssize_t n = read(fd, buf + used, (size_t)sb.st_size - used);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            r = kms_error_set(KMS_EINVAL, "cannot read %s", path);
-            goto out;
-        }
-        used += (size_t)n;
-    }
     const char *slash = strrchr(path, '/');
     dir = slash == NULL   ? dup_s(".")
           : slash == path ? dup_s("/")
@@ -791,8 +768,6 @@ int kms_config_load_file(kms_config *c, const char *path)
     if (r != 0)
         r = prefix_detail(r, path);
 out:
-    if (fd >= 0)
-        close(fd);
     free(buf);
     free(dir);
     return r;

@@ -27,6 +27,7 @@
 #include "kmsd/ceremony.h"
 #include "kmsd/config.h"
 #include "base/crashpoint.h"
+#include "base/file.h"
 #include "kmsd/keyring/keyring.h"
 #include "base/log.h"
 #include "kmsd/policy/policy.h"
@@ -217,54 +218,24 @@ static int harden_process(void)
     return KMS_OK;
 }
 
-/* Reads a PEM file into a NUL-terminated buffer: a kms_secret for private
- * keys (locked, wiped on free), plain memory otherwise. */
+/* Reads a PEM file into a NUL-terminated buffer: the private key as a
+ * secret file (a kms_secret: locked, wiped on free; 0600, not a symlink,
+ * ours), the others as plain regular files. Empty files are refused. */
 static int read_pem(const char *path, int secret, kms_secret **sout, char **pout)
 {
-    char msg[128];
     kms_secret *s = NULL;
     char *buf = NULL;
-    struct stat sb;
-    size_t used = 0;
-    int r = KMS_OK;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return kms_error_set(KMS_EINVAL, "cannot open %s: %s", path,
-                             strerror_r(errno, msg, sizeof(msg)));
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size <= 0 || sb.st_size > PEM_MAX) {
-        r = kms_error_set(KMS_EINVAL, "%s: not a PEM file of at most %d bytes", path, PEM_MAX);
-        goto out;
-    }
-    size_t size = (size_t)sb.st_size;
+    size_t len = 0;
     if (secret) {
-        if ((r = kms_secret_new(size + 1, &s)) != 0)
-            goto out;
-        buf = (char *)s->data;
-    } else if ((buf = calloc(1, size + 1)) == NULL) {
-        r = kms_error_set(KMS_ENOMEM, "out of memory");
-        goto out;
+        KMS_GUARD(kms_file_read_secret(path, PEM_MAX, &s));
+        len = s->len;
+    } else {
+        KMS_GUARD(kms_file_read(path, PEM_MAX, KMS_FILE_REGULAR, &buf, &len));
     }
-    while (used < size) {
-        ssize_t n = read(fd, buf + used, size - used);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            r = kms_error_set(KMS_EINVAL, "cannot read %s", path);
-            goto out;
-        }
-        used += (size_t)n;
-    }
-    buf[used] = '\0';
-    if (secret && (sb.st_mode & 077) != 0)
-        kms_log_warn("%s is readable by group or others (mode %03o)", path,
-                     (unsigned)(sb.st_mode & 0777));
-out:
-    close(fd);
-    if (r != 0) {
+    if (len == 0) {
         kms_secret_free(s);
-        if (!secret)
-            free(buf);
-        return r;
+        free(buf);
+        return kms_error_set(KMS_EINVAL, "%s: not a PEM file of at most %d bytes", path, PEM_MAX);
     }
     if (secret)
         *sout = s;

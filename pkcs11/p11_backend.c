@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/buf.h"
 #include "base/log.h"
 #include "p11_internal.h"
 #include "kms_p11.h"
@@ -18,13 +19,15 @@ static struct p11 *impl(kms_backend *b)
     return (struct p11 *)b;
 }
 
-static void make_id(const uint8_t key_id[KMS_KEY_ID_LEN], uint32_t version, uint8_t id[P11_ID_LEN])
+/* CKA_ID of a key version: key id, then the version as a u32 big-endian. */
+static int make_id(const uint8_t key_id[KMS_KEY_ID_LEN], uint32_t version, uint8_t id[P11_ID_LEN])
 {
-    memcpy(id, key_id, KMS_KEY_ID_LEN);
-    id[16] = (uint8_t)(version >> 24);
-    id[17] = (uint8_t)(version >> 16);
-    id[18] = (uint8_t)(version >> 8);
-    id[19] = (uint8_t)version;
+    kms_buf_writer w;
+    kms_buf_writer_init(&w, id, P11_ID_LEN);
+    if (kms_buf_put_bytes(&w, key_id, KMS_KEY_ID_LEN) != 0 || kms_buf_put_u32be(&w, version) != 0 ||
+        w.len != P11_ID_LEN)
+        return kms_error_set(KMS_EINTERNAL, "pkcs11: object id layout");
+    return KMS_OK;
 }
 
 /* Runs op with a pooled session; on session loss heals and runs it once
@@ -109,7 +112,7 @@ static int p11_create_version(kms_backend *b, const uint8_t key_id[KMS_KEY_ID_LE
     if (key_id == NULL || ref == NULL)
         return kms_error_set(KMS_EINVAL, "pkcs11: missing argument");
     struct create_arg a;
-    make_id(key_id, version, a.id);
+    KMS_GUARD(make_id(key_id, version, a.id));
     int r = with_session(impl(b), create_op, &a);
     if (r == 0 || r == KMS_EEXISTS) { /* on EEXISTS, ref names the existing object */
         memcpy(ref->bytes, a.id, P11_ID_LEN);

@@ -3,13 +3,20 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/file.h"
 #include "base/log.h"
 #include "p11_internal.h"
+
+/* The PIN is the first line of the PIN file: at most PIN_MAX bytes, in a
+ * file of at most PIN_FILE_MAX. */
+#define PIN_MAX 255
+#define PIN_FILE_MAX 4096
 
 int kms_p11_module_load(struct p11 *p, const char *path)
 {
@@ -109,53 +116,24 @@ int kms_p11_read_pin(const char *path, kms_secret **pin)
 {
     if (path == NULL)
         return kms_error_set(KMS_EINVAL, "pkcs11: no PIN file");
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return kms_error_set(KMS_EINVAL, "pkcs11: cannot open PIN file %s: %s", path,
-                             strerror(errno));
-    struct stat st;
-    int r = KMS_OK;
+    /* A secret file (regular, not a symlink, 0600, ours), read straight
+     * into locked memory: the PIN is never in an ordinary buffer. The first
+     * line is the PIN, at most PIN_MAX bytes. */
     kms_secret *buf = NULL;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        r = kms_error_set(KMS_EINVAL, "pkcs11: PIN file %s is not a regular file", path);
-        goto out;
-    }
-    if (st.st_mode & 0077) {
-        r = kms_error_set(KMS_EPRECOND,
-                          "pkcs11: PIN file %s is readable by others (mode %03o); chmod 600 it",
-                          path, (unsigned)(st.st_mode & 0777));
-        goto out;
-    }
-    /* Read straight into locked memory: the PIN is never in an ordinary
-     * buffer. Up to 256 bytes; the first line is the PIN. */
-    if ((r = kms_secret_new(256, &buf)) != 0)
-        goto out;
-    size_t got = 0;
-    while (got < buf->len) {
-        ssize_t n = read(fd, buf->data + got, buf->len - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            r = kms_error_set(KMS_EINVAL, "pkcs11: cannot read PIN file %s: %s", path,
-                              strerror(errno));
-            goto out;
-        }
-        if (n == 0)
-            break;
-        got += (size_t)n;
+    int r = kms_file_read_secret(path, PIN_FILE_MAX, &buf);
+    if (r != 0) {
+        char why[256];
+        snprintf(why, sizeof(why), "%s", kms_error_detail()); /* the detail buffer is reused */
+        return kms_error_set(r, "pkcs11: PIN file: %s", why);
     }
     size_t len = 0;
-    while (len < got && buf->data[len] != '\n' && buf->data[len] != '\r')
+    while (len < buf->len && buf->data[len] != '\n' && buf->data[len] != '\r')
         len++;
-    if (len == 0 || len == buf->len) {
-        r = kms_error_set(KMS_EINVAL, "pkcs11: PIN in %s is empty or too long", path);
-        goto out;
+    if (len == 0 || len > PIN_MAX) {
+        kms_secret_free(buf);
+        return kms_error_set(KMS_EINVAL, "pkcs11: PIN in %s is empty or too long", path);
     }
     kms_secret_truncate(buf, len);
     *pin = buf;
-    buf = NULL;
-out:
-    kms_secret_free(buf);
-    close(fd);
-    return r;
+    return KMS_OK;
 }

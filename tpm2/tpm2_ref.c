@@ -13,73 +13,60 @@
 
 #include "tpm2_internal.h"
 
+#include "base/buf.h"
+
 #define HEADER 29 /* magic 3, format 1, kind 1, key id 16, version 4, mask 4 */
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
 
 int kms_tpm2_ref_encode(const tpm2_ref *r, kms_backend_ref *out)
 {
-    uint8_t *b = out->bytes;
-    memcpy(b, "KT2", 3);
-    b[3] = 1;
-    b[4] = (uint8_t)r->kind;
-    memcpy(b + 5, r->key_id, KMS_KEY_ID_LEN);
-    put32(b + 21, r->version);
-    put32(b + 25, r->pcr_mask);
-    size_t off = HEADER + 2, start = off;
-    if (Tss2_MU_TPM2B_PUBLIC_Marshal(&r->pub, b, KMS_BACKEND_REF_MAX, &off) != TSS2_RC_SUCCESS)
+    /* Each part is marshalled on its own, then written with its length. */
+    uint8_t pub[sizeof(TPM2B_PUBLIC)], priv[sizeof(TPM2B_PRIVATE)];
+    size_t pub_len = 0, priv_len = 0;
+    if (Tss2_MU_TPM2B_PUBLIC_Marshal(&r->pub, pub, sizeof(pub), &pub_len) != TSS2_RC_SUCCESS)
         return kms_error_set(KMS_EINTERNAL, "tpm2: public part does not fit the reference");
-    b[HEADER] = (uint8_t)((off - start) >> 8);
-    b[HEADER + 1] = (uint8_t)(off - start);
-    size_t len_at = off;
-    off += 2;
-    start = off;
-    if (off > KMS_BACKEND_REF_MAX ||
-        Tss2_MU_TPM2B_PRIVATE_Marshal(&r->priv, b, KMS_BACKEND_REF_MAX, &off) != TSS2_RC_SUCCESS)
+    if (Tss2_MU_TPM2B_PRIVATE_Marshal(&r->priv, priv, sizeof(priv), &priv_len) != TSS2_RC_SUCCESS)
         return kms_error_set(KMS_EINTERNAL, "tpm2: private part does not fit the reference");
-    b[len_at] = (uint8_t)((off - start) >> 8);
-    b[len_at + 1] = (uint8_t)(off - start);
-    out->len = off;
+    kms_buf_writer w;
+    kms_buf_writer_init(&w, out->bytes, KMS_BACKEND_REF_MAX);
+    if (kms_buf_put_bytes(&w, "KT2", 3) != 0 || kms_buf_put_u8(&w, 1) != 0 ||
+        kms_buf_put_u8(&w, (uint8_t)r->kind) != 0 ||
+        kms_buf_put_bytes(&w, r->key_id, KMS_KEY_ID_LEN) != 0 ||
+        kms_buf_put_u32be(&w, r->version) != 0 || kms_buf_put_u32be(&w, r->pcr_mask) != 0 ||
+        w.len != HEADER || kms_buf_put_lv16(&w, pub, pub_len) != 0)
+        return kms_error_set(KMS_EINTERNAL, "tpm2: public part does not fit the reference");
+    if (kms_buf_put_lv16(&w, priv, priv_len) != 0)
+        return kms_error_set(KMS_EINTERNAL, "tpm2: private part does not fit the reference");
+    out->len = w.len;
     return KMS_OK;
 }
 
 int kms_tpm2_ref_decode(const kms_backend_ref *in, tpm2_ref *out)
 {
-    const uint8_t *b = in->bytes;
     tpm2_ref r;
     memset(&r, 0, sizeof(r));
-    if (in->len < HEADER + 4 || in->len > KMS_BACKEND_REF_MAX || memcmp(b, "KT2", 3) != 0 ||
-        b[3] != 1 || (b[4] != TPM2_REF_SEALED && b[4] != TPM2_REF_RESIDENT))
+    kms_buf_reader rd;
+    uint8_t magic[3], format, kind;
+    const uint8_t *part;
+    size_t part_len, off = 0;
+    if (in->len < HEADER + 4 || in->len > KMS_BACKEND_REF_MAX)
         return kms_error_set(KMS_ENOTFOUND, "tpm2: not a TPM2 key reference");
-    r.kind = b[4];
-    memcpy(r.key_id, b + 5, KMS_KEY_ID_LEN);
-    r.version = get32(b + 21);
-    r.pcr_mask = get32(b + 25);
-    size_t off = HEADER;
-    size_t pub_len = (size_t)b[off] << 8 | b[off + 1];
-    off += 2;
-    size_t pub_end = off + pub_len;
-    if (pub_end + 2 > in->len ||
-        Tss2_MU_TPM2B_PUBLIC_Unmarshal(b, pub_end, &off, &r.pub) != TSS2_RC_SUCCESS ||
-        off != pub_end)
+    kms_buf_reader_init(&rd, in->bytes, in->len);
+    if (kms_buf_get_bytes(&rd, magic, sizeof(magic)) != 0 || memcmp(magic, "KT2", 3) != 0 ||
+        kms_buf_get_u8(&rd, &format) != 0 || format != 1 || kms_buf_get_u8(&rd, &kind) != 0 ||
+        (kind != TPM2_REF_SEALED && kind != TPM2_REF_RESIDENT) ||
+        kms_buf_get_bytes(&rd, r.key_id, KMS_KEY_ID_LEN) != 0 ||
+        kms_buf_get_u32be(&rd, &r.version) != 0 || kms_buf_get_u32be(&rd, &r.pcr_mask) != 0)
+        return kms_error_set(KMS_ENOTFOUND, "tpm2: not a TPM2 key reference");
+    r.kind = kind;
+    /* The public part must be followed by at least a length for the private one. */
+    if (kms_buf_get_lv16(&rd, &part, &part_len) != 0 || kms_buf_remaining(&rd) < 2 ||
+        Tss2_MU_TPM2B_PUBLIC_Unmarshal(part, part_len, &off, &r.pub) != TSS2_RC_SUCCESS ||
+        off != part_len)
         return kms_error_set(KMS_ENOTFOUND, "tpm2: reference has a malformed public part");
-    size_t priv_len = (size_t)b[off] << 8 | b[off + 1];
-    off += 2;
-    size_t priv_end = off + priv_len;
-    if (priv_end != in->len ||
-        Tss2_MU_TPM2B_PRIVATE_Unmarshal(b, priv_end, &off, &r.priv) != TSS2_RC_SUCCESS ||
-        off != priv_end)
+    off = 0;
+    if (kms_buf_get_lv16(&rd, &part, &part_len) != 0 || kms_buf_expect_end(&rd) != 0 ||
+        Tss2_MU_TPM2B_PRIVATE_Unmarshal(part, part_len, &off, &r.priv) != TSS2_RC_SUCCESS ||
+        off != part_len)
         return kms_error_set(KMS_ENOTFOUND, "tpm2: reference has a malformed private part");
     if (r.pcr_mask >> 24)
         return kms_error_set(KMS_ENOTFOUND, "tpm2: reference names PCRs beyond 23");
@@ -88,7 +75,7 @@ int kms_tpm2_ref_decode(const kms_backend_ref *in, tpm2_ref *out)
      * fuzz_tpm2_ref), so the parts are encoded again and compared. */
     kms_backend_ref again;
     if (kms_tpm2_ref_encode(&r, &again) != KMS_OK || again.len != in->len ||
-        memcmp(again.bytes, b, in->len) != 0)
+        memcmp(again.bytes, in->bytes, in->len) != 0)
         return kms_error_set(KMS_ENOTFOUND, "tpm2: reference is not in canonical form");
     *out = r;
     return KMS_OK;

@@ -4,18 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
+#include "base/buf.h"
 
 /* Byte-wise order; a proper prefix sorts first. */
 static int key_cmp(const char *a, size_t alen, const char *b, size_t blen)
@@ -73,35 +62,29 @@ int kms_context_encode(const kms_context *ctx, uint8_t *out, size_t cap, size_t 
     if (need > cap)
         return kms_error_set(KMS_ETOOBIG, "encoded encryption context needs %zu bytes", need);
 
-    uint8_t *p = out;
-    put_u32(p, (uint32_t)count);
-    p += 4;
-    for (size_t i = 0; i < count; i++) {
-        put_u32(p, (uint32_t)sorted[i]->key_len);
-        memcpy(p + 4, sorted[i]->key, sorted[i]->key_len);
-        p += 4 + sorted[i]->key_len;
-        put_u32(p, (uint32_t)sorted[i]->value_len);
-        if (sorted[i]->value_len)
-            memcpy(p + 4, sorted[i]->value, sorted[i]->value_len);
-        p += 4 + sorted[i]->value_len;
-    }
-    *len = (size_t)(p - out);
+    kms_buf_writer w;
+    kms_buf_writer_init(&w, out, cap);
+    if (kms_buf_put_u32be(&w, (uint32_t)count) != 0)
+        return kms_error_set(KMS_ETOOBIG, "encoded encryption context needs %zu bytes", need);
+    for (size_t i = 0; i < count; i++)
+        if (kms_buf_put_lv32(&w, sorted[i]->key, sorted[i]->key_len) != 0 ||
+            kms_buf_put_lv32(&w, sorted[i]->value, sorted[i]->value_len) != 0)
+            return kms_error_set(KMS_ETOOBIG, "encoded encryption context needs %zu bytes", need);
+    *len = w.len;
     return KMS_OK;
 }
 
-/* Reads a u32 length and that many bytes, never past end. */
-static int take_field(const uint8_t **p, const uint8_t *end, size_t max, const char **field,
-                      size_t *field_len)
+/* Reads a u32 length (at most max) and that many bytes, never past the end. */
+static int take_field(kms_buf_reader *r, size_t max, const char **field, size_t *field_len)
 {
-    if ((size_t)(end - *p) < 4)
+    uint32_t n;
+    const uint8_t *at;
+    if (kms_buf_get_u32be(r, &n) != 0)
         return kms_error_set(KMS_EINVAL, "encryption context truncated");
-    uint32_t n = get_u32(*p);
-    *p += 4;
-    if (n > max || (size_t)(end - *p) < n)
+    if (n > max || kms_buf_get_view(r, n, &at) != 0)
         return kms_error_set(KMS_EINVAL, "encryption context field length invalid");
-    *field = (const char *)*p;
+    *field = (const char *)at;
     *field_len = n;
-    *p += n;
     return KMS_OK;
 }
 
@@ -109,16 +92,16 @@ int kms_context_decode(const uint8_t *in, size_t len, kms_context_pair_cb cb, vo
 {
     if (in == NULL || len < 4 || len > KMS_CONTEXT_MAX_ENCODED)
         return kms_error_set(KMS_EINVAL, "encryption context encoding has a bad length");
-    const uint8_t *p = in, *end = in + len;
-    uint32_t count = get_u32(p);
-    p += 4;
-    if (count > KMS_CONTEXT_MAX_PAIRS)
+    kms_buf_reader r;
+    kms_buf_reader_init(&r, in, len);
+    uint32_t count;
+    if (kms_buf_get_u32be(&r, &count) != 0 || count > KMS_CONTEXT_MAX_PAIRS)
         return kms_error_set(KMS_EINVAL, "encryption context has too many pairs");
     kms_context_pair prev = {0};
     for (uint32_t i = 0; i < count; i++) {
         kms_context_pair pair;
-        KMS_GUARD(take_field(&p, end, KMS_CONTEXT_MAX_KEY, &pair.key, &pair.key_len));
-        KMS_GUARD(take_field(&p, end, KMS_CONTEXT_MAX_VALUE, &pair.value, &pair.value_len));
+        KMS_GUARD(take_field(&r, KMS_CONTEXT_MAX_KEY, &pair.key, &pair.key_len));
+        KMS_GUARD(take_field(&r, KMS_CONTEXT_MAX_VALUE, &pair.value, &pair.value_len));
         if (pair.key_len == 0)
             return kms_error_set(KMS_EINVAL, "encryption context key is empty");
         if (i > 0 && key_cmp(prev.key, prev.key_len, pair.key, pair.key_len) >= 0)
@@ -127,7 +110,7 @@ int kms_context_decode(const uint8_t *in, size_t len, kms_context_pair_cb cb, vo
             KMS_GUARD(cb(cbctx, &pair));
         prev = pair;
     }
-    if (p != end)
+    if (kms_buf_expect_end(&r) != 0)
         return kms_error_set(KMS_EINVAL, "encryption context has trailing bytes");
     return KMS_OK;
 }

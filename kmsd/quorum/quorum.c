@@ -5,8 +5,8 @@
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
-#include <openssl/sha.h>
 
+#include "base/approval.h"
 #include "base/crashpoint.h"
 #include "base/log.h"
 #include "kmsd/quorum/quorum_internal.h"
@@ -40,8 +40,8 @@ static int record_rotation(void *ctx, const char *key_name, uint32_t version, co
     snprintf(a->result, sizeof(a->result),
              "key %.128s rotated automatically (%.40s): version %u is primary", key_name, reason,
              version);
-    kms_quorum_digest(q->instance_id, a->id, a->bytes, a->bytes_len, a->expires_at, a->digest);
-    return KMS_OK;
+    return kms_quorum_digest(q->instance_id, a->id, a->bytes, a->bytes_len, a->expires_at,
+                             a->digest);
 }
 
 int kms_quorum_open(kms_store *store, kms_keyring *kr, kms_policy *policy,
@@ -92,29 +92,11 @@ const uint8_t *kms_quorum_instance_id(const kms_quorum *q)
     return q->instance_id;
 }
 
-void kms_quorum_digest(const uint8_t instance_id[KMS_INSTANCE_ID_LEN],
-                       const uint8_t id[KMS_ACTION_ID_LEN], const uint8_t *bytes, size_t len,
-                       int64_t expires_at, uint8_t out[32])
+int kms_quorum_digest(const uint8_t instance_id[KMS_INSTANCE_ID_LEN],
+                      const uint8_t id[KMS_ACTION_ID_LEN], const uint8_t *bytes, size_t len,
+                      int64_t expires_at, uint8_t out[32])
 {
-    static const char tag[] = KMS_QUORUM_DIGEST_TAG; /* with its NUL: the 0x00 separator */
-    uint8_t body_hash[32], exp[8];
-    uint64_t e = (uint64_t)expires_at;
-    for (int i = 0; i < 8; i++)
-        exp[i] = (uint8_t)(e >> (56 - 8 * i));
-    uint8_t msg[sizeof(tag) + KMS_INSTANCE_ID_LEN + KMS_ACTION_ID_LEN + 32 + 8];
-    size_t n = 0;
-    SHA256(bytes, len, body_hash);
-    memcpy(msg + n, tag, sizeof(tag));
-    n += sizeof(tag);
-    memcpy(msg + n, instance_id, KMS_INSTANCE_ID_LEN);
-    n += KMS_INSTANCE_ID_LEN;
-    memcpy(msg + n, id, KMS_ACTION_ID_LEN);
-    n += KMS_ACTION_ID_LEN;
-    memcpy(msg + n, body_hash, sizeof(body_hash));
-    n += sizeof(body_hash);
-    memcpy(msg + n, exp, sizeof(exp));
-    n += sizeof(exp);
-    SHA256(msg, n, out);
+    return kms_approval_digest(instance_id, id, bytes, len, expires_at, out);
 }
 
 struct find_officer {
@@ -209,8 +191,8 @@ int kms_quorum_propose(kms_quorum *q, const char *identity, const uint8_t *body,
     protobuf_c_message_free_unpacked(&b->base, NULL);
     if (r != 0)
         return r;
-    kms_quorum_digest(q->instance_id, out->id, out->bytes, out->bytes_len, out->expires_at,
-                      out->digest);
+    KMS_GUARD(kms_quorum_digest(q->instance_id, out->id, out->bytes, out->bytes_len,
+                                out->expires_at, out->digest));
     KMS_GUARD(create_within_limit(q, out));
     kms_log_info("quorum: %s proposed %s (threshold %u)", officer.id, out->type, threshold);
     return KMS_OK;
@@ -227,7 +209,8 @@ int kms_quorum_approve(kms_quorum *q, const char *identity, const uint8_t *id, s
         return kms_error_set_public(KMS_EPRECOND, "action is not pending");
     /* The digest is recomputed from what is stored, never taken on trust. */
     uint8_t digest[32];
-    kms_quorum_digest(q->instance_id, out->id, out->bytes, out->bytes_len, out->expires_at, digest);
+    KMS_GUARD(kms_quorum_digest(q->instance_id, out->id, out->bytes, out->bytes_len,
+                                out->expires_at, digest));
     if (CRYPTO_memcmp(digest, out->digest, sizeof(digest)) != 0)
         return kms_error_set(KMS_EINTERNAL, "stored action digest does not match its content");
     KMS_GUARD(kms_signature_verify(officer.signing_key_pem, digest, sig, sig_len));

@@ -30,7 +30,6 @@
 #define KMS_QUORUM_DEFAULT_TTL (24 * 3600)
 /* Open (pending, unexpired) proposals one officer may have at a time. */
 #define KMS_QUORUM_DEFAULT_MAX_PENDING 16
-#define KMS_QUORUM_DIGEST_TAG "kms.v1.approval"
 
 typedef struct kms_quorum kms_quorum;
 
@@ -70,9 +69,10 @@ int kms_quorum_resume(kms_quorum *q) KMS_MUST_CHECK;
  * whose rotation period has passed. */
 int kms_quorum_sweep(kms_quorum *q) KMS_MUST_CHECK;
 
-/* The digest of docs/approvals.md. */
-void kms_quorum_digest(const uint8_t instance_id[KMS_INSTANCE_ID_LEN],
-                       const uint8_t id[KMS_ACTION_ID_LEN], const uint8_t *bytes, size_t len,
-                       int64_t expires_at, uint8_t out[32]);
+/* The digest of docs/approvals.md (kms_approval_digest, shared with
+ * libkmsclient). KMS_EINTERNAL if SHA-256 fails; out is set only on success. */
+int kms_quorum_digest(const uint8_t instance_id[KMS_INSTANCE_ID_LEN],
+                      const uint8_t id[KMS_ACTION_ID_LEN], const uint8_t *bytes, size_t len,
+                      int64_t expires_at, uint8_t out[32]) KMS_MUST_CHECK;
 
 #endif

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/buf.h"
 #include "base/crashpoint.h"
 #include "base/log.h"
 #include "kmsd/quorum/quorum_internal.h"
@@ -95,20 +96,52 @@ static int exec_create(kms_quorum *q, kms_action_rec *a, Kms__V1__CreateKey *c, 
     return KMS_OK;
 }
 
+/* A plan that carries a value: the tag byte, then the value big-endian in
+ * width (4 or 8) bytes. plan_get answers 1 and sets *v if a's plan is
+ * exactly that, else 0; plan_set records it. */
+static int plan_get(const kms_action_rec *a, uint8_t tag, size_t width, uint64_t *v)
+{
+    kms_buf_reader r;
+    uint8_t t;
+    uint32_t v32;
+    uint64_t v64;
+    kms_buf_reader_init(&r, a->plan, a->plan_len);
+    if (kms_buf_get_u8(&r, &t) != 0 || t != tag)
+        return 0;
+    if (width == 4 && kms_buf_get_u32be(&r, &v32) == 0 && kms_buf_expect_end(&r) == 0) {
+        *v = v32;
+        return 1;
+    }
+    if (width == 8 && kms_buf_get_u64be(&r, &v64) == 0 && kms_buf_expect_end(&r) == 0) {
+        *v = v64;
+        return 1;
+    }
+    return 0;
+}
+
+static int plan_set(kms_quorum *q, const kms_action_rec *a, uint8_t tag, size_t width, uint64_t v)
+{
+    uint8_t p[9];
+    kms_buf_writer w;
+    kms_buf_writer_init(&w, p, sizeof(p));
+    if (kms_buf_put_u8(&w, tag) != 0 ||
+        (width == 4 ? kms_buf_put_u32be(&w, (uint32_t)v) : kms_buf_put_u64be(&w, v)) != 0)
+        return kms_error_set(KMS_EINTERNAL, "quorum: plan encoding");
+    return q->store->ops->action_set_plan(q->store, a->id, p, w.len);
+}
+
 /* Plan: 'R' and the primary version before rotating (big-endian). */
 static int exec_rotate(kms_quorum *q, kms_action_rec *a, const char *name, char *res, size_t cap)
 {
     kms_key_rec rec;
     KMS_GUARD(q->store->ops->key_get_by_name(q->store, name, &rec));
+    uint64_t planned;
     uint32_t before;
-    if (a->plan_len == 5 && a->plan[0] == 'R') {
-        before = (uint32_t)a->plan[1] << 24 | (uint32_t)a->plan[2] << 16 |
-                 (uint32_t)a->plan[3] << 8 | a->plan[4];
+    if (plan_get(a, 'R', 4, &planned)) {
+        before = (uint32_t)planned;
     } else {
         before = rec.primary_version;
-        uint8_t p[5] = {'R', (uint8_t)(before >> 24), (uint8_t)(before >> 16),
-                        (uint8_t)(before >> 8), (uint8_t)before};
-        KMS_GUARD(q->store->ops->action_set_plan(q->store, a->id, p, sizeof(p)));
+        KMS_GUARD(plan_set(q, a, 'R', 4, before));
         kms_crash_point("execution-planned");
     }
     uint32_t v = rec.primary_version;
@@ -124,16 +157,13 @@ static int exec_schedule_deletion(kms_quorum *q, kms_action_rec *a, Kms__V1__Sch
 {
     kms_key_rec rec;
     KMS_GUARD(q->store->ops->key_get_by_name(q->store, d->key_name, &rec));
+    uint64_t planned;
     int64_t at = 0;
-    if (a->plan_len == 9 && a->plan[0] == 'D') {
-        for (int i = 1; i < 9; i++)
-            at = (int64_t)((uint64_t)at << 8 | a->plan[i]);
+    if (plan_get(a, 'D', 8, &planned)) {
+        at = (int64_t)planned;
     } else {
         at = kms_quorum_now(q) + (int64_t)d->pending_window_days * DAY;
-        uint8_t p[9] = {'D'};
-        for (int i = 0; i < 8; i++)
-            p[1 + i] = (uint8_t)((uint64_t)at >> (56 - 8 * i));
-        KMS_GUARD(q->store->ops->action_set_plan(q->store, a->id, p, sizeof(p)));
+        KMS_GUARD(plan_set(q, a, 'D', 8, (uint64_t)at));
     }
     KMS_GUARD(q->store->ops->key_set_deletion(q->store, rec.id, at));
     KMS_GUARD(kms_keyring_refresh(q->kr, rec.id));

@@ -14,6 +14,7 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "base/log.h"
+#include "base/pb_alloc.h"
 #include "kms/v1/kms.pb-c.h"
 
 #define MAX_SECRETS 4
@@ -88,35 +89,6 @@ static void call_release(kms_rpc_call *c)
         kms_secret_free(c->secrets[i]);
     c->n_secrets = 0;
 }
-
-/* protobuf-c allocator for requests: every buffer it hands out is wiped
- * when protobuf_c_message_free_unpacked frees it (an Encrypt request's
- * plaintext is one of them). */
-static void *wiping_alloc(void *unused, size_t n)
-{
-    (void)unused;
-    if (n > SIZE_MAX - sizeof(struct block))
-        return NULL;
-    struct block *b = malloc(sizeof(*b) + n);
-    if (b == NULL)
-        return NULL;
-    b->size = n;
-    b->next = NULL;
-    return b->data;
-}
-
-static void wiping_free(void *unused, void *p)
-{
-    (void)unused;
-    if (p == NULL)
-        return;
-    struct block *b = (struct block *)((unsigned char *)p - offsetof(struct block, data));
-    OPENSSL_cleanse(b->data, b->size);
-    free(b);
-}
-
-static ProtobufCAllocator wiping_allocator = {
-    .alloc = wiping_alloc, .free = wiping_free, .allocator_data = NULL};
 
 /* ---- accessors ----------------------------------------------------------------------- */
 
@@ -275,7 +247,8 @@ static int run(kms_rpc_call *c, const kms_server_call *in, uint8_t **body, size_
         r = kms_error_set(KMS_EINVAL, "request without a message");
         goto out;
     }
-    req = protobuf_c_message_unpack(c->method->request, &wiping_allocator, in->req_len, in->req);
+    req = protobuf_c_message_unpack(c->method->request, kms_pb_wiping_allocator(), in->req_len,
+                                    in->req);
     if (req == NULL) {
         r = kms_error_set(KMS_EINVAL, "request does not parse as %s", c->method->request->name);
         goto out;
@@ -290,7 +263,7 @@ static int run(kms_rpc_call *c, const kms_server_call *in, uint8_t **body, size_
     r = pack(resp, body, len);
 out:
     if (req != NULL)
-        protobuf_c_message_free_unpacked(req, &wiping_allocator);
+        protobuf_c_message_free_unpacked(req, kms_pb_wiping_allocator());
     return r;
 }
 

@@ -951,6 +951,26 @@ static void sigkill_while_executing(void **state)
     start();
 }
 
+/* The plan an interrupted rotation left in the database, byte for byte:
+ * 'R' and the primary version before the rotation (u32 big-endian). A
+ * restarted kmsd resumes from these bytes, so their format never changes. */
+static void assert_rotation_plan(const uint8_t id[16], uint32_t before)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    const uint8_t want[5] = {'R', (uint8_t)(before >> 24), (uint8_t)(before >> 16),
+                             (uint8_t)(before >> 8), (uint8_t)before};
+    assert_int_equal(sqlite3_open_v2(K.db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT plan FROM actions WHERE id = ?1", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_bind_blob(st, 1, id, 16, SQLITE_STATIC), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_bytes(st, 0), sizeof(want));
+    assert_memory_equal(sqlite3_column_blob(st, 0), want, sizeof(want));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 /* The crash points between the approval that reaches the threshold and the
  * action's EXECUTED mark, each forced: kmsd kills itself there during a
  * 2-of-3 rotation, and after a restart (which resumes the execution) the
@@ -976,6 +996,8 @@ static void crash_points_execute_exactly_once(void **state)
         assert_int_equal(kms_test_kmsd_stop(&K, 0), 137);
         close_clients();
         assert_database_sound();
+        if (strcmp(points[i], "execution-planned") == 0)
+            assert_rotation_plan(a->id.data, before);
 
         start(); /* not armed: resumes the execution before serving */
         Kms__V1__Action *now = get_action(a->id.data);

@@ -195,6 +195,12 @@ static void output_is_standard_gcm(void **state)
     uint8_t id[16];
     kms_backend_ref ref;
     kms_backend_key *k = new_version(f, id, 1, &ref);
+    /* The reference is the object's CKA_ID: key id, then the version as a
+     * u32 big-endian (objects on existing tokens are found by it). */
+    static const uint8_t version_1[4] = {0, 0, 0, 1};
+    assert_int_equal(ref.len, 20);
+    assert_memory_equal(ref.bytes, id, 16);
+    assert_memory_equal(ref.bytes + 16, version_1, 4);
     uint8_t pt[100], ct[100];
     assert_int_equal(RAND_bytes(pt, sizeof(pt)), 1);
     uint8_t aad[] = "independent";
