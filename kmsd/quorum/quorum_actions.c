@@ -150,6 +150,19 @@ static int set_policy(const kms_action_env *env, const uint8_t key_id[KMS_KEY_ID
     return r;
 }
 
+/* Replaces a string field of a decoded body. protobuf-c leaves an absent
+ * string pointing at its shared empty string, which is not ours to free. */
+static int set_string(char **field, const char *value)
+{
+    char *copy = strdup(value);
+    if (copy == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    if (*field != protobuf_c_empty_string)
+        free(*field);
+    *field = copy;
+    return KMS_OK;
+}
+
 static int plan_started(const kms_action_env *env, const Kms__V1__ActionBody *b, uint8_t *out,
                         size_t *len)
 {
@@ -173,16 +186,10 @@ static int validate_create_key(const kms_action_env *env, Kms__V1__ActionBody *b
         return kms_error_set_public(KMS_EEXISTS, "key %s exists", a->key_name);
     if (r != KMS_ENOTFOUND)
         return r;
-    if (a->backend[0] == '\0') {
-        free(a->backend);
-        a->backend = strdup("pkcs11");
-    }
-    if (a->backend != NULL && strcmp(a->backend, "tpm2") == 0 && a->backend_mode[0] == '\0') {
-        free(a->backend_mode);
-        a->backend_mode = strdup("sealed");
-    }
-    if (a->backend == NULL || a->backend_mode == NULL)
-        return kms_error_set(KMS_ENOMEM, "out of memory");
+    if (a->backend[0] == '\0')
+        KMS_GUARD(set_string(&a->backend, "pkcs11"));
+    if (strcmp(a->backend, "tpm2") == 0 && a->backend_mode[0] == '\0')
+        KMS_GUARD(set_string(&a->backend_mode, "sealed"));
     char name[16];
     KMS_GUARD(kms_quorum_backend_name(a->backend, a->backend_mode, name, sizeof(name)));
     if (!kms_keyring_has_backend(env->kr, name))
@@ -473,11 +480,7 @@ static int validate_add_officer(const kms_action_env *env, Kms__V1__ActionBody *
     char pem[KMS_SIGNING_KEY_PEM_MAX + 1];
     KMS_GUARD(kms_signature_key_normalize(a->signing_key_pem, strlen(a->signing_key_pem), pem,
                                           sizeof(pem)));
-    char *copy = strdup(pem);
-    if (copy == NULL)
-        return kms_error_set(KMS_ENOMEM, "out of memory");
-    free(a->signing_key_pem);
-    a->signing_key_pem = copy;
+    KMS_GUARD(set_string(&a->signing_key_pem, pem));
     if (kms_policy_is_officer(env->policy, a->identity))
         return kms_error_set_public(KMS_EEXISTS, "identity %.128s is an officer already",
                                     a->identity);
