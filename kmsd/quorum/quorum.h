@@ -1,5 +1,5 @@
 /* Quorum: M-of-N approval of admin actions by security officers
- * (DESIGN §6, docs/approvals.md, docs/officers.md).
+ * (docs/approvals.md, docs/officers.md).
  *
  * An officer proposes an action; the server validates it against the
  * current state, fills in defaults, encodes it canonically, and fixes its

@@ -55,11 +55,11 @@ typedef struct kms_action_run {
 typedef struct kms_quorum_action {
     Kms__V1__ActionBody__ActionCase action_case;
     const char *type; /* "RotateKey": the oneof member's message name, as thresholds name it */
-    int (*validate)(const kms_action_env *env, Kms__V1__ActionBody *body);
+    int (*validate)(const kms_action_env *env, Kms__V1__ActionBody *body) KMS_MUST_CHECK;
     int (*plan)(const kms_action_env *env, const Kms__V1__ActionBody *body, uint8_t *out,
-                size_t *len);
+                size_t *len) KMS_MUST_CHECK;
     int (*execute)(const kms_action_env *env, const Kms__V1__ActionBody *body,
-                   const kms_action_run *run);
+                   const kms_action_run *run) KMS_MUST_CHECK;
 } kms_quorum_action;
 
 /* The rows, in oneof order. */
@@ -93,7 +93,7 @@ int kms_quorum_action_execute(const kms_action_env *env, kms_action_rec *a,
 
 /* 1 if id is a valid officer id: 1..KMS_OFFICER_ID_MAX of [A-Za-z0-9._-],
  * not the reserved KMS_SYSTEM_PROPOSER. */
-int kms_quorum_valid_officer_id(const char *id);
+int kms_quorum_valid_officer_id(const char *id) KMS_MUST_CHECK;
 
 /* Keyring backend name for (backend, mode): "pkcs11", "tpm2",
  * "tpm2-resident"; KMS_EINVAL for another pair. */
