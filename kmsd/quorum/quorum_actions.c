@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "base/crashpoint.h"
-#include "base/log.h"
 #include "kmsd/quorum/quorum_actions.h"
 #include "kmsd/quorum/signature.h"
 
