@@ -97,7 +97,8 @@ static int normalize_ids(const kms_action_env *env, char **ids, size_t n, const 
                                         "get no data-plane rights",
                                         what, ids[i]);
     }
-    qsort(ids, n, sizeof(char *), cmp_str);
+    if (n > 1) /* an empty list may be NULL, which qsort must not get */
+        qsort(ids, n, sizeof(char *), cmp_str);
     for (size_t i = 1; i < n; i++)
         if (strcmp(ids[i - 1], ids[i]) == 0)
             return kms_error_set_public(KMS_EINVAL, "policy %s lists %.128s twice", what, ids[i]);
