@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 
 #include "kmsctl.h"
+#include "kmsctl_actions.h"
 
 static const struct {
     const char *name;
@@ -33,19 +34,7 @@ static const struct {
     {"health", kmsctl_cmd_health, ""},
     {"officer", kmsctl_cmd_officer,
      "keygen [--type p256|ed25519] --out PRIVATE.pem --pub-out PUBLIC.pem"},
-    {"propose", kmsctl_cmd_propose,
-     "ACTION [options]   (officers; see docs/kmsctl.md)\n"
-     "                        create-key --key N [--backend B] [--mode M] [--encrypt ID]...\n"
-     "                          [--decrypt ID]... [--reencrypt ID]... [--rotation-days D]\n"
-     "                        rotate-key --key N | cancel-key-deletion --key N\n"
-     "                        set-key-version-state --key N --version V --state enabled|disabled\n"
-     "                        set-min-decryption-version --key N --version V\n"
-     "                        schedule-key-deletion --key N [--days 7..30]\n"
-     "                        update-key-policy --key N [--encrypt ID]... [--decrypt ID]...\n"
-     "                          [--reencrypt ID]...\n"
-     "                        set-rotation-policy --key N --days D\n"
-     "                        add-officer --id ID --identity URI --signing-key-pub FILE\n"
-     "                        remove-officer --id ID | set-threshold --action TYPE --threshold N"},
+    {"propose", kmsctl_cmd_propose, "ACTION [options]   (officers; see docs/kmsctl.md)"},
     {"actions", kmsctl_cmd_actions, "[--pending]"},
     {"show-action", kmsctl_cmd_show_action, "ID"},
     {"approve", kmsctl_cmd_approve, "ID [--signing-key FILE|pkcs11:URI] [--yes]"},
@@ -58,8 +47,11 @@ static void usage(FILE *f)
           "              [--key FILE] [--server-name NAME] [--timeout-ms N] <command> [options]\n"
           "commands:\n",
           f);
-    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         fprintf(f, "  %-20s  %s\n", commands[i].name, commands[i].synopsis);
+        if (commands[i].run == kmsctl_cmd_propose)
+            kmsctl_action_usage(f); /* one line per action, from kmsctl's action table */
+    }
     fputs("FILE \"-\" is standard input or output (never raw bytes to a terminal).\n"
           "exit codes: 0 ok, 1 failure, 2 usage, 3 denied, 4 not found, 5 unavailable,\n"
           "            6 invalid input (wrong context, tampered blob, bad signature),\n"

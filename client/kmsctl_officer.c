@@ -11,6 +11,7 @@
 
 #include "kms/v1/kms.pb-c.h"
 #include "kmsctl.h"
+#include "kmsctl_actions.h"
 
 /* ---- printing an action --------------------------------------------------------------- */
 
@@ -46,103 +47,6 @@ static void iso_time(int64_t t, char *out, size_t cap)
         snprintf(out, cap, "%lld", (long long)t);
 }
 
-/* The oneof member's message name ("RotateKey"), from the descriptor. */
-static const char *type_of(const Kms__V1__ActionBody *b)
-{
-    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(
-        &kms__v1__action_body__descriptor, (unsigned)b->action_case);
-    if (f == NULL || f->type != PROTOBUF_C_TYPE_MESSAGE)
-        return "Unknown";
-    return ((const ProtobufCMessageDescriptor *)f->descriptor)->short_name;
-}
-
-static void list_field(kmsctl_out *o, const char *name, char **v, size_t n)
-{
-    size_t len = 1;
-    for (size_t i = 0; i < n; i++)
-        len += strlen(v[i]) + 1;
-    char *s = calloc(1, len);
-    if (s == NULL)
-        return;
-    size_t used = 0;
-    for (size_t i = 0; i < n; i++)
-        used += (size_t)snprintf(s + used, len - used, "%s%s", i ? " " : "", v[i]);
-    kmsctl_out_str(o, name, n ? s : "(nobody)");
-    free(s);
-}
-
-static void policy_fields(kmsctl_out *o, const Kms__V1__KeyPolicy *p)
-{
-    static char *none[1];
-    list_field(o, "policy.encrypt", p ? p->encrypt : none, p ? p->n_encrypt : 0);
-    list_field(o, "policy.decrypt", p ? p->decrypt : none, p ? p->n_decrypt : 0);
-    list_field(o, "policy.reencrypt", p ? p->reencrypt : none, p ? p->n_reencrypt : 0);
-}
-
-/* Every field of the decoded canonical action. */
-static void body_fields(kmsctl_out *o, const Kms__V1__ActionBody *b)
-{
-    kmsctl_out_str(o, "type", type_of(b));
-    switch (b->action_case) {
-    case KMS__V1__ACTION_BODY__ACTION_CREATE_KEY:
-        kmsctl_out_str(o, "key", b->create_key->key_name);
-        kmsctl_out_str(o, "backend", b->create_key->backend);
-        kmsctl_out_str(o, "backend_mode", b->create_key->backend_mode);
-        policy_fields(o, b->create_key->policy);
-        kmsctl_out_num(o, "rotation_period_days",
-                       b->create_key->rotation ? b->create_key->rotation->rotation_period_days : 0);
-        break;
-    case KMS__V1__ACTION_BODY__ACTION_ROTATE_KEY:
-        kmsctl_out_str(o, "key", b->rotate_key->key_name);
-        break;
-    case KMS__V1__ACTION_BODY__ACTION_SET_KEY_VERSION_STATE:
-        kmsctl_out_str(o, "key", b->set_key_version_state->key_name);
-        kmsctl_out_num(o, "version", b->set_key_version_state->version);
-        kmsctl_out_str(
-            o, "new_state",
-            b->set_key_version_state->state == KMS__V1__KEY_VERSION_STATE__ENABLED    ? "ENABLED"
-            : b->set_key_version_state->state == KMS__V1__KEY_VERSION_STATE__DISABLED ? "DISABLED"
-                                                                                      : "OTHER");
-        break;
-    case KMS__V1__ACTION_BODY__ACTION_SET_MIN_DECRYPTION_VERSION:
-        kmsctl_out_str(o, "key", b->set_min_decryption_version->key_name);
-        kmsctl_out_num(o, "min_decryption_version", b->set_min_decryption_version->version);
-        break;
-    case KMS__V1__ACTION_BODY__ACTION_SCHEDULE_KEY_DELETION:
-        kmsctl_out_str(o, "key", b->schedule_key_deletion->key_name);
-        kmsctl_out_num(o, "pending_window_days", b->schedule_key_deletion->pending_window_days);
-        break;
-    case KMS__V1__ACTION_BODY__ACTION_CANCEL_KEY_DELETION:
-        kmsctl_out_str(o, "key", b->cancel_key_deletion->key_name);
-        break;
-    case KMS__V1__ACTION_BODY__ACTION_UPDATE_KEY_POLICY:
-        kmsctl_out_str(o, "key", b->update_key_policy->key_name);
-        policy_fields(o, b->update_key_policy->policy);
-        break;
-    case KMS__V1__ACTION_BODY__ACTION_SET_ROTATION_POLICY:
-        kmsctl_out_str(o, "key", b->set_rotation_policy->key_name);
-        kmsctl_out_num(o, "rotation_period_days",
-                       b->set_rotation_policy->rotation
-                           ? b->set_rotation_policy->rotation->rotation_period_days
-                           : 0);
-        break;
-    case KMS__V1__ACTION_BODY__ACTION_ADD_OFFICER:
-        kmsctl_out_str(o, "officer_id", b->add_officer->officer_id);
-        kmsctl_out_str(o, "identity", b->add_officer->identity);
-        kmsctl_out_str(o, "signing_key_pem", b->add_officer->signing_key_pem);
-        break;
-    case KMS__V1__ACTION_BODY__ACTION_REMOVE_OFFICER:
-        kmsctl_out_str(o, "officer_id", b->remove_officer->officer_id);
-        break;
-    case KMS__V1__ACTION_BODY__ACTION_SET_THRESHOLD:
-        kmsctl_out_str(o, "action_type", b->set_threshold->action_type);
-        kmsctl_out_num(o, "threshold", b->set_threshold->threshold);
-        break;
-    default:
-        break;
-    }
-}
-
 /* Prints a; returns non-zero if its canonical bytes do not decode. */
 static int print_action(kmsctl *k, const kms_client_action *a)
 {
@@ -154,7 +58,7 @@ static int print_action(kmsctl *k, const kms_client_action *a)
     hex(a->id, 16, id);
     kmsctl_out_str(&o, "action", id);
     if (b != NULL)
-        body_fields(&o, b);
+        kmsctl_action_print(&o, b);
     else
         kmsctl_out_str(&o, "type", "UNDECODABLE");
     kmsctl_out_str(&o, "state", state_name(a->state));
@@ -241,13 +145,6 @@ static const struct option propose_options[] = {
     {"threshold", required_argument, NULL, P_THRESHOLD},
     {NULL, 0, NULL, 0}};
 
-struct proposal {
-    char *key, *backend, *mode, *id, *identity, *pub, *action, *state;
-    char *ids[3][256];
-    size_t n[3];
-    long version, days, rotation_days, threshold;
-};
-
 static int number(kmsctl *k, const char *s, long *out)
 {
     char *end;
@@ -258,162 +155,14 @@ static int number(kmsctl *k, const char *s, long *out)
     return 0;
 }
 
-static char *read_pub(kmsctl *k, const char *path)
-{
-    FILE *f = fopen(path, "r");
-    char *buf = calloc(1, 4097);
-    size_t n = f && buf ? fread(buf, 1, 4096, f) : 0;
-    if (f)
-        fclose(f);
-    if (n == 0) {
-        free(buf);
-        kmsctl_usage_error(k, "cannot read public key %s", path);
-        return NULL;
-    }
-    return buf;
-}
-
-static int need(kmsctl *k, const void *v, const char *opt)
-{
-    return v != NULL ? 0 : kmsctl_usage_error(k, "%s is required", opt);
-}
-
-/* Builds the body for `what` from p; 0 or an exit code. */
-static int build(kmsctl *k, const char *what, struct proposal *p, Kms__V1__ActionBody *b,
-                 uint8_t **bytes, size_t *len)
-{
-    Kms__V1__CreateKey ck = KMS__V1__CREATE_KEY__INIT;
-    Kms__V1__RotateKey rk = KMS__V1__ROTATE_KEY__INIT;
-    Kms__V1__SetKeyVersionState sv = KMS__V1__SET_KEY_VERSION_STATE__INIT;
-    Kms__V1__SetMinDecryptionVersion smv = KMS__V1__SET_MIN_DECRYPTION_VERSION__INIT;
-    Kms__V1__ScheduleKeyDeletion sd = KMS__V1__SCHEDULE_KEY_DELETION__INIT;
-    Kms__V1__CancelKeyDeletion cd = KMS__V1__CANCEL_KEY_DELETION__INIT;
-    Kms__V1__UpdateKeyPolicy up = KMS__V1__UPDATE_KEY_POLICY__INIT;
-    Kms__V1__SetRotationPolicy sr = KMS__V1__SET_ROTATION_POLICY__INIT;
-    Kms__V1__AddOfficer ao = KMS__V1__ADD_OFFICER__INIT;
-    Kms__V1__RemoveOfficer ro = KMS__V1__REMOVE_OFFICER__INIT;
-    Kms__V1__SetThreshold st = KMS__V1__SET_THRESHOLD__INIT;
-    Kms__V1__KeyPolicy pol = KMS__V1__KEY_POLICY__INIT;
-    Kms__V1__RotationPolicy rot = KMS__V1__ROTATION_POLICY__INIT;
-    char *pem = NULL;
-    int r = 0;
-    pol.encrypt = p->ids[0];
-    pol.n_encrypt = p->n[0];
-    pol.decrypt = p->ids[1];
-    pol.n_decrypt = p->n[1];
-    pol.reencrypt = p->ids[2];
-    pol.n_reencrypt = p->n[2];
-    rot.rotation_period_days = (uint32_t)p->rotation_days;
-    if (strcmp(what, "create-key") == 0) {
-        if ((r = need(k, p->key, "--key")) != 0)
-            return r;
-        ck.key_name = p->key;
-        ck.backend = p->backend ? p->backend : "";
-        ck.backend_mode = p->mode ? p->mode : "";
-        ck.policy = &pol;
-        ck.rotation = &rot;
-        b->action_case = KMS__V1__ACTION_BODY__ACTION_CREATE_KEY;
-        b->create_key = &ck;
-    } else if (strcmp(what, "rotate-key") == 0) {
-        if ((r = need(k, p->key, "--key")) != 0)
-            return r;
-        rk.key_name = p->key;
-        b->action_case = KMS__V1__ACTION_BODY__ACTION_ROTATE_KEY;
-        b->rotate_key = &rk;
-    } else if (strcmp(what, "set-key-version-state") == 0) {
-        if ((r = need(k, p->key, "--key")) != 0 || (r = need(k, p->state, "--state")) != 0)
-            return r;
-        if (strcmp(p->state, "enabled") != 0 && strcmp(p->state, "disabled") != 0)
-            return kmsctl_usage_error(k, "--state is enabled or disabled");
-        sv.key_name = p->key;
-        sv.version = (uint32_t)p->version;
-        sv.state = strcmp(p->state, "enabled") == 0 ? KMS__V1__KEY_VERSION_STATE__ENABLED
-                                                    : KMS__V1__KEY_VERSION_STATE__DISABLED;
-        b->action_case = KMS__V1__ACTION_BODY__ACTION_SET_KEY_VERSION_STATE;
-        b->set_key_version_state = &sv;
-    } else if (strcmp(what, "set-min-decryption-version") == 0) {
-        if ((r = need(k, p->key, "--key")) != 0)
-            return r;
-        smv.key_name = p->key;
-        smv.version = (uint32_t)p->version;
-        b->action_case = KMS__V1__ACTION_BODY__ACTION_SET_MIN_DECRYPTION_VERSION;
-        b->set_min_decryption_version = &smv;
-    } else if (strcmp(what, "schedule-key-deletion") == 0) {
-        if ((r = need(k, p->key, "--key")) != 0)
-            return r;
-        sd.key_name = p->key;
-        sd.pending_window_days = (uint32_t)p->days;
-        b->action_case = KMS__V1__ACTION_BODY__ACTION_SCHEDULE_KEY_DELETION;
-        b->schedule_key_deletion = &sd;
-    } else if (strcmp(what, "cancel-key-deletion") == 0) {
-        if ((r = need(k, p->key, "--key")) != 0)
-            return r;
-        cd.key_name = p->key;
-        b->action_case = KMS__V1__ACTION_BODY__ACTION_CANCEL_KEY_DELETION;
-        b->cancel_key_deletion = &cd;
-    } else if (strcmp(what, "update-key-policy") == 0) {
-        if ((r = need(k, p->key, "--key")) != 0)
-            return r;
-        up.key_name = p->key;
-        up.policy = &pol;
-        b->action_case = KMS__V1__ACTION_BODY__ACTION_UPDATE_KEY_POLICY;
-        b->update_key_policy = &up;
-    } else if (strcmp(what, "set-rotation-policy") == 0) {
-        if ((r = need(k, p->key, "--key")) != 0)
-            return r;
-        sr.key_name = p->key;
-        rot.rotation_period_days = (uint32_t)p->days;
-        sr.rotation = &rot;
-        b->action_case = KMS__V1__ACTION_BODY__ACTION_SET_ROTATION_POLICY;
-        b->set_rotation_policy = &sr;
-    } else if (strcmp(what, "add-officer") == 0) {
-        if ((r = need(k, p->id, "--id")) != 0 || (r = need(k, p->identity, "--identity")) != 0 ||
-            (r = need(k, p->pub, "--signing-key-pub")) != 0)
-            return r;
-        if ((pem = read_pub(k, p->pub)) == NULL)
-            return KMSCTL_EXIT_USAGE;
-        ao.officer_id = p->id;
-        ao.identity = p->identity;
-        ao.signing_key_pem = pem;
-        b->action_case = KMS__V1__ACTION_BODY__ACTION_ADD_OFFICER;
-        b->add_officer = &ao;
-    } else if (strcmp(what, "remove-officer") == 0) {
-        if ((r = need(k, p->id, "--id")) != 0)
-            return r;
-        ro.officer_id = p->id;
-        b->action_case = KMS__V1__ACTION_BODY__ACTION_REMOVE_OFFICER;
-        b->remove_officer = &ro;
-    } else if (strcmp(what, "set-threshold") == 0) {
-        if ((r = need(k, p->action, "--action")) != 0)
-            return r;
-        st.action_type = p->action;
-        st.threshold = (uint32_t)p->threshold;
-        b->action_case = KMS__V1__ACTION_BODY__ACTION_SET_THRESHOLD;
-        b->set_threshold = &st;
-    } else {
-        return kmsctl_usage_error(k, "unknown action \"%s\"", what);
-    }
-    /* Pack while the stack messages are alive. */
-    *len = protobuf_c_message_get_packed_size(&b->base);
-    *bytes = malloc(*len ? *len : 1);
-    if (*bytes == NULL) {
-        free(pem);
-        return KMSCTL_EXIT_FAILURE;
-    }
-    protobuf_c_message_pack(&b->base, *bytes);
-    free(pem);
-    return 0;
-}
-
 int kmsctl_cmd_propose(kmsctl *k, int argc, char **argv)
 {
-    if (argc < 2 || argv[1][0] == '-')
-        return kmsctl_usage_error(k, "propose ACTION [options]: create-key, rotate-key, "
-                                     "set-key-version-state, set-min-decryption-version, "
-                                     "schedule-key-deletion, cancel-key-deletion, "
-                                     "update-key-policy, set-rotation-policy, add-officer, "
-                                     "remove-officer, set-threshold");
-    struct proposal p;
+    if (argc < 2 || argv[1][0] == '-') {
+        char names[512];
+        kmsctl_action_names(names, sizeof(names));
+        return kmsctl_usage_error(k, "propose ACTION [options]: %s", names);
+    }
+    kmsctl_proposal p;
     memset(&p, 0, sizeof(p));
     optind = 0;
     opterr = 0;
@@ -433,7 +182,7 @@ int kmsctl_cmd_propose(kmsctl *k, int argc, char **argv)
         case P_DECRYPT:
         case P_REENCRYPT: {
             size_t l = (size_t)(opt - P_ENCRYPT);
-            if (p.n[l] == 256)
+            if (p.n[l] == KMSCTL_POLICY_IDS_MAX)
                 return kmsctl_usage_error(k, "at most 256 identities per list");
             p.ids[l][p.n[l]++] = optarg;
             break;
@@ -473,10 +222,12 @@ int kmsctl_cmd_propose(kmsctl *k, int argc, char **argv)
         return r;
     if (optind + 1 != argc)
         return kmsctl_usage_error(k, "unexpected argument \"%s\"", argv[optind + 1]);
-    Kms__V1__ActionBody b = KMS__V1__ACTION_BODY__INIT;
+    const kmsctl_action *action = kmsctl_action_by_name(argv[1]);
     uint8_t *bytes = NULL;
     size_t len = 0;
-    if ((r = build(k, argv[1], &p, &b, &bytes, &len)) != 0)
+    if (action == NULL)
+        return kmsctl_usage_error(k, "unknown action \"%s\"", argv[1]);
+    if ((r = kmsctl_action_build(k, action, &p, &bytes, &len)) != 0)
         return r;
     kms_client *c;
     kms_client_action a;
@@ -517,7 +268,7 @@ int kmsctl_cmd_actions(kmsctl *k, int argc, char **argv)
         iso_time(list[i].expires_at, when, sizeof(when));
         Kms__V1__ActionBody *b =
             kms__v1__action_body__unpack(NULL, list[i].action_bytes_len, list[i].action_bytes);
-        const char *type = b ? type_of(b) : "UNDECODABLE";
+        const char *type = b ? kmsctl_action_type(b) : "UNDECODABLE";
         if (k->json) {
             printf("%s{\"action\":\"%s\",\"type\":\"%s\",\"state\":\"%s\",\"approvals\":%zu,"
                    "\"threshold\":%u,\"proposer\":",

@@ -1,5 +1,6 @@
 /* `kmsd init`: the key ceremony (contract: ceremony.h). */
 #include "kmsd/ceremony.h"
+#include "kmsd/quorum/quorum_actions.h"
 #include "kmsd/quorum/signature.h"
 
 #include <errno.h>
@@ -19,14 +20,6 @@
 #include "base/log.h"
 
 #define PEM_FILE_MAX 16384
-
-const char *const kms_ceremony_action_types[] = {
-    "CreateKey",           "RotateKey",         "SetKeyVersionState", "SetMinDecryptionVersion",
-    "ScheduleKeyDeletion", "CancelKeyDeletion", "UpdateKeyPolicy",    "SetRotationPolicy",
-    "AddOfficer",          "RemoveOfficer",     "SetThreshold",
-};
-const size_t kms_ceremony_n_action_types =
-    sizeof(kms_ceremony_action_types) / sizeof(kms_ceremony_action_types[0]);
 
 /* ---- signing keys ------------------------------------------------------------------- */
 
@@ -52,21 +45,6 @@ out:
 
 /* ---- checks ---------------------------------------------------------------------------- */
 
-int kms_ceremony_valid_officer_id(const char *id)
-{
-    size_t n = strlen(id);
-    /* "kmsd" proposes the changes kmsd makes by itself: never an officer. */
-    if (n == 0 || n > KMS_OFFICER_ID_MAX || strcmp(id, KMS_SYSTEM_PROPOSER) == 0)
-        return 0;
-    for (const char *p = id; *p; p++) {
-        char ch = *p;
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 static int valid_identity(const char *id)
 {
     size_t n = strlen(id);
@@ -78,14 +56,6 @@ static int valid_identity(const char *id)
     return 1;
 }
 
-static int is_action_type(const char *name)
-{
-    for (size_t i = 0; i < kms_ceremony_n_action_types; i++)
-        if (strcmp(name, kms_ceremony_action_types[i]) == 0)
-            return 1;
-    return 0;
-}
-
 static int check_officers(const kms_config *cfg)
 {
     if (cfg->n_officers < KMS_THRESHOLD_MIN)
@@ -95,7 +65,7 @@ static int check_officers(const kms_config *cfg)
                              KMS_THRESHOLD_MIN, KMS_THRESHOLD_MIN, cfg->n_officers);
     for (size_t i = 0; i < cfg->n_officers; i++) {
         const kms_config_officer *o = &cfg->officers[i];
-        if (!kms_ceremony_valid_officer_id(o->id))
+        if (!kms_quorum_valid_officer_id(o->id))
             return kms_error_set(KMS_EINVAL,
                                  "officer id \"%.64s\": use 1..%d of [A-Za-z0-9._-], not \"kmsd\"",
                                  o->id, KMS_OFFICER_ID_MAX);
@@ -121,7 +91,7 @@ static int check_thresholds(const kms_config *cfg, uint32_t *out)
     uint32_t def = KMS_THRESHOLD_MIN;
     for (size_t i = 0; i < cfg->n_thresholds; i++) {
         const kms_config_threshold *t = &cfg->thresholds[i];
-        if (strcmp(t->action, "default") != 0 && !is_action_type(t->action))
+        if (strcmp(t->action, "default") != 0 && kms_quorum_action_by_type(t->action) == NULL)
             return kms_error_set(KMS_EINVAL, "threshold for unknown action type %.64s", t->action);
         if (t->threshold < KMS_THRESHOLD_MIN)
             return kms_error_set(KMS_EINVAL,
@@ -136,10 +106,10 @@ static int check_thresholds(const kms_config *cfg, uint32_t *out)
         if (strcmp(t->action, "default") == 0)
             def = t->threshold;
     }
-    for (size_t a = 0; a < kms_ceremony_n_action_types; a++) {
+    for (size_t a = 0; a < kms_quorum_n_actions; a++) {
         out[a] = def;
         for (size_t i = 0; i < cfg->n_thresholds; i++)
-            if (strcmp(cfg->thresholds[i].action, kms_ceremony_action_types[a]) == 0)
+            if (strcmp(cfg->thresholds[i].action, kms_quorum_actions[a].type) == 0)
                 out[a] = cfg->thresholds[i].threshold;
     }
     return KMS_OK;
@@ -241,12 +211,14 @@ out:
 int kms_ceremony_run(const kms_config *cfg, kms_store *store, kms_keyring *kr, const char *backend)
 {
     kms_officer_rec *officers = NULL;
-    uint32_t thresholds[sizeof(kms_ceremony_action_types) / sizeof(kms_ceremony_action_types[0])];
+    uint32_t *thresholds = NULL; /* one per row of the quorum action table */
     size_t existing = 0, keys = 0;
     int r;
 
     if (cfg == NULL || store == NULL || kr == NULL || backend == NULL)
         return kms_error_set(KMS_EINVAL, "ceremony: missing argument");
+    if ((thresholds = calloc(kms_quorum_n_actions, sizeof(*thresholds))) == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
     if ((r = check_officers(cfg)) != 0 || (r = check_thresholds(cfg, thresholds)) != 0 ||
         (r = check_keys(cfg)) != 0)
         goto out;
@@ -280,9 +252,8 @@ int kms_ceremony_run(const kms_config *cfg, kms_store *store, kms_keyring *kr, c
         goto out;
     }
 
-    for (size_t a = 0; a < kms_ceremony_n_action_types; a++)
-        if ((r = store->ops->threshold_set(store, kms_ceremony_action_types[a], thresholds[a])) !=
-            0)
+    for (size_t a = 0; a < kms_quorum_n_actions; a++)
+        if ((r = store->ops->threshold_set(store, kms_quorum_actions[a].type, thresholds[a])) != 0)
             goto out;
     for (size_t i = 0; i < cfg->n_keys; i++)
         if ((r = create_key(&cfg->keys[i], store, kr, backend)) != 0)
@@ -294,11 +265,12 @@ int kms_ceremony_run(const kms_config *cfg, kms_store *store, kms_keyring *kr, c
             goto out;
         printf("officer %s registered: %s\n", officers[i].id, officers[i].identity);
     }
-    for (size_t a = 0; a < kms_ceremony_n_action_types; a++)
-        printf("threshold %s: %u of %zu\n", kms_ceremony_action_types[a], thresholds[a],
+    for (size_t a = 0; a < kms_quorum_n_actions; a++)
+        printf("threshold %s: %u of %zu\n", kms_quorum_actions[a].type, thresholds[a],
                cfg->n_officers);
     kms_log_info("init: %zu officers, %zu keys registered", cfg->n_officers, cfg->n_keys);
 out:
     free(officers);
+    free(thresholds);
     return r;
 }

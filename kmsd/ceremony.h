@@ -19,15 +19,6 @@
 #include "kmsd/keyring/keyring.h"
 #include "kmsd/store/store.h"
 
-/* The quorum action types (the ActionBody oneof of kms.v1), each of which
- * gets a threshold at init. */
-/* 1 if id is a valid officer id: 1..KMS_OFFICER_ID_MAX of [A-Za-z0-9._-],
- * not the reserved KMS_SYSTEM_PROPOSER. */
-int kms_ceremony_valid_officer_id(const char *id);
-
-extern const char *const kms_ceremony_action_types[];
-extern const size_t kms_ceremony_n_action_types;
-
 /* Runs the ceremony against an open store and a keyring with the backend
  * `backend` registered. KMS_EINVAL (with a detail naming the problem) for a
  * bad init section, KMS_EEXISTS if the database is already initialised;

@@ -1,7 +1,8 @@
 /* Handlers of kms.v1.Quorum: ProposeAction, ApproveAction, GetAction,
- * ListActions, CancelAction. The wrapper (kmsd/server/rpc.c) has checked that
- * the caller is an enrolled officer; kmsd/quorum/quorum.c does the rest. Replies
- * are built in the call's arena. */
+ * ListActions, CancelAction. The wrapper (kmsd/server/rpc.c, with the rows
+ * of kmsd/rpc_table.c) has checked that the caller is an enrolled officer;
+ * kmsd/quorum/quorum.c does the rest. Replies are built in the call's
+ * arena. */
 #include <stdlib.h>
 #include <string.h>
 

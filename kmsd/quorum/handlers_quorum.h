@@ -5,13 +5,14 @@
 #include "kmsd/server/rpc.h"
 
 int kms_handlers_propose_action(kms_rpc_call *c, const ProtobufCMessage *req,
-                                ProtobufCMessage **resp);
+                                ProtobufCMessage **resp) KMS_MUST_CHECK;
 int kms_handlers_approve_action(kms_rpc_call *c, const ProtobufCMessage *req,
-                                ProtobufCMessage **resp);
-int kms_handlers_get_action(kms_rpc_call *c, const ProtobufCMessage *req, ProtobufCMessage **resp);
+                                ProtobufCMessage **resp) KMS_MUST_CHECK;
+int kms_handlers_get_action(kms_rpc_call *c, const ProtobufCMessage *req,
+                            ProtobufCMessage **resp) KMS_MUST_CHECK;
 int kms_handlers_list_actions(kms_rpc_call *c, const ProtobufCMessage *req,
-                              ProtobufCMessage **resp);
+                              ProtobufCMessage **resp) KMS_MUST_CHECK;
 int kms_handlers_cancel_action(kms_rpc_call *c, const ProtobufCMessage *req,
-                               ProtobufCMessage **resp);
+                               ProtobufCMessage **resp) KMS_MUST_CHECK;
 
 #endif

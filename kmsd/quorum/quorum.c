@@ -32,7 +32,7 @@ static int record_rotation(void *ctx, const char *key_name, uint32_t version, co
         return kms_error_set(KMS_EINTERNAL, "cannot record an automatic rotation");
     protobuf_c_message_pack(&b.base, a->bytes);
     a->bytes_len = n;
-    snprintf(a->type, sizeof(a->type), "RotateKey");
+    snprintf(a->type, sizeof(a->type), "%s", kms_quorum_action_of(&b)->type);
     snprintf(a->proposer, sizeof(a->proposer), "%s", KMS_SYSTEM_PROPOSER);
     a->state = KMS_ACTION_EXECUTED;
     a->threshold = 0;
@@ -157,16 +157,11 @@ int kms_quorum_propose(kms_quorum *q, const char *identity, const uint8_t *body,
 {
     kms_officer_rec officer;
     KMS_GUARD(officer_of(q, identity, &officer));
-    if (body == NULL || len == 0 || len > KMS_ACTION_BYTES_MAX)
-        return kms_error_set_public(KMS_EINVAL, "action missing or larger than %d bytes",
-                                    KMS_ACTION_BYTES_MAX);
-    Kms__V1__ActionBody *b = kms__v1__action_body__unpack(NULL, len, body);
-    if (b == NULL)
-        return kms_error_set_public(KMS_EINVAL, "action does not decode as kms.v1.ActionBody");
-    const char *type = kms_quorum_type_name(b);
-    int r = type == NULL ? kms_error_set_public(KMS_EINVAL, "action names no operation") : KMS_OK;
-    if (r == 0)
-        r = kms_quorum_validate(q, b);
+    Kms__V1__ActionBody *b = NULL;
+    KMS_GUARD(kms_quorum_action_decode(body, len, 0, &b));
+    const char *type = kms_quorum_action_of(b)->type; /* decode found the row */
+    kms_action_env env = kms_quorum_env(q);
+    int r = kms_quorum_action_validate(&env, b);
     size_t n = r == 0 ? protobuf_c_message_get_packed_size(&b->base) : 0;
     if (r == 0 && (n == 0 || n > KMS_ACTION_BYTES_MAX))
         r = kms_error_set_public(KMS_EINVAL, "action larger than %d bytes", KMS_ACTION_BYTES_MAX);

@@ -1,13 +1,13 @@
-/* Internals shared by quorum.c (proposals, approvals), quorum_validate.c
- * (checking and canonicalizing actions) and quorum_exec.c (executing,
- * resuming, sweeping). Not a public header. */
+/* Internals shared by quorum.c (proposals, approvals) and quorum_exec.c
+ * (executing, resuming, sweeping). Both sit on quorum_actions.h; quorum.c
+ * calls into quorum_exec.c, never the other way. Not a public header. */
 #ifndef KMS_QUORUM_INTERNAL_H
 #define KMS_QUORUM_INTERNAL_H
 
 #include <pthread.h>
 
 #include "kmsd/quorum/quorum.h"
-#include "kms/v1/kms.pb-c.h"
+#include "kmsd/quorum/quorum_actions.h"
 
 struct kms_quorum {
     kms_store *store;
@@ -19,22 +19,19 @@ struct kms_quorum {
     pthread_mutex_t propose_mu; /* counts and creates a proposal as one step */
 };
 
-/* The oneof's type name ("RotateKey"), or NULL for an empty/unknown case. */
-const char *kms_quorum_type_name(const Kms__V1__ActionBody *body);
+/* What the actions of the table see: q's store, keyring and policy, and
+ * the time now. */
+static inline kms_action_env kms_quorum_env(const kms_quorum *q)
+{
+    kms_action_env env = {q->store, q->kr, q->policy, kms_clock_now(&q->cfg.clock)};
+    return env;
+}
 
-/* Checks body against the current state and fills in defaults, in place
- * (KMS_EINVAL / KMS_ENOTFOUND / KMS_EEXISTS / KMS_EPRECOND with a detail).
- * Called at proposal and again just before execution. */
-int kms_quorum_validate(kms_quorum *q, Kms__V1__ActionBody *body) KMS_MUST_CHECK;
-
-/* Keyring backend name for (backend, mode): "pkcs11", "tpm2", "tpm2-resident". */
-int kms_quorum_backend_name(const char *backend, const char *mode, char *out, size_t cap);
-
-/* Runs an EXECUTING action to EXECUTED or FAILED; exec_mu must be held.
- * Returns non-zero only for a transient failure that leaves it EXECUTING. */
-int kms_quorum_execute(kms_quorum *q, kms_action_rec *a);
-/* Takes exec_mu, reads the action afresh into *a and executes it if it is
- * still EXECUTING. */
-int kms_quorum_execute_id(kms_quorum *q, const uint8_t id[KMS_ACTION_ID_LEN], kms_action_rec *a);
+/* Takes exec_mu, reads the action afresh into *a and, if it is still
+ * EXECUTING, runs it to EXECUTED or FAILED. Non-zero only for a store
+ * failure or a transient failure that leaves it EXECUTING (retried by the
+ * next sweep). */
+int kms_quorum_execute_id(kms_quorum *q, const uint8_t id[KMS_ACTION_ID_LEN],
+                          kms_action_rec *a) KMS_MUST_CHECK;
 
 #endif
