@@ -153,7 +153,7 @@ int kms_client_call(kms_client *c, const char *method, const ProtobufCMessage *r
         r = kms_client_fail(err, (int)status, "%.*s", len,
                             (const char *)GRPC_SLICE_START_PTR(details));
         if (len == 0)
-            kms_client_fail(err, (int)status, "%s", kms_client_status_name((int)status));
+            r = kms_client_fail(err, (int)status, "%s", kms_client_status_name((int)status));
     } else {
         uint8_t *reply = NULL;
         size_t reply_len = 0;
@@ -161,7 +161,7 @@ int kms_client_call(kms_client *c, const char *method, const ProtobufCMessage *r
         if (recv == NULL) {
             r = kms_client_fail(err, KMS_CLIENT_EREPLY, "no reply message");
         } else if ((r = read_reply(recv, &reply, &reply_len)) != KMS_CLIENT_OK) {
-            kms_client_fail(err, r, "reply could not be read");
+            r = kms_client_fail(err, r, "reply could not be read");
         } else {
             *resp = protobuf_c_message_unpack(resp_desc, alloc, reply_len, reply ? reply : empty);
             if (*resp == NULL)

@@ -8,6 +8,7 @@
 #include <grpc/grpc.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "kms/error.h"
 #include "kms/client.h"
 
 struct kms_client {
@@ -17,7 +18,7 @@ struct kms_client {
 
 /* Fills *err (when given) with code and a printf-style message; returns code. */
 int kms_client_fail(kms_client_error *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4))) KMS_MUST_CHECK;
 
 /* Sends req to method and waits for the status (at most the client's
  * timeout). On KMS_CLIENT_OK *resp is the reply unpacked with alloc (free it
@@ -25,7 +26,7 @@ int kms_client_fail(kms_client_error *err, int code, const char *fmt, ...)
  * wiped after unpacking. */
 int kms_client_call(kms_client *c, const char *method, const ProtobufCMessage *req,
                     const ProtobufCMessageDescriptor *resp_desc, ProtobufCAllocator *alloc,
-                    ProtobufCMessage **resp, kms_client_error *err);
+                    ProtobufCMessage **resp, kms_client_error *err) KMS_MUST_CHECK;
 
 /* Locked (mlock), not dumped (MADV_DONTDUMP) memory for plaintext; NULL on
  * failure. kms_client_secure_free wipes it. n may be 0 (one byte is kept). */
@@ -38,6 +39,6 @@ void kms_client_secure_free(uint8_t *p);
  * copies); *out is an array of n pointers, freed with free(). */
 int kms_client_context_entries(const ProtobufCMessageDescriptor *desc,
                                const kms_client_context_entry *ctx, size_t n, void ***out,
-                               kms_client_error *err);
+                               kms_client_error *err) KMS_MUST_CHECK;
 
 #endif

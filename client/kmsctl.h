@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "kms/error.h"
 #include "kms/client.h"
 
 /* Exit codes, documented in docs/kmsctl.md. */
@@ -33,9 +34,9 @@ typedef struct kmsctl_conf {
 /* Reads a YAML mapping of scalars (see docs/kmsctl.md); relative paths are
  * taken relative to the file's directory. 0, or -1 with a message on
  * stderr. */
-int kmsctl_conf_load(kmsctl_conf *c, const char *path);
+int kmsctl_conf_load(kmsctl_conf *c, const char *path) KMS_MUST_CHECK;
 /* Sets one setting by name from a command-line value. */
-int kmsctl_conf_set(kmsctl_conf *c, const char *name, const char *value);
+int kmsctl_conf_set(kmsctl_conf *c, const char *name, const char *value) KMS_MUST_CHECK;
 void kmsctl_conf_free(kmsctl_conf *c);
 
 typedef struct kmsctl {
@@ -46,12 +47,13 @@ typedef struct kmsctl {
 } kmsctl;
 
 /* Opens the client once; prints the error and returns the exit code on failure. */
-int kmsctl_client(kmsctl *k, kms_client **out);
+int kmsctl_client(kmsctl *k, kms_client **out) KMS_MUST_CHECK;
 /* Prints a failed call (stderr; with --json also {"error":...} on stdout)
  * and returns its exit code. */
-int kmsctl_fail(kmsctl *k, const kms_client_error *err);
+int kmsctl_fail(kmsctl *k, const kms_client_error *err) KMS_MUST_CHECK;
 /* Prints a usage error and returns KMSCTL_EXIT_USAGE. */
-int kmsctl_usage_error(kmsctl *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int kmsctl_usage_error(kmsctl *k, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3))) KMS_MUST_CHECK;
 
 /* Encryption context pairs from repeated --context KEY=VALUE. */
 typedef struct kmsctl_context {
@@ -59,7 +61,7 @@ typedef struct kmsctl_context {
     size_t n;
     char **owned;
 } kmsctl_context;
-int kmsctl_context_add(kmsctl_context *c, const char *spec);
+int kmsctl_context_add(kmsctl_context *c, const char *spec) KMS_MUST_CHECK;
 void kmsctl_context_free(kmsctl_context *c);
 
 /* Input bytes: a file ("-" is stdin) or a base64 string, at most max bytes.
@@ -71,12 +73,13 @@ typedef struct kmsctl_bytes {
     struct kms_secret *locked; /* secret input: the memory data points into */
 } kmsctl_bytes;
 int kmsctl_read_input(kmsctl *k, const char *file, const char *b64, size_t max, int secret,
-                      kmsctl_bytes *out);
+                      kmsctl_bytes *out) KMS_MUST_CHECK;
 void kmsctl_bytes_free(kmsctl_bytes *b);
 
 /* Writes raw bytes to a file (mode 0600 for secrets, else 0644; "-" is
  * stdout, refused when stdout is a terminal). 0 or an exit code. */
-int kmsctl_write_output(kmsctl *k, const char *file, const uint8_t *data, size_t len, int secret);
+int kmsctl_write_output(kmsctl *k, const char *file, const uint8_t *data, size_t len,
+                        int secret) KMS_MUST_CHECK;
 
 /* Base64 of data (malloc'ed, wiped by kmsctl_b64_free); NULL on no memory. */
 char *kmsctl_b64(const uint8_t *data, size_t len);
@@ -98,19 +101,19 @@ void kmsctl_out_end(kmsctl_out *o);
 /* JSON string with escapes. */
 void kmsctl_json_string(FILE *f, const char *s);
 
-int kmsctl_cmd_generate_data_key(kmsctl *k, int argc, char **argv);
-int kmsctl_cmd_encrypt(kmsctl *k, int argc, char **argv);
-int kmsctl_cmd_decrypt(kmsctl *k, int argc, char **argv);
-int kmsctl_cmd_reencrypt(kmsctl *k, int argc, char **argv);
-int kmsctl_cmd_describe_key(kmsctl *k, int argc, char **argv);
-int kmsctl_cmd_list_keys(kmsctl *k, int argc, char **argv);
-int kmsctl_cmd_health(kmsctl *k, int argc, char **argv);
+int kmsctl_cmd_generate_data_key(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
+int kmsctl_cmd_encrypt(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
+int kmsctl_cmd_decrypt(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
+int kmsctl_cmd_reencrypt(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
+int kmsctl_cmd_describe_key(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
+int kmsctl_cmd_list_keys(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
+int kmsctl_cmd_health(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
 /* Officers (kmsctl_officer.c). */
-int kmsctl_cmd_officer(kmsctl *k, int argc, char **argv);
-int kmsctl_cmd_propose(kmsctl *k, int argc, char **argv);
-int kmsctl_cmd_actions(kmsctl *k, int argc, char **argv);
-int kmsctl_cmd_show_action(kmsctl *k, int argc, char **argv);
-int kmsctl_cmd_approve(kmsctl *k, int argc, char **argv);
-int kmsctl_cmd_cancel(kmsctl *k, int argc, char **argv);
+int kmsctl_cmd_officer(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
+int kmsctl_cmd_propose(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
+int kmsctl_cmd_actions(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
+int kmsctl_cmd_show_action(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
+int kmsctl_cmd_approve(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
+int kmsctl_cmd_cancel(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
 
 #endif

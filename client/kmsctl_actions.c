@@ -1,6 +1,7 @@
 /* kmsctl's quorum action table (kmsctl_actions.h): per action, how its
  * message is filled from the flags and how it is printed; the table is at
  * the end. */
+#include "base/file.h"
 #include "kmsctl_actions.h"
 
 #include <stdio.h>
@@ -71,19 +72,18 @@ static void policy_fields(kmsctl_out *o, const Kms__V1__KeyPolicy *p)
     list_field(o, "policy.reencrypt", p ? p->reencrypt : none, p ? p->n_reencrypt : 0);
 }
 
-static char *read_pub(kmsctl *k, const char *path)
+/* The officer's public key PEM from path (a regular file, at most 4 KiB)
+ * into *out (free()); a usage error naming the file otherwise. */
+static int read_pub(kmsctl *k, const char *path, char **out)
 {
-    FILE *f = fopen(path, "r");
-    char *buf = calloc(1, 4097);
-    size_t n = f && buf ? fread(buf, 1, 4096, f) : 0;
-    if (f)
-        fclose(f);
-    if (n == 0) {
-        free(buf);
-        kmsctl_usage_error(k, "cannot read public key %s", path);
-        return NULL;
+    char *pem = NULL;
+    size_t n = 0;
+    if (kms_file_read(path, 4096, KMS_FILE_REGULAR, &pem, &n) != 0 || n == 0) {
+        free(pem);
+        return kmsctl_usage_error(k, "cannot read public key %s", path);
     }
-    return buf;
+    *out = pem;
+    return 0;
 }
 
 /* ---- the actions ------------------------------------------------------------------------ */
@@ -237,8 +237,9 @@ static void print_set_rotation_policy(kmsctl_out *o, const Kms__V1__ActionBody *
 static int fill_add_officer(kmsctl *k, const kmsctl_proposal *p, kmsctl_body *o)
 {
     Kms__V1__AddOfficer *m = &o->m.add_officer;
-    if ((o->pem = read_pub(k, p->pub)) == NULL)
-        return KMSCTL_EXIT_USAGE;
+    int r = read_pub(k, p->pub, &o->pem);
+    if (r != 0)
+        return r;
     kms__v1__add_officer__init(m);
     m->officer_id = p->id;
     m->identity = p->identity;

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "kms/error.h"
 #include "kms/v1/kms.pb-c.h"
 #include "kmsctl.h"
 
@@ -44,7 +45,7 @@ typedef struct kmsctl_action {
     unsigned needs; /* KMSCTL_NEEDS_* */
     /* Sets the row's member of body->b from p; 0 or an exit code (with the
      * message printed). */
-    int (*fill)(kmsctl *k, const kmsctl_proposal *p, kmsctl_body *body);
+    int (*fill)(kmsctl *k, const kmsctl_proposal *p, kmsctl_body *body) KMS_MUST_CHECK;
     /* Prints the fields of the row's member of b. */
     void (*print)(kmsctl_out *o, const Kms__V1__ActionBody *b);
 } kmsctl_action;
@@ -58,7 +59,7 @@ const kmsctl_action *kmsctl_action_by_name(const char *name);
 /* Checks the row's required flags, fills the body and packs it into
  * *bytes (malloc'd, *len bytes). 0 or an exit code (message printed). */
 int kmsctl_action_build(kmsctl *k, const kmsctl_action *a, const kmsctl_proposal *p,
-                        uint8_t **bytes, size_t *len);
+                        uint8_t **bytes, size_t *len) KMS_MUST_CHECK;
 
 /* Prints "type" and every field of the decoded canonical action b. */
 void kmsctl_action_print(kmsctl_out *o, const Kms__V1__ActionBody *b);

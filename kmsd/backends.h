@@ -14,7 +14,7 @@
 #define KMS_BACKENDS_MAX 4
 
 /* 1 if the configuration names at least one backend. */
-int kms_backends_configured(const kms_config *cfg);
+int kms_backends_configured(const kms_config *cfg) KMS_MUST_CHECK;
 
 /* Opens every backend the configuration names, in table order (PKCS#11
  * first, so it stays where `kmsd init` creates keys when both are set),

@@ -56,15 +56,15 @@ struct kms_backend_key {
 
 /* kms code for rv: 0 only for CKR_OK; unknown codes fail closed with
  * KMS_EINTERNAL. */
-int kms_p11_rv_to_error(CK_RV rv);
+int kms_p11_rv_to_error(CK_RV rv) KMS_MUST_CHECK;
 /* As kms_p11_rv_to_error, for the rv of C_Decrypt with an AEAD mechanism:
  * a failed tag check is KMS_EAUTH (SoftHSM says CKR_GENERAL_ERROR, other
  * tokens CKR_ENCRYPTED_DATA_INVALID or CKR_ENCRYPTED_DATA_LEN_RANGE). */
-int kms_p11_decrypt_rv_to_error(CK_RV rv);
+int kms_p11_decrypt_rv_to_error(CK_RV rv) KMS_MUST_CHECK;
 /* "CKR_PIN_INCORRECT", or "CKR_(unknown)". Never NULL. */
 const char *kms_p11_rv_name(CK_RV rv);
 /* 1 if rv means the session or the login is gone (heal and retry). */
-int kms_p11_rv_session_lost(CK_RV rv);
+int kms_p11_rv_session_lost(CK_RV rv) KMS_MUST_CHECK;
 /* The table itself, for its unit test: number of rows and the rv of row i. */
 size_t kms_p11_rv_table_len(void);
 CK_RV kms_p11_rv_table_code(size_t i);
@@ -72,28 +72,29 @@ CK_RV kms_p11_rv_table_code(size_t i);
 /* ---- p11_module.c: module, slot, PIN ------------------------------------------- */
 
 /* dlopen + C_GetFunctionList + C_Initialize(CKF_OS_LOCKING_OK). */
-int kms_p11_module_load(struct p11 *p, const char *path);
+int kms_p11_module_load(struct p11 *p, const char *path) KMS_MUST_CHECK;
 /* Finds the one initialized token labelled `label` (≤ 32 bytes). */
-int kms_p11_find_slot(struct p11 *p, const char *label);
+int kms_p11_find_slot(struct p11 *p, const char *label) KMS_MUST_CHECK;
 /* Reads the PIN (first line of a 0600 regular file) into locked memory. */
-int kms_p11_read_pin(const char *path, kms_secret **pin);
+int kms_p11_read_pin(const char *path, kms_secret **pin) KMS_MUST_CHECK;
 void kms_p11_module_unload(struct p11 *p);
 
 /* ---- p11_session.c: the pool ------------------------------------------------------ */
 
 /* Opens `size` (0 = 4) RW sessions and logs in once. */
-int kms_p11_pool_open(struct p11 *p, unsigned size);
+int kms_p11_pool_open(struct p11 *p, unsigned size) KMS_MUST_CHECK;
 /* Borrows a session: its handle, its index (for release) and the pool
  * generation it belongs to. Blocks while every session is busy or a
  * healing runs; fails fast with KMS_EUNAVAIL while the pool is broken and
  * inside its back-off window, or dead. */
-int kms_p11_pool_acquire(struct p11 *p, CK_SESSION_HANDLE *s, int *idx, unsigned *gen);
+int kms_p11_pool_acquire(struct p11 *p, CK_SESSION_HANDLE *s, int *idx,
+                         unsigned *gen) KMS_MUST_CHECK;
 void kms_p11_pool_release(struct p11 *p, int idx);
 /* Called (holding no session) by a thread that saw a session-loss code on
  * a session of generation `seen_gen`: re-opens every session and logs in
  * again unless another thread already did. 0 if the pool is usable again,
  * KMS_EUNAVAIL otherwise. */
-int kms_p11_pool_heal(struct p11 *p, unsigned seen_gen);
+int kms_p11_pool_heal(struct p11 *p, unsigned seen_gen) KMS_MUST_CHECK;
 void kms_p11_pool_close(struct p11 *p);
 
 /* ---- p11_check.c: finding and checking keys ---------------------------------------- */
@@ -102,10 +103,11 @@ void kms_p11_pool_close(struct p11 *p);
  * if two objects share the id, KMS_EUNAVAIL (and the rv is a session-loss
  * code) if the session is gone. */
 int kms_p11_find_key(struct p11 *p, CK_SESSION_HANDLE s, const uint8_t id[P11_ID_LEN],
-                     CK_OBJECT_HANDLE *out);
+                     CK_OBJECT_HANDLE *out) KMS_MUST_CHECK;
 /* Checks the object is a safe master key (see p11_check.c). KMS_EKEYCHECK
  * naming the attribute in the error detail, logged as an error. */
-int kms_p11_check_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, const char *label);
+int kms_p11_check_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                      const char *label) KMS_MUST_CHECK;
 
 /* "kms:<32 hex key id>:v<version>" for a CKA_ID; cap ≥ P11_LABEL_MAX. */
 void kms_p11_label(const uint8_t id[P11_ID_LEN], char *out, size_t cap);

@@ -45,19 +45,19 @@ typedef struct tpm2_device {
 
 /* Opens the context (TCTI, Startup, flush of transients); with need_primary
  * also finds the primary. */
-int kms_tpm2_connect(tpm2_device *d, int need_primary);
+int kms_tpm2_connect(tpm2_device *d, int need_primary) KMS_MUST_CHECK;
 void kms_tpm2_disconnect(tpm2_device *d);
 
 /* Before a command: reconnects a broken context. */
-int kms_tpm2_ready(tpm2_device *d);
+int kms_tpm2_ready(tpm2_device *d) KMS_MUST_CHECK;
 
 /* The connection broke during a command: connects again (new TCTI and
  * ESYS context, Startup, flush, primary). */
-int kms_tpm2_reconnect(tpm2_device *d);
+int kms_tpm2_reconnect(tpm2_device *d) KMS_MUST_CHECK;
 
 /* Restarts the TPM after a reset (Startup CLEAR), forgets every transient
  * handle and finds the primary again. */
-int kms_tpm2_restart(tpm2_device *d);
+int kms_tpm2_restart(tpm2_device *d) KMS_MUST_CHECK;
 
 /* Flushes the cached resident key, if any (or only forgets it when the
  * TPM cannot be told). */
@@ -73,19 +73,19 @@ TSS2_RC kms_tpm2_load(tpm2_device *d, const TPM2B_PUBLIC *pub, const TPM2B_PRIVA
 
 /* Takes the exclusive lock for cfg->tcti (KMS_EPRECOND, naming the holder's
  * pid, if another process or opening holds it). */
-int kms_tpm2_lock(const kms_tpm2_config *cfg, int *fd);
+int kms_tpm2_lock(const kms_tpm2_config *cfg, int *fd) KMS_MUST_CHECK;
 void kms_tpm2_unlock(int fd);
 /* The lock's key for a TCTI string: the usual spellings of one TPM give one
  * key ("device:/dev/tpmrm0" and "device:/dev/tpm0"; "swtpm:host=localhost"
  * and "mssim:port=2321,host=127.0.0.1"); anything else is kept as written. */
-int kms_tpm2_lock_key(const char *tcti, char *out, size_t cap);
+int kms_tpm2_lock_key(const char *tcti, char *out, size_t cap) KMS_MUST_CHECK;
 
 /* ---- return codes (tpm2_rc.c) ---- */
 
 /* 1 if rc is the TPM's answer (a TPM-format code, from the TPM or in a
  * resource manager's TPM layer); 0 for the software layers below (TCTI,
  * ESYS, SYS, MU). */
-int kms_tpm2_rc_from_tpm(TSS2_RC rc);
+int kms_tpm2_rc_from_tpm(TSS2_RC rc) KMS_MUST_CHECK;
 
 /* The TPM-format code without handle/session/parameter numbers (also for
  * the resource manager's TPM-format layer); codes of other layers
@@ -94,7 +94,7 @@ TSS2_RC kms_tpm2_rc_base(TSS2_RC rc);
 
 /* Maps a TSS2_RC to a kms error with a detail naming what failed; a
  * communication failure marks the device broken (KMS_EUNAVAIL). */
-int kms_tpm2_error(tpm2_device *d, TSS2_RC rc, const char *what);
+int kms_tpm2_error(tpm2_device *d, TSS2_RC rc, const char *what) KMS_MUST_CHECK;
 
 #define TPM2_RETRY_NO 0
 #define TPM2_RETRY_BACKOFF 1   /* RETRY, YIELDED, TESTING, PCR_CHANGED: same command again */
@@ -103,7 +103,7 @@ int kms_tpm2_error(tpm2_device *d, TSS2_RC rc, const char *what);
 #define TPM2_RETRY_RECONNECT 4 /* TCTI layer: the connection broke; reconnect, retry once */
 /* Never TPM2_RETRY_* for AUTH_FAIL, BAD_AUTH or LOCKOUT: one operator
  * attempt costs at most one dictionary-attack strike. */
-int kms_tpm2_retryable(TSS2_RC rc);
+int kms_tpm2_retryable(TSS2_RC rc) KMS_MUST_CHECK;
 
 /* Runs `call` (a TSS2_RC expression, re-evaluated on each try) with the lock
  * held: retries what the TPM asks to retry (at most TPM2_MAX_TRIES, with
@@ -155,8 +155,8 @@ typedef struct tpm2_ref {
     TPM2B_PRIVATE priv;
 } tpm2_ref;
 
-int kms_tpm2_ref_encode(const tpm2_ref *r, kms_backend_ref *out);
-int kms_tpm2_ref_decode(const kms_backend_ref *in, tpm2_ref *out);
+int kms_tpm2_ref_encode(const tpm2_ref *r, kms_backend_ref *out) KMS_MUST_CHECK;
+int kms_tpm2_ref_decode(const kms_backend_ref *in, tpm2_ref *out) KMS_MUST_CHECK;
 
 /* The PCR selection for a mask (SHA-256 bank). */
 void kms_tpm2_pcr_selection(uint32_t mask, TPML_PCR_SELECTION *sel);
@@ -165,21 +165,21 @@ void kms_tpm2_pcr_selection(uint32_t mask, TPML_PCR_SELECTION *sel);
 
 /* Creates a sealed object holding 32 random bytes (OpenSSL RAND_priv_bytes)
  * bound to r->pcr_mask (none if 0); fills r->pub and r->priv. */
-int kms_tpm2_seal_create(tpm2_device *d, tpm2_ref *r);
+int kms_tpm2_seal_create(tpm2_device *d, tpm2_ref *r) KMS_MUST_CHECK;
 
 /* Loads, unseals and flushes r's object: *key (32 bytes, locked memory) is
  * set only on success. KMS_EPRECOND naming the PCRs if their values
  * changed; KMS_EKEYCHECK if the object is not ours or not a 32-byte key. */
-int kms_tpm2_seal_open(tpm2_device *d, const tpm2_ref *r, kms_secret **key);
+int kms_tpm2_seal_open(tpm2_device *d, const tpm2_ref *r, kms_secret **key) KMS_MUST_CHECK;
 
 /* ---- resident mode (tpm2_resident.c); lock held, context ready ---- */
 
 /* Creates an HMAC-SHA256 key (sign only, generated in the TPM). */
-int kms_tpm2_resident_create(tpm2_device *d, tpm2_ref *r);
+int kms_tpm2_resident_create(tpm2_device *d, tpm2_ref *r) KMS_MUST_CHECK;
 
 /* Loads r's key (a check that it belongs to this TPM) and keeps it as the
  * cached key of owner. */
-int kms_tpm2_resident_load(tpm2_device *d, uint64_t owner, const tpm2_ref *r);
+int kms_tpm2_resident_load(tpm2_device *d, uint64_t owner, const tpm2_ref *r) KMS_MUST_CHECK;
 
 /* Flushes the cached key if it is version (key_id, version). */
 void kms_tpm2_resident_forget(tpm2_device *d, const uint8_t key_id[KMS_KEY_ID_LEN],
@@ -188,6 +188,6 @@ void kms_tpm2_resident_forget(tpm2_device *d, const uint8_t key_id[KMS_KEY_ID_LE
 /* key = HMAC_TPM(r's key, label || key id || version BE || iv); the caller
  * wipes key. Reloads the key if it is not the cached one. */
 int kms_tpm2_resident_derive(tpm2_device *d, uint64_t owner, const tpm2_ref *r,
-                             const uint8_t iv[KMS_GCM_IV_LEN], uint8_t key[32]);
+                             const uint8_t iv[KMS_GCM_IV_LEN], uint8_t key[32]) KMS_MUST_CHECK;
 
 #endif

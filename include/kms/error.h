@@ -45,12 +45,12 @@ const char *kms_error_name(int err);
 
 /* gRPC status code (numeric, as in grpc/status.h) for a kms error code.
  * The one table lives in kms/error.c; unknown codes map to INTERNAL. */
-int kms_error_grpc_status(int err);
+int kms_error_grpc_status(int err) KMS_MUST_CHECK;
 
 /* Records a detail for the current thread and returns err, so a failure can
  * be reported in one line: return kms_error_set(KMS_EKEYCHECK, "...", ...).
  * The detail is for the operator's log only; never pass key bytes. */
-int kms_error_set(int err, const char *fmt, ...) KMS_PRINTF(2, 3);
+int kms_error_set(int err, const char *fmt, ...) KMS_PRINTF(2, 3) KMS_MUST_CHECK;
 
 /* Like kms_error_set, and the detail is also fit for the caller: kmsd sends
  * it as the gRPC status message in place of kms_strerror(err). Only for
@@ -58,7 +58,7 @@ int kms_error_set(int err, const char *fmt, ...) KMS_PRINTF(2, 3);
  * key's or an action's state, the PCRs a sealed key is bound to, what is
  * wrong with the caller's own input. Never for denials (which stay
  * uninformative), store or device internals, or anything secret. */
-int kms_error_set_public(int err, const char *fmt, ...) KMS_PRINTF(2, 3);
+int kms_error_set_public(int err, const char *fmt, ...) KMS_PRINTF(2, 3) KMS_MUST_CHECK;
 
 /* The current thread's last detail ("" if none). Valid until the next
  * kms_error_set, kms_error_set_public or kms_error_clear on this thread. */

@@ -58,10 +58,9 @@ void kms_sqlite_detail_save(struct kms_sqlite_detail *d)
     d->text[n] = '\0';
 }
 
-void kms_sqlite_detail_restore(const struct kms_sqlite_detail *d, int r)
+int kms_sqlite_detail_restore(const struct kms_sqlite_detail *d, int r)
 {
-    /* kms_error_set returns r itself: nothing to check. */
-    (void)kms_error_set(r, "%s", d->text);
+    return kms_error_set(r, "%s", d->text);
 }
 
 int kms_sqlite_prepare_all(struct sqlite_store *s)
@@ -224,7 +223,7 @@ int kms_sqlite_tx_end(struct sqlite_store *s, int r)
         kms_sqlite_detail_save(&d);
         if (kms_sq_run(s, ST_ROLLBACK, KMS_SQ_NO_ARGS, NULL) != 0)
             kms_log_error("store: rollback failed: %s", kms_error_detail());
-        kms_sqlite_detail_restore(&d, r);
+        r = kms_sqlite_detail_restore(&d, r);
     }
     return r;
 }

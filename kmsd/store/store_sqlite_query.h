@@ -121,7 +121,8 @@ struct kms_sqlite_detail {
     char text[256];
 };
 void kms_sqlite_detail_save(struct kms_sqlite_detail *d);
-void kms_sqlite_detail_restore(const struct kms_sqlite_detail *d, int r);
+/* Puts the saved detail back under code r and returns r. */
+int kms_sqlite_detail_restore(const struct kms_sqlite_detail *d, int r) KMS_MUST_CHECK;
 
 /* BEGIN IMMEDIATE; and commit if r is 0, else roll back (keeping r's
  * detail); returns the first failure. Call with the lock held and every

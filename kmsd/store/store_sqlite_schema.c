@@ -172,8 +172,7 @@ static int open_error(int r)
         return r;
     struct kms_sqlite_detail d;
     kms_sqlite_detail_save(&d);
-    kms_sqlite_detail_restore(&d, KMS_ESTORE);
-    return KMS_ESTORE;
+    return kms_sqlite_detail_restore(&d, KMS_ESTORE);
 }
 
 /* Runs a one-shot query that must yield exactly one row whose first column
@@ -334,7 +333,7 @@ out:
         kms_sqlite_detail_save(&d);
         if (kms_sq_script(db, "ROLLBACK", "migration rollback") != 0)
             kms_log_error("store: %s", kms_error_detail());
-        kms_sqlite_detail_restore(&d, r);
+        r = kms_sqlite_detail_restore(&d, r);
     }
     if (r == 0 && v < SCHEMA_VERSION) {
         kms_log_info("store: schema migrated from version %d to %d (%s)", v, v + 1,
