@@ -163,3 +163,26 @@ void kmsctl_conf_free(kmsctl_conf *c)
     free(c->signing_key);
     memset(c, 0, sizeof(*c));
 }
+
+/* The client for the configured server, opened on first use. */
+int kmsctl_client(kmsctl *k, kms_client **out)
+{
+    if (k->client == NULL) {
+        const kmsctl_conf *c = &k->conf;
+        if (c->server == NULL || c->ca == NULL || c->cert == NULL || c->key == NULL)
+            return kmsctl_usage_error(k,
+                                      "no server, ca, cert or key: give --config FILE (or set "
+                                      "KMSCTL_CONFIG) or the --server/--ca/--cert/--key options");
+        kms_client_options o = {.target = c->server,
+                                .ca_file = c->ca,
+                                .cert_file = c->cert,
+                                .key_file = c->key,
+                                .server_name = c->server_name,
+                                .timeout_ms = (int)c->timeout_ms};
+        kms_client_error err;
+        if (kms_client_open(&o, &k->client, &err) != 0)
+            return kmsctl_fail(k, &err);
+    }
+    *out = k->client;
+    return 0;
+}

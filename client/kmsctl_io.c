@@ -2,6 +2,8 @@
  * text/JSON printer. Binary data goes to files or base64, never raw to a
  * terminal. */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -302,4 +304,55 @@ void kmsctl_out_end(kmsctl_out *o)
     if (o->json)
         fputs("}\n", o->f);
     fflush(o->f);
+}
+
+/* ---- errors: usage, and a failed call as an exit code ---------------------------------- */
+
+int kmsctl_usage_error(kmsctl *k, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "kmsctl: %s%s", k->command ? k->command : "", k->command ? ": " : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\n(kmsctl --help lists the commands and their options)\n", stderr);
+    return KMSCTL_EXIT_USAGE;
+}
+
+static int exit_code(int status)
+{
+    switch (status) {
+    case KMS_CLIENT_PERMISSION_DENIED:
+    case KMS_CLIENT_UNAUTHENTICATED:
+        return KMSCTL_EXIT_DENIED;
+    case KMS_CLIENT_NOT_FOUND:
+        return KMSCTL_EXIT_NOT_FOUND;
+    case KMS_CLIENT_UNAVAILABLE:
+    case KMS_CLIENT_DEADLINE_EXCEEDED:
+        return KMSCTL_EXIT_UNAVAILABLE;
+    case KMS_CLIENT_INVALID_ARGUMENT:
+    case KMS_CLIENT_EARG:
+        return KMSCTL_EXIT_INVALID;
+    case KMS_CLIENT_FAILED_PRECONDITION:
+    case KMS_CLIENT_ALREADY_EXISTS:
+        return KMSCTL_EXIT_PRECONDITION;
+    case KMS_CLIENT_EFILE:
+        return KMSCTL_EXIT_USAGE;
+    default:
+        return KMSCTL_EXIT_FAILURE;
+    }
+}
+
+int kmsctl_fail(kmsctl *k, const kms_client_error *err)
+{
+    const char *name = kms_client_status_name(err->code);
+    fprintf(stderr, "kmsctl: %s: %s: %s\n", k->command, name, err->message);
+    if (k->json) {
+        fputs("{\"error\":{\"code\":", stdout);
+        kmsctl_json_string(stdout, name);
+        fputs(",\"message\":", stdout);
+        kmsctl_json_string(stdout, err->message);
+        fputs("}}\n", stdout);
+    }
+    return exit_code(err->code);
 }
