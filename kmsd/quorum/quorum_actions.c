@@ -587,13 +587,14 @@ static int execute_set_threshold(const kms_action_env *env, const Kms__V1__Actio
 const kms_quorum_action kms_quorum_actions[] = {
     ROW(CREATE_KEY, "CreateKey", create_key, plan_started),
     ROW(ROTATE_KEY, "RotateKey", rotate_key, plan_rotate_key),
-    ROW(SET_KEY_VERSION_STATE, "SetKeyVersionState", set_key_version_state, NULL),
-    ROW(SET_MIN_DECRYPTION_VERSION, "SetMinDecryptionVersion", set_min_decryption_version, NULL),
+    ROW(SET_KEY_VERSION_STATE, "SetKeyVersionState", set_key_version_state, plan_started),
+    ROW(SET_MIN_DECRYPTION_VERSION, "SetMinDecryptionVersion", set_min_decryption_version,
+        plan_started),
     ROW(SCHEDULE_KEY_DELETION, "ScheduleKeyDeletion", schedule_key_deletion,
         plan_schedule_key_deletion),
-    ROW(CANCEL_KEY_DELETION, "CancelKeyDeletion", cancel_key_deletion, NULL),
-    ROW(UPDATE_KEY_POLICY, "UpdateKeyPolicy", update_key_policy, NULL),
-    ROW(SET_ROTATION_POLICY, "SetRotationPolicy", set_rotation_policy, NULL),
+    ROW(CANCEL_KEY_DELETION, "CancelKeyDeletion", cancel_key_deletion, plan_started),
+    ROW(UPDATE_KEY_POLICY, "UpdateKeyPolicy", update_key_policy, plan_started),
+    ROW(SET_ROTATION_POLICY, "SetRotationPolicy", set_rotation_policy, plan_started),
     ROW(ADD_OFFICER, "AddOfficer", add_officer, plan_started),
     ROW(REMOVE_OFFICER, "RemoveOfficer", remove_officer, plan_started),
     ROW(SET_THRESHOLD, "SetThreshold", set_threshold, plan_started),
@@ -703,8 +704,10 @@ int kms_quorum_action_execute(const kms_action_env *env, kms_action_rec *a,
     const kms_quorum_action *row = kms_quorum_action_of(body);
     if (row == NULL)
         return kms_error_set(KMS_EINVAL, "unknown action");
+    if (row->plan == NULL) /* every row has one: a table bug, fail closed */
+        return kms_error_set(KMS_EINTERNAL, "%s: no plan function", row->type);
     int resumed = a->plan_len > 0;
-    if (row->plan != NULL && !resumed) {
+    if (!resumed) {
         uint8_t plan[KMS_ACTION_PLAN_MAX];
         size_t n = 0;
         KMS_GUARD(row->plan(env, body, plan, &n));

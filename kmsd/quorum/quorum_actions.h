@@ -10,13 +10,14 @@
  * kmsctl's table (docs/officers.md, "Adding an action").
  *
  * Crash safety (the contract every row keeps): execution may stop at any
- * point and run again from the start. A row that changes a device or makes
- * a change it cannot recognise afterwards has a plan function: the plan
- * (what "done" will look like) is recorded in the store before the first
- * change, and a run that finds a recorded plan executes against it and
- * recognises work already done instead of doing it twice. A row without a
- * plan makes only changes that are idempotent as they stand (setting a
- * value). */
+ * point and run again from the start. Every row records a plan in the
+ * store before its first change; a run that finds one is a resumed run
+ * (not validated again: it would be judged against its own change). A row
+ * that changes a device or makes a change it cannot recognise afterwards
+ * plans what "done" will look like and recognises work already done
+ * instead of doing it twice; any other row records the one-byte "started"
+ * plan and makes only changes that are idempotent as they stand (setting
+ * a value). */
 #ifndef KMS_QUORUM_ACTIONS_H
 #define KMS_QUORUM_ACTIONS_H
 
@@ -47,7 +48,7 @@ typedef struct kms_action_run {
 
 /* One row. validate checks body against the current state and fills in
  * defaults in place (so that the canonical bytes say exactly what will
- * happen); it changes nothing else. plan (NULL: the action has none) writes
+ * happen); it changes nothing else. plan (never NULL) writes
  * the plan, at most KMS_ACTION_PLAN_MAX bytes, from body and the current
  * state; it changes nothing. execute makes the change and writes the result
  * line. All return 0 or a negative KMS_E* code with a detail; the body they

@@ -38,7 +38,9 @@ static int execute(kms_quorum *q, kms_action_rec *a)
     int r = kms_quorum_action_decode(a->bytes, a->bytes_len, 1, &b);
     if (r == 0 && a->plan_len == 0)
         /* The state may have changed since the proposal (e.g. the key is
-         * gone): re-checked before anything is done. */
+         * gone): re-checked before anything is done. A recorded plan means
+         * an earlier run passed this and may have made its change: it is
+         * resumed, not judged against that change. */
         r = kms_quorum_action_validate(&env, b);
     if (r == 0)
         r = kms_quorum_action_execute(&env, a, b, res, sizeof(res));

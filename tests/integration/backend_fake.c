@@ -234,8 +234,14 @@ static void fake_close(kms_backend *b)
     free(f);
 }
 
+/* Destroy erases the in-process key: it shreds. Its keys live in kmsd's
+ * memory, so KEY_NEVER_LEAVES is not claimed. */
+static const kms_backend_mode fake_modes[] = {{"", KMS_BACKEND_CAP_SHRED}};
+
 static const kms_backend_ops fake_ops = {
     .name = "fake",
+    .modes = fake_modes,
+    .n_modes = sizeof(fake_modes) / sizeof(fake_modes[0]),
     .create_version = create_version,
     .open_version = open_version,
     .release_version = release_version,
