@@ -20,7 +20,8 @@ int kms_buf_reserve(kms_buf_writer *w, size_t n, uint8_t **at)
 {
     if (n > kms_buf_writer_room(w))
         return KMS_ETOOBIG;
-    *at = w->data + w->len;
+    /* No buffer (room 0) reserves only 0 bytes: no pointer arithmetic on NULL. */
+    *at = w->data != NULL ? w->data + w->len : NULL;
     w->len += n;
     return KMS_OK;
 }
@@ -104,7 +105,7 @@ int kms_buf_get_view(kms_buf_reader *r, size_t n, const uint8_t **at)
 {
     if (n > kms_buf_remaining(r))
         return KMS_EINVAL;
-    *at = r->data + r->off;
+    *at = r->data != NULL ? r->data + r->off : NULL;
     r->off += n;
     return KMS_OK;
 }
@@ -183,7 +184,7 @@ int kms_buf_get_lv32(kms_buf_reader *r, const uint8_t **at, size_t *n)
 
 void kms_buf_get_rest(kms_buf_reader *r, const uint8_t **at, size_t *n)
 {
-    *at = r->data + r->off;
+    *at = r->data != NULL ? r->data + r->off : NULL;
     *n = kms_buf_remaining(r);
     r->off = r->len;
 }
