@@ -15,9 +15,10 @@
 #define P11_LABEL_MAX 64                /* "kms:<32 hex>:v<u32>" + NUL fits */
 #define P11_POOL_MAX 64
 /* The state-integrity key's CKA_ID and label. Its CKA_ID is 19 bytes, so it
- * never equals a version's (P11_ID_LEN = 20). */
-#define P11_STATE_KEY_ID "kms:state-integrity"
-#define P11_STATE_KEY_LABEL "kms:state-integrity"
+ * never equals a version's (P11_ID_LEN = 20); its label does not start
+ * with "kms:" as every version's does. */
+#define P11_STATE_KEY_ID "kms-state-integrity"
+#define P11_STATE_KEY_LABEL "kms-state-integrity"
 #define P11_DATA_MAX 4096 /* largest wrap/unwrap input (API: plaintext ≤ 4 KiB, docs/api.md) */
 
 /* The session pool. `gen` counts healings: object handles found under an

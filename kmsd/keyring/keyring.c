@@ -412,6 +412,14 @@ const char *kms_keyring_default_backend(const kms_keyring *kr)
     return kr->nbackends > 0 ? kr->backends[0].stored : NULL;
 }
 
+kms_backend *kms_keyring_state_backend(const kms_keyring *kr)
+{
+    for (size_t i = 0; i < kr->nbackends; i++)
+        if (kms_backend_has_caps(kr->backends[i].b, KMS_BACKEND_CAP_STATE_MAC))
+            return kr->backends[i].b;
+    return NULL;
+}
+
 int kms_keyring_health(kms_keyring *kr)
 {
     int r = KMS_OK;

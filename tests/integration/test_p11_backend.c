@@ -334,7 +334,7 @@ static CK_OBJECT_HANDLE make_unsafe_state_key(struct fx *f, CK_FUNCTION_LIST_PTR
     CK_KEY_TYPE type = CKK_GENERIC_SECRET;
     CK_ULONG len = 32;
     CK_BBOOL yes = CK_TRUE;
-    static const char id[] = "kms:state-integrity";
+    static const char id[] = "kms-state-integrity";
     CK_ATTRIBUTE t[] = {
         {CKA_CLASS, &cls, sizeof(cls)},       {CKA_KEY_TYPE, &type, sizeof(type)},
         {CKA_VALUE_LEN, &len, sizeof(len)},   {CKA_TOKEN, &yes, sizeof(yes)},
@@ -362,7 +362,7 @@ static void state_key_on_the_token(void **state)
     memcpy(untouched, mac, sizeof(mac));
 
     assert_int_equal(f->b->ops->state_mac(f->b, msg, sizeof(msg), mac), KMS_ENOTFOUND);
-    assert_non_null(strstr(kms_error_detail(), "kms:state-integrity"));
+    assert_non_null(strstr(kms_error_detail(), "kms-state-integrity"));
     assert_memory_equal(mac, untouched, sizeof(mac));
 
     CK_SLOT_ID slot;
@@ -394,7 +394,7 @@ static void state_key_on_the_token(void **state)
     assert_int_equal(f->b->ops->state_mac(f->b, big, sizeof(big), mac2), KMS_ETOOBIG);
 
     /* The token itself verifies it as HMAC-SHA-256 under that object. */
-    static const char id[] = "kms:state-integrity";
+    static const char id[] = "kms-state-integrity";
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_ID, (void *)id, sizeof(id) - 1}};
     CK_OBJECT_HANDLE h[2];
@@ -414,13 +414,13 @@ static void state_key_on_the_token(void **state)
     static char out[65536];
     char line[200];
     assert_int_equal(kms_test_token_list_objects(&f->token, out, sizeof(out)), 0);
-    if (listing_line(out, "kms:state-integrity", "Access:", line, sizeof(line)) != 0)
+    if (listing_line(out, "kms-state-integrity", "Access:", line, sizeof(line)) != 0)
         fail_msg("pkcs11-tool does not list the state key:\n%s", out);
     assert_string_equal(line, "sensitive, always sensitive, never extractable, local");
     /* pkcs11-tool leaves "sign" out for secret keys (it prints it only for
      * private keys); that the key signs is shown by C_Verify above. What
      * matters here: no encrypt, decrypt, wrap, unwrap or derive. */
-    assert_int_equal(listing_line(out, "kms:state-integrity", "Usage:", line, sizeof(line)), 0);
+    assert_int_equal(listing_line(out, "kms-state-integrity", "Usage:", line, sizeof(line)), 0);
     assert_string_equal(line, "verify");
 }
 
