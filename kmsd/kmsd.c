@@ -38,6 +38,7 @@
 #include "base/secret.h"
 #include "kmsd/server/server.h"
 #include "kmsd/state/state.h"
+#include "kmsd/state/writer_lock.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -284,6 +285,7 @@ struct daemon {
     int sweeper_up, stopping;
     pthread_mutex_t sweep_mu;
     pthread_cond_t sweep_cv;
+    int db_lock; /* the writer lock's descriptor + 1; 0: not held */
 };
 
 static void *sweep_loop(void *arg)
@@ -371,6 +373,10 @@ static int open_core(struct daemon *d, int must_exist)
     if (must_exist && stat(d->cfg.database, &sb) != 0)
         return kms_error_set(KMS_EINVAL, "database %s does not exist: run `kmsd init` first",
                              d->cfg.database);
+    /* One kmsd per database file, before anything reads it. */
+    int lock = -1;
+    KMS_GUARD(kms_writer_lock_acquire(d->cfg.database, &lock));
+    d->db_lock = lock + 1;
     KMS_GUARD(kms_backends_open(&d->cfg, !must_exist, backends, &n));
     kms_keyring_config kc = {.clock = {d->cfg.test_clock_file}};
     if ((r = kms_store_sqlite_open(d->cfg.database, &d->store)) == 0 &&
@@ -393,6 +399,8 @@ static void close_core(struct daemon *d)
     d->policy = NULL;
     d->keyring = NULL;
     d->store = NULL;
+    kms_writer_lock_release(d->db_lock - 1);
+    d->db_lock = 0;
 }
 
 /* Ends gRPC for good before kmsd exits. Connections still closing (a TLS

@@ -443,6 +443,60 @@ static void state_integrity_key(void **state)
     assert_int_equal(state_keys_on_token(NULL, 0), 1);
 }
 
+/* ---- one kmsd per database, one per port ------------------------------------------- */
+
+/* kmsd ARGS... under timeout(1), so that a kmsd that should have been
+ * refused but serves ends the test (status 124) instead of hanging it. */
+static int kmsd_bounded(const char *const *args)
+{
+    const char *kmsd = getenv("KMS_KMSD");
+    assert_non_null(kmsd);
+    char *argv[40];
+    size_t n = 0;
+    argv[n++] = "/usr/bin/timeout";
+    argv[n++] = "20";
+    argv[n++] = (char *)kmsd;
+    for (size_t i = 0; args[i] != NULL && n < 39; i++)
+        argv[n++] = (char *)args[i];
+    argv[n] = NULL;
+    return kms_test_run(argv, out, sizeof(out));
+}
+
+/* While a kmsd serves kms.db: a second `run` (another port), `init` and
+ * `seal-state` on that file are refused, naming the first one's pid; a
+ * second kmsd on its port (another database) fails to bind instead of
+ * sharing the port. Once the first stops, the file is free again. */
+static void one_kmsd_per_database_and_port(void **state)
+{
+    (void)state;
+    assert_int_equal(init_with("second.db", NULL), 0);
+    kms_test_kmsd_start(&K, NULL);
+    char pid[64];
+    snprintf(pid, sizeof(pid), "pid %ld", (long)K.pid);
+
+    const char *again[] = {"--config", K.config, "--listen", "127.0.0.1:0", "run", NULL};
+    int st = kmsd_bounded(again);
+    if (st != 1 || strstr(out, "in use by another kmsd") == NULL || strstr(out, pid) == NULL)
+        fail_msg("second kmsd on kms.db: status %d (want 1, naming %s), output:\n%s", st, pid, out);
+    const char *seal[] = {"--config", K.config, "seal-state", NULL};
+    st = kmsd_bounded(seal);
+    if (st != 1 || strstr(out, pid) == NULL)
+        fail_msg("seal-state on a served kms.db: status %d, output:\n%s", st, out);
+
+    const char *port[] = {"--config", K.config, "--database", path("second.db"),
+                          "--listen", K.target, "run",        NULL};
+    st = kmsd_bounded(port);
+    if (st != 1 || strstr(out, "cannot listen on") == NULL)
+        fail_msg("second kmsd on port %d: status %d (want 1, cannot listen), output:\n%s", K.port,
+                 st, out);
+
+    assert_int_equal(kms_test_kmsd_stop(&K, SIGTERM), 0);
+    kms_test_kmsd_start(&K, NULL); /* the lock went with the first one */
+    assert_int_equal(kms_test_kmsd_stop(&K, SIGKILL), 128 + SIGKILL);
+    kms_test_kmsd_start(&K, NULL); /* and with one that was killed */
+    assert_int_equal(kms_test_kmsd_stop(&K, SIGTERM), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -455,6 +509,7 @@ int main(void)
         cmocka_unit_test(ceremony_from_flags_serves_its_key),
         cmocka_unit_test(run_refusals_and_usage),
         cmocka_unit_test(state_integrity_key),
+        cmocka_unit_test(one_kmsd_per_database_and_port),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }
