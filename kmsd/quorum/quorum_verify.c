@@ -97,6 +97,12 @@ int kms_quorum_verify_approvals(kms_quorum *q, const kms_action_rec *a)
                          o == NULL ? "not enrolled now" : "counted already");
             continue;
         }
+        if (ap->approved_at < o->created_at) {
+            kms_log_warn("quorum: action %s: the approval of %s was made before %s's current "
+                         "enrollment",
+                         id, ap->officer_id, ap->officer_id);
+            continue;
+        }
         if (kms_signature_verify(o->signing_key_pem, digest, ap->signature, ap->signature_len) !=
             0) {
             kms_log_warn("quorum: action %s: the approval of %s does not verify under the key "

@@ -12,8 +12,10 @@
  *    recorded at proposal and the current one;
  *  - at least that many approvals carry a signature that verifies over the
  *    digest under the signing key of an officer enrolled now, each from a
- *    distinct officer. An officer removed and re-added with a new key is a
- *    new enrollment: approvals signed with the old key do not verify.
+ *    distinct officer, made no earlier than that officer's current
+ *    enrollment (its created_at): an officer removed and re-added is a new
+ *    enrollment, and approvals from before it do not count, whatever key
+ *    they were signed with.
  *
  * An action kmsd recorded itself (proposer KMS_SYSTEM_PROPOSER) is never
  * executed. */

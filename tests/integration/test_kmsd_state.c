@@ -100,7 +100,8 @@ static void digest_of(const Kms__V1__Action *a, uint8_t out[32])
     SHA256(msg, sizeof(msg), out);
 }
 
-static void approve(kms_tc *c, const char *officer, const Kms__V1__Action *a)
+/* officer signs a's digest and sends it through c; the gRPC status. */
+static int approve_status(kms_tc *c, const char *officer, const Kms__V1__Action *a)
 {
     uint8_t d[32], sig[256];
     char name[64], path[400];
@@ -123,10 +124,16 @@ static void approve(kms_tc *c, const char *officer, const Kms__V1__Action *a)
     req.signature.data = sig;
     req.signature.len = len;
     Kms__V1__Action *out = NULL;
-    assert_int_equal(kms_tc_call(c, QU "ApproveAction", &req.base, &kms__v1__action__descriptor,
-                                 (ProtobufCMessage **)&out, NULL, 0),
-                     GRPC_STATUS_OK);
-    protobuf_c_message_free_unpacked(&out->base, NULL);
+    int st = kms_tc_call(c, QU "ApproveAction", &req.base, &kms__v1__action__descriptor,
+                         (ProtobufCMessage **)&out, NULL, 0);
+    if (out != NULL)
+        protobuf_c_message_free_unpacked(&out->base, NULL);
+    return st;
+}
+
+static void approve(kms_tc *c, const char *officer, const Kms__V1__Action *a)
+{
+    assert_int_equal(approve_status(c, officer, a), GRPC_STATUS_OK);
 }
 
 static Kms__V1__Action *get_action(const ProtobufCBinaryData *id)
@@ -282,6 +289,36 @@ static void digest_that_does_not_match(void **state)
     free_action(b);
 }
 
+/* Two valid approvals, kmsd killed once the second committed (the action
+ * is EXECUTING); then officer2 re-enrolled after approving (its
+ * created_at moved past its approval, as a RemoveOfficer and AddOfficer
+ * with the same key would leave it). The resumed action must not count the
+ * old approval. Without the change, the same crash resumes and executes. */
+static void approval_from_an_earlier_enrollment(void **state)
+{
+    (void)state;
+    Kms__V1__Action *a = propose_rotation("demo");
+    stop();
+    const char *crash[] = {"--test-crash-at", "approval-committed", NULL};
+    kms_test_kmsd_start(&K, crash);
+    O1 = kms_test_kmsd_open_as(&K, "officer1");
+    O2 = kms_test_kmsd_open_as(&K, "officer2");
+    O3 = kms_test_kmsd_open_as(&K, "officer3");
+    approve(O1, "officer1", a);
+    assert_int_not_equal(approve_status(O2, "officer2", a), GRPC_STATUS_OK); /* killed */
+    kms_tc_close(O1);
+    kms_tc_close(O2);
+    kms_tc_close(O3);
+    assert_int_equal(kms_test_kmsd_stop(&K, SIGTERM), 128 + SIGKILL);
+    assert_int_equal(count_rows("SELECT count(*) FROM actions WHERE state = 6"), 1);
+    int objects = token_objects(), versions = count_rows(DEMO_VERSIONS);
+    tamper("UPDATE officers SET created_at = (SELECT approved_at + 1 FROM approvals"
+           " WHERE action_id = ?1 AND officer_id = 'officer2') WHERE id = 'officer2'",
+           &a->id, NULL);
+    expect_not_executed(a, objects, versions, "1 valid approvals");
+    free_action(a);
+}
+
 /* The legitimate flow: two approvals execute the rotation (once). */
 static void approved_action_executes(void **state)
 {
@@ -304,6 +341,7 @@ int main(void)
         cmocka_unit_test(approval_copied_to_another_officer),
         cmocka_unit_test(approval_copied_from_another_action),
         cmocka_unit_test(digest_that_does_not_match),
+        cmocka_unit_test(approval_from_an_earlier_enrollment),
         cmocka_unit_test(approved_action_executes),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);
