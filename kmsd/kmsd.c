@@ -3,6 +3,8 @@
  *   kmsd [--config FILE] [options] run     serve the API over mutual TLS
  *   kmsd [--config FILE] [options] init    the key ceremony (once)
  *   kmsd [--config FILE] [options] tpm2-provision   make the TPM's storage primary
+ *   kmsd [--config FILE] [options] seal-state   make the state-integrity key (once, for a
+ *                                               database initialised without one)
  *
  * Exit status: 0 success (including a clean shutdown on SIGTERM/SIGINT),
  * 1 runtime failure, 2 usage or configuration error. */
@@ -35,6 +37,8 @@
 #include "kmsd/rpc_table.h"
 #include "base/secret.h"
 #include "kmsd/server/server.h"
+#include "kmsd/state/state.h"
+#include "kmsd/state/writer_lock.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -42,13 +46,15 @@
 #define MAX_OPTS 1024
 
 static const char usage_text[] =
-    "usage: kmsd [--config FILE] [options] run|init|tpm2-provision\n"
+    "usage: kmsd [--config FILE] [options] run|init|tpm2-provision|seal-state\n"
     "\n"
     "  run    serve the kms API over mutual TLS (prints \"kmsd ready on HOST:PORT\")\n"
     "  init   the key ceremony: create the database, check the backends, register\n"
     "         the first officers and thresholds and create the first keys (once)\n"
     "  tpm2-provision   create the TPM's persistent storage primary (a TPM added\n"
     "         after init; init does it when tpm2.tcti is set)\n"
+    "  seal-state   create the state-integrity key on the PKCS#11 token for a\n"
+    "         database initialised before kmsd had one (once; trust on first use)\n"
     "\n"
     "settings (override the config file; docs/configuration.md). Backends: the\n"
     "pkcs11 settings, --tpm2-tcti, or both; at least one.\n"
@@ -279,6 +285,7 @@ struct daemon {
     int sweeper_up, stopping;
     pthread_mutex_t sweep_mu;
     pthread_cond_t sweep_cv;
+    int db_lock; /* the writer lock's descriptor + 1; 0: not held */
 };
 
 static void *sweep_loop(void *arg)
@@ -366,6 +373,10 @@ static int open_core(struct daemon *d, int must_exist)
     if (must_exist && stat(d->cfg.database, &sb) != 0)
         return kms_error_set(KMS_EINVAL, "database %s does not exist: run `kmsd init` first",
                              d->cfg.database);
+    /* One kmsd per database file, before anything reads it. */
+    int lock = -1;
+    KMS_GUARD(kms_writer_lock_acquire(d->cfg.database, &lock));
+    d->db_lock = lock + 1;
     KMS_GUARD(kms_backends_open(&d->cfg, !must_exist, backends, &n));
     kms_keyring_config kc = {.clock = {d->cfg.test_clock_file}};
     if ((r = kms_store_sqlite_open(d->cfg.database, &d->store)) == 0 &&
@@ -388,6 +399,8 @@ static void close_core(struct daemon *d)
     d->policy = NULL;
     d->keyring = NULL;
     d->store = NULL;
+    kms_writer_lock_release(d->db_lock - 1);
+    d->db_lock = 0;
 }
 
 /* Ends gRPC for good before kmsd exits. Connections still closing (a TLS
@@ -420,6 +433,33 @@ static int cmd_init(struct daemon *d)
     return kms_ceremony_run(&d->cfg, d->store, d->keyring, kms_keyring_default_backend(d->keyring));
 }
 
+/* The one-time state-integrity key for a database that predates it. */
+static int cmd_seal_state(struct daemon *d)
+{
+    size_t officers = 0;
+    KMS_GUARD(open_core(d, 1));
+    KMS_GUARD(d->store->ops->officer_list(d->store, count_officer, &officers));
+    if (officers == 0)
+        return kms_error_set(KMS_EINVAL, "database %s is not initialised: run `kmsd init` first",
+                             d->cfg.database);
+    return kms_state_key_seal(d->keyring);
+}
+
+/* At start: the state-integrity key must be safe if it is there. Its
+ * absence is only warned about for now (nothing is authenticated under it
+ * yet); an unsafe object or a device that does not answer refuses. */
+static int check_state_key(struct daemon *d)
+{
+    int r = kms_state_key_check(d->keyring);
+    if (r == KMS_ENOTFOUND || r == KMS_EPRECOND) {
+        kms_log_warn("state integrity: %s", kms_error_detail());
+        return KMS_OK;
+    }
+    if (r == 0)
+        kms_log_info("state integrity: state-integrity key present and safe");
+    return r;
+}
+
 /* The host part of "host:port" (what precedes the last ':'). */
 static int host_len(const char *listen)
 {
@@ -443,7 +483,7 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
                           d->cfg.database);
         goto out;
     }
-    if ((r = start_quorum(d)) != 0)
+    if ((r = check_state_key(d)) != 0 || (r = start_quorum(d)) != 0)
         goto out;
     if (d->cfg.insecure_dev) {
         kms_log_warn("INSECURE: --insecure-dev serves plaintext gRPC without client "
@@ -548,12 +588,13 @@ int main(int argc, char **argv)
     }
     if (optind != argc - 1 ||
         (strcmp(argv[optind], "run") != 0 && strcmp(argv[optind], "init") != 0 &&
-         strcmp(argv[optind], "tpm2-provision") != 0)) {
+         strcmp(argv[optind], "tpm2-provision") != 0 && strcmp(argv[optind], "seal-state") != 0)) {
         fputs(usage_text, stderr);
         return EXIT_USAGE;
     }
     int init = strcmp(argv[optind], "init") == 0;
     int provision = strcmp(argv[optind], "tpm2-provision") == 0;
+    int seal = strcmp(argv[optind], "seal-state") == 0;
 
     if ((r = kms_config_init(&d.cfg)) != 0 ||
         (config != NULL && (r = kms_config_load_file(&d.cfg, config)) != 0))
@@ -570,14 +611,20 @@ int main(int argc, char **argv)
     status = EXIT_RUNTIME;
     if ((r = harden_process()) != 0)
         goto fail;
-    r = provision ? cmd_tpm2_provision(&d) : init ? cmd_init(&d) : cmd_run(&d, &stop);
+    r = provision ? cmd_tpm2_provision(&d)
+        : init    ? cmd_init(&d)
+        : seal    ? cmd_seal_state(&d)
+                  : cmd_run(&d, &stop);
     if (r != 0)
         goto fail;
     close_core(&d);
     kms_config_free(&d.cfg);
     return 0;
 fail:
-    kms_log_error("%s: %s", init ? "init" : "run",
+    kms_log_error("%s: %s",
+                  init   ? "init"
+                  : seal ? "seal-state"
+                         : "run",
                   kms_error_detail()[0] ? kms_error_detail() : kms_strerror(r));
     close_core(&d);
     kms_config_free(&d.cfg);

@@ -387,6 +387,140 @@ static int p11_unwrap(kms_backend *b, kms_backend_key *k, kms_aead_io *io)
     return with_session(impl(b), unwrap_op, &a);
 }
 
+/* ---- the state-integrity key ------------------------------------------------------------ */
+
+static int state_create_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg, int *lost)
+{
+    (void)gen;
+    (void)arg;
+    CK_OBJECT_HANDLE h;
+    int r = kms_p11_find_state_key(p, s, &h);
+    if (r == 0 || r == KMS_EKEYCHECK)
+        return kms_error_set(KMS_EEXISTS,
+                             "pkcs11: the state-integrity key is already on token "
+                             "\"%s\"",
+                             p->label);
+    if (r != KMS_ENOTFOUND) {
+        *lost = r == KMS_EUNAVAIL;
+        return r;
+    }
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE type = CKK_GENERIC_SECRET;
+    CK_ULONG len = 32;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    static const char id[] = P11_STATE_KEY_ID, label[] = P11_STATE_KEY_LABEL;
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_KEY_TYPE, &type, sizeof(type)},
+        {CKA_VALUE_LEN, &len, sizeof(len)},
+        {CKA_TOKEN, &yes, sizeof(yes)},
+        {CKA_PRIVATE, &yes, sizeof(yes)},
+        {CKA_SENSITIVE, &yes, sizeof(yes)},
+        {CKA_EXTRACTABLE, &no, sizeof(no)},
+        {CKA_MODIFIABLE, &no, sizeof(no)},
+        {CKA_SIGN, &yes, sizeof(yes)},
+        {CKA_VERIFY, &yes, sizeof(yes)},
+        {CKA_ENCRYPT, &no, sizeof(no)},
+        {CKA_DECRYPT, &no, sizeof(no)},
+        {CKA_WRAP, &no, sizeof(no)},
+        {CKA_UNWRAP, &no, sizeof(no)},
+        {CKA_DERIVE, &no, sizeof(no)},
+        {CKA_ID, (void *)id, sizeof(id) - 1},
+        {CKA_LABEL, (void *)label, sizeof(label) - 1},
+    };
+    CK_MECHANISM mech = {CKM_GENERIC_SECRET_KEY_GEN, NULL, 0};
+    CK_RV rv = p->f->C_GenerateKey(s, &mech, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &h);
+    return rv_result(rv, lost, "C_GenerateKey (state-integrity key)");
+}
+
+static int p11_state_key_create(kms_backend *b)
+{
+    int r = with_session(impl(b), state_create_op, NULL);
+    if (r == 0)
+        kms_log_info("pkcs11: created %s on token \"%s\"", P11_STATE_KEY_LABEL, impl(b)->label);
+    return r;
+}
+
+/* The state key's handle for this pool generation, found and checked again
+ * after a healing or once the token called the handle invalid (the same
+ * rule as resolve for versions). */
+static int state_resolve(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, CK_OBJECT_HANDLE *h)
+{
+    pthread_mutex_lock(&p->state_mu);
+    int fresh = p->state_gen == gen && p->state_handle != CK_INVALID_HANDLE;
+    *h = p->state_handle;
+    pthread_mutex_unlock(&p->state_mu);
+    if (fresh)
+        return KMS_OK;
+    CK_OBJECT_HANDLE found;
+    KMS_GUARD(kms_p11_find_state_key(p, s, &found));
+    KMS_GUARD(kms_p11_check_state_key(p, s, found));
+    pthread_mutex_lock(&p->state_mu);
+    p->state_handle = found;
+    p->state_gen = gen;
+    pthread_mutex_unlock(&p->state_mu);
+    *h = found;
+    return KMS_OK;
+}
+
+struct mac_arg {
+    const uint8_t *in;
+    size_t len;
+    uint8_t *out;
+};
+
+static int state_mac_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg, int *lost)
+{
+    struct mac_arg *a = arg;
+    CK_MECHANISM mech = {CKM_SHA256_HMAC, NULL, 0};
+    for (int attempt = 0;; attempt++) {
+        CK_OBJECT_HANDLE h;
+        int r = state_resolve(p, s, gen, &h);
+        if (r != 0) {
+            *lost = r == KMS_EUNAVAIL;
+            return r;
+        }
+        CK_RV rv = p->f->C_SignInit(s, &mech, h);
+        if ((rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID) && attempt == 0) {
+            pthread_mutex_lock(&p->state_mu);
+            if (p->state_handle == h)
+                p->state_handle = CK_INVALID_HANDLE;
+            pthread_mutex_unlock(&p->state_mu);
+            continue;
+        }
+        if (rv != CKR_OK) {
+            if (stuck(rv))
+                *lost = 1;
+            return rv_result(rv, lost, "C_SignInit (state-integrity key)");
+        }
+        uint8_t mac[KMS_STATE_MAC_LEN];
+        CK_ULONG n = sizeof(mac);
+        rv = p->f->C_Sign(s, (CK_BYTE_PTR)a->in, a->len, mac, &n);
+        if (rv != CKR_OK) {
+            if (stuck(rv))
+                *lost = 1;
+            return rv_result(rv, lost, "C_Sign (state-integrity key)");
+        }
+        if (n != KMS_STATE_MAC_LEN)
+            return kms_error_set(KMS_EINTERNAL, "pkcs11: C_Sign returned %lu bytes", n);
+        memcpy(a->out, mac, KMS_STATE_MAC_LEN);
+        return KMS_OK;
+    }
+}
+
+static int p11_state_mac(kms_backend *b, const uint8_t *in, size_t len,
+                         uint8_t out[KMS_STATE_MAC_LEN])
+{
+    if (out == NULL || (in == NULL && len > 0))
+        return kms_error_set(KMS_EINVAL, "pkcs11: missing argument");
+    if (len > KMS_STATE_MAC_INPUT_MAX)
+        return kms_error_set(KMS_ETOOBIG, "pkcs11: MAC input over %d bytes",
+                             KMS_STATE_MAC_INPUT_MAX);
+    static const uint8_t empty[1];
+    struct mac_arg a = {in != NULL ? in : empty, len, out};
+    return with_session(impl(b), state_mac_op, &a);
+}
+
 /* ---- random / health / close -------------------------------------------------------- */
 
 struct random_arg {
@@ -437,13 +571,14 @@ static void p11_close(kms_backend *b)
     kms_p11_pool_close(p);
     kms_p11_module_unload(p);
     kms_secret_free(p->pin);
+    pthread_mutex_destroy(&p->state_mu);
     free(p);
 }
 
 /* One mode: a token object that never leaves the token and is deleted by
  * C_DestroyObject. */
 static const kms_backend_mode p11_modes[] = {
-    {"", KMS_BACKEND_CAP_KEY_NEVER_LEAVES | KMS_BACKEND_CAP_SHRED},
+    {"", KMS_BACKEND_CAP_KEY_NEVER_LEAVES | KMS_BACKEND_CAP_SHRED | KMS_BACKEND_CAP_STATE_MAC},
 };
 
 static const kms_backend_ops p11_ops = {
@@ -459,6 +594,8 @@ static const kms_backend_ops p11_ops = {
     .random = p11_random,
     .health = p11_health,
     .close = p11_close,
+    .state_key_create = p11_state_key_create,
+    .state_mac = p11_state_mac,
 };
 
 int kms_p11_open(const kms_p11_config *cfg, kms_backend **out)
@@ -470,6 +607,8 @@ int kms_p11_open(const kms_p11_config *cfg, kms_backend **out)
         return kms_error_set(KMS_ENOMEM, "out of memory");
     p->base.ops = &p11_ops;
     p->base.impl = p;
+    pthread_mutex_init(&p->state_mu, NULL);
+    p->state_handle = CK_INVALID_HANDLE;
     int r;
     if ((r = kms_p11_read_pin(cfg->pin_file, &p->pin)) != 0)
         goto out;

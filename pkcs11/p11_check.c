@@ -1,4 +1,5 @@
-/* Finding a master key version on the token and checking it is safe.
+/* Finding a master key version (or the state-integrity key) on the token
+ * and checking it is safe.
  *
  * A key is used only if the token says it is an AES-256 secret key that is
  * sensitive, always was, is not extractable and never was, was generated
@@ -39,13 +40,15 @@ static int call_failed(CK_RV rv, const char *what)
     return kms_error_set(kms_p11_rv_to_error(rv), "pkcs11: %s: %s", what, kms_p11_rv_name(rv));
 }
 
-int kms_p11_find_key(struct p11 *p, CK_SESSION_HANDLE s, const uint8_t id[P11_ID_LEN],
-                     CK_OBJECT_HANDLE *out)
+/* The one secret key with CKA_ID id (id_len bytes), called label in
+ * messages. */
+static int find_secret(struct p11 *p, CK_SESSION_HANDLE s, const uint8_t *id, size_t id_len,
+                       const char *label, CK_OBJECT_HANDLE *out)
 {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_ATTRIBUTE tmpl[] = {
         {CKA_CLASS, &cls, sizeof(cls)},
-        {CKA_ID, (void *)id, P11_ID_LEN},
+        {CKA_ID, (void *)id, id_len},
     };
     CK_RV rv = p->f->C_FindObjectsInit(s, tmpl, 2);
     if (rv != CKR_OK)
@@ -58,14 +61,26 @@ int kms_p11_find_key(struct p11 *p, CK_SESSION_HANDLE s, const uint8_t id[P11_ID
         rv = frv;
     if (rv != CKR_OK)
         return call_failed(rv, "C_FindObjects");
-    char label[P11_LABEL_MAX];
-    kms_p11_label(id, label, sizeof(label));
     if (n == 0)
         return kms_error_set(KMS_ENOTFOUND, "pkcs11: no key %s on token \"%s\"", label, p->label);
     if (n > 1)
         return refuse(label, "two objects share its CKA_ID");
     *out = found[0];
     return KMS_OK;
+}
+
+int kms_p11_find_key(struct p11 *p, CK_SESSION_HANDLE s, const uint8_t id[P11_ID_LEN],
+                     CK_OBJECT_HANDLE *out)
+{
+    char label[P11_LABEL_MAX];
+    kms_p11_label(id, label, sizeof(label));
+    return find_secret(p, s, id, P11_ID_LEN, label, out);
+}
+
+int kms_p11_find_state_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *out)
+{
+    return find_secret(p, s, (const uint8_t *)P11_STATE_KEY_ID, sizeof(P11_STATE_KEY_ID) - 1,
+                       P11_STATE_KEY_LABEL, out);
 }
 
 struct bool_rule {
@@ -96,9 +111,52 @@ static const struct bool_rule bool_rules[] = {
     {CKA_DERIVE, "CKA_DERIVE", CK_FALSE, 1},
 };
 
-#define N_BOOL_RULES (sizeof(bool_rules) / sizeof(bool_rules[0]))
+/* The state-integrity key: the same life (token, private, sensitive and
+ * never extractable since it was generated on the token), but it may only
+ * sign and verify (HMAC), nothing else. */
+static const struct bool_rule state_rules[] = {
+    {CKA_TOKEN, "CKA_TOKEN", CK_TRUE, 0},
+    {CKA_PRIVATE, "CKA_PRIVATE", CK_TRUE, 0},
+    {CKA_SENSITIVE, "CKA_SENSITIVE", CK_TRUE, 0},
+    {CKA_EXTRACTABLE, "CKA_EXTRACTABLE", CK_FALSE, 0},
+    {CKA_ALWAYS_SENSITIVE, "CKA_ALWAYS_SENSITIVE", CK_TRUE, 0},
+    {CKA_NEVER_EXTRACTABLE, "CKA_NEVER_EXTRACTABLE", CK_TRUE, 0},
+    {CKA_LOCAL, "CKA_LOCAL", CK_TRUE, 0},
+    {CKA_SIGN, "CKA_SIGN", CK_TRUE, 0},
+    {CKA_ENCRYPT, "CKA_ENCRYPT", CK_FALSE, 1},
+    {CKA_DECRYPT, "CKA_DECRYPT", CK_FALSE, 1},
+    {CKA_WRAP, "CKA_WRAP", CK_FALSE, 1},
+    {CKA_UNWRAP, "CKA_UNWRAP", CK_FALSE, 1},
+    {CKA_DERIVE, "CKA_DERIVE", CK_FALSE, 1},
+};
 
-int kms_p11_check_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, const char *label)
+/* What a kind of key must be: its type, its length and its flags. */
+struct key_profile {
+    CK_KEY_TYPE type;
+    const char *type_why;
+    const char *len_why;
+    const struct bool_rule *rules;
+    size_t n_rules;
+};
+
+static const struct key_profile aes_profile = {
+    CKK_AES,
+    "CKA_KEY_TYPE is not CKK_AES",
+    "CKA_VALUE_LEN is not 32 (AES-256)",
+    bool_rules,
+    sizeof(bool_rules) / sizeof(bool_rules[0]),
+};
+
+static const struct key_profile state_profile = {
+    CKK_GENERIC_SECRET,
+    "CKA_KEY_TYPE is not CKK_GENERIC_SECRET",
+    "CKA_VALUE_LEN is not 32 (256-bit HMAC key)",
+    state_rules,
+    sizeof(state_rules) / sizeof(state_rules[0]),
+};
+
+static int check_object(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, const char *label,
+                        const struct key_profile *prof)
 {
     CK_OBJECT_CLASS cls = 0;
     CK_KEY_TYPE type = 0;
@@ -119,14 +177,14 @@ int kms_p11_check_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, co
     }
     if (basic[0].ulValueLen != sizeof(cls) || cls != CKO_SECRET_KEY)
         return refuse(label, "CKA_CLASS is not CKO_SECRET_KEY");
-    if (basic[1].ulValueLen != sizeof(type) || type != CKK_AES)
-        return refuse(label, "CKA_KEY_TYPE is not CKK_AES");
+    if (basic[1].ulValueLen != sizeof(type) || type != prof->type)
+        return refuse(label, prof->type_why);
     if (basic[2].ulValueLen != sizeof(value_len) || value_len != 32)
-        return refuse(label, "CKA_VALUE_LEN is not 32 (AES-256)");
+        return refuse(label, prof->len_why);
 
     /* One attribute per call, so an absent one is told apart from the rest. */
-    for (size_t i = 0; i < N_BOOL_RULES; i++) {
-        const struct bool_rule *rule = &bool_rules[i];
+    for (size_t i = 0; i < prof->n_rules; i++) {
+        const struct bool_rule *rule = &prof->rules[i];
         CK_BBOOL v = CK_FALSE;
         CK_ATTRIBUTE a = {rule->type, &v, sizeof(v)};
         rv = p->f->C_GetAttributeValue(s, h, &a, 1);
@@ -161,4 +219,14 @@ int kms_p11_check_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, co
     if ((rv == CKR_OK || rv == CKR_BUFFER_TOO_SMALL) && va.ulValueLen != CK_UNAVAILABLE_INFORMATION)
         return refuse(label, "CKA_VALUE is readable");
     return KMS_OK;
+}
+
+int kms_p11_check_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, const char *label)
+{
+    return check_object(p, s, h, label, &aes_profile);
+}
+
+int kms_p11_check_state_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h)
+{
+    return check_object(p, s, h, P11_STATE_KEY_LABEL, &state_profile);
 }

@@ -14,6 +14,11 @@
 #define P11_ID_LEN (KMS_KEY_ID_LEN + 4) /* CKA_ID = key id ‖ version (u32 BE) */
 #define P11_LABEL_MAX 64                /* "kms:<32 hex>:v<u32>" + NUL fits */
 #define P11_POOL_MAX 64
+/* The state-integrity key's CKA_ID and label. Its CKA_ID is 19 bytes, so it
+ * never equals a version's (P11_ID_LEN = 20); its label does not start
+ * with "kms:" as every version's does. */
+#define P11_STATE_KEY_ID "kms-state-integrity"
+#define P11_STATE_KEY_LABEL "kms-state-integrity"
 #define P11_DATA_MAX 4096 /* largest wrap/unwrap input (API: plaintext ≤ 4 KiB, docs/api.md) */
 
 /* The session pool. `gen` counts healings: object handles found under an
@@ -42,6 +47,10 @@ struct p11 {
     char label[33];
     kms_secret *pin; /* kept, locked, to log in again after session loss */
     struct p11_pool pool;
+    /* The state-integrity key, found and checked once per pool generation. */
+    pthread_mutex_t state_mu;
+    CK_OBJECT_HANDLE state_handle; /* CK_INVALID_HANDLE: look it up */
+    unsigned state_gen;
 };
 
 struct kms_backend_key {
@@ -108,6 +117,14 @@ int kms_p11_find_key(struct p11 *p, CK_SESSION_HANDLE s, const uint8_t id[P11_ID
  * naming the attribute in the error detail, logged as an error. */
 int kms_p11_check_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                       const char *label) KMS_MUST_CHECK;
+
+/* The state-integrity key (P11_STATE_KEY_ID), as kms_p11_find_key. */
+int kms_p11_find_state_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *out);
+/* Checks the object is a safe state-integrity key: a 256-bit generic
+ * secret, private token object, sensitive and never extractable since it
+ * was generated on the token, that may sign and do nothing else but
+ * verify. KMS_EKEYCHECK naming the attribute. */
+int kms_p11_check_state_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h);
 
 /* "kms:<32 hex key id>:v<version>" for a CKA_ID; cap ≥ P11_LABEL_MAX. */
 void kms_p11_label(const uint8_t id[P11_ID_LEN], char *out, size_t cap);

@@ -74,6 +74,16 @@ typedef struct kms_aead_io {
  * KMS_ENOTFOUND). Without it, count on nothing: on TPM2, destroy_version
  * only forgets what kmsd holds, and a saved ref still opens on that TPM. */
 #define KMS_BACKEND_CAP_SHRED (1u << 1)
+/* The device holds a state-integrity key: state_key_create and state_mac
+ * are implemented (never NULL). Without it both are NULL and the core must
+ * not call them; kmsd then cannot authenticate its database on this
+ * backend and says so. */
+#define KMS_BACKEND_CAP_STATE_MAC (1u << 2)
+
+/* Length of a state MAC (HMAC-SHA-256). */
+#define KMS_STATE_MAC_LEN 32
+/* Largest input state_mac takes. */
+#define KMS_STATE_MAC_INPUT_MAX (1024 * 1024)
 
 /* One mode of a backend. */
 typedef struct kms_backend_mode {
@@ -136,6 +146,23 @@ typedef struct kms_backend_ops {
 
     /* Releases everything; b is invalid afterwards. NULL-safe. */
     void (*close)(kms_backend *b);
+
+    /* ---- state integrity: only with KMS_BACKEND_CAP_STATE_MAC, else NULL ---- */
+
+    /* Creates the device's one state-integrity key: a 256-bit HMAC-SHA-256
+     * key generated on the device, sensitive and never extractable (PKCS#11:
+     * CKK_GENERIC_SECRET, usable only for C_Sign/C_Verify). KMS_EEXISTS if
+     * it is already there (it is never replaced: every MAC made under it
+     * would be lost). KMS_EUNAVAIL if the device does not answer. */
+    int (*state_key_create)(kms_backend *b) KMS_MUST_CHECK;
+
+    /* HMAC-SHA-256 of in[0..len) under the state-integrity key, computed on
+     * the device, into out. KMS_ENOTFOUND if the device has no such key;
+     * KMS_EKEYCHECK (naming the attribute) if the object found is not safe;
+     * KMS_EINVAL if in is NULL with len > 0, KMS_ETOOBIG if len >
+     * KMS_STATE_MAC_INPUT_MAX. out is written only on success. */
+    int (*state_mac)(kms_backend *b, const uint8_t *in, size_t len,
+                     uint8_t out[KMS_STATE_MAC_LEN]) KMS_MUST_CHECK;
 } kms_backend_ops;
 
 struct kms_backend {

@@ -412,6 +412,14 @@ const char *kms_keyring_default_backend(const kms_keyring *kr)
     return kr->nbackends > 0 ? kr->backends[0].stored : NULL;
 }
 
+kms_backend *kms_keyring_state_backend(const kms_keyring *kr)
+{
+    for (size_t i = 0; i < kr->nbackends; i++)
+        if (kms_backend_has_caps(kr->backends[i].b, KMS_BACKEND_CAP_STATE_MAC))
+            return kr->backends[i].b;
+    return NULL;
+}
+
 int kms_keyring_health(kms_keyring *kr)
 {
     int r = KMS_OK;
@@ -481,13 +489,25 @@ int kms_keyring_valid_name(const char *name)
 /* Creates (key_id, version) on the backend. A device object that exists
  * but is absent from the store is an orphan of a crash between the two
  * writes: it was never recorded, so it never wrapped anything; it is
- * destroyed and made afresh rather than adopted. */
-static int create_on_backend(kms_backend *b, const uint8_t *id, uint32_t version,
+ * destroyed and made afresh rather than adopted. One the store knows about
+ * (a committed row this keyring's cache has not seen) is never destroyed:
+ * blobs may be wrapped under it. */
+static int create_on_backend(kms_store *store, kms_backend *b, const uint8_t *id, uint32_t version,
                              kms_backend_ref *ref)
 {
     ref->len = 0;
     int r = b->ops->create_version(b, id, version, ref);
     if (r == KMS_EEXISTS && ref->len > 0) {
+        kms_version_rec known;
+        int g = store->ops->version_get(store, id, version, &known);
+        if (g == 0)
+            return kms_error_set(KMS_EEXISTS,
+                                 "version %u is already recorded in the store: its device object "
+                                 "is not an orphan and is kept (is another kmsd using this "
+                                 "database?)",
+                                 version);
+        if (g != KMS_ENOTFOUND)
+            return g;
         kms_log_warn("destroying an orphan device object (version %u) left by a crash", version);
         r = b->ops->destroy_version(b, ref);
         if (r == 0)
@@ -541,7 +561,7 @@ int kms_keyring_create_key(kms_keyring *kr, const char *name, const char *backen
     v.version = 1;
     v.state = KMS_VERSION_ENABLED;
     v.created_at = rec.created_at;
-    KMS_GUARD(create_on_backend(b, rec.id, 1, &v.ref));
+    KMS_GUARD(create_on_backend(kr->store, b, rec.id, 1, &v.ref));
 
     /* Device object first, then the key record, then version 1 as primary.
      * A crash after the device write leaves an unreferenced object (made
@@ -593,7 +613,7 @@ static int rotate_locked(kms_keyring *kr, struct key_entry *e, const char *reaso
             return r;
         }
     }
-    int r = create_on_backend(e->backend, e->rec.id, next, &v.ref);
+    int r = create_on_backend(kr->store, e->backend, e->rec.id, next, &v.ref);
     if (r == 0) {
         kms_crash_point("rotation-device-created");
         r = record != NULL ? kr->store->ops->version_add_recorded(kr->store, &v, record)

@@ -64,6 +64,11 @@ void kms_keyring_backend_of_name(const char *stored, const char **backend, const
  * creates its keys), NULL if none. */
 const char *kms_keyring_default_backend(const kms_keyring *kr);
 
+/* The first registered backend instance that holds a state-integrity key
+ * (KMS_BACKEND_CAP_STATE_MAC), NULL if none can (a TPM-only kmsd). The
+ * keyring keeps owning it. */
+kms_backend *kms_keyring_state_backend(const kms_keyring *kr);
+
 /* 0 if every registered backend answers now; else KMS_EUNAVAIL naming the
  * first that does not (each one down is logged). */
 int kms_keyring_health(kms_keyring *kr) KMS_MUST_CHECK;

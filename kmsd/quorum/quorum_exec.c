@@ -15,6 +15,7 @@
 #include "base/crashpoint.h"
 #include "base/log.h"
 #include "kmsd/quorum/quorum_internal.h"
+#include "kmsd/quorum/quorum_verify.h"
 
 #define DAY 86400
 
@@ -36,6 +37,9 @@ static int execute(kms_quorum *q, kms_action_rec *a)
     /* The stored bytes are kmsd's own encoding: anything else (or a case
      * with no row in the table) fails the action, with nothing done. */
     int r = kms_quorum_action_decode(a->bytes, a->bytes_len, 1, &b);
+    /* The EXECUTING state is not trusted: the approvals are checked again. */
+    if (r == 0)
+        r = kms_quorum_verify_approvals(q, a);
     if (r == 0 && a->plan_len == 0)
         /* The state may have changed since the proposal (e.g. the key is
          * gone): re-checked before anything is done. A recorded plan means

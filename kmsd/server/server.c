@@ -343,7 +343,7 @@ int kms_server_start(const kms_server_config *cfg, kms_server **out, int *port)
         goto out;
     }
 
-    grpc_arg args[2];
+    grpc_arg args[3];
     memset(args, 0, sizeof(args));
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -351,7 +351,12 @@ int kms_server_start(const kms_server_config *cfg, kms_server **out, int *port)
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     args[1].value.integer = (int)cfg->max_send;
-    grpc_channel_args chargs = {.num_args = 2, .args = args};
+    /* No SO_REUSEPORT: a second kmsd on a port that is already served must
+     * fail to bind, not silently take a share of the connections. */
+    args[2].type = GRPC_ARG_INTEGER;
+    args[2].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
+    args[2].value.integer = 0;
+    grpc_channel_args chargs = {.num_args = 3, .args = args};
     s->server = grpc_server_create(&chargs, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
     if (s->server == NULL || s->cq == NULL) {

@@ -96,6 +96,9 @@ typedef enum kms_action_state {
 typedef struct kms_approval_rec {
     char officer_id[KMS_OFFICER_ID_MAX + 1];
     int64_t approved_at;
+    /* The signature as stored: kmsd verifies it again before executing. */
+    uint8_t signature[KMS_SIGNATURE_MAX];
+    size_t signature_len;
 } kms_approval_rec;
 
 /* One action with its approvals (about 20 KiB: allocate it). */

@@ -163,7 +163,9 @@ static int action_read(struct sqlite_store *s, const uint8_t id[KMS_ACTION_ID_LE
         sqlite3_int64 at = 0;
         if ((r = kms_sq_text(&q, 0, ap->officer_id, sizeof(ap->officer_id), "approval officer")) !=
                 0 ||
-            (r = kms_sq_int(&q, 1, INT64_MIN, INT64_MAX, &at, "approved_at")) != 0)
+            (r = kms_sq_int(&q, 1, INT64_MIN, INT64_MAX, &at, "approved_at")) != 0 ||
+            (r = kms_sq_blob(&q, 2, 1, ap->signature, sizeof(ap->signature), &ap->signature_len,
+                             "approval signature")) != 0)
             goto out;
         ap->approved_at = at;
         a->n_approvals++;

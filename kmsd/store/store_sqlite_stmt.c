@@ -82,7 +82,7 @@ const struct kms_sqlite_sql kms_sqlite_sql[ST_COUNT] = {
     [ST_ACTION_GET] = {"action get", "SELECT " ACTION_COLUMNS " FROM actions WHERE id = ?1"},
     /* Only approvals of officers still enrolled count. */
     [ST_ACTION_APPROVALS] = {"approvals",
-                             "SELECT a.officer_id, a.approved_at FROM approvals a"
+                             "SELECT a.officer_id, a.approved_at, a.signature FROM approvals a"
                              " JOIN officers o ON o.id = a.officer_id"
                              " WHERE a.action_id = ?1 ORDER BY a.approved_at, a.officer_id"},
     [ST_ACTION_IDS_PENDING] = {"action list", "SELECT id FROM actions WHERE state IN (?2, ?3)"

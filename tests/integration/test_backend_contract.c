@@ -247,6 +247,10 @@ static int group_setup(void **state)
     assert_true(o->name != NULL && o->name[0] != '\0');
     assert_true(o->create_version && o->open_version && o->release_version && o->wrap &&
                 o->unwrap && o->destroy_version && o->random && o->health && o->close);
+    /* The state-integrity ops are there exactly when the mode says so. */
+    int state_mac = kms_backend_has_caps(E.b, KMS_BACKEND_CAP_STATE_MAC);
+    assert_int_equal(o->state_key_create != NULL, state_mac);
+    assert_int_equal(o->state_mac != NULL, state_mac);
     return 0;
 }
 
@@ -473,6 +477,29 @@ static void random_bytes(void **state)
     assert_int_equal(b->ops->random(b, r1, sizeof(r1)), KMS_OK);
     assert_int_equal(b->ops->random(b, r2, sizeof(r2)), KMS_OK);
     assert_memory_not_equal(r1, r2, sizeof(r1));
+}
+
+/* With KMS_BACKEND_CAP_STATE_MAC: the key is made once (then EEXISTS),
+ * and its MAC is deterministic, input-bound and KMS_STATE_MAC_LEN long.
+ * Without: nothing to check (group_setup saw both ops NULL). */
+static void state_mac_when_capable(void **state)
+{
+    (void)state;
+    kms_backend *b = E.b;
+    if (!kms_backend_has_caps(b, KMS_BACKEND_CAP_STATE_MAC))
+        return;
+    int r = b->ops->state_key_create(b);
+    assert_true(r == KMS_OK || r == KMS_EEXISTS);
+    assert_int_equal(b->ops->state_key_create(b), KMS_EEXISTS);
+    static const uint8_t m1[] = "state one", m2[] = "state two";
+    uint8_t a[KMS_STATE_MAC_LEN + 1], c[KMS_STATE_MAC_LEN + 1], d[KMS_STATE_MAC_LEN];
+    a[KMS_STATE_MAC_LEN] = c[KMS_STATE_MAC_LEN] = 0xA5;
+    assert_int_equal(b->ops->state_mac(b, m1, sizeof(m1), a), KMS_OK);
+    assert_int_equal(b->ops->state_mac(b, m1, sizeof(m1), c), KMS_OK);
+    assert_int_equal(a[KMS_STATE_MAC_LEN], 0xA5); /* exactly KMS_STATE_MAC_LEN written */
+    assert_memory_equal(a, c, KMS_STATE_MAC_LEN);
+    assert_int_equal(b->ops->state_mac(b, m2, sizeof(m2), d), KMS_OK);
+    assert_memory_not_equal(a, d, KMS_STATE_MAC_LEN);
 }
 
 static void health_while_up(void **state)
@@ -991,6 +1018,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(size_limit),
         cmocka_unit_test(ivs_are_fresh),
         cmocka_unit_test(random_bytes),
+        cmocka_unit_test(state_mac_when_capable),
         cmocka_unit_test(tampering_fails_and_wipes),
         cmocka_unit_test(versions_are_distinct),
         cmocka_unit_test(malformed_refs_refused),

@@ -317,6 +317,186 @@ static void run_refusals_and_usage(void **state)
     assert_non_null(strstr(out, "--allow-reencrypt"));
 }
 
+/* ---- the state-integrity key ---------------------------------------------------------- */
+
+#define STATE_KEY_LABEL "kms-state-integrity"
+
+/* How many objects on the token carry the state key's label, by the
+ * token's own view (pkcs11-tool); *access gets the first one's "Access:"
+ * line. */
+static int state_keys_on_token(char *access, size_t cap)
+{
+    static char listing[1 << 16];
+    assert_int_equal(kms_test_token_list_objects(&K.token, listing, sizeof(listing)), 0);
+    int n = 0;
+    for (const char *p = listing; (p = strstr(p, STATE_KEY_LABEL)) != NULL; p++)
+        n++;
+    const char *at = strstr(listing, STATE_KEY_LABEL);
+    if (access != NULL && at != NULL && (at = strstr(at, "Access:")) != NULL) {
+        at += strlen("Access:");
+        while (*at == ' ')
+            at++;
+        size_t len = strcspn(at, "\n");
+        snprintf(access, cap, "%.*s", (int)len, at);
+    }
+    return n;
+}
+
+/* A logged-in RW session on the test token, in this process. */
+static CK_FUNCTION_LIST_PTR token_session(CK_SESSION_HANDLE *s)
+{
+    CK_SLOT_ID slot;
+    CK_FUNCTION_LIST_PTR m = kms_test_token_functions(&K.token, &slot);
+    assert_non_null(m);
+    assert_int_equal(m->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, s),
+                     CKR_OK);
+    CK_RV rv =
+        m->C_Login(*s, CKU_USER, (CK_UTF8CHAR_PTR)KMS_TEST_USER_PIN, strlen(KMS_TEST_USER_PIN));
+    assert_true(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN);
+    return m;
+}
+
+/* Removes the state key from the token, as on a token that predates it. */
+static void remove_state_key(void)
+{
+    CK_SESSION_HANDLE s;
+    CK_FUNCTION_LIST_PTR m = token_session(&s);
+    static const char id[] = STATE_KEY_LABEL;
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_ID, (void *)id, sizeof(id) - 1}};
+    CK_OBJECT_HANDLE h[4];
+    CK_ULONG n = 0;
+    assert_int_equal(m->C_FindObjectsInit(s, t, 2), CKR_OK);
+    assert_int_equal(m->C_FindObjects(s, h, 4, &n), CKR_OK);
+    assert_int_equal(m->C_FindObjectsFinal(s), CKR_OK);
+    for (CK_ULONG i = 0; i < n; i++)
+        assert_int_equal(m->C_DestroyObject(s, h[i]), CKR_OK);
+    m->C_CloseSession(s);
+}
+
+/* Puts an extractable generic secret under the state key's id. */
+static void plant_unsafe_state_key(void)
+{
+    CK_SESSION_HANDLE s;
+    CK_FUNCTION_LIST_PTR m = token_session(&s);
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE type = CKK_GENERIC_SECRET;
+    CK_ULONG len = 32;
+    CK_BBOOL yes = CK_TRUE;
+    static const char id[] = STATE_KEY_LABEL;
+    CK_ATTRIBUTE t[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},       {CKA_KEY_TYPE, &type, sizeof(type)},
+        {CKA_VALUE_LEN, &len, sizeof(len)},   {CKA_TOKEN, &yes, sizeof(yes)},
+        {CKA_PRIVATE, &yes, sizeof(yes)},     {CKA_SENSITIVE, &yes, sizeof(yes)},
+        {CKA_EXTRACTABLE, &yes, sizeof(yes)}, {CKA_SIGN, &yes, sizeof(yes)},
+        {CKA_ID, (void *)id, sizeof(id) - 1}, {CKA_LABEL, (void *)id, sizeof(id) - 1},
+    };
+    CK_MECHANISM mech = {CKM_GENERIC_SECRET_KEY_GEN, NULL, 0};
+    CK_OBJECT_HANDLE h;
+    assert_int_equal(m->C_GenerateKey(s, &mech, t, sizeof(t) / sizeof(t[0]), &h), CKR_OK);
+    m->C_CloseSession(s);
+}
+
+/* `kmsd init` made one safe state-integrity key on the token; `seal-state`
+ * refuses to make a second; a token without one (a database from before)
+ * is sealed once by `seal-state`, trust on first use; an unsafe object
+ * under its id stops `run` before it serves, and is never replaced. */
+static void state_integrity_key(void **state)
+{
+    (void)state;
+    char access[200] = "";
+    assert_int_equal(state_keys_on_token(access, sizeof(access)), 1);
+    assert_string_equal(access, "sensitive, always sensitive, never extractable, local");
+
+    const char *seal[] = {"--config", K.config, "seal-state", NULL};
+    int st = kms_test_kmsd_run(seal, out, sizeof(out));
+    if (st != 1 || strstr(out, "already holds a state-integrity key") == NULL)
+        fail_msg("seal-state on a sealed token: status %d, output:\n%s", st, out);
+    assert_int_equal(state_keys_on_token(NULL, 0), 1);
+
+    /* Not on a database that was never initialised. */
+    remove_state_key();
+    const char *uninit[] = {"--config", K.config, "--database", path("t1.db"), "seal-state", NULL};
+    assert_int_equal(kms_test_kmsd_run(uninit, out, sizeof(out)), 1);
+    assert_non_null(strstr(out, "not initialised"));
+    assert_int_equal(state_keys_on_token(NULL, 0), 0);
+
+    st = kms_test_kmsd_run(seal, out, sizeof(out));
+    if (st != 0 || strstr(out, "trust on first use") == NULL)
+        fail_msg("seal-state on an unsealed database: status %d, output:\n%s", st, out);
+    assert_int_equal(state_keys_on_token(access, sizeof(access)), 1);
+    assert_string_equal(access, "sensitive, always sensitive, never extractable, local");
+    assert_int_equal(kms_test_kmsd_run(seal, out, sizeof(out)), 1);
+
+    /* An extractable object under the state key's id: run refuses to serve,
+     * naming the attribute; seal-state does not replace it. */
+    remove_state_key();
+    plant_unsafe_state_key();
+    const char *run[] = {"--config", K.config, "run", NULL};
+    st = kms_test_kmsd_run(run, out, sizeof(out));
+    if (st != 1 || strstr(out, "CKA_EXTRACTABLE is TRUE") == NULL)
+        fail_msg("run with an unsafe state key: status %d, output:\n%s", st, out);
+    assert_int_equal(kms_test_kmsd_run(seal, out, sizeof(out)), 1);
+    assert_int_equal(state_keys_on_token(NULL, 0), 1);
+    remove_state_key();
+    assert_int_equal(kms_test_kmsd_run(seal, out, sizeof(out)), 0);
+    assert_int_equal(state_keys_on_token(NULL, 0), 1);
+}
+
+/* ---- one kmsd per database, one per port ------------------------------------------- */
+
+/* kmsd ARGS... under timeout(1), so that a kmsd that should have been
+ * refused but serves ends the test (status 124) instead of hanging it. */
+static int kmsd_bounded(const char *const *args)
+{
+    const char *kmsd = getenv("KMS_KMSD");
+    assert_non_null(kmsd);
+    char *argv[40];
+    size_t n = 0;
+    argv[n++] = "/usr/bin/timeout";
+    argv[n++] = "20";
+    argv[n++] = (char *)kmsd;
+    for (size_t i = 0; args[i] != NULL && n < 39; i++)
+        argv[n++] = (char *)args[i];
+    argv[n] = NULL;
+    return kms_test_run(argv, out, sizeof(out));
+}
+
+/* While a kmsd serves kms.db: a second `run` (another port), `init` and
+ * `seal-state` on that file are refused, naming the first one's pid; a
+ * second kmsd on its port (another database) fails to bind instead of
+ * sharing the port. Once the first stops, the file is free again. */
+static void one_kmsd_per_database_and_port(void **state)
+{
+    (void)state;
+    assert_int_equal(init_with("second.db", NULL), 0);
+    kms_test_kmsd_start(&K, NULL);
+    char pid[64];
+    snprintf(pid, sizeof(pid), "pid %ld", (long)K.pid);
+
+    const char *again[] = {"--config", K.config, "--listen", "127.0.0.1:0", "run", NULL};
+    int st = kmsd_bounded(again);
+    if (st != 1 || strstr(out, "in use by another kmsd") == NULL || strstr(out, pid) == NULL)
+        fail_msg("second kmsd on kms.db: status %d (want 1, naming %s), output:\n%s", st, pid, out);
+    const char *seal[] = {"--config", K.config, "seal-state", NULL};
+    st = kmsd_bounded(seal);
+    if (st != 1 || strstr(out, pid) == NULL)
+        fail_msg("seal-state on a served kms.db: status %d, output:\n%s", st, out);
+
+    const char *port[] = {"--config", K.config, "--database", path("second.db"),
+                          "--listen", K.target, "run",        NULL};
+    st = kmsd_bounded(port);
+    if (st != 1 || strstr(out, "cannot listen on") == NULL)
+        fail_msg("second kmsd on port %d: status %d (want 1, cannot listen), output:\n%s", K.port,
+                 st, out);
+
+    assert_int_equal(kms_test_kmsd_stop(&K, SIGTERM), 0);
+    kms_test_kmsd_start(&K, NULL); /* the lock went with the first one */
+    assert_int_equal(kms_test_kmsd_stop(&K, SIGKILL), 128 + SIGKILL);
+    kms_test_kmsd_start(&K, NULL); /* and with one that was killed */
+    assert_int_equal(kms_test_kmsd_stop(&K, SIGTERM), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -328,6 +508,8 @@ int main(void)
         cmocka_unit_test(officer_in_a_policy_refused),
         cmocka_unit_test(ceremony_from_flags_serves_its_key),
         cmocka_unit_test(run_refusals_and_usage),
+        cmocka_unit_test(state_integrity_key),
+        cmocka_unit_test(one_kmsd_per_database_and_port),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }

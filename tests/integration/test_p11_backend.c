@@ -323,6 +323,107 @@ static void unsafe_keys_refused(void **state)
     }
 }
 
+/* ---- the state-integrity key ----------------------------------------------------------- */
+
+/* Makes a generic-secret object with the state key's CKA_ID from outside
+ * the backend, extractable (unsafe); returns its handle. */
+static CK_OBJECT_HANDLE make_unsafe_state_key(struct fx *f, CK_FUNCTION_LIST_PTR m,
+                                              CK_SESSION_HANDLE s)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE type = CKK_GENERIC_SECRET;
+    CK_ULONG len = 32;
+    CK_BBOOL yes = CK_TRUE;
+    static const char id[] = "kms-state-integrity";
+    CK_ATTRIBUTE t[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},       {CKA_KEY_TYPE, &type, sizeof(type)},
+        {CKA_VALUE_LEN, &len, sizeof(len)},   {CKA_TOKEN, &yes, sizeof(yes)},
+        {CKA_PRIVATE, &yes, sizeof(yes)},     {CKA_SENSITIVE, &yes, sizeof(yes)},
+        {CKA_EXTRACTABLE, &yes, sizeof(yes)}, {CKA_SIGN, &yes, sizeof(yes)},
+        {CKA_ID, (void *)id, sizeof(id) - 1},
+    };
+    CK_MECHANISM mech = {CKM_GENERIC_SECRET_KEY_GEN, NULL, 0};
+    CK_OBJECT_HANDLE h;
+    (void)f;
+    assert_int_equal(m->C_GenerateKey(s, &mech, t, sizeof(t) / sizeof(t[0]), &h), CKR_OK);
+    return h;
+}
+
+/* The state-integrity key: absent until created, created once, safe on
+ * the token's own view (pkcs11-tool), an unsafe object under its id is
+ * refused, and the MAC is HMAC-SHA-256 that the token itself verifies. */
+static void state_key_on_the_token(void **state)
+{
+    struct fx *f = *state;
+    uint8_t mac[KMS_STATE_MAC_LEN], mac2[KMS_STATE_MAC_LEN], untouched[KMS_STATE_MAC_LEN];
+    static const uint8_t msg[] = "kms state v1";
+    assert_true(kms_backend_has_caps(f->b, KMS_BACKEND_CAP_STATE_MAC));
+    memset(mac, 0xa5, sizeof(mac));
+    memcpy(untouched, mac, sizeof(mac));
+
+    assert_int_equal(f->b->ops->state_mac(f->b, msg, sizeof(msg), mac), KMS_ENOTFOUND);
+    assert_non_null(strstr(kms_error_detail(), "kms-state-integrity"));
+    assert_memory_equal(mac, untouched, sizeof(mac));
+
+    CK_SLOT_ID slot;
+    CK_FUNCTION_LIST_PTR m = kms_test_token_functions(&f->token, &slot);
+    assert_non_null(m);
+    CK_SESSION_HANDLE s;
+    assert_int_equal(m->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s),
+                     CKR_OK);
+    CK_OBJECT_HANDLE bad = make_unsafe_state_key(f, m, s);
+    assert_int_equal(f->b->ops->state_mac(f->b, msg, sizeof(msg), mac), KMS_EKEYCHECK);
+    if (strstr(kms_error_detail(), "CKA_EXTRACTABLE is TRUE") == NULL)
+        fail_msg("detail does not name CKA_EXTRACTABLE: %s", kms_error_detail());
+    assert_memory_equal(mac, untouched, sizeof(mac));
+    /* Never replaced, not even when unsafe: it is the operator's to remove. */
+    assert_int_equal(f->b->ops->state_key_create(f->b), KMS_EEXISTS);
+    assert_int_equal(m->C_DestroyObject(s, bad), CKR_OK);
+
+    assert_int_equal(f->b->ops->state_key_create(f->b), KMS_OK);
+    assert_int_equal(f->b->ops->state_key_create(f->b), KMS_EEXISTS);
+    assert_int_equal(f->b->ops->state_mac(f->b, msg, sizeof(msg), mac), KMS_OK);
+    assert_int_equal(f->b->ops->state_mac(f->b, msg, sizeof(msg), mac2), KMS_OK);
+    assert_memory_equal(mac, mac2, sizeof(mac)); /* deterministic */
+    static const uint8_t other[] = "kms state v2";
+    assert_int_equal(f->b->ops->state_mac(f->b, other, sizeof(other), mac2), KMS_OK);
+    assert_memory_not_equal(mac, mac2, sizeof(mac));
+    assert_int_equal(f->b->ops->state_mac(f->b, NULL, 0, mac2), KMS_OK);
+    assert_int_equal(f->b->ops->state_mac(f->b, NULL, 1, mac2), KMS_EINVAL);
+    static uint8_t big[KMS_STATE_MAC_INPUT_MAX + 1];
+    assert_int_equal(f->b->ops->state_mac(f->b, big, sizeof(big), mac2), KMS_ETOOBIG);
+
+    /* The token itself verifies it as HMAC-SHA-256 under that object. */
+    static const char id[] = "kms-state-integrity";
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_ID, (void *)id, sizeof(id) - 1}};
+    CK_OBJECT_HANDLE h[2];
+    CK_ULONG n = 0;
+    assert_int_equal(m->C_FindObjectsInit(s, t, 2), CKR_OK);
+    assert_int_equal(m->C_FindObjects(s, h, 2, &n), CKR_OK);
+    assert_int_equal(m->C_FindObjectsFinal(s), CKR_OK);
+    assert_int_equal(n, 1);
+    CK_MECHANISM mech = {CKM_SHA256_HMAC, NULL, 0};
+    assert_int_equal(m->C_VerifyInit(s, &mech, h[0]), CKR_OK);
+    assert_int_equal(m->C_Verify(s, (CK_BYTE_PTR)msg, sizeof(msg), mac, sizeof(mac)), CKR_OK);
+    mac[0] ^= 1;
+    assert_int_equal(m->C_VerifyInit(s, &mech, h[0]), CKR_OK);
+    assert_int_not_equal(m->C_Verify(s, (CK_BYTE_PTR)msg, sizeof(msg), mac, sizeof(mac)), CKR_OK);
+    m->C_CloseSession(s);
+
+    static char out[65536];
+    char line[200];
+    assert_int_equal(kms_test_token_list_objects(&f->token, out, sizeof(out)), 0);
+    if (listing_line(out, "kms-state-integrity", "Access:", line, sizeof(line)) != 0)
+        fail_msg("pkcs11-tool does not list the state key:\n%s", out);
+    assert_string_equal(line, "sensitive, always sensitive, never extractable, local");
+    /* pkcs11-tool leaves "sign" out for secret keys (it prints it only for
+     * private keys); that the key signs is shown by C_Verify above. What
+     * matters here: no encrypt, decrypt, wrap, unwrap or derive. */
+    assert_int_equal(listing_line(out, "kms-state-integrity", "Usage:", line, sizeof(line)), 0);
+    assert_string_equal(line, "verify");
+}
+
 static void duplicate_id_refused(void **state)
 {
     struct fx *f = *state;
@@ -673,6 +774,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(versions_on_the_token, setup, teardown),
         cmocka_unit_test_setup_teardown(unsafe_keys_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(duplicate_id_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(state_key_on_the_token, setup, teardown),
         cmocka_unit_test_setup_teardown(replaced_key_is_checked_again, setup, teardown),
         cmocka_unit_test_setup_teardown(unplugged_token_backs_off_then_recovers, setup_faults,
                                         teardown_faults),

@@ -51,5 +51,15 @@ int must_check_backend_ops(kms_backend *b, kms_backend_key *k, kms_aead_io *io,
 #else
     r |= b->ops->health(b);
 #endif
+#if KMS_OP == 7 /* state_key_create */
+    b->ops->state_key_create(b);
+#else
+    r |= b->ops->state_key_create(b);
+#endif
+#if KMS_OP == 8 /* state_mac */
+    b->ops->state_mac(b, buf, 16, buf);
+#else
+    r |= b->ops->state_mac(b, buf, 16, buf);
+#endif
     return r;
 }

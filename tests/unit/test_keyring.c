@@ -585,6 +585,43 @@ static void orphan_device_object_replaced(void **state)
     assert_int_equal(f->fake.destroys, destroys + 1);
 }
 
+/* Another writer (a second store on the file, as a second kmsd would have)
+ * committed version 2 behind this keyring's cache. The rotation goes past
+ * it (version 3) and never destroys version 2's device object: its key
+ * material is untouched. (The store is read at rotation, so the defensive
+ * check in create_on_backend, a recorded version is never an orphan, is
+ * not reached here; this pins the outcome.) */
+static void recorded_device_object_never_destroyed(void **state)
+{
+    struct fx *f = *state;
+    kms_key_rec k;
+    assert_int_equal(kms_keyring_create_key(f->kr, "k", "fake", &k), KMS_OK);
+    kms_version_rec v;
+    memset(&v, 0, sizeof(v));
+    memcpy(v.key_id, k.id, KMS_KEY_ID_LEN);
+    v.version = 2;
+    v.state = KMS_VERSION_ENABLED;
+    v.created_at = k.created_at;
+    assert_int_equal(f->backend.ops->create_version(&f->backend, k.id, 2, &v.ref), KMS_OK);
+    struct fake_key *obj = fake_find(&f->fake, v.ref.bytes, v.ref.len);
+    assert_non_null(obj);
+    uint8_t value[32];
+    memcpy(value, obj->value, sizeof(value));
+    kms_store *other = NULL;
+    assert_int_equal(kms_store_sqlite_open(f->db, &other), KMS_OK);
+    assert_int_equal(other->ops->version_add(other, &v, 1), KMS_OK);
+    other->ops->close(other);
+
+    int destroys = f->fake.destroys;
+    uint32_t nv = 0;
+    assert_int_equal(kms_keyring_rotate(f->kr, "k", &nv), KMS_OK);
+    assert_int_equal(nv, 3);
+    assert_int_equal(f->fake.destroys, destroys);
+    obj = fake_find(&f->fake, v.ref.bytes, v.ref.len);
+    assert_non_null(obj);
+    assert_memory_equal(obj->value, value, sizeof(value));
+}
+
 static void bad_arguments(void **state)
 {
     struct fx *f = *state;
@@ -620,6 +657,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(usage_survives_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(unsafe_key_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(interrupted_creation_is_completed, setup, teardown),
+        cmocka_unit_test_setup_teardown(recorded_device_object_never_destroyed, setup, teardown),
         cmocka_unit_test_setup_teardown(orphan_device_object_replaced, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_arguments, setup, teardown),
     };

@@ -1,0 +1,70 @@
+/* The state-integrity key (contract: state.h). */
+#include "kmsd/state/state.h"
+
+#include <stdio.h>
+
+#include "base/log.h"
+
+/* Fixed probe input: a MAC over it proves the key is there, checked safe
+ * by the backend, and usable. */
+static const uint8_t probe[] = "kms state-integrity probe v1";
+
+static int probe_mac(kms_backend *b)
+{
+    uint8_t mac[KMS_STATE_MAC_LEN];
+    return b->ops->state_mac(b, probe, sizeof(probe) - 1, mac);
+}
+
+int kms_state_key_init(kms_keyring *kr)
+{
+    kms_backend *b = kms_keyring_state_backend(kr);
+    if (b == NULL) {
+        kms_log_warn("state integrity unavailable: %s; the database's state is NOT "
+                     "authenticated",
+                     KMS_STATE_NO_BACKEND);
+        return KMS_OK;
+    }
+    int r = b->ops->state_key_create(b);
+    if (r == KMS_EEXISTS)
+        kms_log_info("state integrity: the %s backend already holds a state-integrity key; "
+                     "using it",
+                     b->ops->name);
+    else if (r != 0)
+        return r;
+    KMS_GUARD(probe_mac(b));
+    printf("state-integrity key on %s\n", b->ops->name);
+    return KMS_OK;
+}
+
+int kms_state_key_seal(kms_keyring *kr)
+{
+    kms_backend *b = kms_keyring_state_backend(kr);
+    if (b == NULL)
+        return kms_error_set(KMS_EPRECOND, "seal-state refused: %s", KMS_STATE_NO_BACKEND);
+    int r = b->ops->state_key_create(b);
+    if (r == KMS_EEXISTS)
+        return kms_error_set(KMS_EEXISTS,
+                             "seal-state refused: the %s backend already holds a state-integrity "
+                             "key; the state is sealed once and never again",
+                             b->ops->name);
+    KMS_GUARD(r);
+    KMS_GUARD(probe_mac(b));
+    kms_log_warn("state sealed by trust on first use: the database's contents are taken as "
+                 "they are now");
+    printf("state-integrity key created on %s\n", b->ops->name);
+    return KMS_OK;
+}
+
+int kms_state_key_check(kms_keyring *kr)
+{
+    kms_backend *b = kms_keyring_state_backend(kr);
+    if (b == NULL)
+        return kms_error_set(KMS_EPRECOND, "%s", KMS_STATE_NO_BACKEND);
+    int r = probe_mac(b);
+    if (r == KMS_ENOTFOUND)
+        return kms_error_set(KMS_ENOTFOUND,
+                             "the %s backend holds no state-integrity key: the database predates "
+                             "it; run `kmsd seal-state` once",
+                             b->ops->name);
+    return r;
+}
