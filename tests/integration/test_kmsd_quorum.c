@@ -1075,9 +1075,9 @@ static int still_serving(void)
 {
     Kms__V1__ListActionsRequest req = KMS__V1__LIST_ACTIONS_REQUEST__INIT;
     Kms__V1__ListActionsResponse *r = NULL;
-    int st = kms_tc_call(O1, QU "ListActions", &req.base,
-                         &kms__v1__list_actions_response__descriptor, (ProtobufCMessage **)&r,
-                         NULL, 0);
+    int st =
+        kms_tc_call(O1, QU "ListActions", &req.base, &kms__v1__list_actions_response__descriptor,
+                    (ProtobufCMessage **)&r, NULL, 0);
     if (r)
         protobuf_c_message_free_unpacked(&r->base, NULL);
     return st == GRPC_STATUS_OK;

@@ -1,0 +1,25 @@
+/* Checks on decoded protobuf-c messages that decide whether bytes may be
+ * shown to an officer and signed: kmsd refuses such a proposal, and kmsctl
+ * refuses to sign it. protobuf-c keeps fields it does not know and encodes
+ * them again, so bytes could carry data that no printer shows. */
+#ifndef KMS_BASE_PB_CHECK_H
+#define KMS_BASE_PB_CHECK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+/* 1 if m or any message inside it (at any depth; past 8 levels counts as
+ * unknown) carries a field its descriptor does not know; 0 otherwise. */
+int kms_pb_has_unknown_fields(const ProtobufCMessage *m);
+
+/* 1 if encoding m gives exactly bytes[0..len); 0 otherwise (also when out
+ * of memory). */
+int kms_pb_encodes_to(const ProtobufCMessage *m, const uint8_t *bytes, size_t len);
+
+/* 1 if bytes decoded into m are what an officer may sign: no unknown field
+ * at any depth, and m encodes back to exactly bytes. */
+int kms_pb_canonical(const ProtobufCMessage *m, const uint8_t *bytes, size_t len);
+
+#endif
