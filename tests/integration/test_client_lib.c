@@ -379,6 +379,31 @@ static void status_names(void **state)
     assert_string_equal(kms_client_status_name(99), "UNKNOWN_STATUS");
 }
 
+/* Context entries are checked before anything is sent: an empty key and
+ * over-long keys or values are refused locally (KMS_CLIENT_EARG). */
+static void context_checked_before_sending(void **state)
+{
+    (void)state;
+    kms_client_result out;
+    kms_client_error err;
+    const uint8_t msg[] = "secret";
+    static char longk[258], longv[1026];
+    memset(longk, 'k', sizeof(longk) - 1);
+    memset(longv, 'v', sizeof(longv) - 1);
+    const kms_client_context_entry bad[][1] = {{{"", "x"}}, {{longk, "x"}}, {{"k", longv}}};
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(
+            kms_client_encrypt(F->app, "demo", msg, sizeof(msg), bad[i], 1, &out, &err),
+            KMS_CLIENT_EARG);
+        assert_non_null(strstr(err.message, "encryption context"));
+    }
+    longk[256] = '\0';
+    longv[1024] = '\0';
+    const kms_client_context_entry edge[] = {{longk, longv}};
+    assert_int_equal(kms_client_encrypt(F->app, "demo", msg, sizeof(msg), edge, 1, &out, &err), 0);
+    kms_client_result_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -389,6 +414,7 @@ int main(void)
         cmocka_unit_test(reencrypt_result_decrypts),
         cmocka_unit_test(describe_and_list),
         cmocka_unit_test(negatives_change_nothing),
+        cmocka_unit_test(context_checked_before_sending),
         cmocka_unit_test(tls_refusals),
         cmocka_unit_test(one_client_many_threads),
         cmocka_unit_test(last_close_ends_grpc),

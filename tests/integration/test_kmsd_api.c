@@ -676,6 +676,57 @@ static void officer_has_no_data_plane_rights(void **state)
     assert_unchanged();
 }
 
+/* An encryption context string with a NUL byte is refused (protobuf-c
+ * would read {"purpose": "v\0x"} as {"purpose": "v"} and decrypt a blob
+ * made under "v"); the same request without the NUL decrypts. */
+static size_t put_varint(uint8_t *out, size_t v)
+{
+    size_t n = 0;
+    for (; v >= 0x80; v >>= 7)
+        out[n++] = (uint8_t)(v | 0x80);
+    out[n++] = (uint8_t)v;
+    return n;
+}
+
+static size_t decrypt_request_raw(const struct blob *b, const char *value, size_t value_len,
+                                  uint8_t *out)
+{
+    uint8_t entry[64];
+    size_t e = 0, n = 0;
+    entry[e++] = 0x0a;
+    entry[e++] = 7;
+    memcpy(entry + e, "purpose", 7);
+    e += 7;
+    entry[e++] = 0x12;
+    entry[e++] = (uint8_t)value_len;
+    memcpy(entry + e, value, value_len);
+    e += value_len;
+    out[n++] = 0x0a; /* ciphertext_blob */
+    n += put_varint(out + n, b->len);
+    memcpy(out + n, b->b, b->len);
+    n += b->len;
+    out[n++] = 0x12; /* encryption_context entry */
+    n += put_varint(out + n, e);
+    memcpy(out + n, entry, e);
+    return n + e;
+}
+
+static void context_with_nul_refused(void **state)
+{
+    (void)state;
+    struct blob b;
+    static uint8_t req[sizeof(b.b) + 128];
+    char msg[256];
+    assert_int_equal(encrypt(F->app, "demo", secret_pt, 4, "v", &b, NULL), GRPC_STATUS_OK);
+    size_t n = decrypt_request_raw(&b, "v\0x", 3, req);
+    assert_int_equal(kms_tc_call_raw(F->app, KM "Decrypt", req, n, NULL, NULL, msg, sizeof(msg)),
+                     GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(msg, "NUL"));
+    n = decrypt_request_raw(&b, "v", 1, req);
+    assert_int_equal(kms_tc_call_raw(F->app, KM "Decrypt", req, n, NULL, NULL, NULL, 0),
+                     GRPC_STATUS_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -686,6 +737,7 @@ int main(void)
         cmocka_unit_test(describe_and_list_keys),
         cmocka_unit_test(unimplemented_and_unknown_methods),
         cmocka_unit_test(unknown_key_not_found),
+        cmocka_unit_test(context_with_nul_refused),
         cmocka_unit_test(wrong_context_invalid_argument),
         cmocka_unit_test(tampered_or_truncated_blob_invalid_argument),
         cmocka_unit_test(bad_requests_invalid_argument),

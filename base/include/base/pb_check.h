@@ -22,4 +22,12 @@ int kms_pb_encodes_to(const ProtobufCMessage *m, const uint8_t *bytes, size_t le
  * at any depth, and m encodes back to exactly bytes. */
 int kms_pb_canonical(const ProtobufCMessage *m, const uint8_t *bytes, size_t len);
 
+/* 1 if the wire bytes of a message of type d carry a NUL byte inside a
+ * string field, at any depth (nested messages, map entries); 0 if not, or
+ * if the bytes do not parse (the decoder then refuses them). protobuf-c
+ * decodes a string into a C string, so "v\0x" would silently become "v":
+ * kmsd refuses such requests before decoding them. */
+int kms_pb_wire_has_nul_string(const ProtobufCMessageDescriptor *d, const uint8_t *bytes,
+                               size_t len);
+
 #endif
