@@ -12,6 +12,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
+#include "base/text.h"
 #include "kmsctl.h"
 #include "kmsctl_actions.h"
 
@@ -97,7 +98,11 @@ static int exit_code(int status)
 int kmsctl_fail(kmsctl *k, const kms_client_error *err)
 {
     const char *name = kms_client_status_name(err->code);
-    fprintf(stderr, "kmsctl: %s: %s: %s\n", k->command, name, err->message);
+    /* The message comes from the server: shown escaped, like every string
+     * kmsctl did not make itself. */
+    fprintf(stderr, "kmsctl: %s: %s: ", k->command, name);
+    kms_text_escape(stderr, err->message);
+    fputc('\n', stderr);
     if (k->json) {
         fputs("{\"error\":{\"code\":", stdout);
         kmsctl_json_string(stdout, name);

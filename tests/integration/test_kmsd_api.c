@@ -556,7 +556,7 @@ static void tampered_or_truncated_blob_invalid_argument(void **state)
                      GRPC_STATUS_OK);
     take_snapshot();
     /* Flip one bit in every position: header, IV, ciphertext, tag. The key
-     * id bytes (1..16) make a different key: NOT_FOUND, tested above. */
+     * id bytes (1..16) make a different key: PERMISSION_DENIED, tested above. */
     for (size_t i = 0; i < good.len; i++) {
         if (i >= 1 && i <= 16)
             continue;
