@@ -174,12 +174,26 @@ void kms_client_secure_free(uint8_t *data)
     kms_secret_free(s); /* wipes all of it, header included */
 }
 
+/* kmsd's bounds for one context entry (docs/api.md). */
+#define CONTEXT_KEY_MAX 256
+#define CONTEXT_VALUE_MAX 1024
+
 /* The layout every protobuf-c map<string,string> entry struct has. */
 typedef struct {
     ProtobufCMessage base;
     char *key;
     char *value;
 } map_entry;
+
+/* One entry as kmsd reads it: a key of 1..256 bytes and a value of at most
+ * 1024. A C string ends at its first NUL, so neither can carry one: a
+ * caller holding counted bytes (a language binding) must refuse a NUL
+ * itself, or kmsd refuses the request (a NUL on the wire). */
+static int entry_ok(const kms_client_context_entry *e)
+{
+    size_t k = strnlen(e->key, CONTEXT_KEY_MAX + 1), v = strnlen(e->value, CONTEXT_VALUE_MAX + 1);
+    return k >= 1 && k <= CONTEXT_KEY_MAX && v <= CONTEXT_VALUE_MAX;
+}
 
 int kms_client_context_entries(const ProtobufCMessageDescriptor *desc,
                                const kms_client_context_entry *ctx, size_t n, void ***out,
@@ -200,6 +214,13 @@ int kms_client_context_entries(const ProtobufCMessageDescriptor *desc,
         if (ctx[i].key == NULL || ctx[i].value == NULL) {
             free(ptrs);
             return kms_client_fail(err, KMS_CLIENT_EARG, "encryption context entry %zu is NULL", i);
+        }
+        if (!entry_ok(&ctx[i])) {
+            free(ptrs);
+            return kms_client_fail(err, KMS_CLIENT_EARG,
+                                   "encryption context entry %zu: the key must be 1..%d bytes and "
+                                   "the value at most %d",
+                                   i, CONTEXT_KEY_MAX, CONTEXT_VALUE_MAX);
         }
         protobuf_c_message_init(desc, &entries[i]);
         entries[i].key = (char *)ctx[i].key;

@@ -12,6 +12,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
+#include "base/text.h"
 #include "kmsctl.h"
 #include "kmsctl_actions.h"
 

@@ -29,6 +29,8 @@ enum {
 typedef struct kmsctl_conf {
     char *server, *ca, *cert, *key, *server_name, *signing_key;
     long timeout_ms;
+    int has_instance_id; /* instance_id: approve signs only for this kmsd */
+    uint8_t instance_id[16];
 } kmsctl_conf;
 
 /* Reads a YAML mapping of scalars (see docs/kmsctl.md); relative paths are
@@ -95,6 +97,8 @@ typedef struct kmsctl_out {
     int depth;
 } kmsctl_out;
 void kmsctl_out_begin(kmsctl_out *o, int json);
+/* The same, printing to f. */
+void kmsctl_out_begin_file(kmsctl_out *o, FILE *f, int json);
 void kmsctl_out_str(kmsctl_out *o, const char *name, const char *value);
 void kmsctl_out_num(kmsctl_out *o, const char *name, long long value);
 void kmsctl_out_end(kmsctl_out *o);

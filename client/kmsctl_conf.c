@@ -7,6 +7,8 @@
  *   server_name: localhost        (optional)
  *   timeout_ms: 10000             (optional)
  *   signing_key: officer1-signing-key.pem   (officers, optional)
+ *   instance_id: 32 hex digits    (officers, optional: `approve` refuses
+ *                                  to sign for any other kmsd)
  */
 #include <errno.h>
 #include <limits.h>
@@ -43,8 +45,32 @@ static char *resolve(const char *value, const char *dir)
     return p;
 }
 
+/* 32 hex digits into out[16]; 0, or -1. */
+static int parse_instance_id(const char *s, uint8_t out[16])
+{
+    if (strlen(s) != 32)
+        return -1;
+    for (size_t i = 0; i < 32; i++) {
+        char ch = s[i];
+        int d = ch >= '0' && ch <= '9'   ? ch - '0'
+                : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+                : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                         : -1;
+        if (d < 0)
+            return -1;
+        out[i / 2] = (uint8_t)(i % 2 ? (out[i / 2] | d) : d << 4);
+    }
+    return 0;
+}
+
 static int set_one(kmsctl_conf *c, const char *name, const char *value, const char *dir)
 {
+    if (strcmp(name, "instance_id") == 0) {
+        if (parse_instance_id(value, c->instance_id) != 0)
+            return -4;
+        c->has_instance_id = 1;
+        return 0;
+    }
     if (strcmp(name, "timeout_ms") == 0) {
         char *end;
         errno = 0;
@@ -77,6 +103,8 @@ int kmsctl_conf_set(kmsctl_conf *c, const char *name, const char *value)
     int r = set_one(c, name, value, NULL);
     if (r == -2)
         fprintf(stderr, "kmsctl: %s: not a number of milliseconds (1..3600000)\n", name);
+    else if (r == -4)
+        fprintf(stderr, "kmsctl: %s: not 32 hex digits\n", name);
     else if (r != 0)
         fprintf(stderr, "kmsctl: cannot set %s\n", name);
     return r == 0 ? 0 : -1;
@@ -139,6 +167,7 @@ int kmsctl_conf_load(kmsctl_conf *c, const char *path)
                     (unsigned long)k->start_mark.line + 1, name,
                     s == -3   ? "unknown setting"
                     : s == -2 ? "not a number of milliseconds (1..3600000)"
+                    : s == -4 ? "not 32 hex digits (the instance_id that show-action prints)"
                               : "out of memory");
             goto out;
         }

@@ -15,6 +15,7 @@
 
 #include "base/file.h"
 #include "base/secret.h"
+#include "base/text.h"
 #include "kmsctl.h"
 
 int kmsctl_context_add(kmsctl_context *c, const char *spec)
@@ -248,23 +249,40 @@ long kmsctl_unb64(const char *s, uint8_t *out, size_t cap)
     return (long)n;
 }
 
+/* JSON strings carry only printable code points as they are: any other
+ * code point is \uXXXX, and a byte that is not
+ * UTF-8 is shown as the text "\xNN" (JSON has no way to carry it). */
 void kmsctl_json_string(FILE *f, const char *s)
 {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t len = strlen(s);
     fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(f, "\\u%04x", *p);
-        else
-            fputc(*p, f);
+    for (size_t i = 0; i < len;) {
+        uint32_t cp;
+        size_t n = kms_text_next(p + i, len - i, &cp);
+        if (n == 0) {
+            fprintf(f, "\\\\x%02x", p[i]); /* the text \xNN */
+            n = 1;
+        } else if (cp == '"' || cp == '\\') {
+            fprintf(f, "\\%c", (int)cp);
+        } else if (kms_text_printable(cp)) {
+            fwrite(p + i, 1, n, f);
+        } else {
+            fprintf(f, "\\u%04x", (unsigned)cp); /* never above U+FFFF (base/text.h) */
+        }
+        i += n;
     }
     fputc('"', f);
 }
 
 void kmsctl_out_begin(kmsctl_out *o, int json)
 {
-    o->f = stdout;
+    kmsctl_out_begin_file(o, stdout, json);
+}
+
+void kmsctl_out_begin_file(kmsctl_out *o, FILE *f, int json)
+{
+    o->f = f;
     o->json = json;
     o->first = 1;
     if (json)
@@ -289,8 +307,10 @@ void kmsctl_out_str(kmsctl_out *o, const char *name, const char *value)
     field(o, name);
     if (o->json)
         kmsctl_json_string(o->f, value);
-    else
-        fprintf(o->f, "%s\n", value);
+    else {
+        kms_text_escape(o->f, value);
+        fputc('\n', o->f);
+    }
 }
 
 void kmsctl_out_num(kmsctl_out *o, const char *name, long long value)
@@ -346,7 +366,11 @@ static int exit_code(int status)
 int kmsctl_fail(kmsctl *k, const kms_client_error *err)
 {
     const char *name = kms_client_status_name(err->code);
-    fprintf(stderr, "kmsctl: %s: %s: %s\n", k->command, name, err->message);
+    /* The message comes from the server: shown escaped, like every string
+     * kmsctl did not make itself. */
+    fprintf(stderr, "kmsctl: %s: %s: ", k->command, name);
+    kms_text_escape(stderr, err->message);
+    fputc('\n', stderr);
     if (k->json) {
         fputs("{\"error\":{\"code\":", stdout);
         kmsctl_json_string(stdout, name);

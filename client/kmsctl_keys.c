@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/text.h"
 #include "kmsctl.h"
 
 static const char *state_name(int s)
@@ -66,18 +67,25 @@ static void text_strings(FILE *f, const char *name, const kms_client_strings *s)
     fprintf(f, "  %-10s", name);
     if (s->n == 0)
         fputs(" (nobody)", f);
-    for (size_t i = 0; i < s->n; i++)
-        fprintf(f, " %s", s->items[i]);
+    for (size_t i = 0; i < s->n; i++) {
+        fputc(' ', f);
+        kms_text_escape(f, s->items[i]);
+    }
     fputc('\n', f);
 }
 
 static void key_text(FILE *f, const kms_client_key *k)
 {
-    fprintf(f, "key %s\n  id         ", k->name);
+    fputs("key ", f);
+    kms_text_escape(f, k->name);
+    fputs("\n  id         ", f);
     for (size_t i = 0; i < sizeof(k->key_id); i++)
         fprintf(f, "%02x", k->key_id[i]);
-    fprintf(f, "\n  backend    %s%s%s\n  primary    v%u\n  min decrypt v%u\n", k->backend,
-            k->backend_mode[0] ? " " : "", k->backend_mode, k->primary_version,
+    fputs("\n  backend    ", f);
+    kms_text_escape(f, k->backend);
+    fputs(k->backend_mode[0] ? " " : "", f);
+    kms_text_escape(f, k->backend_mode);
+    fprintf(f, "\n  primary    v%u\n  min decrypt v%u\n", k->primary_version,
             k->min_decryption_version);
     if (k->rotation_period_days)
         fprintf(f, "  rotation   every %u days\n", k->rotation_period_days);
@@ -141,8 +149,10 @@ int kmsctl_cmd_list_keys(kmsctl *k, int argc, char **argv)
                 fputc(',', stdout);
             key_json(stdout, &list.keys[i]);
         } else {
-            printf("%s\tv%u\t%s\t%zu version%s\n", list.keys[i].name, list.keys[i].primary_version,
-                   list.keys[i].backend, list.keys[i].n_versions,
+            kms_text_escape(stdout, list.keys[i].name);
+            printf("\tv%u\t", list.keys[i].primary_version);
+            kms_text_escape(stdout, list.keys[i].backend);
+            printf("\t%zu version%s\n", list.keys[i].n_versions,
                    list.keys[i].n_versions == 1 ? "" : "s");
         }
     }

@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/pb_check.h"
+#include "base/text.h"
 #include "kms/v1/kms.pb-c.h"
 #include "kmsctl.h"
 #include "kmsctl_actions.h"
@@ -47,20 +49,35 @@ static void iso_time(int64_t t, char *out, size_t cap)
         snprintf(out, cap, "%lld", (long long)t);
 }
 
-/* Prints a; returns non-zero if its canonical bytes do not decode. */
-static int print_action(kmsctl *k, const kms_client_action *a)
+/* The action a's bytes decode to, or NULL if they do not decode or are not
+ * what an officer may sign: a field kmsctl does not know (at any depth,
+ * which no printer shows) or bytes that do not encode back to themselves
+ * (base/pb_check.h). Free with protobuf_c_message_free_unpacked. */
+static Kms__V1__ActionBody *decode_signable(const kms_client_action *a)
 {
-    char id[33], digest[65], when[32];
     Kms__V1__ActionBody *b =
         kms__v1__action_body__unpack(NULL, a->action_bytes_len, a->action_bytes);
+    if (b != NULL && !kms_pb_canonical(&b->base, a->action_bytes, a->action_bytes_len)) {
+        protobuf_c_message_free_unpacked(&b->base, NULL);
+        b = NULL;
+    }
+    return b;
+}
+
+/* Prints a to f (as JSON or text); returns non-zero if its bytes are not
+ * signable (decode_signable). */
+static int print_action_to(FILE *f, int json, const kms_client_action *a)
+{
+    char id[33], digest[65], instance[33], when[32];
+    Kms__V1__ActionBody *b = decode_signable(a);
     kmsctl_out o;
-    kmsctl_out_begin(&o, k->json);
+    kmsctl_out_begin_file(&o, f, json);
     hex(a->id, 16, id);
     kmsctl_out_str(&o, "action", id);
     if (b != NULL)
         kmsctl_action_print(&o, b);
     else
-        kmsctl_out_str(&o, "type", "UNDECODABLE");
+        kmsctl_out_str(&o, "type", "UNDECODABLE (unknown fields or not canonical)");
     kmsctl_out_str(&o, "state", state_name(a->state));
     kmsctl_out_str(&o, "proposer", a->proposer);
     kmsctl_out_num(&o, "threshold", a->threshold);
@@ -76,6 +93,8 @@ static int print_action(kmsctl *k, const kms_client_action *a)
     kmsctl_out_str(&o, "expires_at", when);
     if (a->result[0] != '\0')
         kmsctl_out_str(&o, "result", a->result);
+    hex(a->instance_id, 16, instance);
+    kmsctl_out_str(&o, "instance_id", instance);
     hex(a->digest, 32, digest);
     kmsctl_out_str(&o, "digest", digest);
     kmsctl_out_str(&o, "digest_check",
@@ -84,6 +103,11 @@ static int print_action(kmsctl *k, const kms_client_action *a)
     if (b != NULL)
         protobuf_c_message_free_unpacked(&b->base, NULL);
     return b == NULL;
+}
+
+static int print_action(kmsctl *k, const kms_client_action *a)
+{
+    return print_action_to(stdout, k->json, a);
 }
 
 static int parse_id(kmsctl *k, const char *s, uint8_t id[16])
@@ -277,9 +301,10 @@ int kmsctl_cmd_actions(kmsctl *k, int argc, char **argv)
             kmsctl_json_string(stdout, list[i].proposer);
             printf(",\"expires_at\":\"%s\"}", when);
         } else {
-            printf("%s  %-24s %-9s %zu/%u  by %s  expires %s\n", id, type,
-                   state_name(list[i].state), list[i].n_approvals, list[i].threshold,
-                   list[i].proposer, when);
+            printf("%s  %-24s %-9s %zu/%u  by ", id, type, state_name(list[i].state),
+                   list[i].n_approvals, list[i].threshold);
+            kms_text_escape(stdout, list[i].proposer);
+            printf("  expires %s\n", when);
         }
         if (b)
             protobuf_c_message_free_unpacked(&b->base, NULL);
@@ -372,11 +397,23 @@ int kmsctl_cmd_approve(kmsctl *k, int argc, char **argv)
         return r;
     if (kms_client_get_action(c, id, &a, &err) != 0)
         return kmsctl_fail(k, &err);
-    /* What is shown is decoded from the bytes the digest covers (with
-     * --json only the final action is printed, as one object). */
-    if ((!k->json && (r = print_action(k, &a)) != 0) || kms_client_action_verify_digest(&a) != 0) {
-        fprintf(stderr, "kmsctl: approve: the action's digest does not match its content: "
-                        "refusing to sign\n");
+    /* What is shown is decoded from the bytes the digest covers, always
+     * before signing: on standard output, or with --json as text on
+     * standard error (standard output then carries only the final action,
+     * as one object). */
+    int unsignable = print_action_to(k->json ? stderr : stdout, 0, &a);
+    const char *refusal = NULL;
+    if (unsignable)
+        refusal = "the action's bytes carry fields kmsctl does not know or do not encode back "
+                  "to themselves, so not all of what would be signed can be shown";
+    else if (kms_client_action_verify_digest(&a) != 0)
+        refusal = "the action's digest does not match its content";
+    else if (k->conf.has_instance_id &&
+             memcmp(k->conf.instance_id, a.instance_id, sizeof(a.instance_id)) != 0)
+        refusal = "the server's instance_id is not the one pinned in the configuration "
+                  "(another kms deployment)";
+    if (refusal != NULL) {
+        fprintf(stderr, "kmsctl: approve: %s: refusing to sign\n", refusal);
         kms_client_action_free(&a);
         return KMSCTL_EXIT_FAILURE;
     }

@@ -19,6 +19,7 @@
 
 #include "base/file.h"
 #include "base/log.h"
+#include "base/text.h"
 
 #define PEM_FILE_MAX 16384
 
@@ -46,15 +47,11 @@ out:
 
 /* ---- checks ---------------------------------------------------------------------------- */
 
+/* The one rule for identities, here and in every quorum action: 1..max
+ * bytes of printable text (base/text.h). */
 static int valid_identity(const char *id)
 {
-    size_t n = strlen(id);
-    if (n == 0 || n > KMS_IDENTITY_MAX)
-        return 0;
-    for (const char *p = id; *p; p++)
-        if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f)
-            return 0;
-    return 1;
+    return id[0] != '\0' && kms_text_valid_str(id, KMS_IDENTITY_MAX, 0);
 }
 
 static int check_officers(const kms_config *cfg)

@@ -308,8 +308,11 @@ static int policy_list(kms_rpc_call *c, char **ids, size_t n, char ***out, size_
 }
 
 /* Fills m (already initialized) for key rec: versions and usage from the
- * store, policy from the policy cache. */
-static int key_metadata(kms_rpc_call *c, const kms_key_rec *rec, Kms__V1__KeyMetadata *m)
+ * store, policy from the policy cache. The policy's identity lists go only
+ * to officers: a caller with rights on a key learns which other services
+ * use it from nobody but an officer (for anyone else they are empty). */
+static int key_metadata(kms_rpc_call *c, const kms_key_rec *rec, int officer,
+                        Kms__V1__KeyMetadata *m)
 {
     const kms_rpc_env *env = kms_rpc_env_of(c);
     struct versions vs = {0};
@@ -360,9 +363,10 @@ static int key_metadata(kms_rpc_call *c, const kms_key_rec *rec, Kms__V1__KeyMet
     }
     m->n_versions = vs.n;
     kms__v1__key_policy__init(pol);
-    if ((r = policy_list(c, kp.ids[0], kp.n[0], &pol->encrypt, &pol->n_encrypt)) != 0 ||
-        (r = policy_list(c, kp.ids[1], kp.n[1], &pol->decrypt, &pol->n_decrypt)) != 0 ||
-        (r = policy_list(c, kp.ids[2], kp.n[2], &pol->reencrypt, &pol->n_reencrypt)) != 0)
+    if (officer &&
+        ((r = policy_list(c, kp.ids[0], kp.n[0], &pol->encrypt, &pol->n_encrypt)) != 0 ||
+         (r = policy_list(c, kp.ids[1], kp.n[1], &pol->decrypt, &pol->n_decrypt)) != 0 ||
+         (r = policy_list(c, kp.ids[2], kp.n[2], &pol->reencrypt, &pol->n_reencrypt)) != 0))
         goto out;
     m->policy = pol;
     kms__v1__rotation_policy__init(rot);
@@ -388,7 +392,7 @@ int kms_handlers_describe_key(kms_rpc_call *c, const ProtobufCMessage *msg, Prot
     /* Fresh from the store: the primary version moves with rotations. */
     KMS_GUARD(env->store->ops->key_get_by_name(env->store, req->key_name, &rec));
     kms__v1__key_metadata__init(m);
-    KMS_GUARD(key_metadata(c, &rec, m));
+    KMS_GUARD(key_metadata(c, &rec, kms_policy_is_officer(env->policy, kms_rpc_identity(c)), m));
     kms__v1__describe_key_response__init(resp);
     resp->key = m;
     kms_rpc_note_key(c, rec.name, rec.primary_version);
@@ -428,7 +432,7 @@ static int list_one(void *arg, const kms_key_rec *rec)
     if (m == NULL)
         return kms_error_set(KMS_ENOMEM, "out of memory");
     kms__v1__key_metadata__init(m);
-    KMS_GUARD(key_metadata(l->c, rec, m));
+    KMS_GUARD(key_metadata(l->c, rec, l->officer, m));
     l->keys[l->n++] = m;
     return KMS_OK;
 }

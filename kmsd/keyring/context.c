@@ -35,6 +35,11 @@ static int check_pair(const kms_context_pair *p)
     if (p->value_len > KMS_CONTEXT_MAX_VALUE)
         return kms_error_set(KMS_EINVAL, "encryption context value longer than %d bytes",
                              KMS_CONTEXT_MAX_VALUE);
+    /* Every caller that holds C strings would read "v\0x" as "v": a NUL is
+     * refused, so that one context never has two spellings. */
+    if (memchr(p->key, 0, p->key_len) != NULL ||
+        (p->value_len > 0 && memchr(p->value, 0, p->value_len) != NULL))
+        return kms_error_set(KMS_EINVAL, "encryption context holds a NUL byte");
     return KMS_OK;
 }
 
@@ -104,6 +109,9 @@ int kms_context_decode(const uint8_t *in, size_t len, kms_context_pair_cb cb, vo
         KMS_GUARD(take_field(&r, KMS_CONTEXT_MAX_VALUE, &pair.value, &pair.value_len));
         if (pair.key_len == 0)
             return kms_error_set(KMS_EINVAL, "encryption context key is empty");
+        if (memchr(pair.key, 0, pair.key_len) != NULL ||
+            (pair.value_len > 0 && memchr(pair.value, 0, pair.value_len) != NULL))
+            return kms_error_set(KMS_EINVAL, "encryption context holds a NUL byte");
         if (i > 0 && key_cmp(prev.key, prev.key_len, pair.key, pair.key_len) >= 0)
             return kms_error_set(KMS_EINVAL, "encryption context keys not in canonical order");
         if (cb != NULL)

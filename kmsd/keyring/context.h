@@ -31,13 +31,14 @@ typedef struct kms_context {
 
 /* Writes the canonical encoding of ctx (NULL = empty) into out (cap bytes)
  * and its length into *len. KMS_EINVAL for an empty or duplicate key, more
- * than KMS_CONTEXT_MAX_PAIRS pairs or an over-long key or value;
+ * than KMS_CONTEXT_MAX_PAIRS pairs, an over-long key or value, or a NUL
+ * byte in a key or value (C strings would read "v\0x" as "v");
  * KMS_ETOOBIG if cap is too small. Nothing is written to *len on failure. */
 int kms_context_encode(const kms_context *ctx, uint8_t *out, size_t cap,
                        size_t *len) KMS_MUST_CHECK;
 
 /* Parses a canonical encoding strictly (it must be exactly what encode
- * writes: sorted, no duplicates, no trailing bytes) and calls cb for each
+ * writes: sorted, no duplicates, no NUL bytes, no trailing bytes) and calls cb for each
  * pair; used by tests, the fuzzer and tools that display a context. */
 typedef int (*kms_context_pair_cb)(void *cbctx, const kms_context_pair *p);
 int kms_context_decode(const uint8_t *in, size_t len, kms_context_pair_cb cb,

@@ -380,13 +380,20 @@ int kms_policy_check(kms_policy *p, const char *identity, const char *key_name,
         perm != KMS_PERM_DESCRIBE)
         return kms_error_set(KMS_EINVAL, "policy check: %s is not a key permission",
                              kms_policy_perm_name(perm));
-    if (key_name != NULL && strnlen(key_name, KMS_KEY_NAME_MAX + 1) > KMS_KEY_NAME_MAX)
-        return kms_error_set(KMS_ENOTFOUND, "no such key");
     struct check_ctx c = {.identity = identity, .perm = perm, .rec = rec};
-    int r = with_entry(p, key_name, key_id, check_entry, &c);
+    int r = KMS_ENOTFOUND;
+    if (key_name == NULL || strnlen(key_name, KMS_KEY_NAME_MAX + 1) <= KMS_KEY_NAME_MAX)
+        r = with_entry(p, key_name, key_id, check_entry, &c);
     if (r == KMS_EINVAL && key_name != NULL) /* the store refuses an empty name */
-        r = kms_error_set(KMS_ENOTFOUND, "no such key");
-    return r;
+        r = KMS_ENOTFOUND;
+    if (r != KMS_ENOTFOUND)
+        return r;
+    /* No such key. Only officers, who may list every key, learn that; anyone
+     * else gets the answer for a key they have no rights on, so that key
+     * names cannot be probed. */
+    if (perm == KMS_PERM_DESCRIBE && kms_policy_is_officer(p, identity))
+        return kms_error_set(KMS_ENOTFOUND, "no such key");
+    return kms_error_set(KMS_EDENIED, "%s not granted: no such key", kms_policy_perm_name(perm));
 }
 
 static int copy_entry_policy(kms_policy *p, const struct entry *e, void *ctx)

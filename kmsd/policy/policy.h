@@ -65,8 +65,10 @@ int kms_policy_is_officer(kms_policy *p, const char *identity) KMS_MUST_CHECK;
 
 /* Finds the key by name (or, if key_name is NULL, by key_id) and checks
  * that identity holds perm on it (KMS_PERM_ENCRYPT, _DECRYPT, _REENCRYPT or
- * _DESCRIBE). KMS_ENOTFOUND if there is no such key; KMS_EDENIED if the
- * identity is an officer (for data-plane permissions) or is not granted;
+ * _DESCRIBE). KMS_EDENIED if the identity is an officer (for data-plane
+ * permissions) or is not granted, and also if there is no such key, so
+ * that nobody probes key names; KMS_ENOTFOUND for no such key only to an
+ * officer asking _DESCRIBE (officers may list every key anyway);
  * KMS_EINVAL for any other perm. On success rec (optional) receives the
  * key record as cached: name, id and backend are exact, version fields may
  * be stale (read the store for those). */

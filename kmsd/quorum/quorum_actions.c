@@ -7,6 +7,8 @@
 
 #include "base/buf.h"
 #include "base/crashpoint.h"
+#include "base/pb_check.h"
+#include "base/text.h"
 #include "kmsd/quorum/quorum_actions.h"
 #include "kmsd/quorum/signature.h"
 
@@ -619,53 +621,6 @@ const kms_quorum_action *kms_quorum_action_by_type(const char *type)
     return NULL;
 }
 
-/* 1 if m or any message inside it carries a field its descriptor does not
- * know (protobuf-c keeps them, and would encode them again). */
-static int has_unknown_fields(const ProtobufCMessage *m, int depth)
-{
-    if (m->n_unknown_fields > 0 || depth > 8)
-        return 1;
-    const ProtobufCMessageDescriptor *d = m->descriptor;
-    const char *base = (const char *)m;
-    for (unsigned i = 0; i < d->n_fields; i++) {
-        const ProtobufCFieldDescriptor *f = &d->fields[i];
-        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
-            continue;
-        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
-            *(const uint32_t *)(const void *)(base + f->quantifier_offset) != f->id)
-            continue; /* another member of the oneof */
-        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-            size_t n = *(const size_t *)(const void *)(base + f->quantifier_offset);
-            ProtobufCMessage *const *v =
-                *(ProtobufCMessage *const *const *)(const void *)(base + f->offset);
-            for (size_t j = 0; j < n; j++)
-                if (has_unknown_fields(v[j], depth + 1))
-                    return 1;
-        } else {
-            const ProtobufCMessage *sub =
-                *(const ProtobufCMessage *const *)(const void *)(base + f->offset);
-            if (sub != NULL && has_unknown_fields(sub, depth + 1))
-                return 1;
-        }
-    }
-    return 0;
-}
-
-/* 1 if encoding b gives exactly bytes. */
-static int encodes_to(const Kms__V1__ActionBody *b, const uint8_t *bytes, size_t len)
-{
-    size_t n = protobuf_c_message_get_packed_size(&b->base);
-    if (n != len)
-        return 0;
-    uint8_t *again = malloc(n ? n : 1);
-    if (again == NULL)
-        return 0;
-    protobuf_c_message_pack(&b->base, again);
-    int same = memcmp(again, bytes, n) == 0;
-    free(again);
-    return same;
-}
-
 int kms_quorum_action_decode(const uint8_t *bytes, size_t len, int canonical,
                              Kms__V1__ActionBody **out)
 {
@@ -676,11 +631,11 @@ int kms_quorum_action_decode(const uint8_t *bytes, size_t len, int canonical,
     int r = KMS_OK;
     if (b == NULL)
         return kms_error_set_public(KMS_EINVAL, "action does not decode as kms.v1.ActionBody");
-    if (has_unknown_fields(&b->base, 0))
+    if (kms_pb_has_unknown_fields(&b->base))
         r = kms_error_set_public(KMS_EINVAL, "action carries fields this kmsd does not know");
     else if (kms_quorum_action_of(b) == NULL)
         r = kms_error_set_public(KMS_EINVAL, "action names no operation");
-    else if (canonical && !encodes_to(b, bytes, len))
+    else if (canonical && !kms_pb_encodes_to(&b->base, bytes, len))
         r = kms_error_set(KMS_EINVAL, "action bytes are not canonical");
     if (r != 0) {
         protobuf_c_message_free_unpacked(&b->base, NULL);
@@ -690,11 +645,78 @@ int kms_quorum_action_decode(const uint8_t *bytes, size_t len, int canonical,
     return KMS_OK;
 }
 
+/* ---- every string of an action ---------------------------------------------------------- */
+
+/* The string fields allowed to hold more than an identity or to span lines:
+ * the officer's PEM public key (which validate_add_officer then parses and
+ * re-encodes). Every other string field is one line of at most
+ * KMS_IDENTITY_MAX bytes. */
+static const struct {
+    const ProtobufCMessageDescriptor *msg;
+    const char *field;
+    size_t max;
+    unsigned flags;
+} text_rules[] = {
+    {&kms__v1__add_officer__descriptor, "signing_key_pem", KMS_SIGNING_KEY_PEM_MAX, KMS_TEXT_LINES},
+};
+
+static int text_ok(const ProtobufCMessageDescriptor *d, const ProtobufCFieldDescriptor *f,
+                   const char *s)
+{
+    size_t max = KMS_IDENTITY_MAX;
+    unsigned flags = 0;
+    for (size_t i = 0; i < sizeof(text_rules) / sizeof(text_rules[0]); i++)
+        if (text_rules[i].msg == d && strcmp(text_rules[i].field, f->name) == 0) {
+            max = text_rules[i].max;
+            flags = text_rules[i].flags;
+        }
+    return kms_text_valid_str(s, max, flags);
+}
+
+/* Every string field of m and of the messages inside it, found through the
+ * descriptors (so a field added to the proto is covered without a change
+ * here): printable text (base/text.h) of bounded length, or KMS_EINVAL
+ * naming the field. Runs before any row's own checks. */
+static int strings_printable(const ProtobufCMessage *m, int depth)
+{
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    const char *base = (const char *)m;
+    if (depth > 8)
+        return kms_error_set_public(KMS_EINVAL, "action nested too deeply");
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+            *(const uint32_t *)(const void *)(base + f->quantifier_offset) != f->id)
+            continue; /* another member of the oneof */
+        size_t n = 1;
+        void *const *v = (void *const *)(const void *)(base + f->offset);
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            n = *(const size_t *)(const void *)(base + f->quantifier_offset);
+            v = *(void *const *const *)(const void *)(base + f->offset);
+        }
+        for (size_t j = 0; j < n; j++) {
+            if (v[j] == NULL)
+                continue;
+            if (f->type == PROTOBUF_C_TYPE_MESSAGE)
+                KMS_GUARD(strings_printable(v[j], depth + 1));
+            else if (!text_ok(d, f, v[j]))
+                return kms_error_set_public(KMS_EINVAL,
+                                            "%s.%s: not printable UTF-8 text (control or "
+                                            "formatting characters) or too long",
+                                            d->short_name, f->name);
+        }
+    }
+    return KMS_OK;
+}
+
 int kms_quorum_action_validate(const kms_action_env *env, Kms__V1__ActionBody *body)
 {
     const kms_quorum_action *row = kms_quorum_action_of(body);
     if (row == NULL)
         return kms_error_set_public(KMS_EINVAL, "unknown action");
+    KMS_GUARD(strings_printable(&body->base, 0));
     return row->validate(env, body);
 }
 

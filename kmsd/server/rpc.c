@@ -15,6 +15,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "base/log.h"
 #include "base/pb_alloc.h"
+#include "base/pb_check.h"
 #include "kms/v1/kms.pb-c.h"
 
 #define MAX_SECRETS 4
@@ -245,6 +246,12 @@ static int run(kms_rpc_call *c, const kms_server_call *in, uint8_t **body, size_
 
     if (in->req == NULL) {
         r = kms_error_set(KMS_EINVAL, "request without a message");
+        goto out;
+    }
+    /* protobuf-c would cut a string at its first NUL ({"k":"v\0x"} read as
+     * {"k":"v"}): such a request is refused, whatever the field. */
+    if (kms_pb_wire_has_nul_string(c->method->request, in->req, in->req_len)) {
+        r = kms_error_set_public(KMS_EINVAL, "a string field holds a NUL byte");
         goto out;
     }
     req = protobuf_c_message_unpack(c->method->request, kms_pb_wiping_allocator(), in->req_len,

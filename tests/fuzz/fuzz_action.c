@@ -1,6 +1,7 @@
 /* libFuzzer target: the bytes of a proposed action and of an approval.
  *
- * Action: whatever kms_quorum_action_decode accepts re-encodes to bytes
+ * Action: canonical bytes carry no NUL inside a string (the wire scan of
+ * base/pb_check.h agrees); whatever kms_quorum_action_decode accepts re-encodes to bytes
  * that decode as canonical and re-encode identically (what kmsd stores and
  * officers sign); bytes accepted as canonical are accepted as a proposal;
  * validation against a small fixed state (a SQLite file in a temp dir, one
@@ -20,6 +21,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "base/pb_check.h"
 #include "kmsd/keyring/keyring.h"
 #include "kmsd/policy/policy.h"
 #include "kmsd/quorum/quorum_actions.h"
@@ -203,6 +205,11 @@ static void action(const uint8_t *data, size_t size)
         protobuf_c_message_free_unpacked(&c->base, NULL);
     if (strict == KMS_OK && lax != KMS_OK)
         abort(); /* canonical bytes are always a valid proposal */
+    /* Canonical bytes re-encode identically, so no string in them can hold
+     * a NUL (protobuf-c would have cut it); the wire scan agrees. */
+    if (strict == KMS_OK &&
+        kms_pb_wire_has_nul_string(&kms__v1__action_body__descriptor, data, size))
+        abort();
     if (lax != KMS_OK)
         return;
     size_t len = 0;

@@ -191,8 +191,7 @@ static void describe_and_list(void **state)
     assert_int_equal(k.n_versions, 1);
     assert_int_equal(k.versions[0].state, KMS_CLIENT_VERSION_ENABLED);
     assert_true(k.versions[0].usage_count > 0);
-    assert_int_equal(k.encrypt.n, 1);
-    assert_string_equal(k.encrypt.items[0], "spiffe://kms.local/app");
+    assert_int_equal(k.encrypt.n, 0); /* a policy's identities go only to officers */
     assert_true(k.created_at > 1700000000);
     assert_int_equal(kms_client_list_keys(F->app, &l, &err), 0);
     int seen = 0;
@@ -223,13 +222,14 @@ static void negatives_change_nothing(void **state)
     uint64_t before = usage("demo");
 
     memset(&out, 0x5a, sizeof(out));
+    /* No such key: the answer for a key the caller has no rights on. */
     assert_int_equal(kms_client_encrypt(F->app, "nope", msg, sizeof(msg), CTX, 2, &out, &err),
-                     KMS_CLIENT_NOT_FOUND);
-    assert_int_equal(err.code, KMS_CLIENT_NOT_FOUND);
+                     KMS_CLIENT_PERMISSION_DENIED);
+    assert_int_equal(err.code, KMS_CLIENT_PERMISSION_DENIED);
     assert_true(strlen(err.message) > 0);
     assert_int_equal(out.blob_len, 0x5a5a5a5a5a5a5a5aull); /* untouched on failure */
     assert_int_equal(kms_client_describe_key(F->app, "nope", &(kms_client_key){0}, &err),
-                     KMS_CLIENT_NOT_FOUND);
+                     KMS_CLIENT_PERMISSION_DENIED);
     assert_int_equal(kms_client_decrypt(F->app, ct.blob, ct.blob_len, CTX_OTHER, 2, &out, &err),
                      KMS_CLIENT_INVALID_ARGUMENT);
     assert_int_equal(kms_client_decrypt(F->app, ct.blob, ct.blob_len, NULL, 0, &out, &err),
@@ -240,9 +240,13 @@ static void negatives_change_nothing(void **state)
         memcpy(bad, ct.blob, ct.blob_len);
         bad[i] ^= 0x01;
         int r = kms_client_decrypt(F->app, bad, ct.blob_len, CTX, 2, &out, &err);
-        /* A flipped key id names another (unknown) key. */
-        assert_true(r == KMS_CLIENT_INVALID_ARGUMENT ||
-                    (r == KMS_CLIENT_NOT_FOUND && i >= 1 && i < 21));
+        /* A flipped key id names another (unknown) key: denied, as a key
+         * the caller has no rights on; a flipped version of the caller's
+         * own key is not found. */
+        if (r != KMS_CLIENT_INVALID_ARGUMENT &&
+            !(r == KMS_CLIENT_PERMISSION_DENIED && i >= 1 && i < 17) &&
+            !(r == KMS_CLIENT_NOT_FOUND && i >= 17 && i < 21))
+            fail_msg("byte %zu flipped: %d", i, r);
     }
     for (size_t n = 1; n < ct.blob_len; n++)
         assert_int_equal(kms_client_decrypt(F->app, ct.blob, n, CTX, 2, &out, &err),
@@ -375,6 +379,31 @@ static void status_names(void **state)
     assert_string_equal(kms_client_status_name(99), "UNKNOWN_STATUS");
 }
 
+/* Context entries are checked before anything is sent: an empty key and
+ * over-long keys or values are refused locally (KMS_CLIENT_EARG). */
+static void context_checked_before_sending(void **state)
+{
+    (void)state;
+    kms_client_result out;
+    kms_client_error err;
+    const uint8_t msg[] = "secret";
+    static char longk[258], longv[1026];
+    memset(longk, 'k', sizeof(longk) - 1);
+    memset(longv, 'v', sizeof(longv) - 1);
+    const kms_client_context_entry bad[][1] = {{{"", "x"}}, {{longk, "x"}}, {{"k", longv}}};
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(
+            kms_client_encrypt(F->app, "demo", msg, sizeof(msg), bad[i], 1, &out, &err),
+            KMS_CLIENT_EARG);
+        assert_non_null(strstr(err.message, "encryption context"));
+    }
+    longk[256] = '\0';
+    longv[1024] = '\0';
+    const kms_client_context_entry edge[] = {{longk, longv}};
+    assert_int_equal(kms_client_encrypt(F->app, "demo", msg, sizeof(msg), edge, 1, &out, &err), 0);
+    kms_client_result_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -385,6 +414,7 @@ int main(void)
         cmocka_unit_test(reencrypt_result_decrypts),
         cmocka_unit_test(describe_and_list),
         cmocka_unit_test(negatives_change_nothing),
+        cmocka_unit_test(context_checked_before_sending),
         cmocka_unit_test(tls_refusals),
         cmocka_unit_test(one_client_many_threads),
         cmocka_unit_test(last_close_ends_grpc),

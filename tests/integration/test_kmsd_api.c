@@ -380,14 +380,20 @@ static void describe_and_list_keys(void **state)
     assert_int_equal(m->versions[0]->state, KMS__V1__KEY_VERSION_STATE__ENABLED);
     assert_true(m->versions[0]->usage_count >= 1); /* leases reserved by the round trips */
     assert_true(m->created_at > 1700000000);
+    /* A policy's identity lists go only to officers. */
+    assert_true(m->policy == NULL || (m->policy->n_encrypt == 0 && m->policy->n_decrypt == 0 &&
+                                      m->policy->n_reencrypt == 0));
+    protobuf_c_message_free_unpacked(&d->base, NULL);
+
+    /* Officers may describe any key (they administer them), with its policy. */
+    assert_int_equal(describe(F->officer, "locked", NULL), GRPC_STATUS_OK);
+    assert_int_equal(describe(F->officer, "demo", &d), GRPC_STATUS_OK);
+    m = d->key;
     assert_non_null(m->policy);
     assert_true(has(m->policy->encrypt, m->policy->n_encrypt, KMS_TEST_APP_ID));
     assert_true(has(m->policy->decrypt, m->policy->n_decrypt, KMS_TEST_APP_ID));
     assert_true(has(m->policy->reencrypt, m->policy->n_reencrypt, KMS_TEST_APP_ID));
     protobuf_c_message_free_unpacked(&d->base, NULL);
-
-    /* Officers may describe any key (they administer them). */
-    assert_int_equal(describe(F->officer, "locked", NULL), GRPC_STATUS_OK);
 
     /* ListKeys: officers see all, others the keys whose policy names them. */
     Kms__V1__ListKeysRequest req = KMS__V1__LIST_KEYS_REQUEST__INIT;
@@ -407,6 +413,7 @@ static void describe_and_list_keys(void **state)
         if (views[i].c == F->app) {
             assert_string_equal(l->keys[0]->key_name, "demo");
             assert_string_equal(l->keys[1]->key_name, "second");
+            assert_int_equal(l->keys[0]->policy->n_decrypt, 0); /* officers only */
         }
         protobuf_c_message_free_unpacked(lm, NULL);
     }
@@ -448,16 +455,37 @@ static void assert_unchanged(void)
     assert_memory_equal(after, before, n);
 }
 
+/* A caller with no rights on a key gets the same answer whether it exists
+ * or not (PERMISSION_DENIED with the same message), so key names cannot be
+ * probed; an officer, who may list every key, is told NOT_FOUND. */
 static void unknown_key_not_found(void **state)
 {
     (void)state;
     struct blob b;
+    char missing[256], denied[256];
     take_snapshot();
+    /* "locked" exists and names nobody; "no-such-key" does not exist. */
     assert_int_equal(encrypt(F->app, "no-such-key", secret_pt, 4, NULL, &b, NULL),
-                     GRPC_STATUS_NOT_FOUND);
+                     GRPC_STATUS_PERMISSION_DENIED);
     assert_int_equal(generate(F->app, "no-such-key", KMS__V1__KEY_SPEC__AES_256, 0, NULL),
+                     GRPC_STATUS_PERMISSION_DENIED);
+    assert_int_equal(describe(F->app, "no-such-key", NULL), GRPC_STATUS_PERMISSION_DENIED);
+    assert_int_equal(describe(F->bob, "locked", NULL), GRPC_STATUS_PERMISSION_DENIED);
+    Kms__V1__DescribeKeyRequest dr = KMS__V1__DESCRIBE_KEY_REQUEST__INIT;
+    dr.key_name = "no-such-key";
+    assert_int_equal(
+        kms_tc_call(F->bob, KM "DescribeKey", &dr.base, NULL, NULL, missing, sizeof(missing)),
+        GRPC_STATUS_PERMISSION_DENIED);
+    dr.key_name = "locked";
+    assert_int_equal(
+        kms_tc_call(F->bob, KM "DescribeKey", &dr.base, NULL, NULL, denied, sizeof(denied)),
+        GRPC_STATUS_PERMISSION_DENIED);
+    assert_string_equal(missing, denied);
+    dr.key_name = "no-such-key";
+    assert_int_equal(kms_tc_call(F->officer, KM "DescribeKey", &dr.base, NULL, NULL, NULL, 0),
                      GRPC_STATUS_NOT_FOUND);
-    assert_int_equal(describe(F->app, "no-such-key", NULL), GRPC_STATUS_NOT_FOUND);
+    assert_int_equal(encrypt(F->officer, "no-such-key", secret_pt, 4, NULL, &b, NULL),
+                     GRPC_STATUS_PERMISSION_DENIED);
     assert_unchanged();
 
     /* A well-formed blob naming a key id that does not exist. */
@@ -466,15 +494,17 @@ static void unknown_key_not_found(void **state)
     b.b[1] ^= 0xff; /* key id starts after the format byte */
     uint8_t pt[16];
     size_t n = 0;
-    char msg[256];
     Kms__V1__DecryptRequest req = KMS__V1__DECRYPT_REQUEST__INIT;
     req.ciphertext_blob.data = b.b;
     req.ciphertext_blob.len = b.len;
-    assert_int_equal(kms_tc_call(F->app, KM "Decrypt", &req.base, NULL, NULL, msg, sizeof(msg)),
-                     GRPC_STATUS_NOT_FOUND);
-    assert_string_equal(msg, "key or key version not found");
-    assert_int_equal(decrypt(F->app, &b, NULL, pt, sizeof(pt), &n, NULL), GRPC_STATUS_NOT_FOUND);
-    assert_int_equal(reencrypt(F->app, &b, NULL, "demo", NULL, &b, NULL), GRPC_STATUS_NOT_FOUND);
+    assert_int_equal(
+        kms_tc_call(F->app, KM "Decrypt", &req.base, NULL, NULL, missing, sizeof(missing)),
+        GRPC_STATUS_PERMISSION_DENIED);
+    assert_string_equal(missing, denied);
+    assert_int_equal(decrypt(F->app, &b, NULL, pt, sizeof(pt), &n, NULL),
+                     GRPC_STATUS_PERMISSION_DENIED);
+    assert_int_equal(reencrypt(F->app, &b, NULL, "demo", NULL, &b, NULL),
+                     GRPC_STATUS_PERMISSION_DENIED);
     assert_unchanged();
 }
 
@@ -526,7 +556,7 @@ static void tampered_or_truncated_blob_invalid_argument(void **state)
                      GRPC_STATUS_OK);
     take_snapshot();
     /* Flip one bit in every position: header, IV, ciphertext, tag. The key
-     * id bytes (1..16) make a different key: NOT_FOUND, tested above. */
+     * id bytes (1..16) make a different key: PERMISSION_DENIED, tested above. */
     for (size_t i = 0; i < good.len; i++) {
         if (i >= 1 && i <= 16)
             continue;
@@ -646,6 +676,57 @@ static void officer_has_no_data_plane_rights(void **state)
     assert_unchanged();
 }
 
+/* An encryption context string with a NUL byte is refused (protobuf-c
+ * would read {"purpose": "v\0x"} as {"purpose": "v"} and decrypt a blob
+ * made under "v"); the same request without the NUL decrypts. */
+static size_t put_varint(uint8_t *out, size_t v)
+{
+    size_t n = 0;
+    for (; v >= 0x80; v >>= 7)
+        out[n++] = (uint8_t)(v | 0x80);
+    out[n++] = (uint8_t)v;
+    return n;
+}
+
+static size_t decrypt_request_raw(const struct blob *b, const char *value, size_t value_len,
+                                  uint8_t *out)
+{
+    uint8_t entry[64];
+    size_t e = 0, n = 0;
+    entry[e++] = 0x0a;
+    entry[e++] = 7;
+    memcpy(entry + e, "purpose", 7);
+    e += 7;
+    entry[e++] = 0x12;
+    entry[e++] = (uint8_t)value_len;
+    memcpy(entry + e, value, value_len);
+    e += value_len;
+    out[n++] = 0x0a; /* ciphertext_blob */
+    n += put_varint(out + n, b->len);
+    memcpy(out + n, b->b, b->len);
+    n += b->len;
+    out[n++] = 0x12; /* encryption_context entry */
+    n += put_varint(out + n, e);
+    memcpy(out + n, entry, e);
+    return n + e;
+}
+
+static void context_with_nul_refused(void **state)
+{
+    (void)state;
+    struct blob b;
+    static uint8_t req[sizeof(b.b) + 128];
+    char msg[256];
+    assert_int_equal(encrypt(F->app, "demo", secret_pt, 4, "v", &b, NULL), GRPC_STATUS_OK);
+    size_t n = decrypt_request_raw(&b, "v\0x", 3, req);
+    assert_int_equal(kms_tc_call_raw(F->app, KM "Decrypt", req, n, NULL, NULL, msg, sizeof(msg)),
+                     GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(msg, "NUL"));
+    n = decrypt_request_raw(&b, "v", 1, req);
+    assert_int_equal(kms_tc_call_raw(F->app, KM "Decrypt", req, n, NULL, NULL, NULL, 0),
+                     GRPC_STATUS_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -656,6 +737,7 @@ int main(void)
         cmocka_unit_test(describe_and_list_keys),
         cmocka_unit_test(unimplemented_and_unknown_methods),
         cmocka_unit_test(unknown_key_not_found),
+        cmocka_unit_test(context_with_nul_refused),
         cmocka_unit_test(wrong_context_invalid_argument),
         cmocka_unit_test(tampered_or_truncated_blob_invalid_argument),
         cmocka_unit_test(bad_requests_invalid_argument),

@@ -1065,6 +1065,72 @@ static void nonce_budget_rotation_recorded(void **state)
     }
 }
 
+/* Every action with every optional field left out: an empty message of
+ * each kind in ActionBody's oneof (read from the descriptor, so that a new
+ * action is covered), then CreateKey with only what kmsctl requires (no
+ * backend; tpm2 with no mode). kmsd once freed protobuf-c's shared empty
+ * string here and aborted. Each proposal gets a clear status (accepted, or
+ * refused with a reason), and kmsd keeps serving after each one. */
+static int still_serving(void)
+{
+    Kms__V1__ListActionsRequest req = KMS__V1__LIST_ACTIONS_REQUEST__INIT;
+    Kms__V1__ListActionsResponse *r = NULL;
+    int st =
+        kms_tc_call(O1, QU "ListActions", &req.base, &kms__v1__list_actions_response__descriptor,
+                    (ProtobufCMessage **)&r, NULL, 0);
+    if (r)
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    return st == GRPC_STATUS_OK;
+}
+
+static void propose_clearly(Kms__V1__ActionBody *body, const char *what)
+{
+    Kms__V1__Action *a = NULL;
+    said[0] = '\0';
+    int st = propose(O2, body, &a);
+    if (st == GRPC_STATUS_OK) {
+        assert_int_equal(cancel(O2, a, NULL), GRPC_STATUS_OK);
+    } else if (st != GRPC_STATUS_INVALID_ARGUMENT && st != GRPC_STATUS_FAILED_PRECONDITION &&
+               st != GRPC_STATUS_NOT_FOUND) {
+        fail_msg("%s: status %d (%s)", what, st, said);
+    } else if (said[0] == '\0') {
+        fail_msg("%s: refused without a reason", what);
+    }
+    free_action(a);
+    if (!still_serving())
+        fail_msg("kmsd stopped serving after %s", what);
+}
+
+static void every_action_with_fields_left_out(void **state)
+{
+    (void)state;
+    const ProtobufCMessageDescriptor *d = &kms__v1__action_body__descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        assert_int_equal(f->type, PROTOBUF_C_TYPE_MESSAGE);
+        const ProtobufCMessageDescriptor *md = f->descriptor;
+        ProtobufCMessage *m = calloc(1, md->sizeof_message);
+        assert_non_null(m);
+        md->message_init(m);
+        Kms__V1__ActionBody body = KMS__V1__ACTION_BODY__INIT;
+        body.action_case = (Kms__V1__ActionBody__ActionCase)f->id;
+        *(ProtobufCMessage **)(void *)((char *)&body + f->offset) = m;
+        propose_clearly(&body, md->short_name);
+        free(m);
+    }
+    const char *backends[][2] = {{"", ""}, {"tpm2", ""}, {"pkcs11", ""}};
+    for (size_t i = 0; i < 3; i++) {
+        Kms__V1__CreateKey ck = KMS__V1__CREATE_KEY__INIT;
+        Kms__V1__ActionBody body = KMS__V1__ACTION_BODY__INIT;
+        ck.key_name = "bare";
+        ck.backend = (char *)backends[i][0];
+        ck.backend_mode = (char *)backends[i][1];
+        body.action_case = KMS__V1__ACTION_BODY__ACTION_CREATE_KEY;
+        body.create_key = &ck;
+        propose_clearly(&body, ck.backend[0] ? ck.backend : "CreateKey with no backend");
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1078,6 +1144,7 @@ int main(void)
         cmocka_unit_test(sigkill_while_executing),
         cmocka_unit_test(nonce_budget_rotation_recorded),
         cmocka_unit_test(crash_points_execute_exactly_once),
+        cmocka_unit_test(every_action_with_fields_left_out),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }

@@ -109,6 +109,16 @@ static void invalid_contexts_refused(void **state)
     assert_int_equal(kms_context_encode(&c, out, 10, &len), KMS_ETOOBIG);
     c = (kms_context){NULL, 1};
     assert_int_equal(kms_context_encode(&c, out, sizeof(out), &len), KMS_EINVAL);
+    /* A NUL byte in a key or value: "v\0x" is not a second spelling of "v". */
+    kms_context_pair nul_value[] = {{"k", 1, "v\0x", 3}};
+    c = (kms_context){nul_value, 1};
+    assert_int_equal(kms_context_encode(&c, out, sizeof(out), &len), KMS_EINVAL);
+    kms_context_pair nul_key[] = {{"k\0j", 3, "v", 1}};
+    c = (kms_context){nul_key, 1};
+    assert_int_equal(kms_context_encode(&c, out, sizeof(out), &len), KMS_EINVAL);
+    /* ... nor does decode take one: {"k": "v\0x"} framed by hand. */
+    static const uint8_t framed[] = {0, 0, 0, 1, 0, 0, 0, 1, 'k', 0, 0, 0, 3, 'v', 0, 'x'};
+    assert_int_equal(kms_context_decode(framed, sizeof(framed), NULL, NULL), KMS_EINVAL);
 }
 
 static int count_pairs(void *ctx, const kms_context_pair *p)

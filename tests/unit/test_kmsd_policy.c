@@ -122,22 +122,36 @@ static void officers_have_no_data_plane_rights(void **state)
                      KMS_EDENIED);
 }
 
+/* A key that does not exist gets the answer of a key the caller has no
+ * rights on (KMS_EDENIED), for every key permission, by name or by id, so
+ * key names cannot be probed; only an officer describing it learns it does
+ * not exist (officers may list every key). */
 static void unknown_keys_and_bad_arguments(void **state)
 {
     struct fx *f = *state;
     uint8_t other[KMS_KEY_ID_LEN];
     memset(other, 0x55, sizeof(other));
-    assert_int_equal(kms_policy_check(f->p, "app", "nope", NULL, KMS_PERM_ENCRYPT, NULL),
-                     KMS_ENOTFOUND);
-    assert_int_equal(kms_policy_check(f->p, "app", NULL, other, KMS_PERM_DECRYPT, NULL),
-                     KMS_ENOTFOUND);
-    assert_int_equal(kms_policy_check(f->p, "app", "", NULL, KMS_PERM_ENCRYPT, NULL),
-                     KMS_ENOTFOUND);
+    const kms_perm perms[] = {KMS_PERM_ENCRYPT, KMS_PERM_DECRYPT, KMS_PERM_REENCRYPT,
+                              KMS_PERM_DESCRIBE};
     char longname[KMS_KEY_NAME_MAX + 8];
     memset(longname, 'a', sizeof(longname) - 1);
     longname[sizeof(longname) - 1] = '\0';
-    assert_int_equal(kms_policy_check(f->p, "app", longname, NULL, KMS_PERM_ENCRYPT, NULL),
+    for (size_t i = 0; i < 4; i++) {
+        /* "stranger" has no rights on demo: the same answer as no key. */
+        assert_int_equal(kms_policy_check(f->p, "stranger", "demo", NULL, perms[i], NULL),
+                         KMS_EDENIED);
+        assert_int_equal(kms_policy_check(f->p, "app", "nope", NULL, perms[i], NULL), KMS_EDENIED);
+        assert_int_equal(kms_policy_check(f->p, "app", NULL, other, perms[i], NULL), KMS_EDENIED);
+        assert_int_equal(kms_policy_check(f->p, "app", "", NULL, perms[i], NULL), KMS_EDENIED);
+        assert_int_equal(kms_policy_check(f->p, "app", longname, NULL, perms[i], NULL),
+                         KMS_EDENIED);
+    }
+    assert_int_equal(kms_policy_check(f->p, "officer-1", "nope", NULL, KMS_PERM_DESCRIBE, NULL),
                      KMS_ENOTFOUND);
+    assert_int_equal(kms_policy_check(f->p, "officer-1", NULL, other, KMS_PERM_DESCRIBE, NULL),
+                     KMS_ENOTFOUND);
+    assert_int_equal(kms_policy_check(f->p, "officer-1", "nope", NULL, KMS_PERM_DECRYPT, NULL),
+                     KMS_EDENIED);
     assert_int_equal(kms_policy_check(f->p, "app", "demo", NULL, KMS_PERM_OFFICER, NULL),
                      KMS_EINVAL);
     assert_int_equal(kms_policy_check(f->p, NULL, "demo", NULL, KMS_PERM_ENCRYPT, NULL),

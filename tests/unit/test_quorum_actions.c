@@ -770,6 +770,77 @@ static void validate_officer_actions(void **state)
     refused(f, &body, KMS_EPRECOND);
 }
 
+/* Every string field of every action is printable UTF-8 of bounded length
+ * (base/text.h), checked before the row's own rules: an identity that
+ * would repaint an officer's terminal line, bidi overrides, bytes that are
+ * not UTF-8 and over-long strings are refused in policies, officer
+ * identities, backends and action types alike. */
+static void every_string_is_printable_text(void **state)
+{
+    struct fx *f = *state;
+    static const char *hostile[] = {
+        "~\r\x1b[2Kpolicy.decrypt: spiffe://kms.local/app", /* CR + ANSI erase line */
+        "spiffe://kms.local/\xe2\x80\xae"
+        "ppa", /* U+202E right-to-left override */
+        "spiffe://kms.local/\xc2\x9b"
+        "2K",                          /* C1 CSI */
+        "spiffe://kms.local/\xff\xfe", /* not UTF-8 */
+        "spiffe://kms.local/\xc0\xaf", /* overlong '/' */
+        "spiffe://kms.local/a\nb",     /* a second line */
+        "spiffe://kms.local/\x7f",     /* DEL */
+    };
+    char *list[1];
+    Kms__V1__KeyPolicy pol = KMS__V1__KEY_POLICY__INIT;
+    pol.decrypt = list;
+    pol.n_decrypt = 1;
+    Kms__V1__UpdateKeyPolicy up = KMS__V1__UPDATE_KEY_POLICY__INIT;
+    up.key_name = "k1";
+    up.policy = &pol;
+    Kms__V1__ActionBody body = KMS__V1__ACTION_BODY__INIT;
+    body.action_case = KMS__V1__ACTION_BODY__ACTION_UPDATE_KEY_POLICY;
+    body.update_key_policy = &up;
+    list[0] = "spiffe://kms.local/\xc3\xa9t\xc3\xa9"; /* printable UTF-8 is fine */
+    body_free(accepted(f, &body));
+    for (size_t i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++) {
+        list[0] = (char *)hostile[i];
+        refused(f, &body, KMS_EINVAL);
+    }
+    char *long_id = malloc(KMS_IDENTITY_MAX + 2);
+    assert_non_null(long_id);
+    memset(long_id, 'a', KMS_IDENTITY_MAX + 1);
+    long_id[KMS_IDENTITY_MAX + 1] = '\0';
+    list[0] = long_id;
+    refused(f, &body, KMS_EINVAL);
+
+    /* AddOfficer: the identity (its PEM key may span lines). */
+    Kms__V1__AddOfficer ao = KMS__V1__ADD_OFFICER__INIT;
+    body.action_case = KMS__V1__ACTION_BODY__ACTION_ADD_OFFICER;
+    body.add_officer = &ao;
+    ao.officer_id = "o4";
+    ao.signing_key_pem = f->pem;
+    for (size_t i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++) {
+        ao.identity = (char *)hostile[i];
+        refused(f, &body, KMS_EINVAL);
+    }
+    ao.identity = long_id;
+    refused(f, &body, KMS_EINVAL);
+    free(long_id);
+
+    /* CreateKey's backend and SetThreshold's action type. */
+    Kms__V1__CreateKey ck = KMS__V1__CREATE_KEY__INIT;
+    body.action_case = KMS__V1__ACTION_BODY__ACTION_CREATE_KEY;
+    body.create_key = &ck;
+    ck.key_name = "k9";
+    ck.backend = "pkcs11\x1b[8m";
+    refused(f, &body, KMS_EINVAL);
+    Kms__V1__SetThreshold st = KMS__V1__SET_THRESHOLD__INIT;
+    body.action_case = KMS__V1__ACTION_BODY__ACTION_SET_THRESHOLD;
+    body.set_threshold = &st;
+    st.action_type = "RotateKey\r";
+    st.threshold = 2;
+    refused(f, &body, KMS_EINVAL);
+}
+
 /* ---- execution ------------------------------------------------------------------------- */
 
 static void execute_create_key(void **state)
@@ -1098,6 +1169,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(validate_key_actions, setup, teardown),
         cmocka_unit_test_setup_teardown(validate_version_state, setup, teardown),
         cmocka_unit_test_setup_teardown(validate_officer_actions, setup, teardown),
+        cmocka_unit_test_setup_teardown(every_string_is_printable_text, setup, teardown),
         cmocka_unit_test_setup_teardown(execute_create_key, setup, teardown),
         cmocka_unit_test_setup_teardown(execute_rotate_key, setup, teardown),
         cmocka_unit_test_setup_teardown(execute_key_settings, setup, teardown),
