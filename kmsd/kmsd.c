@@ -23,6 +23,7 @@
 #include <grpc/grpc.h>
 #include <grpc/support/log.h>
 
+#include "kmsd/audit/audit_rpc.h"
 #include "kmsd/backends.h"
 #include "kmsd/ceremony.h"
 #include "kmsd/config.h"
@@ -73,6 +74,8 @@ static const char usage_text[] =
     "  --tpm2-tcti TCTI           serve keys on a TPM 2.0 (device:/dev/tpmrm0,\n"
     "                             swtpm:host=127.0.0.1,port=N), beside PKCS#11 or alone\n"
     "  --tpm2-pcrs LIST           bind new sealed TPM keys to these PCRs (\"16,17\")\n"
+    "  --audit-dir DIR            write the audit log here (docs/audit.md)\n"
+    "  --audit-max-bytes BYTES    rotate audit files at this size\n"
     "\n"
     "init only:\n"
     "  --officer ID,IDENTITY,PUBKEY_PEM   an officer (repeat; at least 2)\n"
@@ -108,6 +111,8 @@ enum {
     OPT_TEST_CRASH,
     OPT_TPM2_TCTI,
     OPT_TPM2_PCRS,
+    OPT_AUDIT_DIR,
+    OPT_AUDIT_MAX_BYTES,
     OPT_HELP,
 };
 
@@ -137,6 +142,8 @@ static const struct option long_options[] = {
     {"test-crash-at", required_argument, NULL, OPT_TEST_CRASH},
     {"tpm2-tcti", required_argument, NULL, OPT_TPM2_TCTI},
     {"tpm2-pcrs", required_argument, NULL, OPT_TPM2_PCRS},
+    {"audit-dir", required_argument, NULL, OPT_AUDIT_DIR},
+    {"audit-max-bytes", required_argument, NULL, OPT_AUDIT_MAX_BYTES},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -179,6 +186,10 @@ static const char *setting_of(int opt)
         return "tpm2.tcti";
     case OPT_TPM2_PCRS:
         return "tpm2.pcrs";
+    case OPT_AUDIT_DIR:
+        return "audit.dir";
+    case OPT_AUDIT_MAX_BYTES:
+        return "audit.max_bytes";
     default:
         return NULL;
     }
@@ -279,6 +290,7 @@ struct daemon {
     int sweeper_up, stopping;
     pthread_mutex_t sweep_mu;
     pthread_cond_t sweep_cv;
+    kms_audit_sink *audit; /* NULL: no audit.dir */
 };
 
 static void *sweep_loop(void *arg)
@@ -427,6 +439,56 @@ static int host_len(const char *listen)
     return colon ? (int)(colon - listen) : (int)strlen(listen);
 }
 
+/* ---- the audit log --------------------------------------------------------------------- */
+
+/* audit.context_key, or audit-context.key beside the database. */
+static int audit_key_path(const kms_config *c, char *out, size_t cap)
+{
+    if (c->audit_context_key != NULL) {
+        if ((size_t)snprintf(out, cap, "%s", c->audit_context_key) >= cap)
+            return kms_error_set(KMS_EINVAL, "audit.context_key: path too long");
+        return KMS_OK;
+    }
+    const char *slash = strrchr(c->database, '/');
+    int dir_len = slash ? (int)(slash - c->database) : 1;
+    const char *dir = slash ? c->database : ".";
+    if ((size_t)snprintf(out, cap, "%.*s/audit-context.key", dir_len, dir) >= cap)
+        return kms_error_set(KMS_EINVAL, "database: path too long");
+    return KMS_OK;
+}
+
+/* Opens the audit log (if audit.dir is set) and records the start; every
+ * call is then recorded before its answer leaves (kms_rpc_env.audit). */
+static int start_audit(struct daemon *d, kms_rpc_env *env)
+{
+    char key_path[4096];
+    if (d->cfg.audit_dir == NULL) {
+        kms_log_warn("no audit log: audit.dir is not set, calls leave no record");
+        return KMS_OK;
+    }
+    kms_audit_config ac = {.dir = d->cfg.audit_dir,
+                           .max_bytes = d->cfg.audit_max_bytes,
+                           .max_age = d->cfg.audit_max_age};
+    KMS_GUARD(audit_key_path(&d->cfg, key_path, sizeof(key_path)));
+    KMS_GUARD(kms_audit_sink_open(&ac, key_path, &d->audit));
+    KMS_GUARD(kms_audit_sink_event(d->audit, "start"));
+    env->audit = kms_audit_sink_rpc;
+    env->audit_ctx = d->audit;
+    env->audit_context_mac = kms_audit_sink_context_mac;
+    env->audit_ready = kms_audit_sink_ready;
+    kms_log_info("audit log in %s", d->cfg.audit_dir);
+    return KMS_OK;
+}
+
+/* Records the stop (after the server is gone: no call is in flight). */
+static void stop_audit(struct daemon *d)
+{
+    if (d->audit != NULL && kms_audit_sink_event(d->audit, "stop") != 0)
+        kms_log_warn("audit: the stop record could not be written: %s", kms_error_detail());
+    kms_audit_sink_close(d->audit);
+    d->audit = NULL;
+}
+
 static int cmd_run(struct daemon *d, const sigset_t *stop)
 {
     kms_secret *key = NULL;
@@ -461,6 +523,8 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
                        .quorum = d->quorum,
                        .insecure_dev = d->cfg.insecure_dev};
     env.methods = kms_rpc_methods(&env.n_methods);
+    if ((r = start_audit(d, &env)) != 0)
+        goto out;
     kms_server_config sc = {.listen = d->cfg.listen,
                             .cert_pem = cert,
                             .key_pem = key ? (const char *)key->data : NULL,
@@ -493,6 +557,7 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
     kms_log_info("signal %d: shutting down", sig);
 out:
     kms_server_destroy(srv);
+    stop_audit(d);
     if (grpc_up)
         grpc_stop();
     kms_secret_free(key);
