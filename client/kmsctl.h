@@ -20,8 +20,10 @@ enum {
     KMSCTL_EXIT_NOT_FOUND = 4,   /* NOT_FOUND */
     KMSCTL_EXIT_UNAVAILABLE = 5, /* UNAVAILABLE, DEADLINE_EXCEEDED */
     KMSCTL_EXIT_INVALID = 6,     /* INVALID_ARGUMENT: wrong context, tampered or bad input */
-    KMSCTL_EXIT_PRECONDITION = 7 /* FAILED_PRECONDITION (disabled version, pending deletion,
+    KMSCTL_EXIT_PRECONDITION = 7, /* FAILED_PRECONDITION (disabled version, pending deletion,
                                     expired action), ALREADY_EXISTS (approved already) */
+    KMSCTL_EXIT_UNVERIFIED = 8    /* audit verify: chain intact, but records no signed
+                                    checkpoint covers */
 };
 
 /* Connection settings: from the file, then command-line overrides. */
@@ -112,5 +114,7 @@ int kmsctl_cmd_actions(kmsctl *k, int argc, char **argv);
 int kmsctl_cmd_show_action(kmsctl *k, int argc, char **argv);
 int kmsctl_cmd_approve(kmsctl *k, int argc, char **argv);
 int kmsctl_cmd_cancel(kmsctl *k, int argc, char **argv);
+/* kmsctl_audit.c: offline audit log tools */
+int kmsctl_cmd_audit(kmsctl *k, int argc, char **argv);
 
 #endif

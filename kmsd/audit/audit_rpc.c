@@ -7,13 +7,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
+#include "kmsd/audit/audit_context.h"
 #include "base/file.h"
 #include "base/secret.h"
 
-#define CONTEXT_KEY_LEN 32
+#define CONTEXT_KEY_LEN KMS_AUDIT_CONTEXT_KEY_LEN
 
 struct kms_audit_sink {
     kms_audit *log;
@@ -105,14 +103,7 @@ int kms_audit_sink_context_mac(void *ctx, const uint8_t *enc, size_t len,
                                uint8_t mac[KMS_RPC_CONTEXT_MAC_LEN])
 {
     kms_audit_sink *s = ctx;
-    unsigned n = 0;
-    uint8_t out[EVP_MAX_MD_SIZE];
-    if (HMAC(EVP_sha256(), s->context_key->data, (int)s->context_key->len, enc, len, out, &n) ==
-            NULL ||
-        n != KMS_RPC_CONTEXT_MAC_LEN)
-        return kms_error_set(KMS_EINTERNAL, "audit: HMAC-SHA-256 failed");
-    memcpy(mac, out, KMS_RPC_CONTEXT_MAC_LEN);
-    return KMS_OK;
+    return kms_audit_context_mac_bytes(s->context_key->data, s->context_key->len, enc, len, mac);
 }
 
 int kms_audit_sink_ready(void *ctx)
