@@ -323,7 +323,9 @@ static int start_quorum(struct daemon *d)
 {
     kms_quorum_config qc = {.action_ttl = d->cfg.action_ttl,
                             .max_pending = d->cfg.max_pending,
-                            .clock = {d->cfg.test_clock_file}};
+                            .clock = {d->cfg.test_clock_file},
+                            .event = d->audit != NULL ? kms_audit_sink_quorum : NULL,
+                            .event_ctx = d->audit};
     if (d->cfg.test_clock_file != NULL)
         kms_log_warn("TEST CLOCK: time is read from %s; never use this outside tests",
                      d->cfg.test_clock_file);
@@ -424,12 +426,20 @@ static int cmd_tpm2_provision(struct daemon *d)
     return kms_backends_provision(&d->cfg, "tpm2");
 }
 
+static int start_audit(struct daemon *d, const char *event);
+static void stop_audit(struct daemon *d, const char *event);
+
 static int cmd_init(struct daemon *d)
 {
     int r;
     if ((r = open_core(d, 0)) != 0)
         return r;
-    return kms_ceremony_run(&d->cfg, d->store, d->keyring, kms_keyring_default_backend(d->keyring));
+    r = kms_ceremony_run(&d->cfg, d->store, d->keyring, kms_keyring_default_backend(d->keyring));
+    /* With audit.dir set, the log starts with the ceremony's record. */
+    if (r == 0 && d->cfg.audit_dir != NULL && (r = start_audit(d, "init")) != 0)
+        kms_log_error("init: the ceremony is done but its audit record failed");
+    stop_audit(d, NULL);
+    return r;
 }
 
 /* The host part of "host:port" (what precedes the last ':'). */
@@ -457,9 +467,10 @@ static int audit_key_path(const kms_config *c, char *out, size_t cap)
     return KMS_OK;
 }
 
-/* Opens the audit log (if audit.dir is set) and records the start; every
- * call is then recorded before its answer leaves (kms_rpc_env.audit). */
-static int start_audit(struct daemon *d, kms_rpc_env *env)
+/* Opens the audit log (if audit.dir is set) and records event ("start",
+ * "init"). Opened before the quorum, so that executions resumed after a
+ * crash have their records too. */
+static int start_audit(struct daemon *d, const char *event)
 {
     char key_path[4096];
     if (d->cfg.audit_dir == NULL) {
@@ -471,19 +482,27 @@ static int start_audit(struct daemon *d, kms_rpc_env *env)
                            .max_age = d->cfg.audit_max_age};
     KMS_GUARD(audit_key_path(&d->cfg, key_path, sizeof(key_path)));
     KMS_GUARD(kms_audit_sink_open(&ac, key_path, &d->audit));
-    KMS_GUARD(kms_audit_sink_event(d->audit, "start"));
-    env->audit = kms_audit_sink_rpc;
-    env->audit_ctx = d->audit;
-    env->audit_context_mac = kms_audit_sink_context_mac;
-    env->audit_ready = kms_audit_sink_ready;
+    KMS_GUARD(kms_audit_sink_event(d->audit, event));
     kms_log_info("audit log in %s", d->cfg.audit_dir);
     return KMS_OK;
 }
 
-/* Records the stop (after the server is gone: no call is in flight). */
-static void stop_audit(struct daemon *d)
+/* Every call is recorded before its answer leaves (kms_rpc_env.audit). */
+static void audit_calls(struct daemon *d, kms_rpc_env *env)
 {
-    if (d->audit != NULL && kms_audit_sink_event(d->audit, "stop") != 0)
+    if (d->audit == NULL)
+        return;
+    env->audit = kms_audit_sink_rpc;
+    env->audit_ctx = d->audit;
+    env->audit_context_mac = kms_audit_sink_context_mac;
+    env->audit_ready = kms_audit_sink_ready;
+}
+
+/* Records event (if not NULL) and closes the log: after the server and the
+ * sweeper are gone, so that no call or sweep is in flight. */
+static void stop_audit(struct daemon *d, const char *event)
+{
+    if (d->audit != NULL && event != NULL && kms_audit_sink_event(d->audit, event) != 0)
         kms_log_warn("audit: the stop record could not be written: %s", kms_error_detail());
     kms_audit_sink_close(d->audit);
     d->audit = NULL;
@@ -505,7 +524,7 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
                           d->cfg.database);
         goto out;
     }
-    if ((r = start_quorum(d)) != 0)
+    if ((r = start_audit(d, "start")) != 0 || (r = start_quorum(d)) != 0)
         goto out;
     if (d->cfg.insecure_dev) {
         kms_log_warn("INSECURE: --insecure-dev serves plaintext gRPC without client "
@@ -523,8 +542,7 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
                        .quorum = d->quorum,
                        .insecure_dev = d->cfg.insecure_dev};
     env.methods = kms_rpc_methods(&env.n_methods);
-    if ((r = start_audit(d, &env)) != 0)
-        goto out;
+    audit_calls(d, &env);
     kms_server_config sc = {.listen = d->cfg.listen,
                             .cert_pem = cert,
                             .key_pem = key ? (const char *)key->data : NULL,
@@ -557,7 +575,8 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
     kms_log_info("signal %d: shutting down", sig);
 out:
     kms_server_destroy(srv);
-    stop_audit(d);
+    stop_quorum(d);
+    stop_audit(d, "stop");
     if (grpc_up)
         grpc_stop();
     kms_secret_free(key);

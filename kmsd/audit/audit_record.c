@@ -100,7 +100,8 @@ int kms_audit_rec_encode(const kms_audit_rec *rec, char *out, size_t cap, size_t
         (r = put_lit(&w, ",\"context_hmac\":")) != 0 ||
         (r = put_str(&w, rec->context_hmac)) != 0 || (r = put_lit(&w, ",\"status\":")) != 0 ||
         (r = put_u64(&w, rec->status)) != 0 || (r = put_lit(&w, ",\"error\":")) != 0 ||
-        (r = put_str(&w, rec->error)) != 0 || (r = put_lit(&w, ",\"duration_us\":")) != 0 ||
+        (r = put_str(&w, rec->error)) != 0 || (r = put_lit(&w, ",\"detail\":")) != 0 ||
+        (r = put_str(&w, rec->detail)) != 0 || (r = put_lit(&w, ",\"duration_us\":")) != 0 ||
         (r = put_u64(&w, rec->duration_us)) != 0 || (r = put_lit(&w, "}\n")) != 0)
         return r == KMS_EINVAL ? kms_error_set(KMS_EINVAL, "audit: a record field is too long")
                                : kms_error_set(KMS_ETOOBIG, "audit: record longer than %u bytes",
@@ -259,6 +260,7 @@ int kms_audit_rec_parse(const char *line, size_t len, kms_audit_parsed *p)
         get_str(&r, p->context_hmac, sizeof(p->context_hmac)) != 0 ||
         get_lit(&r, ",\"status\":") != 0 || get_u64(&r, UINT32_MAX, &status) != 0 ||
         get_lit(&r, ",\"error\":") != 0 || get_str(&r, p->error, sizeof(p->error)) != 0 ||
+        get_lit(&r, ",\"detail\":") != 0 || get_str(&r, p->detail, sizeof(p->detail)) != 0 ||
         get_lit(&r, ",\"duration_us\":") != 0 ||
         get_u64(&r, UINT64_MAX, &p->rec.duration_us) != 0 || get_lit(&r, "}\n") != 0 ||
         kms_buf_expect_end(&r) != 0)
@@ -279,6 +281,7 @@ int kms_audit_rec_parse(const char *line, size_t len, kms_audit_parsed *p)
     p->rec.action = p->action;
     p->rec.context_hmac = p->context_hmac;
     p->rec.error = p->error;
+    p->rec.detail = p->detail;
 
     /* Canonical: the record must re-encode to exactly these bytes (this
      * catches a time such as 24:00:00 or Feb 30 that timegm normalises). */

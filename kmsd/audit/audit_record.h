@@ -6,7 +6,7 @@
  *   {"seq":N,"prev":"HEX64","time":"YYYY-MM-DDTHH:MM:SS.uuuuuuZ",
  *    "instance":"HEX16","type":"T","identity":"S","peer":"S","method":"S",
  *    "key":"S","version":N,"action":"S","context_hmac":"S","status":N,
- *    "error":"S","duration_us":N}\n
+ *    "error":"S","detail":"S","duration_us":N}\n
  *
  * Strings are written byte by byte: printable ASCII (0x20..0x7e) as is,
  * except `"` and `\` which become `\"` and `\\`; every other byte is
@@ -50,6 +50,7 @@ typedef struct kms_audit_rec {
     const char *context_hmac; /* hex HMAC-SHA-256 of the canonical context, "" if none */
     uint32_t status;      /* gRPC status code */
     const char *error;    /* kms error name, "" on success */
+    const char *detail;   /* event details ("officer=... digest=..."), "" if none */
     uint64_t duration_us;
 } kms_audit_rec;
 
@@ -67,7 +68,7 @@ typedef struct kms_audit_parsed {
         identity[KMS_AUDIT_FIELD_MAX + 1], peer[KMS_AUDIT_FIELD_MAX + 1],
         method[KMS_AUDIT_FIELD_MAX + 1], key[KMS_AUDIT_FIELD_MAX + 1],
         action[KMS_AUDIT_FIELD_MAX + 1], context_hmac[KMS_AUDIT_FIELD_MAX + 1],
-        error[KMS_AUDIT_FIELD_MAX + 1], time[40];
+        error[KMS_AUDIT_FIELD_MAX + 1], detail[KMS_AUDIT_FIELD_MAX + 1], time[40];
 } kms_audit_parsed;
 
 /* Parses one line (len bytes, the final LF included) strictly: every

@@ -71,7 +71,7 @@ fail:
 int kms_audit_sink_event(kms_audit_sink *s, const char *type)
 {
     kms_audit_rec rec = {.type = type, .identity = "", .peer = "", .method = "", .key = "",
-                         .action = "", .context_hmac = "", .error = ""};
+                         .action = "", .context_hmac = "", .error = "", .detail = ""};
     return kms_audit_append(s->log, &rec);
 }
 
@@ -95,7 +95,28 @@ int kms_audit_sink_rpc(void *ctx, const kms_rpc_audit_record *in)
                          .context_hmac = macs,
                          .status = in->status < 0 ? 0u : (uint32_t)in->status,
                          .error = in->error == 0 ? "" : kms_error_name(in->error),
+                         .detail = "",
                          .duration_us = in->duration_us};
+    return kms_audit_append(s->log, &rec);
+}
+
+int kms_audit_sink_quorum(void *ctx, const kms_quorum_event *ev)
+{
+    kms_audit_sink *s = ctx;
+    char id[2 * KMS_ACTION_ID_LEN + 1] = "";
+    if (ev->action_id != NULL)
+        kms_audit_hex(ev->action_id, KMS_ACTION_ID_LEN, id);
+    kms_audit_rec rec = {.type = ev->type,
+                         .identity = ev->identity,
+                         .peer = "",
+                         .method = "",
+                         .key = ev->key_name,
+                         .version = ev->version,
+                         .action = id,
+                         .context_hmac = "",
+                         .status = 0,
+                         .error = ev->error == 0 ? "" : kms_error_name(ev->error),
+                         .detail = ev->detail};
     return kms_audit_append(s->log, &rec);
 }
 

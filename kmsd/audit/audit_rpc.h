@@ -16,6 +16,7 @@
 
 #include "kms/error.h"
 #include "kmsd/audit/audit_log.h"
+#include "kmsd/quorum/quorum.h"
 #include "kmsd/server/rpc.h"
 
 typedef struct kms_audit_sink kms_audit_sink;
@@ -36,6 +37,10 @@ int kms_audit_sink_rpc(void *ctx, const kms_rpc_audit_record *rec) KMS_MUST_CHEC
 int kms_audit_sink_context_mac(void *ctx, const uint8_t *enc, size_t len,
                                uint8_t mac[KMS_RPC_CONTEXT_MAC_LEN]) KMS_MUST_CHECK;
 int kms_audit_sink_ready(void *ctx);
+
+/* The quorum's hook (kms_quorum_config.event): one record per quorum or
+ * sweep event, durable before the change it describes is committed. */
+int kms_audit_sink_quorum(void *ctx, const kms_quorum_event *ev) KMS_MUST_CHECK;
 
 /* The log (for counters). */
 kms_audit *kms_audit_sink_log(kms_audit_sink *s);

@@ -70,6 +70,7 @@ static kms_audit_rec sample(const char *identity, const char *key, uint32_t stat
                        .context_hmac = "",
                        .status = status,
                        .error = status ? "KMS_EDENIED" : "",
+                       .detail = "",
                        .duration_us = 123};
     return r;
 }
@@ -155,7 +156,7 @@ static void test_record_round_trip(void **state)
         "\"identity\":\"spiffe://kms.local/a\\\"b\\\\c\\u0001\\u00e9\",\"peer\":\"ipv4:127.0.0.1:"
         "40000\",\"method\":\"/kms.v1.KeyManagement/GenerateDataKey\",\"key\":\"demo\","
         "\"version\":1,\"action\":\"\",\"context_hmac\":\"\",\"status\":7,\"error\":"
-        "\"KMS_EDENIED\",\"duration_us\":123}\n";
+        "\"KMS_EDENIED\",\"detail\":\"\",\"duration_us\":123}\n";
     assert_string_equal(line, want);
 
     kms_audit_parsed *p = malloc(sizeof(*p));
@@ -387,6 +388,7 @@ static void test_tamper_every_field(void **state)
     tamper_field("context_hmac", "\"ab\"");
     tamper_field("status", "7");
     tamper_field("error", "\"KMS_EAUTH\"");
+    tamper_field("detail", "\"officer=officer9\"");
     tamper_field("duration_us", "124");
 }
 
