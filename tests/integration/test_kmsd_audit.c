@@ -21,6 +21,9 @@
 #include <cmocka.h>
 #include <grpc/grpc.h>
 #include <grpc/status.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
 
 #include "group_run.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -31,6 +34,7 @@
 #include "test_util.h"
 
 #define KM "/kms.v1.KeyManagement/"
+#define QU "/kms.v1.Quorum/"
 #define CANARY_VALUE "canary-7f3a9c-context-value"
 #define LOG_MAX (1u << 20)
 
@@ -151,6 +155,87 @@ static int contains_bytes(const char *hay, size_t n, const uint8_t *needle, size
         if (memcmp(hay + i, needle, k) == 0)
             return 1;
     return 0;
+}
+
+/* ---- quorum helpers (the approval digest of docs/approvals.md) ------------------------ */
+
+static void digest_of(const Kms__V1__Action *a, uint8_t out[32])
+{
+    uint8_t msg[16 + 16 + 16 + 32 + 8], h[32];
+    memcpy(msg, "kms.v1.approval", 16); /* 15 bytes and the 0x00 */
+    assert_int_equal(a->instance_id.len, 16);
+    assert_int_equal(a->id.len, 16);
+    memcpy(msg + 16, a->instance_id.data, 16);
+    memcpy(msg + 32, a->id.data, 16);
+    SHA256(a->action_bytes.data, a->action_bytes.len, h);
+    memcpy(msg + 48, h, 32);
+    for (int i = 0; i < 8; i++)
+        msg[80 + i] = (uint8_t)((uint64_t)a->expires_at >> (56 - 8 * i));
+    SHA256(msg, sizeof(msg), out);
+}
+
+static int approve(kms_tc *c, const char *officer, const Kms__V1__Action *a)
+{
+    uint8_t d[32], sig[256];
+    char name[64], path[400];
+    digest_of(a, d);
+    snprintf(name, sizeof(name), "%s-signing-key.pem", officer);
+    FILE *f = fopen(kms_test_kmsd_pki(&K, name, path, sizeof(path)), "r");
+    assert_non_null(f);
+    EVP_PKEY *pk = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    fclose(f);
+    assert_non_null(pk);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    size_t len = sizeof(sig);
+    assert_int_equal(EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pk), 1);
+    assert_int_equal(EVP_DigestSign(md, sig, &len, d, 32), 1);
+    EVP_MD_CTX_free(md);
+    EVP_PKEY_free(pk);
+    Kms__V1__ApproveActionRequest req = KMS__V1__APPROVE_ACTION_REQUEST__INIT;
+    req.action_id = a->id;
+    req.signature.data = sig;
+    req.signature.len = len;
+    ProtobufCMessage *m = NULL;
+    int st = kms_tc_call(c, QU "ApproveAction", &req.base, &kms__v1__action__descriptor, &m,
+                         NULL, 0);
+    if (m != NULL)
+        protobuf_c_message_free_unpacked(m, NULL);
+    return st;
+}
+
+static Kms__V1__Action *propose_rotation(kms_tc *c, const char *key)
+{
+    Kms__V1__RotateKey rk = KMS__V1__ROTATE_KEY__INIT;
+    Kms__V1__ActionBody b = KMS__V1__ACTION_BODY__INIT;
+    rk.key_name = (char *)key;
+    b.action_case = KMS__V1__ACTION_BODY__ACTION_ROTATE_KEY;
+    b.rotate_key = &rk;
+    Kms__V1__ProposeActionRequest req = KMS__V1__PROPOSE_ACTION_REQUEST__INIT;
+    req.action = &b;
+    ProtobufCMessage *m = NULL;
+    assert_int_equal(kms_tc_call(c, QU "ProposeAction", &req.base, &kms__v1__action__descriptor,
+                                 &m, NULL, 0),
+                     GRPC_STATUS_OK);
+    return (Kms__V1__Action *)m;
+}
+
+static int action_state(kms_tc *c, const Kms__V1__Action *a)
+{
+    Kms__V1__GetActionRequest req = KMS__V1__GET_ACTION_REQUEST__INIT;
+    req.action_id = a->id;
+    ProtobufCMessage *m = NULL;
+    assert_int_equal(
+        kms_tc_call(c, QU "GetAction", &req.base, &kms__v1__action__descriptor, &m, NULL, 0),
+        GRPC_STATUS_OK);
+    int s = ((Kms__V1__Action *)m)->state;
+    protobuf_c_message_free_unpacked(m, NULL);
+    return s;
+}
+
+static void hex_of(const uint8_t *b, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
 /* ---- fixture ------------------------------------------------------------------------- */
@@ -340,6 +425,69 @@ static void full_disk_fails_closed_and_recovers(void **state)
     free_files(paths, n);
 }
 
+/* kmsd kills itself at each crash point between the approval that reaches
+ * the threshold and the EXECUTED mark; after a restart (which resumes the
+ * execution) the action is EXECUTED and its execution has its record, as
+ * do the proposal and both approvals (with the officer and the digest). */
+static void every_executed_action_has_its_record_across_crashes(void **state)
+{
+    (void)state;
+    static const char *const points[] = {"approval-committed", "execution-planned",
+                                         "rotation-device-created", "execution-done"};
+    static char log[LOG_MAX];
+    for (size_t i = 0; i < sizeof(points) / sizeof(points[0]); i++) {
+        kms_tc_close(APP);
+        kms_tc_close(BOB);
+        assert_int_equal(kms_test_kmsd_stop(&K, SIGTERM), 0);
+        const char *crashing[] = {"--audit-dir", AUDIT, "--test-crash-at", points[i], NULL};
+        kms_test_kmsd_start(&K, crashing);
+        kms_tc *o1 = kms_test_kmsd_open_as(&K, "officer1");
+        kms_tc *o2 = kms_test_kmsd_open_as(&K, "officer2");
+        Kms__V1__Action *a = propose_rotation(o1, "second");
+        assert_int_equal(approve(o1, "officer1", a), GRPC_STATUS_OK);
+        assert_int_not_equal(approve(o2, "officer2", a), GRPC_STATUS_OK);
+        assert_int_equal(kms_test_kmsd_stop(&K, 0), 137); /* its own SIGKILL */
+        kms_tc_close(o1);
+        kms_tc_close(o2);
+
+        const char *extra[] = {"--audit-dir", AUDIT, NULL};
+        kms_test_kmsd_start(&K, extra); /* resumes the execution before serving */
+        APP = kms_test_kmsd_open_as(&K, "app");
+        BOB = kms_test_kmsd_open_as(&K, "bob");
+        kms_tc *o3 = kms_test_kmsd_open_as(&K, "officer3");
+        assert_int_equal(action_state(o3, a), KMS__V1__ACTION_STATE__EXECUTED);
+        kms_tc_close(o3);
+
+        char id[33], action[64], digest[80];
+        hex_of(a->id.data, 16, id);
+        snprintf(action, sizeof(action), "\"action\":\"%s\"", id);
+        char dg[65];
+        hex_of(a->digest.data, 32, dg);
+        snprintf(digest, sizeof(digest), "digest=%s", dg);
+        read_log(log, sizeof(log));
+        if (find_record(log, "\"type\":\"quorum.execute\"", action, "\"error\":\"\"",
+                        "result=", NULL) == NULL)
+            fail_msg("crash at %s: the executed action has no execute record", points[i]);
+        read_log(log, sizeof(log));
+        assert_non_null(find_record(log, "\"type\":\"quorum.propose\"", action,
+                                    "officer=officer1", NULL));
+        read_log(log, sizeof(log));
+        assert_non_null(find_record(log, "\"type\":\"quorum.approve\"", action,
+                                    "\"identity\":\"spiffe://kms.local/officer2\"",
+                                    "officer=officer2", digest, NULL));
+        protobuf_c_message_free_unpacked(&a->base, NULL);
+    }
+    /* and the chain is intact through every kill */
+    char *paths[64];
+    size_t n = audit_files(AUDIT, paths, 64);
+    const char *args[70] = {"audit", "verify"};
+    for (size_t i = 0; i < n; i++)
+        args[2 + i] = paths[i];
+    args[2 + n] = NULL;
+    assert_int_equal(kms_test_kmsctl(DIR_, args, OUT, sizeof(OUT), ERR, sizeof(ERR)), 8);
+    free_files(paths, n);
+}
+
 static void stop_is_recorded_and_restart_continues_the_chain(void **state)
 {
     (void)state;
@@ -378,6 +526,7 @@ int main(void)
         cmocka_unit_test(every_call_is_recorded_without_context_or_key),
         cmocka_unit_test(kmsctl_verifies_offline_and_names_a_changed_record),
         cmocka_unit_test(full_disk_fails_closed_and_recovers),
+        cmocka_unit_test(every_executed_action_has_its_record_across_crashes),
         cmocka_unit_test(stop_is_recorded_and_restart_continues_the_chain),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);
