@@ -119,5 +119,6 @@ int kmsctl_cmd_audit(kmsctl *k, int argc, char **argv)
         return cmd_verify(k, argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "hash-context") == 0)
         return cmd_hash_context(k, argc - 1, argv + 1);
-    return kmsctl_usage_error(k, "audit verify FILE... | audit hash-context --key-file FILE K=V...");
+    return kmsctl_usage_error(k,
+                              "audit verify FILE... | audit hash-context --key-file FILE K=V...");
 }

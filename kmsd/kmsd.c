@@ -272,10 +272,13 @@ static void grpc_log_line(gpr_log_func_args *a)
             a->line, a->message ? a->message : "");
 }
 
-static unsigned auto_workers(void)
+/* With the audit log on, a worker waits for its record's group commit:
+ * the calls one fdatasync can carry are at most the workers, so kmsd then
+ * runs the most workers (idle ones cost a thread each, nothing more). */
+static unsigned auto_workers(int audit)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    long w = cpus > 0 ? cpus * 2 : 4;
+    long w = audit ? 64 : cpus > 0 ? cpus * 2 : 4;
     return (unsigned)(w < 4 ? 4 : w > 64 ? 64 : w);
 }
 
@@ -482,7 +485,7 @@ static int start_audit(struct daemon *d, const char *event)
                            .max_age = d->cfg.audit_max_age};
     KMS_GUARD(audit_key_path(&d->cfg, key_path, sizeof(key_path)));
     KMS_GUARD(kms_audit_sink_open(&ac, key_path, &d->audit));
-    KMS_GUARD(kms_audit_sink_event(d->audit, event));
+    KMS_GUARD(kms_audit_sink_event(d->audit, event, NULL));
     kms_log_info("audit log in %s", d->cfg.audit_dir);
     return KMS_OK;
 }
@@ -499,10 +502,18 @@ static void audit_calls(struct daemon *d, kms_rpc_env *env)
 }
 
 /* Records event (if not NULL) and closes the log: after the server and the
- * sweeper are gone, so that no call or sweep is in flight. */
+ * sweeper are gone, so that no call or sweep is in flight. The record
+ * carries the group-commit counters (records and fdatasync calls so far). */
 static void stop_audit(struct daemon *d, const char *event)
 {
-    if (d->audit != NULL && event != NULL && kms_audit_sink_event(d->audit, event) != 0)
+    char detail[96] = "";
+    uint64_t records = 0, syncs = 0;
+    if (d->audit != NULL) {
+        kms_audit_stats(kms_audit_sink_log(d->audit), &records, &syncs);
+        snprintf(detail, sizeof(detail), "records=%llu syncs=%llu", (unsigned long long)records,
+                 (unsigned long long)syncs);
+    }
+    if (d->audit != NULL && event != NULL && kms_audit_sink_event(d->audit, event, detail) != 0)
         kms_log_warn("audit: the stop record could not be written: %s", kms_error_detail());
     kms_audit_sink_close(d->audit);
     d->audit = NULL;
@@ -648,7 +659,7 @@ int main(int argc, char **argv)
     if ((r = kms_config_validate(&d.cfg, init ? KMS_CONFIG_INIT : KMS_CONFIG_RUN)) != 0)
         goto fail;
     if (d.cfg.workers == 0)
-        d.cfg.workers = auto_workers();
+        d.cfg.workers = auto_workers(d.cfg.audit_dir != NULL);
     kms_log_set_level(d.cfg.log_level);
 
     status = EXIT_RUNTIME;

@@ -11,8 +11,8 @@
 #include "kmsd/audit/audit_record.h"
 #include "kmsd/keyring/context.h"
 
-int kms_audit_context_mac_bytes(const uint8_t *key, size_t key_len, const uint8_t *enc,
-                                size_t len, uint8_t mac[KMS_AUDIT_CONTEXT_MAC_LEN])
+int kms_audit_context_mac_bytes(const uint8_t *key, size_t key_len, const uint8_t *enc, size_t len,
+                                uint8_t mac[KMS_AUDIT_CONTEXT_MAC_LEN])
 {
     uint8_t out[EVP_MAX_MD_SIZE];
     unsigned n = 0;

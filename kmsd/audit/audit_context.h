@@ -20,8 +20,8 @@ typedef struct kms_audit_context_pair {
 } kms_audit_context_pair;
 
 /* HMAC-SHA-256(key, enc[0..len)) into mac. KMS_EINTERNAL if OpenSSL fails. */
-int kms_audit_context_mac_bytes(const uint8_t *key, size_t key_len, const uint8_t *enc,
-                                size_t len, uint8_t mac[KMS_AUDIT_CONTEXT_MAC_LEN]) KMS_MUST_CHECK;
+int kms_audit_context_mac_bytes(const uint8_t *key, size_t key_len, const uint8_t *enc, size_t len,
+                                uint8_t mac[KMS_AUDIT_CONTEXT_MAC_LEN]) KMS_MUST_CHECK;
 
 /* The MAC of the context made of pairs (any order: the encoding sorts
  * them), as 64 hex digits and a NUL. KMS_EINVAL for a context kmsd would

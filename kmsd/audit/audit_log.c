@@ -139,8 +139,7 @@ static int newest_file(const kms_audit *a, uint64_t *seq, int *found)
 /* Reads the chain position at the end of path: the last complete line's
  * seq and hash. A partial last line is cut off (never acknowledged). An
  * empty file sets *empty. */
-static int read_tail(const char *path, uint64_t *seq, uint8_t hash[KMS_AUDIT_HASH_LEN],
-                     int *empty)
+static int read_tail(const char *path, uint64_t *seq, uint8_t hash[KMS_AUDIT_HASH_LEN], int *empty)
 {
     char buf[2 * KMS_AUDIT_LINE_MAX + 1];
     kms_audit_parsed *p = NULL;
@@ -167,8 +166,7 @@ static int read_tail(const char *path, uint64_t *seq, uint8_t hash[KMS_AUDIT_HAS
             r = kms_error_set(KMS_ESTORE, "audit: %s ends with an over-long line", path);
             goto out;
         }
-        kms_log_warn("audit: %s ends with a partial record (never acknowledged); cut off",
-                     path);
+        kms_log_warn("audit: %s ends with a partial record (never acknowledged); cut off", path);
         if (ftruncate(fd, base + (off_t)end) != 0 || fdatasync(fd) != 0) {
             r = kms_error_set(KMS_EUNAVAIL, "audit: cannot cut %s: %s", path, strerror(errno));
             goto out;

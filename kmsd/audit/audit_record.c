@@ -53,8 +53,8 @@ static int put_str(kms_buf_writer *w, const char *s)
         } else if (*p >= 0x20 && *p <= 0x7e) {
             r = kms_buf_put_u8(w, *p);
         } else {
-            uint8_t esc[6] = {'\\', 'u', '0', '0', (uint8_t)hexdig[*p >> 4],
-                              (uint8_t)hexdig[*p & 0xf]};
+            uint8_t esc[6] = {
+                '\\', 'u', '0', '0', (uint8_t)hexdig[*p >> 4], (uint8_t)hexdig[*p & 0xf]};
             r = kms_buf_put_bytes(w, esc, sizeof(esc));
         }
     }
@@ -97,12 +97,12 @@ int kms_audit_rec_encode(const kms_audit_rec *rec, char *out, size_t cap, size_t
         (r = put_lit(&w, ",\"key\":")) != 0 || (r = put_str(&w, rec->key)) != 0 ||
         (r = put_lit(&w, ",\"version\":")) != 0 || (r = put_u64(&w, rec->version)) != 0 ||
         (r = put_lit(&w, ",\"action\":")) != 0 || (r = put_str(&w, rec->action)) != 0 ||
-        (r = put_lit(&w, ",\"context_hmac\":")) != 0 ||
-        (r = put_str(&w, rec->context_hmac)) != 0 || (r = put_lit(&w, ",\"status\":")) != 0 ||
-        (r = put_u64(&w, rec->status)) != 0 || (r = put_lit(&w, ",\"error\":")) != 0 ||
-        (r = put_str(&w, rec->error)) != 0 || (r = put_lit(&w, ",\"detail\":")) != 0 ||
-        (r = put_str(&w, rec->detail)) != 0 || (r = put_lit(&w, ",\"duration_us\":")) != 0 ||
-        (r = put_u64(&w, rec->duration_us)) != 0 || (r = put_lit(&w, "}\n")) != 0)
+        (r = put_lit(&w, ",\"context_hmac\":")) != 0 || (r = put_str(&w, rec->context_hmac)) != 0 ||
+        (r = put_lit(&w, ",\"status\":")) != 0 || (r = put_u64(&w, rec->status)) != 0 ||
+        (r = put_lit(&w, ",\"error\":")) != 0 || (r = put_str(&w, rec->error)) != 0 ||
+        (r = put_lit(&w, ",\"detail\":")) != 0 || (r = put_str(&w, rec->detail)) != 0 ||
+        (r = put_lit(&w, ",\"duration_us\":")) != 0 || (r = put_u64(&w, rec->duration_us)) != 0 ||
+        (r = put_lit(&w, "}\n")) != 0)
         return r == KMS_EINVAL ? kms_error_set(KMS_EINVAL, "audit: a record field is too long")
                                : kms_error_set(KMS_ETOOBIG, "audit: record longer than %u bytes",
                                                (unsigned)KMS_AUDIT_LINE_MAX);
@@ -269,7 +269,8 @@ int kms_audit_rec_parse(const char *line, size_t len, kms_audit_parsed *p)
         parse_time(p->time, &p->rec.time_us) != 0)
         return KMS_EINVAL;
     for (size_t i = 0; i < KMS_AUDIT_HASH_LEN; i++)
-        p->rec.prev[i] = (uint8_t)(hexval((uint8_t)prev[2 * i]) << 4 | hexval((uint8_t)prev[2 * i + 1]));
+        p->rec.prev[i] =
+            (uint8_t)(hexval((uint8_t)prev[2 * i]) << 4 | hexval((uint8_t)prev[2 * i + 1]));
     p->rec.version = (uint32_t)version;
     p->rec.status = (uint32_t)status;
     p->rec.instance = p->instance;

@@ -38,19 +38,19 @@
 typedef struct kms_audit_rec {
     uint64_t seq;
     uint8_t prev[KMS_AUDIT_HASH_LEN];
-    int64_t time_us;      /* unix microseconds, UTC */
-    const char *instance; /* 16 lowercase hex digits */
-    const char *type;     /* "rpc", "start", "stop", ... */
-    const char *identity; /* "" if none */
-    const char *peer;     /* "" if none */
-    const char *method;   /* "" if none */
-    const char *key;      /* key name, "" if none */
-    uint32_t version;     /* key version, 0 if none */
-    const char *action;   /* quorum action id, "" if none */
+    int64_t time_us;          /* unix microseconds, UTC */
+    const char *instance;     /* 16 lowercase hex digits */
+    const char *type;         /* "rpc", "start", "stop", ... */
+    const char *identity;     /* "" if none */
+    const char *peer;         /* "" if none */
+    const char *method;       /* "" if none */
+    const char *key;          /* key name, "" if none */
+    uint32_t version;         /* key version, 0 if none */
+    const char *action;       /* quorum action id, "" if none */
     const char *context_hmac; /* hex HMAC-SHA-256 of the canonical context, "" if none */
-    uint32_t status;      /* gRPC status code */
-    const char *error;    /* kms error name, "" on success */
-    const char *detail;   /* event details ("officer=... digest=..."), "" if none */
+    uint32_t status;          /* gRPC status code */
+    const char *error;        /* kms error name, "" on success */
+    const char *detail;       /* event details ("officer=... digest=..."), "" if none */
     uint64_t duration_us;
 } kms_audit_rec;
 

@@ -68,10 +68,17 @@ fail:
     return r;
 }
 
-int kms_audit_sink_event(kms_audit_sink *s, const char *type)
+int kms_audit_sink_event(kms_audit_sink *s, const char *type, const char *detail)
 {
-    kms_audit_rec rec = {.type = type, .identity = "", .peer = "", .method = "", .key = "",
-                         .action = "", .context_hmac = "", .error = "", .detail = ""};
+    kms_audit_rec rec = {.type = type,
+                         .identity = "",
+                         .peer = "",
+                         .method = "",
+                         .key = "",
+                         .action = "",
+                         .context_hmac = "",
+                         .error = "",
+                         .detail = detail ? detail : ""};
     return kms_audit_append(s->log, &rec);
 }
 

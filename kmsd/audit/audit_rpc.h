@@ -27,9 +27,9 @@ typedef struct kms_audit_sink kms_audit_sink;
 int kms_audit_sink_open(const kms_audit_config *cfg, const char *context_key_path,
                         kms_audit_sink **out) KMS_MUST_CHECK;
 
-/* Writes one record of a kmsd event ("start", "stop", ...) and waits until
- * it is durable. */
-int kms_audit_sink_event(kms_audit_sink *s, const char *type) KMS_MUST_CHECK;
+/* Writes one record of a kmsd event ("start", "stop", ...) with detail
+ * (NULL: "") and waits until it is durable. */
+int kms_audit_sink_event(kms_audit_sink *s, const char *type, const char *detail) KMS_MUST_CHECK;
 
 /* The RPC wrapper's hooks (kms_rpc_env.audit, .audit_context_mac,
  * .audit_ready); ctx is the sink. */

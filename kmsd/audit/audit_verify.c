@@ -172,8 +172,7 @@ int kms_audit_verify_files(const char *const *paths, size_t n, kms_audit_verify_
              * If this record still links to the next, it is intact. */
             uint8_t mine[KMS_AUDIT_HASH_LEN];
             int this_ok = 0;
-            if (i + 1 < l.n &&
-                kms_audit_rec_parse(l.v[i + 1].bytes, l.v[i + 1].len, ahead) == 0 &&
+            if (i + 1 < l.n && kms_audit_rec_parse(l.v[i + 1].bytes, l.v[i + 1].len, ahead) == 0 &&
                 kms_audit_chain_next(p->rec.prev, ln->bytes, ln->len, mine) == 0)
                 this_ok = CRYPTO_memcmp(mine, ahead->rec.prev, KMS_AUDIT_HASH_LEN) == 0;
             kms_error_clear();

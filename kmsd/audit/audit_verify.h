@@ -25,12 +25,12 @@
 #include "kms/error.h"
 
 typedef struct kms_audit_verify_result {
-    int intact;           /* 1: no break found */
-    uint64_t records;     /* records read up to the break (or all) */
-    uint64_t last_seq;    /* the last good seq */
-    uint64_t bad_seq;     /* if !intact: the first bad sequence number */
-    uint64_t unverified;  /* records no signed checkpoint covers */
-    char reason[512];     /* if !intact: what broke, where (file and line) */
+    int intact;          /* 1: no break found */
+    uint64_t records;    /* records read up to the break (or all) */
+    uint64_t last_seq;   /* the last good seq */
+    uint64_t bad_seq;    /* if !intact: the first bad sequence number */
+    uint64_t unverified; /* records no signed checkpoint covers */
+    char reason[512];    /* if !intact: what broke, where (file and line) */
 } kms_audit_verify_result;
 
 /* Verifies the n files in order. 0 with *res filled (intact or not);

@@ -49,8 +49,8 @@ static int record_rotation(void *ctx, const char *key_name, uint32_t version, co
     snprintf(a->result, sizeof(a->result),
              "key %.128s rotated automatically (%.40s): version %u is primary", key_name, reason,
              version);
-    KMS_GUARD(kms_quorum_digest(q->instance_id, a->id, a->bytes, a->bytes_len, a->expires_at,
-                                a->digest));
+    KMS_GUARD(
+        kms_quorum_digest(q->instance_id, a->id, a->bytes, a->bytes_len, a->expires_at, a->digest));
     /* On record before it is committed: a failed record stops the rotation. */
     char detail[128];
     snprintf(detail, sizeof(detail), "reason=%.40s", reason);

@@ -41,15 +41,15 @@ typedef struct kms_quorum kms_quorum;
  * retried), so every change has its record, even across a crash. Expiry
  * is recorded after the fact. */
 typedef struct kms_quorum_event {
-    const char *type;          /* "quorum.propose", "quorum.approve", "quorum.cancel",
-                                  "quorum.execute", "quorum.expire", "key.rotate",
-                                  "key.destroy" */
-    const char *identity;      /* the officer's mTLS identity; "" for kmsd itself */
-    const uint8_t *action_id;  /* KMS_ACTION_ID_LEN bytes, NULL if none */
-    const char *key_name;      /* "" if none */
-    uint32_t version;          /* 0 if none */
-    int error;                 /* the outcome (executions), 0 otherwise */
-    const char *detail;        /* "officer=... type=... digest=...", "" if none */
+    const char *type;         /* "quorum.propose", "quorum.approve", "quorum.cancel",
+                                 "quorum.execute", "quorum.expire", "key.rotate",
+                                 "key.destroy" */
+    const char *identity;     /* the officer's mTLS identity; "" for kmsd itself */
+    const uint8_t *action_id; /* KMS_ACTION_ID_LEN bytes, NULL if none */
+    const char *key_name;     /* "" if none */
+    uint32_t version;         /* 0 if none */
+    int error;                /* the outcome (executions), 0 otherwise */
+    const char *detail;       /* "officer=... type=... digest=...", "" if none */
 } kms_quorum_event;
 typedef int (*kms_quorum_event_fn)(void *ctx, const kms_quorum_event *ev) KMS_MUST_CHECK;
 

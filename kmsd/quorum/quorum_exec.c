@@ -151,8 +151,8 @@ int kms_quorum_sweep(kms_quorum *q)
             pthread_mutex_lock(&q->exec_mu);
             if (!d.rotate) {
                 unsigned n = 0;
-                kms_quorum_event ev = {"key.destroy", "", NULL, d.names[i], 0, 0,
-                                       "reason=deletion time reached"};
+                kms_quorum_event ev = {
+                    "key.destroy", "", NULL, d.names[i], 0, 0, "reason=deletion time reached"};
                 r = kms_quorum_record(q, &ev); /* on record first, else not now */
                 if (r == 0)
                     r = kms_keyring_destroy_key(q->kr, d.names[i], &n);

@@ -132,8 +132,8 @@ int kms_rpc_note_context(kms_rpc_call *c, const uint8_t *enc, size_t len)
         return KMS_OK;
     if (c->n_context_macs >= KMS_RPC_MAX_CONTEXTS)
         return kms_error_set(KMS_EINTERNAL, "rpc: more contexts than the audit record holds");
-    KMS_GUARD(c->env->audit_context_mac(c->env->audit_ctx, enc, len,
-                                        c->context_mac[c->n_context_macs]));
+    KMS_GUARD(
+        c->env->audit_context_mac(c->env->audit_ctx, enc, len, c->context_mac[c->n_context_macs]));
     c->n_context_macs++;
     return KMS_OK;
 }
@@ -342,8 +342,8 @@ out:
             .key_version = c ? c->key_version : 0,
             .status = status,
             .error = r,
-            .duration_us = (uint64_t)gpr_timespec_to_micros(
-                gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), t0))};
+            .duration_us =
+                (uint64_t)gpr_timespec_to_micros(gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), t0))};
         if (c != NULL) {
             memcpy(rec.context_mac, c->context_mac, sizeof(rec.context_mac));
             rec.n_context_macs = c->n_context_macs;

@@ -196,8 +196,8 @@ static int approve(kms_tc *c, const char *officer, const Kms__V1__Action *a)
     req.signature.data = sig;
     req.signature.len = len;
     ProtobufCMessage *m = NULL;
-    int st = kms_tc_call(c, QU "ApproveAction", &req.base, &kms__v1__action__descriptor, &m,
-                         NULL, 0);
+    int st =
+        kms_tc_call(c, QU "ApproveAction", &req.base, &kms__v1__action__descriptor, &m, NULL, 0);
     if (m != NULL)
         protobuf_c_message_free_unpacked(m, NULL);
     return st;
@@ -213,9 +213,9 @@ static Kms__V1__Action *propose_rotation(kms_tc *c, const char *key)
     Kms__V1__ProposeActionRequest req = KMS__V1__PROPOSE_ACTION_REQUEST__INIT;
     req.action = &b;
     ProtobufCMessage *m = NULL;
-    assert_int_equal(kms_tc_call(c, QU "ProposeAction", &req.base, &kms__v1__action__descriptor,
-                                 &m, NULL, 0),
-                     GRPC_STATUS_OK);
+    assert_int_equal(
+        kms_tc_call(c, QU "ProposeAction", &req.base, &kms__v1__action__descriptor, &m, NULL, 0),
+        GRPC_STATUS_OK);
     return (Kms__V1__Action *)m;
 }
 
@@ -325,11 +325,10 @@ static void every_call_is_recorded_without_context_or_key(void **state)
     assert_null(strstr(log, hex));
     assert_false(contains_bytes(log, len, blob_head, sizeof(blob_head)));
 
-    assert_non_null(find_record(log, "\"type\":\"rpc\"", "\"identity\":\"spiffe://kms.local/app\"",
-                                "\"peer\":\"ipv4:127.0.0.1:",
-                                "\"method\":\"/kms.v1.KeyManagement/GenerateDataKey\"",
-                                "\"key\":\"demo\"", "\"version\":1,", want, "\"status\":0,",
-                                "\"error\":\"\"", NULL));
+    assert_non_null(find_record(
+        log, "\"type\":\"rpc\"", "\"identity\":\"spiffe://kms.local/app\"",
+        "\"peer\":\"ipv4:127.0.0.1:", "\"method\":\"/kms.v1.KeyManagement/GenerateDataKey\"",
+        "\"key\":\"demo\"", "\"version\":1,", want, "\"status\":0,", "\"error\":\"\"", NULL));
     read_log(log, sizeof(log));
     assert_non_null(find_record(log, "\"identity\":\"spiffe://kms.local/bob\"",
                                 "\"method\":\"/kms.v1.KeyManagement/GenerateDataKey\"",
@@ -404,7 +403,8 @@ static void full_disk_fails_closed_and_recovers(void **state)
     assert_int_equal(st, GRPC_STATUS_UNAVAILABLE);
     assert_null(dk); /* no plaintext, no blob */
     assert_string_equal(msg, "audit log unavailable");
-    assert_int_equal(health(), GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
+    assert_int_equal(health(),
+                     GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
     assert_int_equal(gdk(APP, "demo", NULL, NULL, 0), GRPC_STATUS_UNAVAILABLE);
 
     /* space again: the next call succeeds, no restart */
@@ -469,8 +469,8 @@ static void every_executed_action_has_its_record_across_crashes(void **state)
                         "result=", NULL) == NULL)
             fail_msg("crash at %s: the executed action has no execute record", points[i]);
         read_log(log, sizeof(log));
-        assert_non_null(find_record(log, "\"type\":\"quorum.propose\"", action,
-                                    "officer=officer1", NULL));
+        assert_non_null(
+            find_record(log, "\"type\":\"quorum.propose\"", action, "officer=officer1", NULL));
         read_log(log, sizeof(log));
         assert_non_null(find_record(log, "\"type\":\"quorum.approve\"", action,
                                     "\"identity\":\"spiffe://kms.local/officer2\"",

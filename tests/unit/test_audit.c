@@ -152,7 +152,8 @@ static void test_record_round_trip(void **state)
     line[len] = '\0';
     const char *want =
         "{\"seq\":42,\"prev\":\"abababababababababababababababababababababababababababababababab\","
-        "\"time\":\"2025-12-02T14:00:00.123456Z\",\"instance\":\"0123456789abcdef\",\"type\":\"rpc\","
+        "\"time\":\"2025-12-02T14:00:00.123456Z\",\"instance\":\"0123456789abcdef\",\"type\":"
+        "\"rpc\","
         "\"identity\":\"spiffe://kms.local/a\\\"b\\\\c\\u0001\\u00e9\",\"peer\":\"ipv4:127.0.0.1:"
         "40000\",\"method\":\"/kms.v1.KeyManagement/GenerateDataKey\",\"key\":\"demo\","
         "\"version\":1,\"action\":\"\",\"context_hmac\":\"\",\"status\":7,\"error\":"
@@ -184,15 +185,15 @@ static void test_record_parser_is_strict(void **state)
     struct {
         const char *from, *to;
     } bad[] = {
-        {"{\"seq\":5", "{\"seq\":05"},              /* leading zero */
-        {"{\"seq\":5", "{ \"seq\":5"},              /* whitespace */
-        {"\"key\":\"demo\"", "\"key\":\"d\\u0065mo\""}, /* printable escaped */
+        {"{\"seq\":5", "{\"seq\":05"},                    /* leading zero */
+        {"{\"seq\":5", "{ \"seq\":5"},                    /* whitespace */
+        {"\"key\":\"demo\"", "\"key\":\"d\\u0065mo\""},   /* printable escaped */
         {"\"key\":\"demo\"", "\"key\":\"DEMO\",\"x\":1"}, /* extra field */
-        {"0123456789abcdef", "0123456789ABCDEF"},   /* uppercase hex */
-        {"T14:00:00.000000Z", "T24:00:00.000000Z"}, /* a time that normalises */
-        {"\"status\":0,", "\"status\":4294967296,"}, /* out of range */
-        {"}\n", "}\n\n"},                          /* trailing bytes */
-        {"}\n", "}"},                              /* no LF */
+        {"0123456789abcdef", "0123456789ABCDEF"},         /* uppercase hex */
+        {"T14:00:00.000000Z", "T24:00:00.000000Z"},       /* a time that normalises */
+        {"\"status\":0,", "\"status\":4294967296,"},      /* out of range */
+        {"}\n", "}\n\n"},                                 /* trailing bytes */
+        {"}\n", "}"},                                     /* no LF */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char mod[KMS_AUDIT_LINE_MAX + 16];
