@@ -22,6 +22,7 @@
 
 #include <grpc/grpc.h>
 #include <grpc/support/log.h>
+#include <openssl/evp.h>
 
 #include "kmsd/audit/audit_rpc.h"
 #include "kmsd/backends.h"
@@ -293,7 +294,8 @@ struct daemon {
     int sweeper_up, stopping;
     pthread_mutex_t sweep_mu;
     pthread_cond_t sweep_cv;
-    kms_audit_sink *audit; /* NULL: no audit.dir */
+    kms_audit_sink *audit;  /* NULL: no audit.dir */
+    char config_digest[65]; /* for the start and init records (config_digest) */
 };
 
 static void *sweep_loop(void *arg)
@@ -470,6 +472,33 @@ static int audit_key_path(const kms_config *c, char *out, size_t cap)
     return KMS_OK;
 }
 
+/* The effective configuration's digest for the audit log: SHA-256 of the
+ * config file's bytes (none without --config) followed by every
+ * command-line argument, each NUL-terminated, in lowercase hex:
+ *   (cat kmsd.yaml; printf '%s\0' --config kmsd.yaml run) | sha256sum */
+static int config_digest(const char *config, int argc, char **argv, char out[65])
+{
+    char *file = NULL;
+    size_t len = 0;
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned md_len = 0;
+    if (config != NULL)
+        KMS_GUARD(kms_file_read(config, KMS_CONFIG_FILE_MAX, KMS_FILE_REGULAR, &file, &len));
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(ctx, file != NULL ? file : "", len) == 1;
+    for (int i = 1; ok && i < argc; i++)
+        ok = EVP_DigestUpdate(ctx, argv[i], strlen(argv[i]) + 1) == 1;
+    ok = ok && EVP_DigestFinal_ex(ctx, md, &md_len) == 1 && md_len == 32;
+    EVP_MD_CTX_free(ctx);
+    free(file);
+    if (!ok)
+        return kms_error_set(KMS_EINTERNAL, "SHA-256 of the configuration failed");
+    for (unsigned i = 0; i < md_len; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    return KMS_OK;
+}
+
 /* Opens the audit log (if audit.dir is set) and records event ("start",
  * "init"). Opened before the quorum, so that executions resumed after a
  * crash have their records too. */
@@ -485,7 +514,9 @@ static int start_audit(struct daemon *d, const char *event)
                            .max_age = d->cfg.audit_max_age};
     KMS_GUARD(audit_key_path(&d->cfg, key_path, sizeof(key_path)));
     KMS_GUARD(kms_audit_sink_open(&ac, key_path, &d->audit));
-    KMS_GUARD(kms_audit_sink_event(d->audit, event, NULL));
+    char detail[96];
+    snprintf(detail, sizeof(detail), "config_sha256=%s", d->config_digest);
+    KMS_GUARD(kms_audit_sink_event(d->audit, event, detail));
     kms_log_info("audit log in %s", d->cfg.audit_dir);
     return KMS_OK;
 }
@@ -660,6 +691,8 @@ int main(int argc, char **argv)
         goto fail;
     if (d.cfg.workers == 0)
         d.cfg.workers = auto_workers(d.cfg.audit_dir != NULL);
+    if (d.cfg.audit_dir != NULL && (r = config_digest(config, argc, argv, d.config_digest)) != 0)
+        goto fail;
     kms_log_set_level(d.cfg.log_level);
 
     status = EXIT_RUNTIME;

@@ -283,8 +283,24 @@ static void start_is_recorded_and_files_are_private(void **state)
 {
     (void)state;
     static char log[LOG_MAX];
+    /* the start record names the effective configuration by its digest:
+     * the config file's bytes, then each argument NUL-terminated */
+    static char conf[65536];
+    size_t n = kms_test_read_file(K.config, conf, sizeof(conf));
+    const char *args[] = {"--config", K.config, "--audit-dir", AUDIT, "run"};
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    uint8_t h[32];
+    unsigned hl = 0;
+    assert_int_equal(EVP_DigestInit_ex(md, EVP_sha256(), NULL), 1);
+    assert_int_equal(EVP_DigestUpdate(md, conf, n), 1);
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(EVP_DigestUpdate(md, args[i], strlen(args[i]) + 1), 1);
+    assert_int_equal(EVP_DigestFinal_ex(md, h, &hl), 1);
+    EVP_MD_CTX_free(md);
+    char want[100] = "config_sha256=";
+    hex_of(h, 32, want + strlen(want));
     read_log(log, sizeof(log));
-    assert_non_null(find_record(log, "{\"seq\":1,", "\"type\":\"start\"", NULL));
+    assert_non_null(find_record(log, "{\"seq\":1,", "\"type\":\"start\"", want, NULL));
     struct stat st;
     assert_int_equal(stat(KEYFILE, &st), 0);
     assert_int_equal(st.st_mode & 0077, 0);
@@ -329,6 +345,14 @@ static void every_call_is_recorded_without_context_or_key(void **state)
         log, "\"type\":\"rpc\"", "\"identity\":\"spiffe://kms.local/app\"",
         "\"peer\":\"ipv4:127.0.0.1:", "\"method\":\"/kms.v1.KeyManagement/GenerateDataKey\"",
         "\"key\":\"demo\"", "\"version\":1,", want, "\"status\":0,", "\"error\":\"\"", NULL));
+    /* a certificate with two URIs has no usable identity: recorded too */
+    kms_tc *two = kms_test_kmsd_open_as(&K, "twouri");
+    assert_int_equal(gdk(two, "demo", NULL, NULL, 0), GRPC_STATUS_UNAUTHENTICATED);
+    kms_tc_close(two);
+    read_log(log, sizeof(log));
+    assert_non_null(find_record(log, "\"type\":\"rpc\"", "\"identity\":\"\"",
+                                "\"method\":\"/kms.v1.KeyManagement/GenerateDataKey\"",
+                                "\"status\":16,", NULL));
     read_log(log, sizeof(log));
     assert_non_null(find_record(log, "\"identity\":\"spiffe://kms.local/bob\"",
                                 "\"method\":\"/kms.v1.KeyManagement/GenerateDataKey\"",
