@@ -40,6 +40,8 @@ static const struct {
     {"show-action", kmsctl_cmd_show_action, "ID"},
     {"approve", kmsctl_cmd_approve, "ID [--signing-key FILE|pkcs11:URI] [--yes]"},
     {"cancel", kmsctl_cmd_cancel, "ID"},
+    {"audit", kmsctl_cmd_audit,
+     "verify FILE...  |  hash-context --key-file FILE K=V...   (offline; docs/audit.md)"},
 };
 
 static void usage(FILE *f)
@@ -56,7 +58,8 @@ static void usage(FILE *f)
     fputs("FILE \"-\" is standard input or output (never raw bytes to a terminal).\n"
           "exit codes: 0 ok, 1 failure, 2 usage, 3 denied, 4 not found, 5 unavailable,\n"
           "            6 invalid input (wrong context, tampered blob, bad signature),\n"
-          "            7 failed precondition or already done\n",
+          "            7 failed precondition or already done,\n"
+          "            8 audit verify: chain intact but an unverified tail\n",
           f);
 }
 

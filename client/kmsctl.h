@@ -15,14 +15,16 @@
 /* Exit codes, documented in docs/kmsctl.md. */
 enum {
     KMSCTL_EXIT_OK = 0,
-    KMSCTL_EXIT_FAILURE = 1,     /* anything not listed below */
-    KMSCTL_EXIT_USAGE = 2,       /* bad command line or connection file */
-    KMSCTL_EXIT_DENIED = 3,      /* PERMISSION_DENIED, UNAUTHENTICATED */
-    KMSCTL_EXIT_NOT_FOUND = 4,   /* NOT_FOUND */
-    KMSCTL_EXIT_UNAVAILABLE = 5, /* UNAVAILABLE, DEADLINE_EXCEEDED */
-    KMSCTL_EXIT_INVALID = 6,     /* INVALID_ARGUMENT: wrong context, tampered or bad input */
-    KMSCTL_EXIT_PRECONDITION = 7 /* FAILED_PRECONDITION (disabled version, pending deletion,
+    KMSCTL_EXIT_FAILURE = 1,      /* anything not listed below */
+    KMSCTL_EXIT_USAGE = 2,        /* bad command line or connection file */
+    KMSCTL_EXIT_DENIED = 3,       /* PERMISSION_DENIED, UNAUTHENTICATED */
+    KMSCTL_EXIT_NOT_FOUND = 4,    /* NOT_FOUND */
+    KMSCTL_EXIT_UNAVAILABLE = 5,  /* UNAVAILABLE, DEADLINE_EXCEEDED */
+    KMSCTL_EXIT_INVALID = 6,      /* INVALID_ARGUMENT: wrong context, tampered or bad input */
+    KMSCTL_EXIT_PRECONDITION = 7, /* FAILED_PRECONDITION (disabled version, pending deletion,
                                     expired action), ALREADY_EXISTS (approved already) */
+    KMSCTL_EXIT_UNVERIFIED = 8    /* audit verify: chain intact, but records no signed
+                                    checkpoint covers */
 };
 
 /* Connection settings: from the file, then command-line overrides. */
@@ -119,5 +121,7 @@ int kmsctl_cmd_actions(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
 int kmsctl_cmd_show_action(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
 int kmsctl_cmd_approve(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
 int kmsctl_cmd_cancel(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
+/* kmsctl_audit.c: offline audit log tools */
+int kmsctl_cmd_audit(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
 
 #endif

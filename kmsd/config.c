@@ -55,6 +55,11 @@ static const struct setting {
      0x81FFFFFFu},
     {"tpm2.pcrs", T_STRING, offsetof(kms_config, tpm2_pcrs), 0, 0},
     {"tpm2.lock_dir", T_PATH, offsetof(kms_config, tpm2_lock_dir), 0, 0},
+    /* the audit log (set only here, never over the API) */
+    {"audit.dir", T_PATH, offsetof(kms_config, audit_dir), 0, 0},
+    {"audit.max_bytes", T_SIZE, offsetof(kms_config, audit_max_bytes), 4096, 1ull << 40},
+    {"audit.max_age", T_UINT, offsetof(kms_config, audit_max_age), 1, 366u * 86400u},
+    {"audit.context_key", T_PATH, offsetof(kms_config, audit_context_key), 0, 0},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))

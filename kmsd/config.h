@@ -85,6 +85,11 @@ typedef struct kms_config {
     unsigned tpm2_primary_handle; /* 0: KMS_TPM2_DEFAULT_PRIMARY */
     char *tpm2_pcrs;              /* "16,17": PCRs sealed keys are bound to */
     char *tpm2_lock_dir;          /* NULL: /run/lock, else /tmp (one kms process per TPM) */
+    /* the audit log: on when audit_dir is set */
+    char *audit_dir;
+    size_t audit_max_bytes;  /* 0: 64 MiB */
+    unsigned audit_max_age;  /* seconds; 0: 86400 */
+    char *audit_context_key; /* NULL: audit-context.key beside the database */
 
     /* init ceremony */
     kms_config_officer *officers;

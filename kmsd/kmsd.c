@@ -24,7 +24,9 @@
 
 #include <grpc/grpc.h>
 #include <grpc/support/log.h>
+#include <openssl/evp.h>
 
+#include "kmsd/audit/audit_rpc.h"
 #include "kmsd/backends.h"
 #include "kmsd/ceremony.h"
 #include "kmsd/config.h"
@@ -79,6 +81,8 @@ static const char usage_text[] =
     "  --tpm2-tcti TCTI           serve keys on a TPM 2.0 (device:/dev/tpmrm0,\n"
     "                             swtpm:host=127.0.0.1,port=N), beside PKCS#11 or alone\n"
     "  --tpm2-pcrs LIST           bind new sealed TPM keys to these PCRs (\"16,17\")\n"
+    "  --audit-dir DIR            write the audit log here (docs/audit.md)\n"
+    "  --audit-max-bytes BYTES    rotate audit files at this size\n"
     "\n"
     "init only:\n"
     "  --officer ID,IDENTITY,PUBKEY_PEM   an officer (repeat; at least 2)\n"
@@ -114,6 +118,8 @@ enum {
     OPT_TEST_CRASH,
     OPT_TPM2_TCTI,
     OPT_TPM2_PCRS,
+    OPT_AUDIT_DIR,
+    OPT_AUDIT_MAX_BYTES,
     OPT_HELP,
 };
 
@@ -143,6 +149,8 @@ static const struct option long_options[] = {
     {"test-crash-at", required_argument, NULL, OPT_TEST_CRASH},
     {"tpm2-tcti", required_argument, NULL, OPT_TPM2_TCTI},
     {"tpm2-pcrs", required_argument, NULL, OPT_TPM2_PCRS},
+    {"audit-dir", required_argument, NULL, OPT_AUDIT_DIR},
+    {"audit-max-bytes", required_argument, NULL, OPT_AUDIT_MAX_BYTES},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -185,6 +193,10 @@ static const char *setting_of(int opt)
         return "tpm2.tcti";
     case OPT_TPM2_PCRS:
         return "tpm2.pcrs";
+    case OPT_AUDIT_DIR:
+        return "audit.dir";
+    case OPT_AUDIT_MAX_BYTES:
+        return "audit.max_bytes";
     default:
         return NULL;
     }
@@ -267,10 +279,13 @@ static void grpc_log_line(gpr_log_func_args *a)
             a->line, a->message ? a->message : "");
 }
 
-static unsigned auto_workers(void)
+/* With the audit log on, a worker waits for its record's group commit:
+ * the calls one fdatasync can carry are at most the workers, so kmsd then
+ * runs the most workers (idle ones cost a thread each, nothing more). */
+static unsigned auto_workers(int audit)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    long w = cpus > 0 ? cpus * 2 : 4;
+    long w = audit ? 64 : cpus > 0 ? cpus * 2 : 4;
     return (unsigned)(w < 4 ? 4 : w > 64 ? 64 : w);
 }
 
@@ -285,7 +300,9 @@ struct daemon {
     int sweeper_up, stopping;
     pthread_mutex_t sweep_mu;
     pthread_cond_t sweep_cv;
-    int db_lock; /* the writer lock's descriptor + 1; 0: not held */
+    int db_lock;            /* the writer lock's descriptor + 1; 0: not held */
+    kms_audit_sink *audit;  /* NULL: no audit.dir */
+    char config_digest[65]; /* for the start and init records (config_digest) */
 };
 
 static void *sweep_loop(void *arg)
@@ -318,7 +335,9 @@ static int start_quorum(struct daemon *d)
 {
     kms_quorum_config qc = {.action_ttl = d->cfg.action_ttl,
                             .max_pending = d->cfg.max_pending,
-                            .clock = {d->cfg.test_clock_file}};
+                            .clock = {d->cfg.test_clock_file},
+                            .event = d->audit != NULL ? kms_audit_sink_quorum : NULL,
+                            .event_ctx = d->audit};
     if (d->cfg.test_clock_file != NULL)
         kms_log_warn("TEST CLOCK: time is read from %s; never use this outside tests",
                      d->cfg.test_clock_file);
@@ -425,12 +444,20 @@ static int cmd_tpm2_provision(struct daemon *d)
     return kms_backends_provision(&d->cfg, "tpm2");
 }
 
+static int start_audit(struct daemon *d, const char *event);
+static void stop_audit(struct daemon *d, const char *event);
+
 static int cmd_init(struct daemon *d)
 {
     int r;
     if ((r = open_core(d, 0)) != 0)
         return r;
-    return kms_ceremony_run(&d->cfg, d->store, d->keyring, kms_keyring_default_backend(d->keyring));
+    r = kms_ceremony_run(&d->cfg, d->store, d->keyring, kms_keyring_default_backend(d->keyring));
+    /* With audit.dir set, the log starts with the ceremony's record. */
+    if (r == 0 && d->cfg.audit_dir != NULL && (r = start_audit(d, "init")) != 0)
+        kms_log_error("init: the ceremony is done but its audit record failed");
+    stop_audit(d, NULL);
+    return r;
 }
 
 /* The one-time state-integrity key for a database that predates it. */
@@ -467,6 +494,102 @@ static int host_len(const char *listen)
     return colon ? (int)(colon - listen) : (int)strlen(listen);
 }
 
+/* ---- the audit log --------------------------------------------------------------------- */
+
+/* audit.context_key, or audit-context.key beside the database. */
+static int audit_key_path(const kms_config *c, char *out, size_t cap)
+{
+    if (c->audit_context_key != NULL) {
+        if ((size_t)snprintf(out, cap, "%s", c->audit_context_key) >= cap)
+            return kms_error_set(KMS_EINVAL, "audit.context_key: path too long");
+        return KMS_OK;
+    }
+    const char *slash = strrchr(c->database, '/');
+    int dir_len = slash ? (int)(slash - c->database) : 1;
+    const char *dir = slash ? c->database : ".";
+    if ((size_t)snprintf(out, cap, "%.*s/audit-context.key", dir_len, dir) >= cap)
+        return kms_error_set(KMS_EINVAL, "database: path too long");
+    return KMS_OK;
+}
+
+/* The effective configuration's digest for the audit log: SHA-256 of the
+ * config file's bytes (none without --config) followed by every
+ * command-line argument, each NUL-terminated, in lowercase hex:
+ *   (cat kmsd.yaml; printf '%s\0' --config kmsd.yaml run) | sha256sum */
+static int config_digest(const char *config, int argc, char **argv, char out[65])
+{
+    char *file = NULL;
+    size_t len = 0;
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned md_len = 0;
+    if (config != NULL)
+        KMS_GUARD(kms_file_read(config, KMS_CONFIG_FILE_MAX, KMS_FILE_REGULAR, &file, &len));
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(ctx, file != NULL ? file : "", len) == 1;
+    for (int i = 1; ok && i < argc; i++)
+        ok = EVP_DigestUpdate(ctx, argv[i], strlen(argv[i]) + 1) == 1;
+    ok = ok && EVP_DigestFinal_ex(ctx, md, &md_len) == 1 && md_len == 32;
+    EVP_MD_CTX_free(ctx);
+    free(file);
+    if (!ok)
+        return kms_error_set(KMS_EINTERNAL, "SHA-256 of the configuration failed");
+    for (unsigned i = 0; i < md_len; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    return KMS_OK;
+}
+
+/* Opens the audit log (if audit.dir is set) and records event ("start",
+ * "init"). Opened before the quorum, so that executions resumed after a
+ * crash have their records too. */
+static int start_audit(struct daemon *d, const char *event)
+{
+    char key_path[4096];
+    if (d->cfg.audit_dir == NULL) {
+        kms_log_warn("no audit log: audit.dir is not set, calls leave no record");
+        return KMS_OK;
+    }
+    kms_audit_config ac = {.dir = d->cfg.audit_dir,
+                           .max_bytes = d->cfg.audit_max_bytes,
+                           .max_age = d->cfg.audit_max_age};
+    KMS_GUARD(audit_key_path(&d->cfg, key_path, sizeof(key_path)));
+    KMS_GUARD(kms_audit_sink_open(&ac, key_path, &d->audit));
+    char detail[96];
+    snprintf(detail, sizeof(detail), "config_sha256=%s", d->config_digest);
+    KMS_GUARD(kms_audit_sink_event(d->audit, event, detail));
+    kms_log_info("audit log in %s", d->cfg.audit_dir);
+    return KMS_OK;
+}
+
+/* Every call is recorded before its answer leaves (kms_rpc_env.audit). */
+static void audit_calls(struct daemon *d, kms_rpc_env *env)
+{
+    if (d->audit == NULL)
+        return;
+    env->audit = kms_audit_sink_rpc;
+    env->audit_ctx = d->audit;
+    env->audit_context_mac = kms_audit_sink_context_mac;
+    env->audit_ready = kms_audit_sink_ready;
+}
+
+/* Records event (if not NULL) and closes the log: after the server and the
+ * sweeper are gone, so that no call or sweep is in flight. The record
+ * carries the group-commit counters (records and fdatasync calls so far). */
+static void stop_audit(struct daemon *d, const char *event)
+{
+    char detail[96] = "";
+    uint64_t records = 0, syncs = 0;
+    if (d->audit != NULL) {
+        kms_audit_stats(kms_audit_sink_log(d->audit), &records, &syncs);
+        snprintf(detail, sizeof(detail), "records=%llu syncs=%llu", (unsigned long long)records,
+                 (unsigned long long)syncs);
+    }
+    if (d->audit != NULL && event != NULL && kms_audit_sink_event(d->audit, event, detail) != 0)
+        kms_log_warn("audit: the stop record could not be written: %s", kms_error_detail());
+    kms_audit_sink_close(d->audit);
+    d->audit = NULL;
+}
+
 static int cmd_run(struct daemon *d, const sigset_t *stop)
 {
     kms_secret *key = NULL;
@@ -483,7 +606,8 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
                           d->cfg.database);
         goto out;
     }
-    if ((r = check_state_key(d)) != 0 || (r = start_quorum(d)) != 0)
+    if ((r = check_state_key(d)) != 0 || (r = start_audit(d, "start")) != 0 ||
+        (r = start_quorum(d)) != 0)
         goto out;
     if (d->cfg.insecure_dev) {
         kms_log_warn("INSECURE: --insecure-dev serves plaintext gRPC without client "
@@ -501,6 +625,7 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
                        .quorum = d->quorum,
                        .insecure_dev = d->cfg.insecure_dev};
     env.methods = kms_rpc_methods(&env.n_methods);
+    audit_calls(d, &env);
     kms_server_config sc = {.listen = d->cfg.listen,
                             .cert_pem = cert,
                             .key_pem = key ? (const char *)key->data : NULL,
@@ -533,6 +658,8 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
     kms_log_info("signal %d: shutting down", sig);
 out:
     kms_server_destroy(srv);
+    stop_quorum(d);
+    stop_audit(d, "stop");
     if (grpc_up)
         grpc_stop();
     kms_secret_free(key);
@@ -605,7 +732,9 @@ int main(int argc, char **argv)
     if ((r = kms_config_validate(&d.cfg, init ? KMS_CONFIG_INIT : KMS_CONFIG_RUN)) != 0)
         goto fail;
     if (d.cfg.workers == 0)
-        d.cfg.workers = auto_workers();
+        d.cfg.workers = auto_workers(d.cfg.audit_dir != NULL);
+    if (d.cfg.audit_dir != NULL && (r = config_digest(config, argc, argv, d.config_digest)) != 0)
+        goto fail;
     kms_log_set_level(d.cfg.log_level);
 
     status = EXIT_RUNTIME;

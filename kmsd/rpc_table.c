@@ -40,7 +40,8 @@ static const kms_rpc_method methods[] = {
     {"/kms.v1.Audit/ReadAuditLog", KMS_PERM_AUDITOR, &kms__v1__read_audit_log_request__descriptor,
      NULL, NULL, 0},
     {"/grpc.health.v1.Health/Check", KMS_PERM_PEER,
-     &grpc__health__v1__health_check_request__descriptor, NULL, kms_handlers_health_check, 0},
+     &grpc__health__v1__health_check_request__descriptor, NULL, kms_handlers_health_check,
+     KMS_RPC_HEALTH_PROBE},
     {"/grpc.health.v1.Health/Watch", KMS_PERM_PEER,
      &grpc__health__v1__health_check_request__descriptor, NULL, NULL, 0},
 };

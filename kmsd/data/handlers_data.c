@@ -23,6 +23,24 @@
 
 /* ---- request helpers ------------------------------------------------------------------ */
 
+/* The audit record carries a MAC of each context the call names (never
+ * the context). A context that does not encode is refused later by the
+ * keyring, with its own message; it has no MAC to record. */
+static int note_context(kms_rpc_call *c, const kms_context *ctx)
+{
+    if (kms_rpc_env_of(c)->audit_context_mac == NULL)
+        return KMS_OK;
+    uint8_t *enc = kms_rpc_alloc(c, KMS_CONTEXT_MAX_ENCODED);
+    size_t len = 0;
+    if (enc == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    if (kms_context_encode(ctx, enc, KMS_CONTEXT_MAX_ENCODED, &len) != 0) {
+        kms_error_clear();
+        return KMS_OK;
+    }
+    return kms_rpc_note_context(c, enc, len);
+}
+
 /* Each map<string,string> field is its own entry type in protobuf-c; one
  * converter per type keeps the code free of casts between them. */
 #define DEFINE_CONTEXT_FROM(fn, T)                                                                 \
@@ -42,7 +60,7 @@
         }                                                                                          \
         out->pairs = p;                                                                            \
         out->count = n;                                                                            \
-        return KMS_OK;                                                                             \
+        return note_context(c, out);                                                               \
     }
 
 DEFINE_CONTEXT_FROM(context_gdk, Kms__V1__GenerateDataKeyRequest__EncryptionContextEntry)
@@ -475,7 +493,9 @@ int kms_handlers_health_check(kms_rpc_call *c, const ProtobufCMessage *msg, Prot
         resp->status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
     } else if (strcmp(service, "kms.v1.KeyManagement") == 0) {
         kms_keyring *kr = kms_rpc_env_of(c)->keyring;
-        resp->status = kr != NULL && kms_keyring_health(kr) == 0
+        const kms_rpc_env *env = kms_rpc_env_of(c);
+        int audit_ok = env->audit_ready == NULL || env->audit_ready(env->audit_ctx);
+        resp->status = kr != NULL && kms_keyring_health(kr) == 0 && audit_ok
                            ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
                            : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
     } else {

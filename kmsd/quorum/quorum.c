@@ -12,6 +12,15 @@
 #include "kmsd/quorum/quorum_internal.h"
 #include "kmsd/quorum/signature.h"
 
+void kms_quorum_event_detail(char *out, size_t cap, const char *officer, const char *type,
+                             const uint8_t *digest)
+{
+    char hex[65] = "";
+    for (size_t i = 0; digest != NULL && i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+    snprintf(out, cap, "officer=%s type=%s%s%s", officer, type, digest ? " digest=" : "", hex);
+}
+
 /* The keyring's recorder (kms_keyring_rotation_recorder): a rotation kmsd
  * makes by itself (nonce budget, rotation period) becomes an EXECUTED
  * RotateKey action of proposer KMS_SYSTEM_PROPOSER, stored with the new
@@ -40,8 +49,13 @@ static int record_rotation(void *ctx, const char *key_name, uint32_t version, co
     snprintf(a->result, sizeof(a->result),
              "key %.128s rotated automatically (%.40s): version %u is primary", key_name, reason,
              version);
-    return kms_quorum_digest(q->instance_id, a->id, a->bytes, a->bytes_len, a->expires_at,
-                             a->digest);
+    KMS_GUARD(
+        kms_quorum_digest(q->instance_id, a->id, a->bytes, a->bytes_len, a->expires_at, a->digest));
+    /* On record before it is committed: a failed record stops the rotation. */
+    char detail[128];
+    snprintf(detail, sizeof(detail), "reason=%.40s", reason);
+    kms_quorum_event ev = {"key.rotate", "", a->id, key_name, version, 0, detail};
+    return kms_quorum_record(q, &ev);
 }
 
 int kms_quorum_open(kms_store *store, kms_keyring *kr, kms_policy *policy,
@@ -188,6 +202,10 @@ int kms_quorum_propose(kms_quorum *q, const char *identity, const uint8_t *body,
         return r;
     KMS_GUARD(kms_quorum_digest(q->instance_id, out->id, out->bytes, out->bytes_len,
                                 out->expires_at, out->digest));
+    char detail[256];
+    kms_quorum_event_detail(detail, sizeof(detail), officer.id, out->type, out->digest);
+    kms_quorum_event ev = {"quorum.propose", identity, out->id, "", 0, 0, detail};
+    KMS_GUARD(kms_quorum_record(q, &ev));
     KMS_GUARD(create_within_limit(q, out));
     kms_log_info("quorum: %s proposed %s (threshold %u)", officer.id, out->type, threshold);
     return KMS_OK;
@@ -209,6 +227,10 @@ int kms_quorum_approve(kms_quorum *q, const char *identity, const uint8_t *id, s
     if (CRYPTO_memcmp(digest, out->digest, sizeof(digest)) != 0)
         return kms_error_set(KMS_EINTERNAL, "stored action digest does not match its content");
     KMS_GUARD(kms_signature_verify(officer.signing_key_pem, digest, sig, sig_len));
+    char detail[256];
+    kms_quorum_event_detail(detail, sizeof(detail), officer.id, out->type, digest);
+    kms_quorum_event ev = {"quorum.approve", identity, out->id, "", 0, 0, detail};
+    KMS_GUARD(kms_quorum_record(q, &ev));
     int reached = 0;
     KMS_GUARD(q->store->ops->action_approve(q->store, id, officer.id, sig, sig_len,
                                             kms_quorum_now(q), &reached));
@@ -233,6 +255,10 @@ int kms_quorum_cancel(kms_quorum *q, const char *identity, const uint8_t *id, si
     KMS_GUARD(q->store->ops->action_get(q->store, id, out));
     if (strcmp(out->proposer, officer.id) != 0)
         return kms_error_set(KMS_EDENIED, "only the proposer cancels an action");
+    char detail[256];
+    kms_quorum_event_detail(detail, sizeof(detail), officer.id, out->type, NULL);
+    kms_quorum_event ev = {"quorum.cancel", identity, out->id, "", 0, 0, detail};
+    KMS_GUARD(kms_quorum_record(q, &ev));
     KMS_GUARD(q->store->ops->action_cancel(q->store, id));
     return q->store->ops->action_get(q->store, id, out);
 }

@@ -33,10 +33,32 @@
 
 typedef struct kms_quorum kms_quorum;
 
+/* A quorum or sweep event for the audit log (kmsd/audit/). The hook is
+ * called before the change it describes is committed (proposal, approval,
+ * cancel, automatic rotation, destruction) or, for an execution, after the
+ * executor ran and before the action is marked EXECUTED/FAILED: if it
+ * fails, the change is not made (an execution stays EXECUTING and is
+ * retried), so every change has its record, even across a crash. Expiry
+ * is recorded after the fact. */
+typedef struct kms_quorum_event {
+    const char *type;         /* "quorum.propose", "quorum.approve", "quorum.cancel",
+                                 "quorum.execute", "quorum.expire", "key.rotate",
+                                 "key.destroy" */
+    const char *identity;     /* the officer's mTLS identity; "" for kmsd itself */
+    const uint8_t *action_id; /* KMS_ACTION_ID_LEN bytes, NULL if none */
+    const char *key_name;     /* "" if none */
+    uint32_t version;         /* 0 if none */
+    int error;                /* the outcome (executions), 0 otherwise */
+    const char *detail;       /* "officer=... type=... digest=...", "" if none */
+} kms_quorum_event;
+typedef int (*kms_quorum_event_fn)(void *ctx, const kms_quorum_event *ev) KMS_MUST_CHECK;
+
 typedef struct kms_quorum_config {
     int64_t action_ttl;   /* seconds an action stays open; 0: KMS_QUORUM_DEFAULT_TTL */
     uint32_t max_pending; /* per proposer; 0: KMS_QUORUM_DEFAULT_MAX_PENDING */
     kms_clock clock;
+    kms_quorum_event_fn event; /* NULL: no audit log */
+    void *event_ctx;
 } kms_quorum_config;
 
 /* Borrows store, keyring and policy (they must outlive it). */

@@ -54,6 +54,14 @@ static int execute(kms_quorum *q, kms_action_rec *a)
         return r; /* stays EXECUTING; resumed by the next sweep */
     if (r != 0)
         snprintf(res, sizeof(res), "failed: %s: %.200s", kms_strerror(r), kms_error_detail());
+    /* On record before it is marked done: without its record it stays
+     * EXECUTING and is retried (a crash after the record repeats it). */
+    char detail[KMS_ACTION_RESULT_MAX + 64];
+    snprintf(detail, sizeof(detail), "type=%s result=%s", a->type, res);
+    kms_quorum_event ev = {"quorum.execute", "", a->id, "", 0, r, detail};
+    int ar = kms_quorum_record(q, &ev);
+    if (ar != 0)
+        return ar;
     kms_crash_point("execution-done");
     int f = q->store->ops->action_finish(q->store, a->id,
                                          r == 0 ? KMS_ACTION_EXECUTED : KMS_ACTION_FAILED, res);
@@ -129,8 +137,14 @@ int kms_quorum_sweep(kms_quorum *q)
     int64_t now = kms_clock_now(&q->cfg.clock);
     size_t expired = 0;
     int r = q->store->ops->action_expire(q->store, now, &expired);
-    if (r == 0 && expired > 0)
+    if (r == 0 && expired > 0) {
         kms_log_info("quorum: %zu action(s) expired unapproved", expired);
+        char detail[64];
+        snprintf(detail, sizeof(detail), "count=%zu", expired);
+        kms_quorum_event ev = {"quorum.expire", "", NULL, "", 0, 0, detail};
+        if (kms_quorum_record(q, &ev) != 0)
+            kms_log_warn("audit: %zu expiries have no record: %s", expired, kms_error_detail());
+    }
     if (r == 0)
         r = kms_quorum_resume(q);
     struct due d = {q, now, calloc(64, KMS_KEY_NAME_MAX + 1), 0, 64, 0};
@@ -143,7 +157,11 @@ int kms_quorum_sweep(kms_quorum *q)
             pthread_mutex_lock(&q->exec_mu);
             if (!d.rotate) {
                 unsigned n = 0;
-                r = kms_keyring_destroy_key(q->kr, d.names[i], &n);
+                kms_quorum_event ev = {
+                    "key.destroy", "", NULL, d.names[i], 0, 0, "reason=deletion time reached"};
+                r = kms_quorum_record(q, &ev); /* on record first, else not now */
+                if (r == 0)
+                    r = kms_keyring_destroy_key(q->kr, d.names[i], &n);
             } else {
                 uint32_t v = 0;
                 r = kms_keyring_rotate_automatic(q->kr, d.names[i], "rotation period", &v);

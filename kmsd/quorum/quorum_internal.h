@@ -27,6 +27,16 @@ static inline kms_action_env kms_quorum_env(const kms_quorum *q)
     return env;
 }
 
+/* Hands ev to the audit hook, if any (kms_quorum_event). */
+static inline int kms_quorum_record(const kms_quorum *q, const kms_quorum_event *ev)
+{
+    return q->cfg.event != NULL ? q->cfg.event(q->cfg.event_ctx, ev) : KMS_OK;
+}
+
+/* "officer=ID type=TYPE digest=HEX" (digest NULL: without it) into out. */
+void kms_quorum_event_detail(char *out, size_t cap, const char *officer, const char *type,
+                             const uint8_t *digest);
+
 /* Takes exec_mu, reads the action afresh into *a and, if it is still
  * EXECUTING, runs it to EXECUTED or FAILED. Non-zero only for a store
  * failure or a transient failure that leaves it EXECUTING (retried by the

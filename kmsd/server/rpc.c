@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
 #include <grpc/status.h>
 #include <grpc/support/time.h>
 
@@ -41,6 +43,8 @@ struct kms_rpc_call {
     size_t n_keys;
     char key_name[KMS_KEY_NAME_MAX + 1];
     uint32_t key_version;
+    uint8_t context_mac[KMS_RPC_MAX_CONTEXTS][KMS_RPC_CONTEXT_MAC_LEN];
+    size_t n_context_macs;
     int status_set;
     int status;
     const char *status_message;
@@ -121,6 +125,18 @@ void kms_rpc_note_key(kms_rpc_call *c, const char *key_name, uint32_t version)
         c->key_name[n] = '\0';
     }
     c->key_version = version;
+}
+
+int kms_rpc_note_context(kms_rpc_call *c, const uint8_t *enc, size_t len)
+{
+    if (c->env->audit_context_mac == NULL)
+        return KMS_OK;
+    if (c->n_context_macs >= KMS_RPC_MAX_CONTEXTS)
+        return kms_error_set(KMS_EINTERNAL, "rpc: more contexts than the audit record holds");
+    KMS_GUARD(
+        c->env->audit_context_mac(c->env->audit_ctx, enc, len, c->context_mac[c->n_context_macs]));
+    c->n_context_macs++;
+    return KMS_OK;
 }
 
 void kms_rpc_set_status(kms_rpc_call *c, int grpc_status, const char *static_message)
@@ -324,18 +340,31 @@ out:
         r = KMS_EINVAL; /* a handler chose a failure status */
 
     if (env->audit != NULL) {
+        char *peer = in->call != NULL ? grpc_call_get_peer(in->call) : NULL;
         kms_rpc_audit_record rec = {
             .identity = c ? c->identity : "",
+            .peer = peer ? peer : "",
             .method = in->method < env->n_methods ? env->methods[in->method].path : "?",
             .key_name = c ? c->key_name : "",
             .key_version = c ? c->key_version : 0,
             .status = status,
-            .error = r};
-        if (env->audit(env->audit_ctx, &rec) != 0) {
-            kms_log_error("rpc: audit record failed: the call fails closed");
+            .error = r,
+            .duration_us =
+                (uint64_t)gpr_timespec_to_micros(gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), t0))};
+        if (c != NULL) {
+            memcpy(rec.context_mac, c->context_mac, sizeof(rec.context_mac));
+            rec.n_context_macs = c->n_context_macs;
+        }
+        int probe = in->method < env->n_methods &&
+                    (env->methods[in->method].flags & KMS_RPC_HEALTH_PROBE) != 0;
+        if (env->audit(env->audit_ctx, &rec) != 0 && !probe) {
+            /* The log reports its failure once (and its recovery); each
+             * call refused meanwhile shows in the call's own line below. */
+            kms_log_debug("rpc: audit record failed: the call fails closed");
             status = GRPC_STATUS_UNAVAILABLE;
             message = "audit log unavailable";
         }
+        gpr_free(peer);
     }
 
     char id_buf[LOG_FIELD_MAX], key_buf[LOG_FIELD_MAX], detail_buf[LOG_FIELD_MAX * 2];

@@ -43,15 +43,35 @@ typedef struct kms_quorum kms_quorum;
 
 #define KMS_RPC_MAX_TARGETS 3
 
-/* What the audit hook sees of a finished call (never key bytes). */
+#define KMS_RPC_CONTEXT_MAC_LEN 32
+#define KMS_RPC_MAX_CONTEXTS 2 /* ReEncrypt: source and destination */
+
+/* What the audit hook sees of a finished call (never key bytes, never the
+ * encryption context: only its MAC under the audit context key). */
 typedef struct kms_rpc_audit_record {
     const char *identity; /* "" if the caller was not authenticated */
+    const char *peer;     /* gRPC's peer address ("ipv4:127.0.0.1:5555"), "" if unknown */
     const char *method;   /* full path */
     const char *key_name; /* "" if the call named no key */
     uint32_t key_version; /* 0 if none */
     int status;           /* the gRPC status about to be sent */
     int error;            /* the kms error behind it (0 on success) */
+    uint64_t duration_us; /* from the call's arrival to now */
+    /* MACs of the contexts the call named, in request order */
+    uint8_t context_mac[KMS_RPC_MAX_CONTEXTS][KMS_RPC_CONTEXT_MAC_LEN];
+    size_t n_context_macs;
 } kms_rpc_audit_record;
+
+/* MAC of a context's canonical encoding (kmsd/keyring/context.h) under the
+ * audit context key. 0 or a negative kms error (the call then fails). */
+typedef int (*kms_rpc_context_mac_fn)(void *ctx, const uint8_t *enc, size_t len,
+                                      uint8_t mac[KMS_RPC_CONTEXT_MAC_LEN]) KMS_MUST_CHECK;
+
+/* Method flag: a health probe. Its audit record is written like any
+ * other, but a failure to write it does not turn the answer into
+ * UNAVAILABLE: the probe reports the audit log's state (NOT_SERVING) and
+ * carries no key material. */
+#define KMS_RPC_HEALTH_PROBE 0x100u
 
 /* Returns 0 if the record is durable; anything else fails the call closed
  * (UNAVAILABLE, no reply body). Called on worker threads, concurrently. */
@@ -68,8 +88,10 @@ typedef struct kms_rpc_env {
     kms_policy *policy;
     kms_quorum *quorum;
     int insecure_dev;
-    kms_rpc_audit_fn audit; /* NULL: no audit log yet */
+    kms_rpc_audit_fn audit; /* NULL: no audit log */
     void *audit_ctx;
+    kms_rpc_context_mac_fn audit_context_mac; /* NULL: contexts are not recorded */
+    int (*audit_ready)(void *audit_ctx);      /* 1 if the log is writable (Health) */
 } kms_rpc_env;
 
 /* One call in progress, as a handler sees it (opaque). */
@@ -93,7 +115,7 @@ struct kms_rpc_method {
     const ProtobufCMessageDescriptor *request;
     kms_rpc_targets_fn targets; /* NULL: the request names no key */
     kms_rpc_handler_fn handler; /* NULL: UNIMPLEMENTED */
-    unsigned flags;             /* KMS_SERVER_SECRET_REQUEST */
+    unsigned flags;             /* KMS_SERVER_SECRET_REQUEST, KMS_RPC_HEALTH_PROBE */
 };
 
 /* The wrapper: a kms_server_dispatch_fn whose app is a kms_rpc_env. */
@@ -116,6 +138,10 @@ char *kms_rpc_strdup(kms_rpc_call *c, const char *s);
  * response may point at s->data. On failure s is freed and KMS_ENOMEM
  * returned. */
 int kms_rpc_keep_secret(kms_rpc_call *c, kms_secret *s) KMS_MUST_CHECK;
+/* Records the MAC of an encryption context the call names (its canonical
+ * encoding, enc/len) for the audit record; at most KMS_RPC_MAX_CONTEXTS.
+ * A no-op without an audit log. */
+int kms_rpc_note_context(kms_rpc_call *c, const uint8_t *enc, size_t len) KMS_MUST_CHECK;
 /* Records the key and version the call used, for the log and the audit. */
 void kms_rpc_note_key(kms_rpc_call *c, const char *key_name, uint32_t version);
 /* Answers with this status and fixed message instead of mapping the
