@@ -33,6 +33,7 @@ static const struct setting {
     {"tls.cert", T_PATH, offsetof(kms_config, tls_cert), 0, 0},
     {"tls.key", T_PATH, offsetof(kms_config, tls_key), 0, 0},
     {"tls.client_ca", T_PATH, offsetof(kms_config, tls_client_ca), 0, 0},
+    {"tls.cn_identities", T_BOOL, offsetof(kms_config, tls_cn_identities), 0, 0},
     {"database", T_PATH, offsetof(kms_config, database), 0, 0},
     /* The module is used as written: a bare file name is searched by the
      * dynamic loader, so it is not made relative to the config file. */

@@ -66,6 +66,7 @@ typedef struct kms_config {
     char *tls_cert;
     char *tls_key;
     char *tls_client_ca;
+    int tls_cn_identities; /* certificates without a URI SAN get the identity "cn:CN" */
     char *database;
     char *pkcs11_module;
     char *pkcs11_token_label;

@@ -459,7 +459,8 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
                        .store = d->store,
                        .policy = d->policy,
                        .quorum = d->quorum,
-                       .insecure_dev = d->cfg.insecure_dev};
+                       .insecure_dev = d->cfg.insecure_dev,
+                       .cn_identities = d->cfg.tls_cn_identities};
     env.methods = kms_rpc_methods(&env.n_methods);
     kms_server_config sc = {.listen = d->cfg.listen,
                             .cert_pem = cert,

@@ -1,8 +1,10 @@
 /* kmsd's mutual TLS and caller identity, against a real kmsd process:
  * callers without a certificate, with one from another CA, with an expired
  * one, over plaintext, or with an ambiguous identity are all refused with
- * nothing changed; a CN-only certificate is the CN identity; the
- * --insecure-dev listener is plaintext with one fixed identity. */
+ * nothing changed; a certificate without a URI SAN is refused unless
+ * tls.cn_identities is on, and then it is "cn:CN", never the URI its CN
+ * spells, and a subject with two CNs is refused; the --insecure-dev
+ * listener is plaintext with one fixed identity. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -101,6 +103,8 @@ static void refused_callers(void **state)
         {"expired certificate", "expired", 0, GRPC_STATUS_UNAVAILABLE},
         {"plaintext", NULL, 1, GRPC_STATUS_UNAVAILABLE},
         {"two URI identities", "twouri", 0, GRPC_STATUS_UNAUTHENTICATED},
+        {"no URI SAN (CN identities off)", "cnonly", 0, GRPC_STATUS_UNAUTHENTICATED},
+        {"a CN spelling an officer's URI", "cnspoof", 0, GRPC_STATUS_UNAUTHENTICATED},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         kms_tc *c = NULL;
@@ -123,11 +127,70 @@ static void refused_callers(void **state)
     assert_memory_equal(after, before, n);
 }
 
-/* A certificate without a URI SAN: the identity is its CN. */
+/* kmsd restarted with its config changed: `from` replaced by `to` (NULL:
+ * restore the original). */
+static void restart_with(const char *from, const char *to)
+{
+    static char orig[16384];
+    static size_t orig_len;
+    char text[16384];
+    FILE *f;
+    assert_int_equal(kms_test_kmsd_stop(&K, SIGTERM), 0);
+    if (orig_len == 0) {
+        assert_non_null(f = fopen(K.config, "r"));
+        orig_len = fread(orig, 1, sizeof(orig) - 1, f);
+        fclose(f);
+        assert_true(orig_len > 0 && orig_len < sizeof(orig) - 1);
+    }
+    orig[orig_len] = '\0';
+    if (from != NULL) {
+        const char *at = strstr(orig, from);
+        assert_non_null(at);
+        int n =
+            snprintf(text, sizeof(text), "%.*s%s%s", (int)(at - orig), orig, to, at + strlen(from));
+        assert_true(n > 0 && (size_t)n < sizeof(text));
+    } else {
+        memcpy(text, orig, orig_len + 1);
+    }
+    assert_non_null(f = fopen(K.config, "w"));
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    kms_test_kmsd_start(&K, NULL);
+}
+
+/* How many keys ListKeys shows the caller (officers see every key, others
+ * only those their policy names); -1 if the call fails. */
+static int keys_listed(kms_tc *c)
+{
+    Kms__V1__ListKeysRequest req = KMS__V1__LIST_KEYS_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    if (kms_tc_call(c, KM "ListKeys", &req.base, &kms__v1__list_keys_response__descriptor, &resp,
+                    NULL, 0) != GRPC_STATUS_OK)
+        return -1;
+    int n = (int)((Kms__V1__ListKeysResponse *)resp)->n_keys;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return n;
+}
+
+/* With tls.cn_identities: a certificate without a URI SAN is "cn:" + its
+ * CN (the policy of cnkey grants cn:cnonly); a CN that spells officer1's
+ * URI is not officer1; two CNs are refused; a URI SAN still wins. */
 static void cn_identity(void **state)
 {
     (void)state;
-    kms_tc *c = open_as("cnonly");
+    restart_with("tls:\n", "tls:\n  cn_identities: true\n");
+    kms_tc *c = open_as("cnspoof");
+    assert_int_equal(keys_listed(c), 0); /* not an officer */
+    assert_int_equal(encrypt(c, "cnkey"), GRPC_STATUS_PERMISSION_DENIED);
+    kms_tc_close(c);
+    c = open_as("officer1");
+    assert_int_equal(keys_listed(c), 4);
+    kms_tc_close(c);
+    c = open_as("twocn"); /* its first CN is cnonly */
+    assert_int_equal(health(c), GRPC_STATUS_UNAUTHENTICATED);
+    assert_int_equal(encrypt(c, "cnkey"), GRPC_STATUS_UNAUTHENTICATED);
+    kms_tc_close(c);
+    c = open_as("cnonly");
     assert_int_equal(encrypt(c, "cnkey"), GRPC_STATUS_OK);
     assert_int_equal(encrypt(c, "demo"), GRPC_STATUS_PERMISSION_DENIED);
     kms_tc_close(c);
@@ -135,6 +198,10 @@ static void cn_identity(void **state)
     c = open_as("app");
     assert_int_equal(encrypt(c, "cnkey"), GRPC_STATUS_PERMISSION_DENIED);
     assert_int_equal(encrypt(c, "demo"), GRPC_STATUS_OK);
+    kms_tc_close(c);
+    restart_with(NULL, NULL);
+    c = open_as("cnonly"); /* off again */
+    assert_int_equal(encrypt(c, "cnkey"), GRPC_STATUS_UNAUTHENTICATED);
     kms_tc_close(c);
 }
 
