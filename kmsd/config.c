@@ -21,7 +21,8 @@
 #define MAX_EVENTS 200000
 #define NAME_MAX_LEN 64
 
-enum setting_type { T_STRING, T_PATH, T_UINT, T_SIZE, T_BOOL, T_LEVEL };
+/* T_PATHS: a comma-separated list of paths, each made relative like a T_PATH. */
+enum setting_type { T_STRING, T_PATH, T_PATHS, T_UINT, T_SIZE, T_BOOL, T_LEVEL };
 
 static const struct setting {
     const char *name;
@@ -34,6 +35,8 @@ static const struct setting {
     {"tls.key", T_PATH, offsetof(kms_config, tls_key), 0, 0},
     {"tls.client_ca", T_PATH, offsetof(kms_config, tls_client_ca), 0, 0},
     {"tls.cn_identities", T_BOOL, offsetof(kms_config, tls_cn_identities), 0, 0},
+    {"tls.crl", T_PATHS, offsetof(kms_config, tls_crl), 0, 0},
+    {"tls.crl_allow_expired", T_BOOL, offsetof(kms_config, tls_crl_allow_expired), 0, 0},
     {"database", T_PATH, offsetof(kms_config, database), 0, 0},
     /* The module is used as written: a bare file name is searched by the
      * dynamic loader, so it is not made relative to the config file. */
@@ -221,7 +224,8 @@ void kms_config_free(kms_config *c)
     if (c == NULL)
         return;
     for (size_t i = 0; i < NSETTINGS; i++) {
-        if (settings[i].type == T_STRING || settings[i].type == T_PATH) {
+        if (settings[i].type == T_STRING || settings[i].type == T_PATH ||
+            settings[i].type == T_PATHS) {
             char **p = (char **)((char *)c + settings[i].off);
             free(*p);
         }
@@ -232,6 +236,36 @@ void kms_config_free(kms_config *c)
         free(c->thresholds[i].action);
     free(c->thresholds);
     memset(c, 0, sizeof(*c));
+}
+
+/* "a,b" with each entry made relative to base_dir; NULL for an empty entry
+ * (or out of memory). */
+static char *paths_list(const char *value, const char *base_dir)
+{
+    char *out = NULL;
+    size_t used = 0;
+    for (const char *p = value;;) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma != NULL ? (size_t)(comma - p) : strlen(p);
+        char *entry = n > 0 ? dup_n(p, n) : NULL;
+        char *path = entry != NULL ? make_path(entry, base_dir) : NULL;
+        free(entry);
+        char *grown = path != NULL ? realloc(out, used + strlen(path) + 2) : NULL;
+        if (grown == NULL) {
+            free(path);
+            free(out);
+            return NULL;
+        }
+        out = grown;
+        if (used > 0)
+            out[used++] = ',';
+        memcpy(out + used, path, strlen(path) + 1);
+        used += strlen(path);
+        free(path);
+        if (comma == NULL)
+            return out;
+        p = comma + 1;
+    }
 }
 
 /* Applies one scalar; base_dir anchors relative paths (NULL: as given). */
@@ -248,6 +282,15 @@ static int set_scalar(kms_config *c, const struct setting *st, const char *value
         char *s = st->type == T_PATH ? make_path(value, base_dir) : dup_s(value);
         if (s == NULL)
             return kms_error_set(KMS_ENOMEM, "out of memory");
+        free(*(char **)field);
+        *(char **)field = s;
+        return KMS_OK;
+    }
+    case T_PATHS: {
+        char *s = paths_list(value, base_dir);
+        if (s == NULL)
+            return kms_error_set(KMS_EINVAL, "%s: expected FILE[,FILE...] (no empty entry)",
+                                 st->name);
         free(*(char **)field);
         *(char **)field = s;
         return KMS_OK;

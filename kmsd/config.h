@@ -66,7 +66,9 @@ typedef struct kms_config {
     char *tls_cert;
     char *tls_key;
     char *tls_client_ca;
-    int tls_cn_identities; /* certificates without a URI SAN get the identity "cn:CN" */
+    int tls_cn_identities;     /* certificates without a URI SAN get the identity "cn:CN" */
+    char *tls_crl;             /* NULL, or "FILE[,FILE...]": PEM CRLs of the client CAs */
+    int tls_crl_allow_expired; /* an expired CRL still counts (default: refuse everyone) */
     char *database;
     char *pkcs11_module;
     char *pkcs11_token_label;

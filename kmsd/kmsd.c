@@ -34,6 +34,7 @@
 #include "kmsd/quorum/quorum.h"
 #include "kmsd/rpc_table.h"
 #include "base/secret.h"
+#include "kmsd/server/crl.h"
 #include "kmsd/server/server.h"
 
 #define EXIT_RUNTIME 1
@@ -427,14 +428,83 @@ static int host_len(const char *listen)
     return colon ? (int)(colon - listen) : (int)strlen(listen);
 }
 
+/* ---- revocation (tls.crl): loaded at start, reloaded on SIGHUP ---------------- */
+
+/* The CRL set the handshake verifier reads. A reload swaps the pointer
+ * under the write lock; a handshake holds the read lock for one check, so
+ * calls in flight and new handshakes never see a half-loaded set. */
+struct revocation {
+    pthread_rwlock_t lock;
+    kms_crl_set *set;
+    const kms_config *cfg;
+    const char *ca_pem;
+};
+
+static int revocation_check(void *app, const char *leaf_pem)
+{
+    struct revocation *rv = app;
+    pthread_rwlock_rdlock(&rv->lock);
+    int r = kms_crl_check(rv->set, leaf_pem, time(NULL));
+    pthread_rwlock_unlock(&rv->lock);
+    if (r != 0)
+        kms_log_warn("handshake refused: %s", kms_error_detail());
+    return r;
+}
+
+/* Loads tls.crl (FILE[,FILE...]) into a new set; logs expired CRLs. */
+static int revocation_load(struct revocation *rv, kms_crl_set **out)
+{
+    const char *paths[64];
+    size_t n = 0;
+    char *list = strdup(rv->cfg->tls_crl);
+    if (list == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    for (char *p = list, *comma; p != NULL && n < 64; p = comma != NULL ? comma + 1 : NULL) {
+        comma = strchr(p, ',');
+        if (comma != NULL)
+            *comma = '\0';
+        paths[n++] = p;
+    }
+    int r = kms_crl_set_load(paths, n, rv->ca_pem, rv->cfg->tls_crl_allow_expired, out);
+    free(list);
+    if (r != 0)
+        return r;
+    size_t old = kms_crl_set_expired(*out, time(NULL));
+    if (old > 0)
+        kms_log_warn("tls.crl: %zu CRL(s) past their nextUpdate: %s", old,
+                     rv->cfg->tls_crl_allow_expired
+                         ? "still used (tls.crl_allow_expired)"
+                         : "every client of those CAs is refused until a fresh CRL is loaded");
+    return KMS_OK;
+}
+
+/* SIGHUP: a new set replaces the old one; on failure the old one stays. */
+static void revocation_reload(struct revocation *rv)
+{
+    kms_crl_set *fresh = NULL, *old = NULL;
+    if (revocation_load(rv, &fresh) != 0) {
+        kms_log_error("SIGHUP: tls.crl not reloaded, the previous CRLs stay: %s",
+                      kms_error_detail());
+        return;
+    }
+    pthread_rwlock_wrlock(&rv->lock);
+    old = rv->set;
+    rv->set = fresh;
+    pthread_rwlock_unlock(&rv->lock);
+    kms_crl_set_free(old);
+    kms_log_info("SIGHUP: tls.crl reloaded");
+}
+
 static int cmd_run(struct daemon *d, const sigset_t *stop)
 {
+    struct revocation rv = {.cfg = &d->cfg};
     kms_secret *key = NULL;
     char *cert = NULL, *ca = NULL;
     kms_server *srv = NULL;
     size_t officers = 0;
     int r, port = 0, grpc_up = 0, sig = 0;
 
+    pthread_rwlock_init(&rv.lock, NULL);
     if ((r = open_core(d, 1)) != 0 || (r = kms_policy_open(d->store, &d->policy)) != 0 ||
         (r = d->store->ops->officer_list(d->store, count_officer, &officers)) != 0)
         goto out;
@@ -455,6 +525,10 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
         goto out;
     }
 
+    rv.ca_pem = ca;
+    if (d->cfg.tls_crl != NULL && !d->cfg.insecure_dev && (r = revocation_load(&rv, &rv.set)) != 0)
+        goto out;
+
     kms_rpc_env env = {.keyring = d->keyring,
                        .store = d->store,
                        .policy = d->policy,
@@ -470,6 +544,8 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
                             .workers = d->cfg.workers,
                             .max_recv = d->cfg.max_message_size,
                             .max_send = d->cfg.max_send_message_size,
+                            .verify_peer = rv.set != NULL ? revocation_check : NULL,
+                            .verify_app = &rv,
                             .dispatch = kms_rpc_dispatch,
                             .app = &env};
     sc.methods = kms_rpc_server_methods(&sc.n_methods);
@@ -489,8 +565,16 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
     printf("kmsd ready on %.*s:%d\n", host_len(d->cfg.listen), d->cfg.listen, port);
     fflush(stdout);
 
-    if (sigwait(stop, &sig) != 0)
-        sig = 0;
+    for (;;) {
+        if (sigwait(stop, &sig) != 0)
+            sig = 0;
+        if (sig != SIGHUP)
+            break;
+        if (rv.set != NULL)
+            revocation_reload(&rv);
+        else
+            kms_log_info("SIGHUP: nothing to reload (no tls.crl)");
+    }
     kms_log_info("signal %d: shutting down", sig);
 out:
     kms_server_destroy(srv);
@@ -499,6 +583,8 @@ out:
     kms_secret_free(key);
     free(cert);
     free(ca);
+    kms_crl_set_free(rv.set);
+    pthread_rwlock_destroy(&rv.lock);
     close_core(d);
     if (r == 0)
         kms_log_info("stopped");
@@ -518,11 +604,12 @@ int main(int argc, char **argv)
     int r, c, status = EXIT_USAGE;
 
     memset(&d, 0, sizeof(d));
-    /* Before any thread exists (gRPC starts its own): SIGTERM and SIGINT are
-     * taken only by sigwait in the main thread. SIGPIPE is ignored. */
+    /* Before any thread exists (gRPC starts its own): SIGTERM, SIGINT and
+     * SIGHUP are taken only by sigwait in the main thread. SIGPIPE is ignored. */
     sigemptyset(&stop);
     sigaddset(&stop, SIGTERM);
     sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGHUP); /* reload (tls.crl), taken by sigwait in run */
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
 

@@ -30,6 +30,7 @@
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
+#include <grpc/support/string_util.h>
 #include <grpc/support/time.h>
 
 #include "base/log.h"
@@ -304,10 +305,84 @@ static void *worker(void *arg)
 
 /* ---- public ------------------------------------------------------------------------ */
 
+/* gRPC's external verifier. gRPC may hold it after the server is
+ * destroyed (connections torn down later), so it is its own allocation,
+ * freed by verify_destruct; verify_app must outlive grpc_shutdown. */
+struct verifier {
+    grpc_tls_certificate_verifier_external ext; /* first: user_data points here */
+    int (*verify_peer)(void *verify_app, const char *leaf_pem);
+    void *verify_app;
+};
+
+/* Synchronous: asks verify_peer. */
+static int verify_sync(void *user_data, grpc_tls_custom_verification_check_request *request,
+                       grpc_tls_on_custom_verification_check_done_cb callback, void *callback_arg,
+                       grpc_status_code *sync_status, char **sync_error_details)
+{
+    const struct verifier *v = user_data;
+    (void)callback;
+    (void)callback_arg;
+    const char *pem = request != NULL ? request->peer_info.peer_cert : NULL;
+    if (pem != NULL && v->verify_peer(v->verify_app, pem) == 0) {
+        *sync_status = GRPC_STATUS_OK;
+        return 1;
+    }
+    *sync_status = GRPC_STATUS_UNAUTHENTICATED;
+    *sync_error_details = gpr_strdup("client certificate refused (revocation)");
+    return 1;
+}
+
+static void verify_cancel(void *user_data, grpc_tls_custom_verification_check_request *request)
+{
+    (void)user_data;
+    (void)request;
+}
+
+static void verify_destruct(void *user_data)
+{
+    free(user_data);
+}
+
+/* TLS credentials with the same chain verification as the SSL ones plus
+ * cfg->verify_peer in the handshake. */
+static grpc_server_credentials *make_tls_creds(const kms_server_config *cfg)
+{
+    struct verifier *ver = calloc(1, sizeof(*ver));
+    if (ver == NULL)
+        return NULL;
+    ver->ext = (grpc_tls_certificate_verifier_external){.user_data = ver,
+                                                        .verify = verify_sync,
+                                                        .cancel = verify_cancel,
+                                                        .destruct = verify_destruct};
+    ver->verify_peer = cfg->verify_peer;
+    ver->verify_app = cfg->verify_app;
+    grpc_tls_identity_pairs *pairs = grpc_tls_identity_pairs_create();
+    grpc_tls_identity_pairs_add_pair(pairs, cfg->key_pem, cfg->cert_pem);
+    grpc_tls_certificate_provider *provider =
+        grpc_tls_certificate_provider_static_data_create(cfg->client_ca_pem, pairs);
+    if (provider == NULL) {
+        free(ver);
+        return NULL;
+    }
+    grpc_tls_credentials_options *opts = grpc_tls_credentials_options_create();
+    grpc_tls_credentials_options_set_certificate_provider(opts, provider);
+    grpc_tls_certificate_provider_release(provider);
+    grpc_tls_credentials_options_watch_root_certs(opts);
+    grpc_tls_credentials_options_watch_identity_key_cert_pairs(opts);
+    grpc_tls_credentials_options_set_cert_request_type(
+        opts, GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    grpc_tls_certificate_verifier *v = grpc_tls_certificate_verifier_external_create(&ver->ext);
+    grpc_tls_credentials_options_set_certificate_verifier(opts, v);
+    grpc_tls_certificate_verifier_release(v);
+    return grpc_tls_server_credentials_create(opts);
+}
+
 static grpc_server_credentials *make_creds(const kms_server_config *cfg)
 {
     if (cfg->insecure)
         return grpc_insecure_server_credentials_create();
+    if (cfg->verify_peer != NULL)
+        return make_tls_creds(cfg);
     grpc_ssl_pem_key_cert_pair pair = {.private_key = cfg->key_pem, .cert_chain = cfg->cert_pem};
     return grpc_ssl_server_credentials_create_ex(
         cfg->client_ca_pem, &pair, 1, GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY,

@@ -67,6 +67,13 @@ typedef struct kms_server_config {
     const char *key_pem;
     const char *client_ca_pem;
     int insecure; /* plaintext listener (--insecure-dev only) */
+    /* Optional, with mutual TLS: called during every handshake, after the
+     * chain verified against client_ca_pem, with the client's certificate
+     * (PEM); nonzero refuses the handshake (the client sees UNAVAILABLE).
+     * Called on gRPC's threads, concurrently. With it the listener uses
+     * gRPC's TLS credentials (external verifier), without it the SSL ones. */
+    int (*verify_peer)(void *verify_app, const char *leaf_pem);
+    void *verify_app;
     unsigned workers;
     size_t max_recv; /* bytes; larger requests get RESOURCE_EXHAUSTED from gRPC */
     size_t max_send;

@@ -3,8 +3,11 @@
  * one, over plaintext, or with an ambiguous identity are all refused with
  * nothing changed; a certificate without a URI SAN is refused unless
  * tls.cn_identities is on, and then it is "cn:CN", never the URI its CN
- * spells, and a subject with two CNs is refused; the --insecure-dev
- * listener is plaintext with one fixed identity. */
+ * spells, and a subject with two CNs is refused; with tls.crl a revoked
+ * certificate fails the handshake, SIGHUP reloads the CRLs without
+ * closing open channels, and an expired CRL refuses everyone unless
+ * tls.crl_allow_expired; the --insecure-dev listener is plaintext with one
+ * fixed identity. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -13,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <grpc/grpc.h>
@@ -205,6 +209,87 @@ static void cn_identity(void **state)
     kms_tc_close(c);
 }
 
+/* scripts/dev-pki PKI CMD NAME [CERT] into the fixture's PKI. */
+static void dev_pki(const char *cmd, const char *name, const char *cert)
+{
+    char *argv[] = {getenv("KMS_DEV_PKI"), K.pki, (char *)cmd, (char *)name, (char *)cert, NULL};
+    char out[4096];
+    assert_non_null(argv[0]);
+    if (kms_test_run(argv, out, sizeof(out)) != 0)
+        fail_msg("dev-pki %s: %s", cmd, out);
+}
+
+/* Health as `name` on a fresh channel. */
+static int health_as(const char *name)
+{
+    kms_tc *c = open_as(name);
+    int st = health(c);
+    kms_tc_close(c);
+    return st;
+}
+
+/* Waits (up to 10 s) until a fresh channel as `name` gets `want`. */
+static int wait_health_as(const char *name, int want)
+{
+    int st = -1;
+    for (int i = 0; i < 100 && (st = health_as(name)) != want; i++) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return st;
+}
+
+/* tls.crl: bob's certificate is revoked; the handshake refuses him
+ * (UNAVAILABLE, as for any failed handshake), not the others. SIGHUP loads
+ * the file again: a CRL that revokes no one lets bob in, and a channel
+ * opened before the reload keeps working; a file that no longer holds a
+ * CRL leaves the previous CRL in force. An expired CRL refuses everyone,
+ * unless tls.crl_allow_expired. */
+static void revocation(void **state)
+{
+    (void)state;
+    dev_pki("crl", "crl", "bob");
+    dev_pki("crl-expired", "crl-old", NULL);
+    restart_with("tls:\n", "tls:\n  crl: pki/crl.pem\n");
+    assert_int_equal(health_as("bob"), GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(health_as("app"), GRPC_STATUS_OK);
+    /* The listener's other credentials still verify the chain. */
+    assert_int_equal(health_as("stranger"), GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(health_as("expired"), GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(health_as(NULL), GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(health_as("twouri"), GRPC_STATUS_UNAUTHENTICATED);
+    kms_tc *open = open_as("app");
+    assert_int_equal(encrypt(open, "demo"), GRPC_STATUS_OK);
+
+    dev_pki("crl", "crl", NULL); /* revokes no one */
+    assert_int_equal(kill(K.pid, SIGHUP), 0);
+    assert_int_equal(wait_health_as("bob", GRPC_STATUS_OK), GRPC_STATUS_OK);
+    assert_int_equal(encrypt(open, "demo"), GRPC_STATUS_OK); /* not dropped */
+
+    dev_pki("crl", "crl", "bob");
+    assert_int_equal(kill(K.pid, SIGHUP), 0);
+    assert_int_equal(wait_health_as("bob", GRPC_STATUS_UNAVAILABLE), GRPC_STATUS_UNAVAILABLE);
+    char path[400];
+    FILE *f = fopen(kms_test_kmsd_pki(&K, "crl.pem", path, sizeof(path)), "w");
+    assert_non_null(f);
+    fputs("not a CRL\n", f);
+    fclose(f);
+    assert_int_equal(kill(K.pid, SIGHUP), 0);
+    struct timespec ts = {1, 0};
+    nanosleep(&ts, NULL);
+    assert_int_equal(health_as("bob"), GRPC_STATUS_UNAVAILABLE); /* the previous CRL */
+    assert_int_equal(health_as("app"), GRPC_STATUS_OK);
+    assert_int_equal(encrypt(open, "demo"), GRPC_STATUS_OK);
+    kms_tc_close(open);
+
+    restart_with("tls:\n", "tls:\n  crl: pki/crl-old.pem\n");
+    assert_int_equal(health_as("app"), GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(health_as("officer1"), GRPC_STATUS_UNAVAILABLE);
+    restart_with("tls:\n", "tls:\n  crl: pki/crl-old.pem\n  crl_allow_expired: true\n");
+    assert_int_equal(health_as("app"), GRPC_STATUS_OK);
+    restart_with(NULL, NULL);
+}
+
 /* --insecure-dev: plaintext only, every caller is "insecure-dev", which no
  * policy names here. */
 static void insecure_dev_listener(void **state)
@@ -231,6 +316,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(refused_callers),
         cmocka_unit_test(cn_identity),
+        cmocka_unit_test(revocation),
         cmocka_unit_test(insecure_dev_listener),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);

@@ -239,6 +239,34 @@ static void empty_file_and_sizes(void **state)
     kms_config_free(&c);
 }
 
+/* tls.cn_identities and tls.crl_allow_expired default off; tls.crl is a
+ * comma-separated list, each path made relative to the file; an empty
+ * entry is refused. */
+static void tls_identity_and_revocation(void **state)
+{
+    (void)state;
+    kms_config c;
+    assert_int_equal(kms_config_init(&c), KMS_OK);
+    assert_int_equal(c.tls_cn_identities, 0);
+    assert_int_equal(c.tls_crl_allow_expired, 0);
+    assert_null(c.tls_crl);
+    assert_int_equal(load(&c, "tls:\n  cn_identities: true\n  crl: a.pem,/srv/b.pem,c/d.pem\n"
+                              "  crl_allow_expired: yes\n"),
+                     KMS_OK);
+    assert_int_equal(c.tls_cn_identities, 1);
+    assert_int_equal(c.tls_crl_allow_expired, 1);
+    assert_string_equal(c.tls_crl, "/etc/kms/a.pem,/srv/b.pem,/etc/kms/c/d.pem");
+    assert_int_equal(kms_config_set(&c, "tls.crl", "x.pem"), KMS_OK);
+    assert_string_equal(c.tls_crl, "x.pem");
+    kms_config_free(&c);
+    static const char *const bad[] = {"a.pem,", ",a.pem", "a.pem,,b.pem", ","};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(kms_config_init(&c), KMS_OK);
+        assert_int_equal(kms_config_set(&c, "tls.crl", bad[i]), KMS_EINVAL);
+        kms_config_free(&c);
+    }
+}
+
 static void quorum_and_tpm2_settings(void **state)
 {
     (void)state;
@@ -355,6 +383,7 @@ int main(void)
         cmocka_unit_test(refused_files),
         cmocka_unit_test(empty_file_and_sizes),
         cmocka_unit_test(load_file),
+        cmocka_unit_test(tls_identity_and_revocation),
         cmocka_unit_test(run_needs_tls_unless_insecure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
