@@ -49,6 +49,11 @@ static const struct setting {
     {"max_message_size", T_SIZE, offsetof(kms_config, max_message_size), 4096, 16u << 20},
     {"max_send_message_size", T_SIZE, offsetof(kms_config, max_send_message_size), 4096, 64u << 20},
     {"insecure_dev", T_BOOL, offsetof(kms_config, insecure_dev), 0, 0},
+    {"limits.max_concurrent_streams", T_UINT, offsetof(kms_config, max_concurrent_streams), 1,
+     10000},
+    {"limits.handshake_timeout_ms", T_UINT, offsetof(kms_config, handshake_timeout_ms), 100,
+     120000},
+    {"limits.idle_timeout_ms", T_UINT, offsetof(kms_config, idle_timeout_ms), 1000, 86400000},
     {"quorum.action_ttl", T_UINT, offsetof(kms_config, action_ttl), 60, 30u * 86400u},
     {"quorum.sweep_interval_ms", T_UINT, offsetof(kms_config, sweep_interval_ms), 10, 3600000},
     {"quorum.max_pending_per_officer", T_UINT, offsetof(kms_config, max_pending), 1, 1000},
@@ -214,6 +219,9 @@ int kms_config_init(kms_config *c)
     c->log_level = KMS_LOG_INFO;
     c->max_message_size = KMS_CONFIG_DEFAULT_MAX_MESSAGE;
     c->max_send_message_size = KMS_CONFIG_DEFAULT_MAX_SEND;
+    c->max_concurrent_streams = KMS_CONFIG_DEFAULT_MAX_STREAMS;
+    c->handshake_timeout_ms = KMS_CONFIG_DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    c->idle_timeout_ms = KMS_CONFIG_DEFAULT_IDLE_TIMEOUT_MS;
     if ((c->listen = dup_s(KMS_CONFIG_DEFAULT_LISTEN)) == NULL)
         return kms_error_set(KMS_ENOMEM, "out of memory");
     return KMS_OK;
@@ -670,8 +678,9 @@ static int walk_settings(struct walk *w, yaml_node_t *map, const char *prefix)
         int n = snprintf(name, sizeof(name), "%s%s", prefix, k);
         if (n < 0 || (size_t)n >= sizeof(name))
             return kms_error_set(KMS_EINVAL, "line %lu: unknown setting", line_of(v));
-        if (prefix[0] == '\0' && (strcmp(k, "tls") == 0 || strcmp(k, "pkcs11") == 0 ||
-                                  strcmp(k, "quorum") == 0 || strcmp(k, "tpm2") == 0)) {
+        if (prefix[0] == '\0' &&
+            (strcmp(k, "tls") == 0 || strcmp(k, "pkcs11") == 0 || strcmp(k, "quorum") == 0 ||
+             strcmp(k, "tpm2") == 0 || strcmp(k, "limits") == 0)) {
             char sub[NAME_MAX_LEN];
             snprintf(sub, sizeof(sub), "%s.", k);
             KMS_GUARD(walk_settings(w, v, sub));

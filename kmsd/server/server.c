@@ -418,15 +418,31 @@ int kms_server_start(const kms_server_config *cfg, kms_server **out, int *port)
         goto out;
     }
 
-    grpc_arg args[2];
+    const struct {
+        const char *key;
+        unsigned long long value;
+    } limits[] = {
+        {GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, cfg->max_recv},
+        {GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, cfg->max_send},
+        {GRPC_ARG_MAX_CONCURRENT_STREAMS, cfg->max_concurrent_streams},
+        {GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, cfg->handshake_timeout_ms},
+        {GRPC_ARG_MAX_CONNECTION_IDLE_MS, cfg->idle_timeout_ms},
+    };
+    grpc_arg args[sizeof(limits) / sizeof(limits[0])];
+    grpc_channel_args chargs = {.num_args = 0, .args = args};
     memset(args, 0, sizeof(args));
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = (int)cfg->max_recv;
-    args[1].type = GRPC_ARG_INTEGER;
-    args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
-    args[1].value.integer = (int)cfg->max_send;
-    grpc_channel_args chargs = {.num_args = 2, .args = args};
+    for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+        if (limits[i].value == 0) /* gRPC's default */
+            continue;
+        if (limits[i].value > INT32_MAX) {
+            r = kms_error_set(KMS_EINVAL, "server: %s out of range", limits[i].key);
+            goto out;
+        }
+        args[chargs.num_args].type = GRPC_ARG_INTEGER;
+        args[chargs.num_args].key = (char *)limits[i].key;
+        args[chargs.num_args].value.integer = (int)limits[i].value;
+        chargs.num_args++;
+    }
     s->server = grpc_server_create(&chargs, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
     if (s->server == NULL || s->cq == NULL) {

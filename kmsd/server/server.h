@@ -77,6 +77,10 @@ typedef struct kms_server_config {
     unsigned workers;
     size_t max_recv; /* bytes; larger requests get RESOURCE_EXHAUSTED from gRPC */
     size_t max_send;
+    /* Limits on every connection, authenticated or not (0: gRPC's default). */
+    unsigned max_concurrent_streams; /* GRPC_ARG_MAX_CONCURRENT_STREAMS */
+    unsigned handshake_timeout_ms;   /* GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS */
+    unsigned idle_timeout_ms;        /* GRPC_ARG_MAX_CONNECTION_IDLE_MS */
     const kms_server_method *methods;
     size_t n_methods;
     kms_server_dispatch_fn dispatch; /* called on worker threads, concurrently */

@@ -6,8 +6,10 @@
  * spells, and a subject with two CNs is refused; with tls.crl a revoked
  * certificate fails the handshake, SIGHUP reloads the CRLs without
  * closing open channels, and an expired CRL refuses everyone unless
- * tls.crl_allow_expired; the --insecure-dev listener is plaintext with one
- * fixed identity. */
+ * tls.crl_allow_expired; connections that never finish their handshake
+ * (idle or slowloris) are closed after limits.handshake_timeout_ms, so
+ * kmsd's fd count falls back while they stay open on the client side; the
+ * --insecure-dev listener is plaintext with one fixed identity. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -17,6 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <grpc/grpc.h>
@@ -290,6 +298,67 @@ static void revocation(void **state)
     restart_with(NULL, NULL);
 }
 
+/* kmsd's open file descriptors. */
+static int kmsd_fds(void)
+{
+    char path[64];
+    int n = 0;
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)K.pid);
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+#define HOSTILE 300
+
+/* 300 TCP connections to kmsd that never finish a TLS handshake: half send
+ * nothing, half one byte of a ClientHello every 200 ms (slowloris). kmsd
+ * accepts them all, keeps serving a legitimate client meanwhile, and with
+ * limits.handshake_timeout_ms 1000 closes every one of them within a few
+ * seconds though the clients keep them open: its fd count returns to
+ * where it was. (gRPC's default is 120 s: on the old code the count stays
+ * up.) */
+static void handshake_timeout_bounds_fds(void **state)
+{
+    (void)state;
+    static int fds[HOSTILE];
+    restart_with("listen:", "limits:\n  handshake_timeout_ms: 1000\nlisten:");
+    assert_int_equal(health_as("app"), GRPC_STATUS_OK);
+    int base = kmsd_fds();
+
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)K.port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int i = 0; i < HOSTILE; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        assert_true(fds[i] >= 0);
+        assert_int_equal(connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+    }
+    int peak = 0;
+    static const unsigned char hello[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01};
+    for (int tick = 0; tick < 20; tick++) { /* 4 s */
+        for (int i = 0; i < HOSTILE; i += 2)
+            (void)!send(fds[i], &hello[tick % sizeof(hello)], 1, MSG_NOSIGNAL);
+        int now = kmsd_fds();
+        peak = now > peak ? now : peak;
+        if (tick == 2)
+            assert_int_equal(health_as("app"), GRPC_STATUS_OK);
+        struct timespec ts = {0, 200 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    int after = kmsd_fds();
+    print_message("kmsd fds: %d before, %d at the peak, %d after 4 s (limit 1 s)\n", base, peak,
+                  after);
+    assert_true(peak >= base + HOSTILE / 2); /* they were accepted */
+    assert_true(after <= base + 10);
+    assert_int_equal(health_as("app"), GRPC_STATUS_OK);
+    for (int i = 0; i < HOSTILE; i++)
+        close(fds[i]);
+    restart_with(NULL, NULL);
+}
+
 /* --insecure-dev: plaintext only, every caller is "insecure-dev", which no
  * policy names here. */
 static void insecure_dev_listener(void **state)
@@ -317,6 +386,7 @@ int main(void)
         cmocka_unit_test(refused_callers),
         cmocka_unit_test(cn_identity),
         cmocka_unit_test(revocation),
+        cmocka_unit_test(handshake_timeout_bounds_fds),
         cmocka_unit_test(insecure_dev_listener),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);

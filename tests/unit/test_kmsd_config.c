@@ -241,7 +241,7 @@ static void empty_file_and_sizes(void **state)
 
 /* tls.cn_identities and tls.crl_allow_expired default off; tls.crl is a
  * comma-separated list, each path made relative to the file; an empty
- * entry is refused. */
+ * entry is refused; the limits section, its defaults and ranges. */
 static void tls_identity_and_revocation(void **state)
 {
     (void)state;
@@ -258,6 +258,21 @@ static void tls_identity_and_revocation(void **state)
     assert_string_equal(c.tls_crl, "/etc/kms/a.pem,/srv/b.pem,/etc/kms/c/d.pem");
     assert_int_equal(kms_config_set(&c, "tls.crl", "x.pem"), KMS_OK);
     assert_string_equal(c.tls_crl, "x.pem");
+    kms_config_free(&c);
+    /* limits: defaults, a section of the file, ranges. */
+    assert_int_equal(kms_config_init(&c), KMS_OK);
+    assert_int_equal(c.max_concurrent_streams, KMS_CONFIG_DEFAULT_MAX_STREAMS);
+    assert_int_equal(c.handshake_timeout_ms, KMS_CONFIG_DEFAULT_HANDSHAKE_TIMEOUT_MS);
+    assert_int_equal(c.idle_timeout_ms, KMS_CONFIG_DEFAULT_IDLE_TIMEOUT_MS);
+    assert_int_equal(load(&c, "limits:\n  max_concurrent_streams: 8\n"
+                              "  handshake_timeout_ms: 500\n  idle_timeout_ms: 2000\n"),
+                     KMS_OK);
+    assert_int_equal(c.max_concurrent_streams, 8);
+    assert_int_equal(c.handshake_timeout_ms, 500);
+    assert_int_equal(c.idle_timeout_ms, 2000);
+    assert_int_equal(kms_config_set(&c, "limits.max_concurrent_streams", "0"), KMS_EINVAL);
+    assert_int_equal(kms_config_set(&c, "limits.handshake_timeout_ms", "99"), KMS_EINVAL);
+    assert_int_equal(kms_config_set(&c, "limits.idle_timeout_ms", "999"), KMS_EINVAL);
     kms_config_free(&c);
     static const char *const bad[] = {"a.pem,", ",a.pem", "a.pem,,b.pem", ","};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
