@@ -7,6 +7,7 @@
  * both the file and the command line. */
 #include "kmsd/config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -828,6 +829,45 @@ out:
 
 /* ---- validation ------------------------------------------------------------------ */
 
+int kms_config_listen_is_loopback(const char *listen)
+{
+    char host[64];
+    const char *colon = listen != NULL ? strrchr(listen, ':') : NULL;
+    if (colon == NULL)
+        return 0;
+    const char *h = listen;
+    size_t n = (size_t)(colon - listen);
+    if (n >= 2 && h[0] == '[' && h[n - 1] == ']') { /* [::1]:7443 */
+        h++;
+        n -= 2;
+    }
+    if (n == 0 || n >= sizeof(host))
+        return 0;
+    memcpy(host, h, n);
+    host[n] = '\0';
+    if (strcmp(host, "localhost") == 0)
+        return 1;
+    struct in_addr v4;
+    struct in6_addr v6;
+    if (inet_pton(AF_INET, host, &v4) == 1)
+        return (ntohl(v4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &v6) == 1)
+        return memcmp(&v6, &in6addr_loopback, sizeof(v6)) == 0;
+    return 0;
+}
+
+int kms_config_check_test_settings(const kms_config *c, int test_hooks_built)
+{
+    if (c == NULL || test_hooks_built)
+        return KMS_OK;
+    if (c->test_clock_file != NULL || c->test_crash_at != NULL)
+        return kms_error_set(KMS_EINVAL,
+                             "%s is a test-only setting and this kmsd is a release "
+                             "build (configure with -DKMS_TEST_HOOKS=ON for tests)",
+                             c->test_clock_file != NULL ? "test_clock_file" : "test_crash_at");
+    return KMS_OK;
+}
+
 int kms_config_validate(const kms_config *c, kms_config_mode mode)
 {
     if (c == NULL)
@@ -846,6 +886,11 @@ int kms_config_validate(const kms_config *c, kms_config_mode mode)
     if (!p11 && c->tpm2_tcti == NULL)
         return kms_error_set(KMS_EINVAL, "no backend configured: set the pkcs11 section "
                                          "(module, token_label, pin_file), tpm2.tcti, or both");
+    if (mode == KMS_CONFIG_RUN && c->insecure_dev && !kms_config_listen_is_loopback(c->listen))
+        return kms_error_set(KMS_EINVAL,
+                             "insecure_dev: only on a loopback listen address "
+                             "(127.0.0.0/8, [::1] or localhost), not %s",
+                             c->listen);
     if (mode == KMS_CONFIG_RUN && !c->insecure_dev &&
         (c->tls_cert == NULL || c->tls_key == NULL || c->tls_client_ca == NULL))
         return kms_error_set(KMS_EINVAL, "tls: cert, key and client_ca must all be set "

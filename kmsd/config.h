@@ -146,9 +146,20 @@ int kms_config_add_grant(kms_config *c, const char *action, const char *identity
 /* Checks what a mode needs: both need the database and at least one
  * backend (all three PKCS#11 settings, or tpm2.tcti, or both; a partial
  * PKCS#11 section is refused); RUN also needs (unless insecure_dev) the
- * three TLS files. Thresholds of 1 and other semantic checks of the
+ * three TLS files, and allows insecure_dev only on a loopback listen
+ * address. Thresholds of 1 and other semantic checks of the
  * ceremony are made by the ceremony itself. */
 int kms_config_validate(const kms_config *c, kms_config_mode mode) KMS_MUST_CHECK;
+
+/* 1 if listen ("HOST:PORT") names a loopback host: 127.0.0.0/8, [::1] or
+ * localhost; 0 otherwise (a wildcard, another address, a bad value).
+ * kms_config_validate allows insecure_dev only then. */
+int kms_config_listen_is_loopback(const char *listen);
+
+/* The test-only settings (test_clock_file, test_crash_at) exist only in a
+ * kmsd built with KMS_TEST_HOOKS: KMS_EINVAL (with a detail) if one is set
+ * and test_hooks_built is 0. */
+int kms_config_check_test_settings(const kms_config *c, int test_hooks_built) KMS_MUST_CHECK;
 
 /* Frees every string and list. NULL-safe; c is left at all-zero. */
 void kms_config_free(kms_config *c);

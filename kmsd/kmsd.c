@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -39,6 +40,14 @@
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
+/* Test hooks (test_clock_file, test_crash_at, --test-*) exist only in a
+ * build configured with -DKMS_TEST_HOOKS=ON (the test build); a release
+ * kmsd refuses them. */
+#ifdef KMS_TEST_HOOKS
+#define TEST_HOOKS_BUILT 1
+#else
+#define TEST_HOOKS_BUILT 0
+#endif
 #define PEM_MAX (256 * 1024)
 #define MAX_OPTS 1024
 
@@ -69,8 +78,10 @@ static const char usage_text[] =
     "  --max-send-message-size BYTES  largest reply sent (default 4194304)\n"
     "  --insecure-dev             plaintext listener without client identity (development\n"
     "                             only; every caller is \"" KMS_RPC_INSECURE_IDENTITY "\")\n"
+#ifdef KMS_TEST_HOOKS
     "  --test-clock FILE          tests only: read the time (unix seconds) from FILE\n"
     "  --test-crash-at POINT      tests only: SIGKILL at a crash point (base/crashpoint.h)\n"
+#endif
     "  --tpm2-tcti TCTI           serve keys on a TPM 2.0 (device:/dev/tpmrm0,\n"
     "                             swtpm:host=127.0.0.1,port=N), beside PKCS#11 or alone\n"
     "  --tpm2-pcrs LIST           bind new sealed TPM keys to these PCRs (\"16,17\")\n"
@@ -134,8 +145,10 @@ static const struct option long_options[] = {
     {"allow-encrypt", required_argument, NULL, OPT_ALLOW_ENCRYPT},
     {"allow-decrypt", required_argument, NULL, OPT_ALLOW_DECRYPT},
     {"allow-reencrypt", required_argument, NULL, OPT_ALLOW_REENCRYPT},
+#ifdef KMS_TEST_HOOKS
     {"test-clock", required_argument, NULL, OPT_TEST_CLOCK},
     {"test-crash-at", required_argument, NULL, OPT_TEST_CRASH},
+#endif
     {"tpm2-tcti", required_argument, NULL, OPT_TPM2_TCTI},
     {"tpm2-pcrs", required_argument, NULL, OPT_TPM2_PCRS},
     {"help", no_argument, NULL, OPT_HELP},
@@ -207,6 +220,24 @@ static int apply_option(kms_config *c, int opt, const char *arg)
         return kms_config_add_grant(c, "reencrypt", arg);
     default:
         return kms_error_set(KMS_EINVAL, "unknown option");
+    }
+}
+
+/* gRPC's tracers (GRPC_TRACE=http, secure_endpoint, tsi, all, ...) print
+ * frames after decryption, and GRPC_VERBOSITY=debug lets them out: both
+ * would put plaintext and data keys in the log. They are removed from the
+ * environment before gRPC reads it, with a warning. */
+static void clear_grpc_debug_env(void)
+{
+    const char *trace = getenv("GRPC_TRACE");
+    const char *verbosity = getenv("GRPC_VERBOSITY");
+    if (trace != NULL && trace[0] != '\0') {
+        kms_log_warn("GRPC_TRACE is set: cleared (gRPC's tracers would log decrypted frames)");
+        unsetenv("GRPC_TRACE");
+    }
+    if (verbosity != NULL && strcasecmp(verbosity, "debug") == 0) {
+        kms_log_warn("GRPC_VERBOSITY=debug: cleared (it would log decrypted frames)");
+        unsetenv("GRPC_VERBOSITY");
     }
 }
 
@@ -615,6 +646,7 @@ int main(int argc, char **argv)
     sigaddset(&stop, SIGHUP); /* reload (tls.crl), taken by sigwait in run */
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
+    clear_grpc_debug_env();
 
     while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
         if (c == 'h' || c == OPT_HELP) {
@@ -652,7 +684,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n_opts; i++)
         if ((r = apply_option(&d.cfg, opts[i].opt, opts[i].arg)) != 0)
             goto fail;
-    if ((r = kms_config_validate(&d.cfg, init ? KMS_CONFIG_INIT : KMS_CONFIG_RUN)) != 0)
+    if ((r = kms_config_validate(&d.cfg, init ? KMS_CONFIG_INIT : KMS_CONFIG_RUN)) != 0 ||
+        (r = kms_config_check_test_settings(&d.cfg, TEST_HOOKS_BUILT)) != 0)
         goto fail;
     if (d.cfg.workers == 0)
         d.cfg.workers = auto_workers();

@@ -9,7 +9,9 @@
  * tls.crl_allow_expired; connections that never finish their handshake
  * (idle or slowloris) are closed after limits.handshake_timeout_ms, so
  * kmsd's fd count falls back while they stay open on the client side; the
- * --insecure-dev listener is plaintext with one fixed identity. */
+ * --insecure-dev listener is plaintext with one fixed identity, and only
+ * on a loopback address; a release kmsd refuses test-only settings;
+ * GRPC_TRACE and GRPC_VERBOSITY=debug are cleared with a warning. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -380,6 +382,64 @@ static void insecure_dev_listener(void **state)
     assert_int_equal(kms_test_kmsd_stop(&K, SIGINT), 0);
 }
 
+/* What a kmsd binary prints for argv (NULL-terminated, after argv[0]);
+ * returns its exit status. */
+static int run_kmsd(const char *binary_env, const char *const *args, char *out, size_t cap)
+{
+    char *argv[16];
+    size_t n = 0;
+    argv[n++] = getenv(binary_env);
+    assert_non_null(argv[0]);
+    for (size_t i = 0; args[i] != NULL && n < 15; i++)
+        argv[n++] = (char *)args[i];
+    argv[n] = NULL;
+    return kms_test_run(argv, out, cap);
+}
+
+/* A release kmsd (built without KMS_TEST_HOOKS) knows no --test-* flag and
+ * refuses test_clock_file and test_crash_at in its file; the test build
+ * takes them (test_kmsd_quorum runs on them). --insecure-dev is refused
+ * on a non-loopback address. GRPC_TRACE and GRPC_VERBOSITY=debug are
+ * cleared at start, with a warning. */
+static void unsafe_settings_refused(void **state)
+{
+    (void)state;
+    char out[16384], cfg[400], dir[320];
+    const char *flag[] = {"--config", K.config, "--test-clock", "/nonexistent", "run", NULL};
+    assert_int_equal(run_kmsd("KMS_KMSD_RELEASE", flag, out, sizeof(out)), 2);
+    assert_non_null(strstr(out, "test-clock"));
+
+    snprintf(cfg, sizeof(cfg), "%s/release.yaml", kms_test_kmsd_dir(&K, dir, sizeof(dir)));
+    static const char *const lines[] = {"test_clock_file: clock\n", "test_crash_at: x\n"};
+    for (size_t i = 0; i < 2; i++) {
+        char text[16384];
+        FILE *f = fopen(K.config, "r");
+        assert_non_null(f);
+        size_t n = fread(text, 1, sizeof(text) - 1, f);
+        fclose(f);
+        text[n] = '\0';
+        assert_non_null(f = fopen(cfg, "w"));
+        fputs(text, f);
+        fputs(lines[i], f);
+        fclose(f);
+        const char *file[] = {"--config", cfg, "run", NULL};
+        assert_int_equal(run_kmsd("KMS_KMSD_RELEASE", file, out, sizeof(out)), 2);
+        assert_non_null(strstr(out, "test-only setting"));
+    }
+
+    const char *wild[] = {"--config",       K.config, "--listen", "0.0.0.0:0",
+                          "--insecure-dev", "run",    NULL};
+    assert_int_equal(setenv("GRPC_TRACE", "all", 1), 0);
+    assert_int_equal(setenv("GRPC_VERBOSITY", "DEBUG", 1), 0);
+    int st = run_kmsd("KMS_KMSD", wild, out, sizeof(out));
+    unsetenv("GRPC_TRACE");
+    unsetenv("GRPC_VERBOSITY");
+    assert_int_equal(st, 2);
+    assert_non_null(strstr(out, "only on a loopback listen address"));
+    assert_non_null(strstr(out, "GRPC_TRACE is set: cleared"));
+    assert_non_null(strstr(out, "GRPC_VERBOSITY=debug: cleared"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -387,6 +447,7 @@ int main(void)
         cmocka_unit_test(cn_identity),
         cmocka_unit_test(revocation),
         cmocka_unit_test(handshake_timeout_bounds_fds),
+        cmocka_unit_test(unsafe_settings_refused),
         cmocka_unit_test(insecure_dev_listener),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);

@@ -361,6 +361,45 @@ static void run_needs_tls_unless_insecure(void **state)
     assert_int_equal(kms_config_validate(&c, KMS_CONFIG_RUN), KMS_OK);
     assert_int_equal(kms_config_set(&c, "listen", "no-port"), KMS_OK);
     assert_int_equal(kms_config_validate(&c, KMS_CONFIG_RUN), KMS_EINVAL);
+    /* insecure_dev only on a loopback address. */
+    assert_int_equal(kms_config_set(&c, "listen", "0.0.0.0:7443"), KMS_OK);
+    assert_int_equal(kms_config_validate(&c, KMS_CONFIG_RUN), KMS_EINVAL);
+    assert_non_null(strstr(kms_error_detail(), "loopback"));
+    assert_int_equal(kms_config_set(&c, "listen", "[::1]:0"), KMS_OK);
+    assert_int_equal(kms_config_validate(&c, KMS_CONFIG_RUN), KMS_OK);
+    kms_config_free(&c);
+}
+
+static void loopback_addresses(void **state)
+{
+    (void)state;
+    static const char *const yes[] = {"127.0.0.1:7443", "127.1.2.3:0", "[::1]:7443",
+                                      "localhost:7443"};
+    static const char *const no[] = {
+        "0.0.0.0:7443", "[::]:7443", "10.0.0.1:7443", "kms.example:7443",     "::1", "[::1]",
+        "128.0.0.1:1",  ":7443",     "[]:1",          "[::ffff:127.0.0.1]:1", NULL};
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+        assert_int_equal(kms_config_listen_is_loopback(yes[i]), 1);
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        assert_int_equal(kms_config_listen_is_loopback(no[i]), 0);
+}
+
+/* The test-only settings: refused unless kmsd was built with its test hooks. */
+static void test_settings_only_in_test_builds(void **state)
+{
+    (void)state;
+    kms_config c;
+    assert_int_equal(kms_config_init(&c), KMS_OK);
+    assert_int_equal(kms_config_check_test_settings(&c, 0), KMS_OK);
+    assert_int_equal(kms_config_set(&c, "test_crash_at", "approval-committed"), KMS_OK);
+    assert_int_equal(kms_config_check_test_settings(&c, 1), KMS_OK);
+    assert_int_equal(kms_config_check_test_settings(&c, 0), KMS_EINVAL);
+    assert_non_null(strstr(kms_error_detail(), "test_crash_at"));
+    kms_config_free(&c);
+    assert_int_equal(kms_config_init(&c), KMS_OK);
+    assert_int_equal(kms_config_set(&c, "test_clock_file", "/tmp/clock"), KMS_OK);
+    assert_int_equal(kms_config_check_test_settings(&c, 0), KMS_EINVAL);
+    assert_non_null(strstr(kms_error_detail(), "test_clock_file"));
     kms_config_free(&c);
 }
 
@@ -400,6 +439,8 @@ int main(void)
         cmocka_unit_test(load_file),
         cmocka_unit_test(tls_identity_and_revocation),
         cmocka_unit_test(run_needs_tls_unless_insecure),
+        cmocka_unit_test(loopback_addresses),
+        cmocka_unit_test(test_settings_only_in_test_builds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
