@@ -80,21 +80,23 @@ typedef struct kms_config {
     unsigned pkcs11_sessions; /* 0 = as many as workers */
     unsigned workers;         /* 0 = automatic (2 per CPU, at least 4) */
     kms_log_level log_level;
-    size_t max_message_size;         /* largest request accepted, bytes */
-    size_t max_send_message_size;    /* largest reply sent, bytes */
-    int insecure_dev;                /* plaintext listener, no client identity */
-    unsigned max_concurrent_streams; /* limits.max_concurrent_streams: per connection */
-    unsigned handshake_timeout_ms;   /* limits.handshake_timeout_ms: TCP accept to TLS done */
-    unsigned idle_timeout_ms;        /* limits.idle_timeout_ms: a connection with no call */
-    unsigned action_ttl;             /* seconds a quorum action stays open (0: 86400) */
-    unsigned sweep_interval_ms;      /* expiry/deletion/rotation sweep period (0: 10000) */
-    unsigned max_pending;            /* open proposals per officer (0: 16) */
-    char *test_clock_file;           /* tests only: unix time read from this file */
-    char *test_crash_at;             /* tests only: SIGKILL at this crash point (crashpoint.h) */
-    char *tpm2_tcti;                 /* NULL: no TPM2 backend */
-    unsigned tpm2_primary_handle;    /* 0: KMS_TPM2_DEFAULT_PRIMARY */
-    char *tpm2_pcrs;                 /* "16,17": PCRs sealed keys are bound to */
-    char *tpm2_lock_dir;             /* NULL: /run/lock, else /tmp (one kms process per TPM) */
+    size_t max_message_size;      /* largest request accepted, bytes */
+    size_t max_send_message_size; /* largest reply sent, bytes */
+    int insecure_dev;             /* plaintext listener, no client identity */
+    unsigned action_ttl;          /* seconds a quorum action stays open (0: 86400) */
+    unsigned sweep_interval_ms;   /* expiry/deletion/rotation sweep period (0: 10000) */
+    unsigned max_pending;         /* open proposals per officer (0: 16) */
+    char *test_clock_file;        /* tests only: unix time read from this file */
+    char *test_crash_at;          /* tests only: SIGKILL at this crash point (crashpoint.h) */
+    char *tpm2_tcti;              /* NULL: no TPM2 backend */
+    unsigned tpm2_primary_handle; /* 0: KMS_TPM2_DEFAULT_PRIMARY */
+    char *tpm2_pcrs;              /* "16,17": PCRs sealed keys are bound to */
+    char *tpm2_lock_dir;          /* NULL: /run/lock, else /tmp (one kms process per TPM) */
+
+    /* limits on every connection, before authentication (limits.*) */
+    unsigned max_concurrent_streams; /* per connection */
+    unsigned handshake_timeout_ms;   /* TCP accept to TLS done */
+    unsigned idle_timeout_ms;        /* a connection with no call */
 
     /* init ceremony */
     kms_config_officer *officers;
