@@ -7,6 +7,7 @@
  * both the file and the command line. */
 #include "kmsd/config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -21,7 +22,8 @@
 #define MAX_EVENTS 200000
 #define NAME_MAX_LEN 64
 
-enum setting_type { T_STRING, T_PATH, T_UINT, T_SIZE, T_BOOL, T_LEVEL };
+/* T_PATHS: a comma-separated list of paths, each made relative like a T_PATH. */
+enum setting_type { T_STRING, T_PATH, T_PATHS, T_UINT, T_SIZE, T_BOOL, T_LEVEL };
 
 static const struct setting {
     const char *name;
@@ -33,6 +35,9 @@ static const struct setting {
     {"tls.cert", T_PATH, offsetof(kms_config, tls_cert), 0, 0},
     {"tls.key", T_PATH, offsetof(kms_config, tls_key), 0, 0},
     {"tls.client_ca", T_PATH, offsetof(kms_config, tls_client_ca), 0, 0},
+    {"tls.cn_identities", T_BOOL, offsetof(kms_config, tls_cn_identities), 0, 0},
+    {"tls.crl", T_PATHS, offsetof(kms_config, tls_crl), 0, 0},
+    {"tls.crl_allow_expired", T_BOOL, offsetof(kms_config, tls_crl_allow_expired), 0, 0},
     {"database", T_PATH, offsetof(kms_config, database), 0, 0},
     /* The module is used as written: a bare file name is searched by the
      * dynamic loader, so it is not made relative to the config file. */
@@ -45,6 +50,11 @@ static const struct setting {
     {"max_message_size", T_SIZE, offsetof(kms_config, max_message_size), 4096, 16u << 20},
     {"max_send_message_size", T_SIZE, offsetof(kms_config, max_send_message_size), 4096, 64u << 20},
     {"insecure_dev", T_BOOL, offsetof(kms_config, insecure_dev), 0, 0},
+    {"limits.max_concurrent_streams", T_UINT, offsetof(kms_config, max_concurrent_streams), 1,
+     10000},
+    {"limits.handshake_timeout_ms", T_UINT, offsetof(kms_config, handshake_timeout_ms), 100,
+     120000},
+    {"limits.idle_timeout_ms", T_UINT, offsetof(kms_config, idle_timeout_ms), 1000, 86400000},
     {"quorum.action_ttl", T_UINT, offsetof(kms_config, action_ttl), 60, 30u * 86400u},
     {"quorum.sweep_interval_ms", T_UINT, offsetof(kms_config, sweep_interval_ms), 10, 3600000},
     {"quorum.max_pending_per_officer", T_UINT, offsetof(kms_config, max_pending), 1, 1000},
@@ -215,6 +225,9 @@ int kms_config_init(kms_config *c)
     c->log_level = KMS_LOG_INFO;
     c->max_message_size = KMS_CONFIG_DEFAULT_MAX_MESSAGE;
     c->max_send_message_size = KMS_CONFIG_DEFAULT_MAX_SEND;
+    c->max_concurrent_streams = KMS_CONFIG_DEFAULT_MAX_STREAMS;
+    c->handshake_timeout_ms = KMS_CONFIG_DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    c->idle_timeout_ms = KMS_CONFIG_DEFAULT_IDLE_TIMEOUT_MS;
     if ((c->listen = dup_s(KMS_CONFIG_DEFAULT_LISTEN)) == NULL)
         return kms_error_set(KMS_ENOMEM, "out of memory");
     return KMS_OK;
@@ -225,7 +238,8 @@ void kms_config_free(kms_config *c)
     if (c == NULL)
         return;
     for (size_t i = 0; i < NSETTINGS; i++) {
-        if (settings[i].type == T_STRING || settings[i].type == T_PATH) {
+        if (settings[i].type == T_STRING || settings[i].type == T_PATH ||
+            settings[i].type == T_PATHS) {
             char **p = (char **)((char *)c + settings[i].off);
             free(*p);
         }
@@ -236,6 +250,36 @@ void kms_config_free(kms_config *c)
         free(c->thresholds[i].action);
     free(c->thresholds);
     memset(c, 0, sizeof(*c));
+}
+
+/* "a,b" with each entry made relative to base_dir; NULL for an empty entry
+ * (or out of memory). */
+static char *paths_list(const char *value, const char *base_dir)
+{
+    char *out = NULL;
+    size_t used = 0;
+    for (const char *p = value;;) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma != NULL ? (size_t)(comma - p) : strlen(p);
+        char *entry = n > 0 ? dup_n(p, n) : NULL;
+        char *path = entry != NULL ? make_path(entry, base_dir) : NULL;
+        free(entry);
+        char *grown = path != NULL ? realloc(out, used + strlen(path) + 2) : NULL;
+        if (grown == NULL) {
+            free(path);
+            free(out);
+            return NULL;
+        }
+        out = grown;
+        if (used > 0)
+            out[used++] = ',';
+        memcpy(out + used, path, strlen(path) + 1);
+        used += strlen(path);
+        free(path);
+        if (comma == NULL)
+            return out;
+        p = comma + 1;
+    }
 }
 
 /* Applies one scalar; base_dir anchors relative paths (NULL: as given). */
@@ -252,6 +296,15 @@ static int set_scalar(kms_config *c, const struct setting *st, const char *value
         char *s = st->type == T_PATH ? make_path(value, base_dir) : dup_s(value);
         if (s == NULL)
             return kms_error_set(KMS_ENOMEM, "out of memory");
+        free(*(char **)field);
+        *(char **)field = s;
+        return KMS_OK;
+    }
+    case T_PATHS: {
+        char *s = paths_list(value, base_dir);
+        if (s == NULL)
+            return kms_error_set(KMS_EINVAL, "%s: expected FILE[,FILE...] (no empty entry)",
+                                 st->name);
         free(*(char **)field);
         *(char **)field = s;
         return KMS_OK;
@@ -631,8 +684,9 @@ static int walk_settings(struct walk *w, yaml_node_t *map, const char *prefix)
         int n = snprintf(name, sizeof(name), "%s%s", prefix, k);
         if (n < 0 || (size_t)n >= sizeof(name))
             return kms_error_set(KMS_EINVAL, "line %lu: unknown setting", line_of(v));
-        if (prefix[0] == '\0' && (strcmp(k, "tls") == 0 || strcmp(k, "pkcs11") == 0 ||
-                                  strcmp(k, "quorum") == 0 || strcmp(k, "tpm2") == 0)) {
+        if (prefix[0] == '\0' &&
+            (strcmp(k, "tls") == 0 || strcmp(k, "pkcs11") == 0 || strcmp(k, "quorum") == 0 ||
+             strcmp(k, "tpm2") == 0 || strcmp(k, "limits") == 0)) {
             char sub[NAME_MAX_LEN];
             snprintf(sub, sizeof(sub), "%s.", k);
             KMS_GUARD(walk_settings(w, v, sub));
@@ -780,6 +834,45 @@ out:
 
 /* ---- validation ------------------------------------------------------------------ */
 
+int kms_config_listen_is_loopback(const char *listen)
+{
+    char host[64];
+    const char *colon = listen != NULL ? strrchr(listen, ':') : NULL;
+    if (colon == NULL)
+        return 0;
+    const char *h = listen;
+    size_t n = (size_t)(colon - listen);
+    if (n >= 2 && h[0] == '[' && h[n - 1] == ']') { /* [::1]:7443 */
+        h++;
+        n -= 2;
+    }
+    if (n == 0 || n >= sizeof(host))
+        return 0;
+    memcpy(host, h, n);
+    host[n] = '\0';
+    if (strcmp(host, "localhost") == 0)
+        return 1;
+    struct in_addr v4;
+    struct in6_addr v6;
+    if (inet_pton(AF_INET, host, &v4) == 1)
+        return (ntohl(v4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &v6) == 1)
+        return memcmp(&v6, &in6addr_loopback, sizeof(v6)) == 0;
+    return 0;
+}
+
+int kms_config_check_test_settings(const kms_config *c, int test_hooks_built)
+{
+    if (c == NULL || test_hooks_built)
+        return KMS_OK;
+    if (c->test_clock_file != NULL || c->test_crash_at != NULL)
+        return kms_error_set(KMS_EINVAL,
+                             "%s is a test-only setting and this kmsd is a release "
+                             "build (configure with -DKMS_TEST_HOOKS=ON for tests)",
+                             c->test_clock_file != NULL ? "test_clock_file" : "test_crash_at");
+    return KMS_OK;
+}
+
 int kms_config_validate(const kms_config *c, kms_config_mode mode)
 {
     if (c == NULL)
@@ -798,6 +891,11 @@ int kms_config_validate(const kms_config *c, kms_config_mode mode)
     if (!p11 && c->tpm2_tcti == NULL)
         return kms_error_set(KMS_EINVAL, "no backend configured: set the pkcs11 section "
                                          "(module, token_label, pin_file), tpm2.tcti, or both");
+    if (mode == KMS_CONFIG_RUN && c->insecure_dev && !kms_config_listen_is_loopback(c->listen))
+        return kms_error_set(KMS_EINVAL,
+                             "insecure_dev: only on a loopback listen address "
+                             "(127.0.0.0/8, [::1] or localhost), not %s",
+                             c->listen);
     if (mode == KMS_CONFIG_RUN && !c->insecure_dev &&
         (c->tls_cert == NULL || c->tls_key == NULL || c->tls_client_ca == NULL))
         return kms_error_set(KMS_EINVAL, "tls: cert, key and client_ca must all be set "

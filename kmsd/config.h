@@ -29,6 +29,10 @@
 #define KMS_CONFIG_DEFAULT_LISTEN "127.0.0.1:7443"
 #define KMS_CONFIG_DEFAULT_MAX_MESSAGE (64u * 1024u)
 #define KMS_CONFIG_DEFAULT_MAX_SEND (4u * 1024u * 1024u)
+/* Limits on peers before they authenticate (limits.*). */
+#define KMS_CONFIG_DEFAULT_MAX_STREAMS 64u
+#define KMS_CONFIG_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
+#define KMS_CONFIG_DEFAULT_IDLE_TIMEOUT_MS 300000u
 /* Largest config file read (defence against a huge or generated file). */
 #define KMS_CONFIG_FILE_MAX (1u << 20)
 /* Limits on the init section. */
@@ -66,6 +70,9 @@ typedef struct kms_config {
     char *tls_cert;
     char *tls_key;
     char *tls_client_ca;
+    int tls_cn_identities;     /* certificates without a URI SAN get the identity "cn:CN" */
+    char *tls_crl;             /* NULL, or "FILE[,FILE...]": PEM CRLs of the client CAs */
+    int tls_crl_allow_expired; /* an expired CRL still counts (default: refuse everyone) */
     char *database;
     char *pkcs11_module;
     char *pkcs11_token_label;
@@ -90,6 +97,11 @@ typedef struct kms_config {
     size_t audit_max_bytes;  /* 0: 64 MiB */
     unsigned audit_max_age;  /* seconds; 0: 86400 */
     char *audit_context_key; /* NULL: audit-context.key beside the database */
+
+    /* limits on every connection, before authentication (limits.*) */
+    unsigned max_concurrent_streams; /* per connection */
+    unsigned handshake_timeout_ms;   /* TCP accept to TLS done */
+    unsigned idle_timeout_ms;        /* a connection with no call */
 
     /* init ceremony */
     kms_config_officer *officers;
@@ -141,9 +153,20 @@ int kms_config_add_grant(kms_config *c, const char *action, const char *identity
 /* Checks what a mode needs: both need the database and at least one
  * backend (all three PKCS#11 settings, or tpm2.tcti, or both; a partial
  * PKCS#11 section is refused); RUN also needs (unless insecure_dev) the
- * three TLS files. Thresholds of 1 and other semantic checks of the
+ * three TLS files, and allows insecure_dev only on a loopback listen
+ * address. Thresholds of 1 and other semantic checks of the
  * ceremony are made by the ceremony itself. */
 int kms_config_validate(const kms_config *c, kms_config_mode mode) KMS_MUST_CHECK;
+
+/* 1 if listen ("HOST:PORT") names a loopback host: 127.0.0.0/8, [::1] or
+ * localhost; 0 otherwise (a wildcard, another address, a bad value).
+ * kms_config_validate allows insecure_dev only then. */
+int kms_config_listen_is_loopback(const char *listen);
+
+/* The test-only settings (test_clock_file, test_crash_at) exist only in a
+ * kmsd built with KMS_TEST_HOOKS: KMS_EINVAL (with a detail) if one is set
+ * and test_hooks_built is 0. */
+int kms_config_check_test_settings(const kms_config *c, int test_hooks_built) KMS_MUST_CHECK;
 
 /* Frees every string and list. NULL-safe; c is left at all-zero. */
 void kms_config_free(kms_config *c);

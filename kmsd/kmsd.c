@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -38,12 +39,21 @@
 #include "kmsd/quorum/quorum.h"
 #include "kmsd/rpc_table.h"
 #include "base/secret.h"
+#include "kmsd/server/crl.h"
 #include "kmsd/server/server.h"
 #include "kmsd/state/state.h"
 #include "kmsd/state/writer_lock.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
+/* Test hooks (test_clock_file, test_crash_at, --test-*) exist only in a
+ * build configured with -DKMS_TEST_HOOKS=ON (the test build); a release
+ * kmsd refuses them. */
+#ifdef KMS_TEST_HOOKS
+#define TEST_HOOKS_BUILT 1
+#else
+#define TEST_HOOKS_BUILT 0
+#endif
 #define PEM_MAX (256 * 1024)
 #define MAX_OPTS 1024
 
@@ -76,8 +86,10 @@ static const char usage_text[] =
     "  --max-send-message-size BYTES  largest reply sent (default 4194304)\n"
     "  --insecure-dev             plaintext listener without client identity (development\n"
     "                             only; every caller is \"" KMS_RPC_INSECURE_IDENTITY "\")\n"
+#ifdef KMS_TEST_HOOKS
     "  --test-clock FILE          tests only: read the time (unix seconds) from FILE\n"
     "  --test-crash-at POINT      tests only: SIGKILL at a crash point (base/crashpoint.h)\n"
+#endif
     "  --tpm2-tcti TCTI           serve keys on a TPM 2.0 (device:/dev/tpmrm0,\n"
     "                             swtpm:host=127.0.0.1,port=N), beside PKCS#11 or alone\n"
     "  --tpm2-pcrs LIST           bind new sealed TPM keys to these PCRs (\"16,17\")\n"
@@ -145,8 +157,10 @@ static const struct option long_options[] = {
     {"allow-encrypt", required_argument, NULL, OPT_ALLOW_ENCRYPT},
     {"allow-decrypt", required_argument, NULL, OPT_ALLOW_DECRYPT},
     {"allow-reencrypt", required_argument, NULL, OPT_ALLOW_REENCRYPT},
+#ifdef KMS_TEST_HOOKS
     {"test-clock", required_argument, NULL, OPT_TEST_CLOCK},
     {"test-crash-at", required_argument, NULL, OPT_TEST_CRASH},
+#endif
     {"tpm2-tcti", required_argument, NULL, OPT_TPM2_TCTI},
     {"tpm2-pcrs", required_argument, NULL, OPT_TPM2_PCRS},
     {"audit-dir", required_argument, NULL, OPT_AUDIT_DIR},
@@ -224,6 +238,24 @@ static int apply_option(kms_config *c, int opt, const char *arg)
         return kms_config_add_grant(c, "reencrypt", arg);
     default:
         return kms_error_set(KMS_EINVAL, "unknown option");
+    }
+}
+
+/* gRPC's tracers (GRPC_TRACE=http, secure_endpoint, tsi, all, ...) print
+ * frames after decryption, and GRPC_VERBOSITY=debug lets them out: both
+ * would put plaintext and data keys in the log. They are removed from the
+ * environment before gRPC reads it, with a warning. */
+static void clear_grpc_debug_env(void)
+{
+    const char *trace = getenv("GRPC_TRACE");
+    const char *verbosity = getenv("GRPC_VERBOSITY");
+    if (trace != NULL && trace[0] != '\0') {
+        kms_log_warn("GRPC_TRACE is set: cleared (gRPC's tracers would log decrypted frames)");
+        unsetenv("GRPC_TRACE");
+    }
+    if (verbosity != NULL && strcasecmp(verbosity, "debug") == 0) {
+        kms_log_warn("GRPC_VERBOSITY=debug: cleared (it would log decrypted frames)");
+        unsetenv("GRPC_VERBOSITY");
     }
 }
 
@@ -590,14 +622,83 @@ static void stop_audit(struct daemon *d, const char *event)
     d->audit = NULL;
 }
 
+/* ---- revocation (tls.crl): loaded at start, reloaded on SIGHUP ---------------- */
+
+/* The CRL set the handshake verifier reads. A reload swaps the pointer
+ * under the write lock; a handshake holds the read lock for one check, so
+ * calls in flight and new handshakes never see a half-loaded set. */
+struct revocation {
+    pthread_rwlock_t lock;
+    kms_crl_set *set;
+    const kms_config *cfg;
+    const char *ca_pem;
+};
+
+static int revocation_check(void *app, const char *leaf_pem)
+{
+    struct revocation *rv = app;
+    pthread_rwlock_rdlock(&rv->lock);
+    int r = kms_crl_check(rv->set, leaf_pem, time(NULL));
+    pthread_rwlock_unlock(&rv->lock);
+    if (r != 0)
+        kms_log_warn("handshake refused: %s", kms_error_detail());
+    return r;
+}
+
+/* Loads tls.crl (FILE[,FILE...]) into a new set; logs expired CRLs. */
+static int revocation_load(struct revocation *rv, kms_crl_set **out)
+{
+    const char *paths[64];
+    size_t n = 0;
+    char *list = strdup(rv->cfg->tls_crl);
+    if (list == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    for (char *p = list, *comma; p != NULL && n < 64; p = comma != NULL ? comma + 1 : NULL) {
+        comma = strchr(p, ',');
+        if (comma != NULL)
+            *comma = '\0';
+        paths[n++] = p;
+    }
+    int r = kms_crl_set_load(paths, n, rv->ca_pem, rv->cfg->tls_crl_allow_expired, out);
+    free(list);
+    if (r != 0)
+        return r;
+    size_t old = kms_crl_set_expired(*out, time(NULL));
+    if (old > 0)
+        kms_log_warn("tls.crl: %zu CRL(s) past their nextUpdate: %s", old,
+                     rv->cfg->tls_crl_allow_expired
+                         ? "still used (tls.crl_allow_expired)"
+                         : "every client of those CAs is refused until a fresh CRL is loaded");
+    return KMS_OK;
+}
+
+/* SIGHUP: a new set replaces the old one; on failure the old one stays. */
+static void revocation_reload(struct revocation *rv)
+{
+    kms_crl_set *fresh = NULL, *old = NULL;
+    if (revocation_load(rv, &fresh) != 0) {
+        kms_log_error("SIGHUP: tls.crl not reloaded, the previous CRLs stay: %s",
+                      kms_error_detail());
+        return;
+    }
+    pthread_rwlock_wrlock(&rv->lock);
+    old = rv->set;
+    rv->set = fresh;
+    pthread_rwlock_unlock(&rv->lock);
+    kms_crl_set_free(old);
+    kms_log_info("SIGHUP: tls.crl reloaded");
+}
+
 static int cmd_run(struct daemon *d, const sigset_t *stop)
 {
+    struct revocation rv = {.cfg = &d->cfg};
     kms_secret *key = NULL;
     char *cert = NULL, *ca = NULL;
     kms_server *srv = NULL;
     size_t officers = 0;
     int r, port = 0, grpc_up = 0, sig = 0;
 
+    pthread_rwlock_init(&rv.lock, NULL);
     if ((r = open_core(d, 1)) != 0 || (r = kms_policy_open(d->store, &d->policy)) != 0 ||
         (r = d->store->ops->officer_list(d->store, count_officer, &officers)) != 0)
         goto out;
@@ -619,11 +720,16 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
         goto out;
     }
 
+    rv.ca_pem = ca;
+    if (d->cfg.tls_crl != NULL && !d->cfg.insecure_dev && (r = revocation_load(&rv, &rv.set)) != 0)
+        goto out;
+
     kms_rpc_env env = {.keyring = d->keyring,
                        .store = d->store,
                        .policy = d->policy,
                        .quorum = d->quorum,
-                       .insecure_dev = d->cfg.insecure_dev};
+                       .insecure_dev = d->cfg.insecure_dev,
+                       .cn_identities = d->cfg.tls_cn_identities};
     env.methods = kms_rpc_methods(&env.n_methods);
     audit_calls(d, &env);
     kms_server_config sc = {.listen = d->cfg.listen,
@@ -634,6 +740,11 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
                             .workers = d->cfg.workers,
                             .max_recv = d->cfg.max_message_size,
                             .max_send = d->cfg.max_send_message_size,
+                            .max_concurrent_streams = d->cfg.max_concurrent_streams,
+                            .handshake_timeout_ms = d->cfg.handshake_timeout_ms,
+                            .idle_timeout_ms = d->cfg.idle_timeout_ms,
+                            .verify_peer = rv.set != NULL ? revocation_check : NULL,
+                            .verify_app = &rv,
                             .dispatch = kms_rpc_dispatch,
                             .app = &env};
     sc.methods = kms_rpc_server_methods(&sc.n_methods);
@@ -653,8 +764,16 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
     printf("kmsd ready on %.*s:%d\n", host_len(d->cfg.listen), d->cfg.listen, port);
     fflush(stdout);
 
-    if (sigwait(stop, &sig) != 0)
-        sig = 0;
+    for (;;) {
+        if (sigwait(stop, &sig) != 0)
+            sig = 0;
+        if (sig != SIGHUP)
+            break;
+        if (rv.set != NULL)
+            revocation_reload(&rv);
+        else
+            kms_log_info("SIGHUP: nothing to reload (no tls.crl)");
+    }
     kms_log_info("signal %d: shutting down", sig);
 out:
     kms_server_destroy(srv);
@@ -665,6 +784,8 @@ out:
     kms_secret_free(key);
     free(cert);
     free(ca);
+    kms_crl_set_free(rv.set);
+    pthread_rwlock_destroy(&rv.lock);
     close_core(d);
     if (r == 0)
         kms_log_info("stopped");
@@ -684,13 +805,15 @@ int main(int argc, char **argv)
     int r, c, status = EXIT_USAGE;
 
     memset(&d, 0, sizeof(d));
-    /* Before any thread exists (gRPC starts its own): SIGTERM and SIGINT are
-     * taken only by sigwait in the main thread. SIGPIPE is ignored. */
+    /* Before any thread exists (gRPC starts its own): SIGTERM, SIGINT and
+     * SIGHUP are taken only by sigwait in the main thread. SIGPIPE is ignored. */
     sigemptyset(&stop);
     sigaddset(&stop, SIGTERM);
     sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGHUP); /* reload (tls.crl), taken by sigwait in run */
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
+    clear_grpc_debug_env();
 
     while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
         if (c == 'h' || c == OPT_HELP) {
@@ -729,7 +852,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n_opts; i++)
         if ((r = apply_option(&d.cfg, opts[i].opt, opts[i].arg)) != 0)
             goto fail;
-    if ((r = kms_config_validate(&d.cfg, init ? KMS_CONFIG_INIT : KMS_CONFIG_RUN)) != 0)
+    if ((r = kms_config_validate(&d.cfg, init ? KMS_CONFIG_INIT : KMS_CONFIG_RUN)) != 0 ||
+        (r = kms_config_check_test_settings(&d.cfg, TEST_HOOKS_BUILT)) != 0)
         goto fail;
     if (d.cfg.workers == 0)
         d.cfg.workers = auto_workers(d.cfg.audit_dir != NULL);

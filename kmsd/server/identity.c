@@ -1,6 +1,11 @@
 /* Client-certificate identity extraction (identity.h). */
 #include "kmsd/server/identity.h"
 
+#include <openssl/bio.h>
+#include <openssl/objects.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <grpc/grpc_security_constants.h>
@@ -60,7 +65,59 @@ static int is_san(const kms_peer_property *props, size_t n, const char *value)
     return 0;
 }
 
-int kms_identity_from_peer(int authenticated, int insecure_dev, const kms_peer_property *props,
+/* How many CN entries the certificate's subject holds. gRPC reports only
+ * the first one as x509_common_name, so the PEM certificate it also reports
+ * is the one place a second CN can be seen. -1 if it does not parse. */
+static int count_cns(const kms_peer_property *pem)
+{
+    int n = -1;
+    if (pem->value == NULL || pem->value_len == 0 || pem->value_len > INT32_MAX)
+        return -1;
+    BIO *bio = BIO_new_mem_buf(pem->value, (int)pem->value_len);
+    X509 *x = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    if (x != NULL) {
+        n = 0;
+        const X509_NAME *subject = X509_get_subject_name(x);
+        for (int i = -1; (i = X509_NAME_get_index_by_NID(subject, NID_commonName, i)) >= 0;)
+            n++;
+    }
+    X509_free(x);
+    BIO_free(bio);
+    return n;
+}
+
+/* The CN identity, KMS_IDENTITY_CN_PREFIX + CN, when the listener allows
+ * them: the certificate's subject must hold exactly one CN. */
+static int cn_identity(const kms_peer_property *props, size_t n, char *id, size_t cap)
+{
+    const size_t plen = sizeof(KMS_IDENTITY_CN_PREFIX) - 1;
+    const kms_peer_property *pem = NULL;
+    int r;
+
+    if (cap <= plen)
+        return kms_error_set(KMS_EDENIED, "client identity does not fit");
+    for (size_t i = 0; i < n; i++) {
+        if (!named(&props[i], GRPC_X509_PEM_CERT_PROPERTY_NAME))
+            continue;
+        if (pem != NULL)
+            return kms_error_set(KMS_EDENIED, "client presented several certificates");
+        pem = &props[i];
+    }
+    if (pem == NULL || count_cns(pem) != 1)
+        return kms_error_set(KMS_EDENIED, "a CN identity needs a certificate whose subject has "
+                                          "exactly one CN");
+    r = single_property(props, n, GRPC_X509_CN_PROPERTY_NAME, id + plen, cap - plen);
+    if (r == KMS_ENOTFOUND)
+        return kms_error_set(KMS_EDENIED, "client certificate has neither a URI SAN nor a CN");
+    if (r != 0)
+        return r;
+    if (strlen(id + plen) + plen > KMS_IDENTITY_MAX)
+        return kms_error_set(KMS_EDENIED, "client identity longer than %d bytes", KMS_IDENTITY_MAX);
+    memcpy(id, KMS_IDENTITY_CN_PREFIX, plen);
+    return KMS_OK;
+}
+
+int kms_identity_from_peer(int authenticated, unsigned flags, const kms_peer_property *props,
                            size_t n, char *out, size_t cap)
 {
     char id[KMS_IDENTITY_MAX + 1];
@@ -71,7 +128,7 @@ int kms_identity_from_peer(int authenticated, int insecure_dev, const kms_peer_p
     if (cap > sizeof(id))
         cap = sizeof(id);
     if (!authenticated) {
-        if (!insecure_dev)
+        if (!(flags & KMS_IDENTITY_INSECURE_DEV))
             return kms_error_set(KMS_EDENIED, "peer is not authenticated");
         if (cap < sizeof(KMS_RPC_INSECURE_IDENTITY))
             return kms_error_set(KMS_EINVAL, "identity: output buffer too small");
@@ -84,9 +141,11 @@ int kms_identity_from_peer(int authenticated, int insecure_dev, const kms_peer_p
     if (r == 0 && !is_san(props, n, id))
         r = kms_error_set(KMS_EDENIED, "URI identity is not among the certificate's SANs");
     if (r == KMS_ENOTFOUND) {
-        r = single_property(props, n, GRPC_X509_CN_PROPERTY_NAME, id, cap);
-        if (r == KMS_ENOTFOUND)
-            r = kms_error_set(KMS_EDENIED, "client certificate has neither a URI SAN nor a CN");
+        if (flags & KMS_IDENTITY_CN)
+            r = cn_identity(props, n, id, cap);
+        else
+            r = kms_error_set(KMS_EDENIED, "client certificate has no URI SAN (CN identities "
+                                           "are off: tls.cn_identities)");
     }
     if (r == 0)
         memcpy(out, id, strlen(id) + 1);

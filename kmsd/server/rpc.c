@@ -173,8 +173,10 @@ static int authenticate(const kms_rpc_env *env, grpc_call *call, char *out, size
         props[i].value = p->value;
         props[i].value_len = p->value_length;
     }
-    r = kms_identity_from_peer(grpc_auth_context_peer_is_authenticated(ctx), env->insecure_dev,
-                               props, i, out, cap);
+    unsigned flags = (env->insecure_dev ? KMS_IDENTITY_INSECURE_DEV : 0u) |
+                     (env->cn_identities ? KMS_IDENTITY_CN : 0u);
+    r = kms_identity_from_peer(grpc_auth_context_peer_is_authenticated(ctx), flags, props, i, out,
+                               cap);
 out:
     free(props);
     grpc_auth_context_release(ctx);

@@ -88,6 +88,7 @@ typedef struct kms_rpc_env {
     kms_policy *policy;
     kms_quorum *quorum;
     int insecure_dev;
+    int cn_identities;      /* tls.cn_identities: certificates without a URI SAN are "cn:CN" */
     kms_rpc_audit_fn audit; /* NULL: no audit log */
     void *audit_ctx;
     kms_rpc_context_mac_fn audit_context_mac; /* NULL: contexts are not recorded */

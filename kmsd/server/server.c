@@ -30,6 +30,7 @@
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
+#include <grpc/support/string_util.h>
 #include <grpc/support/time.h>
 
 #include "base/log.h"
@@ -304,10 +305,84 @@ static void *worker(void *arg)
 
 /* ---- public ------------------------------------------------------------------------ */
 
+/* gRPC's external verifier. gRPC may hold it after the server is
+ * destroyed (connections torn down later), so it is its own allocation,
+ * freed by verify_destruct; verify_app must outlive grpc_shutdown. */
+struct verifier {
+    grpc_tls_certificate_verifier_external ext; /* first: user_data points here */
+    int (*verify_peer)(void *verify_app, const char *leaf_pem);
+    void *verify_app;
+};
+
+/* Synchronous: asks verify_peer. */
+static int verify_sync(void *user_data, grpc_tls_custom_verification_check_request *request,
+                       grpc_tls_on_custom_verification_check_done_cb callback, void *callback_arg,
+                       grpc_status_code *sync_status, char **sync_error_details)
+{
+    const struct verifier *v = user_data;
+    (void)callback;
+    (void)callback_arg;
+    const char *pem = request != NULL ? request->peer_info.peer_cert : NULL;
+    if (pem != NULL && v->verify_peer(v->verify_app, pem) == 0) {
+        *sync_status = GRPC_STATUS_OK;
+        return 1;
+    }
+    *sync_status = GRPC_STATUS_UNAUTHENTICATED;
+    *sync_error_details = gpr_strdup("client certificate refused (revocation)");
+    return 1;
+}
+
+static void verify_cancel(void *user_data, grpc_tls_custom_verification_check_request *request)
+{
+    (void)user_data;
+    (void)request;
+}
+
+static void verify_destruct(void *user_data)
+{
+    free(user_data);
+}
+
+/* TLS credentials with the same chain verification as the SSL ones plus
+ * cfg->verify_peer in the handshake. */
+static grpc_server_credentials *make_tls_creds(const kms_server_config *cfg)
+{
+    struct verifier *ver = calloc(1, sizeof(*ver));
+    if (ver == NULL)
+        return NULL;
+    ver->ext = (grpc_tls_certificate_verifier_external){.user_data = ver,
+                                                        .verify = verify_sync,
+                                                        .cancel = verify_cancel,
+                                                        .destruct = verify_destruct};
+    ver->verify_peer = cfg->verify_peer;
+    ver->verify_app = cfg->verify_app;
+    grpc_tls_identity_pairs *pairs = grpc_tls_identity_pairs_create();
+    grpc_tls_identity_pairs_add_pair(pairs, cfg->key_pem, cfg->cert_pem);
+    grpc_tls_certificate_provider *provider =
+        grpc_tls_certificate_provider_static_data_create(cfg->client_ca_pem, pairs);
+    if (provider == NULL) {
+        free(ver);
+        return NULL;
+    }
+    grpc_tls_credentials_options *opts = grpc_tls_credentials_options_create();
+    grpc_tls_credentials_options_set_certificate_provider(opts, provider);
+    grpc_tls_certificate_provider_release(provider);
+    grpc_tls_credentials_options_watch_root_certs(opts);
+    grpc_tls_credentials_options_watch_identity_key_cert_pairs(opts);
+    grpc_tls_credentials_options_set_cert_request_type(
+        opts, GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    grpc_tls_certificate_verifier *v = grpc_tls_certificate_verifier_external_create(&ver->ext);
+    grpc_tls_credentials_options_set_certificate_verifier(opts, v);
+    grpc_tls_certificate_verifier_release(v);
+    return grpc_tls_server_credentials_create(opts);
+}
+
 static grpc_server_credentials *make_creds(const kms_server_config *cfg)
 {
     if (cfg->insecure)
         return grpc_insecure_server_credentials_create();
+    if (cfg->verify_peer != NULL)
+        return make_tls_creds(cfg);
     grpc_ssl_pem_key_cert_pair pair = {.private_key = cfg->key_pem, .cert_chain = cfg->cert_pem};
     return grpc_ssl_server_credentials_create_ex(
         cfg->client_ca_pem, &pair, 1, GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY,
@@ -343,20 +418,37 @@ int kms_server_start(const kms_server_config *cfg, kms_server **out, int *port)
         goto out;
     }
 
-    grpc_arg args[3];
+    const struct {
+        const char *key;
+        unsigned long long value;
+    } limits[] = {
+        {GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, cfg->max_recv},
+        {GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, cfg->max_send},
+        {GRPC_ARG_MAX_CONCURRENT_STREAMS, cfg->max_concurrent_streams},
+        {GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, cfg->handshake_timeout_ms},
+        {GRPC_ARG_MAX_CONNECTION_IDLE_MS, cfg->idle_timeout_ms},
+    };
+    grpc_arg args[sizeof(limits) / sizeof(limits[0]) + 1];
+    grpc_channel_args chargs = {.num_args = 0, .args = args};
     memset(args, 0, sizeof(args));
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = (int)cfg->max_recv;
-    args[1].type = GRPC_ARG_INTEGER;
-    args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
-    args[1].value.integer = (int)cfg->max_send;
+    for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+        if (limits[i].value == 0) /* gRPC's default */
+            continue;
+        if (limits[i].value > INT32_MAX) {
+            r = kms_error_set(KMS_EINVAL, "server: %s out of range", limits[i].key);
+            goto out;
+        }
+        args[chargs.num_args].type = GRPC_ARG_INTEGER;
+        args[chargs.num_args].key = (char *)limits[i].key;
+        args[chargs.num_args].value.integer = (int)limits[i].value;
+        chargs.num_args++;
+    }
     /* No SO_REUSEPORT: a second kmsd on a port that is already served must
      * fail to bind, not silently take a share of the connections. */
-    args[2].type = GRPC_ARG_INTEGER;
-    args[2].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
-    args[2].value.integer = 0;
-    grpc_channel_args chargs = {.num_args = 3, .args = args};
+    args[chargs.num_args].type = GRPC_ARG_INTEGER;
+    args[chargs.num_args].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
+    args[chargs.num_args].value.integer = 0;
+    chargs.num_args++;
     s->server = grpc_server_create(&chargs, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
     if (s->server == NULL || s->cq == NULL) {

@@ -67,9 +67,20 @@ typedef struct kms_server_config {
     const char *key_pem;
     const char *client_ca_pem;
     int insecure; /* plaintext listener (--insecure-dev only) */
+    /* Optional, with mutual TLS: called during every handshake, after the
+     * chain verified against client_ca_pem, with the client's certificate
+     * (PEM); nonzero refuses the handshake (the client sees UNAVAILABLE).
+     * Called on gRPC's threads, concurrently. With it the listener uses
+     * gRPC's TLS credentials (external verifier), without it the SSL ones. */
+    int (*verify_peer)(void *verify_app, const char *leaf_pem);
+    void *verify_app;
     unsigned workers;
     size_t max_recv; /* bytes; larger requests get RESOURCE_EXHAUSTED from gRPC */
     size_t max_send;
+    /* Limits on every connection, authenticated or not (0: gRPC's default). */
+    unsigned max_concurrent_streams; /* GRPC_ARG_MAX_CONCURRENT_STREAMS */
+    unsigned handshake_timeout_ms;   /* GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS */
+    unsigned idle_timeout_ms;        /* GRPC_ARG_MAX_CONNECTION_IDLE_MS */
     const kms_server_method *methods;
     size_t n_methods;
     kms_server_dispatch_fn dispatch; /* called on worker threads, concurrently */

@@ -134,8 +134,8 @@ static void write_config(kms_test_kmsd *k)
             "      encrypt: [\"spiffe://kms.local/someone-else\"]\n"
             "      decrypt: [\"spiffe://kms.local/someone-else\"]\n"
             "    - name: cnkey\n"
-            "      encrypt: [cnonly]\n"
-            "      decrypt: [cnonly]\n",
+            "      encrypt: [\"cn:cnonly\"]\n"
+            "      decrypt: [\"cn:cnonly\"]\n",
             k->token.module, k->token.label);
     fclose(f);
 }
@@ -164,10 +164,14 @@ void kms_test_kmsd_setup(kms_test_kmsd *k)
     const char *bob[] = {"client", "bob", KMS_TEST_BOB_ID, NULL};
     const char *cn[] = {"client-cn", "cnonly", NULL};
     const char *two[] = {"client", "twouri", KMS_TEST_APP_ID, KMS_TEST_BOB_ID, NULL};
+    const char *two_cn[] = {"client-cn", "twocn", "cnonly", "other", NULL};
+    const char *spoof[] = {"client-cn", "cnspoof", "spiffe://kms.local/officer1", NULL};
     pki(k, all);
     pki(k, bob);
     pki(k, cn);
     pki(k, two);
+    pki(k, two_cn);
+    pki(k, spoof);
     write_config(k);
 
     const char *init[] = {"--config", k->config, "init", NULL};

@@ -9,8 +9,9 @@
  *
  * Everything lives in one temp dir: a SoftHSM2 token (softhsm_fixture.h),
  * certificates from scripts/dev-pki (`all`, plus `client bob
- * spiffe://kms.local/bob`, `client-cn cnonly` and a two-URI certificate
- * `twouri`), kms.db and kmsd.yaml. Needs KMS_KMSD (the kmsd binary) and
+ * spiffe://kms.local/bob`, `client-cn cnonly`, a two-URI certificate
+ * `twouri`, `twocn` with the CNs cnonly and other, and `cnspoof`, whose only
+ * CN is spiffe://kms.local/officer1), kms.db and kmsd.yaml. Needs KMS_KMSD (the kmsd binary) and
  * KMS_DEV_PKI (scripts/dev-pki) in the environment, plus what the token
  * fixture needs; ctest sets them all.
  *
@@ -18,7 +19,8 @@
  *   demo    encrypt, decrypt, reencrypt: spiffe://kms.local/app
  *   second  encrypt, decrypt, reencrypt: spiffe://kms.local/app
  *   locked  encrypt, decrypt: spiffe://kms.local/someone-else
- *   cnkey   encrypt, decrypt: cnonly (a CN identity)
+ *   cnkey   encrypt, decrypt: cn:cnonly (a CN identity; kmsd accepts it
+ *           only with tls.cn_identities, which the fixture leaves off)
  * Functions abort() on set-up failure: a test that cannot make its server
  * must not pass. */
 #ifndef KMS_KMSD_FIXTURE_H

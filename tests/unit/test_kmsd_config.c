@@ -239,6 +239,49 @@ static void empty_file_and_sizes(void **state)
     kms_config_free(&c);
 }
 
+/* tls.cn_identities and tls.crl_allow_expired default off; tls.crl is a
+ * comma-separated list, each path made relative to the file; an empty
+ * entry is refused; the limits section, its defaults and ranges. */
+static void tls_identity_and_revocation(void **state)
+{
+    (void)state;
+    kms_config c;
+    assert_int_equal(kms_config_init(&c), KMS_OK);
+    assert_int_equal(c.tls_cn_identities, 0);
+    assert_int_equal(c.tls_crl_allow_expired, 0);
+    assert_null(c.tls_crl);
+    assert_int_equal(load(&c, "tls:\n  cn_identities: true\n  crl: a.pem,/srv/b.pem,c/d.pem\n"
+                              "  crl_allow_expired: yes\n"),
+                     KMS_OK);
+    assert_int_equal(c.tls_cn_identities, 1);
+    assert_int_equal(c.tls_crl_allow_expired, 1);
+    assert_string_equal(c.tls_crl, "/etc/kms/a.pem,/srv/b.pem,/etc/kms/c/d.pem");
+    assert_int_equal(kms_config_set(&c, "tls.crl", "x.pem"), KMS_OK);
+    assert_string_equal(c.tls_crl, "x.pem");
+    kms_config_free(&c);
+    /* limits: defaults, a section of the file, ranges. */
+    assert_int_equal(kms_config_init(&c), KMS_OK);
+    assert_int_equal(c.max_concurrent_streams, KMS_CONFIG_DEFAULT_MAX_STREAMS);
+    assert_int_equal(c.handshake_timeout_ms, KMS_CONFIG_DEFAULT_HANDSHAKE_TIMEOUT_MS);
+    assert_int_equal(c.idle_timeout_ms, KMS_CONFIG_DEFAULT_IDLE_TIMEOUT_MS);
+    assert_int_equal(load(&c, "limits:\n  max_concurrent_streams: 8\n"
+                              "  handshake_timeout_ms: 500\n  idle_timeout_ms: 2000\n"),
+                     KMS_OK);
+    assert_int_equal(c.max_concurrent_streams, 8);
+    assert_int_equal(c.handshake_timeout_ms, 500);
+    assert_int_equal(c.idle_timeout_ms, 2000);
+    assert_int_equal(kms_config_set(&c, "limits.max_concurrent_streams", "0"), KMS_EINVAL);
+    assert_int_equal(kms_config_set(&c, "limits.handshake_timeout_ms", "99"), KMS_EINVAL);
+    assert_int_equal(kms_config_set(&c, "limits.idle_timeout_ms", "999"), KMS_EINVAL);
+    kms_config_free(&c);
+    static const char *const bad[] = {"a.pem,", ",a.pem", "a.pem,,b.pem", ","};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(kms_config_init(&c), KMS_OK);
+        assert_int_equal(kms_config_set(&c, "tls.crl", bad[i]), KMS_EINVAL);
+        kms_config_free(&c);
+    }
+}
+
 static void quorum_and_tpm2_settings(void **state)
 {
     (void)state;
@@ -318,6 +361,45 @@ static void run_needs_tls_unless_insecure(void **state)
     assert_int_equal(kms_config_validate(&c, KMS_CONFIG_RUN), KMS_OK);
     assert_int_equal(kms_config_set(&c, "listen", "no-port"), KMS_OK);
     assert_int_equal(kms_config_validate(&c, KMS_CONFIG_RUN), KMS_EINVAL);
+    /* insecure_dev only on a loopback address. */
+    assert_int_equal(kms_config_set(&c, "listen", "0.0.0.0:7443"), KMS_OK);
+    assert_int_equal(kms_config_validate(&c, KMS_CONFIG_RUN), KMS_EINVAL);
+    assert_non_null(strstr(kms_error_detail(), "loopback"));
+    assert_int_equal(kms_config_set(&c, "listen", "[::1]:0"), KMS_OK);
+    assert_int_equal(kms_config_validate(&c, KMS_CONFIG_RUN), KMS_OK);
+    kms_config_free(&c);
+}
+
+static void loopback_addresses(void **state)
+{
+    (void)state;
+    static const char *const yes[] = {"127.0.0.1:7443", "127.1.2.3:0", "[::1]:7443",
+                                      "localhost:7443"};
+    static const char *const no[] = {
+        "0.0.0.0:7443", "[::]:7443", "10.0.0.1:7443", "kms.example:7443",     "::1", "[::1]",
+        "128.0.0.1:1",  ":7443",     "[]:1",          "[::ffff:127.0.0.1]:1", NULL};
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+        assert_int_equal(kms_config_listen_is_loopback(yes[i]), 1);
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        assert_int_equal(kms_config_listen_is_loopback(no[i]), 0);
+}
+
+/* The test-only settings: refused unless kmsd was built with its test hooks. */
+static void test_settings_only_in_test_builds(void **state)
+{
+    (void)state;
+    kms_config c;
+    assert_int_equal(kms_config_init(&c), KMS_OK);
+    assert_int_equal(kms_config_check_test_settings(&c, 0), KMS_OK);
+    assert_int_equal(kms_config_set(&c, "test_crash_at", "approval-committed"), KMS_OK);
+    assert_int_equal(kms_config_check_test_settings(&c, 1), KMS_OK);
+    assert_int_equal(kms_config_check_test_settings(&c, 0), KMS_EINVAL);
+    assert_non_null(strstr(kms_error_detail(), "test_crash_at"));
+    kms_config_free(&c);
+    assert_int_equal(kms_config_init(&c), KMS_OK);
+    assert_int_equal(kms_config_set(&c, "test_clock_file", "/tmp/clock"), KMS_OK);
+    assert_int_equal(kms_config_check_test_settings(&c, 0), KMS_EINVAL);
+    assert_non_null(strstr(kms_error_detail(), "test_clock_file"));
     kms_config_free(&c);
 }
 
@@ -355,7 +437,10 @@ int main(void)
         cmocka_unit_test(refused_files),
         cmocka_unit_test(empty_file_and_sizes),
         cmocka_unit_test(load_file),
+        cmocka_unit_test(tls_identity_and_revocation),
         cmocka_unit_test(run_needs_tls_unless_insecure),
+        cmocka_unit_test(loopback_addresses),
+        cmocka_unit_test(test_settings_only_in_test_builds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
