@@ -427,6 +427,19 @@ static int host_len(const char *listen)
     return colon ? (int)(colon - listen) : (int)strlen(listen);
 }
 
+/* Every key version is checked by its backend before kmsd serves: a key
+ * that would be refused at first use stops the start instead. */
+static int check_keys(struct daemon *d)
+{
+    size_t checked = 0;
+    int r = kms_keyring_check_all(d->keyring, &checked);
+    if (r != 0)
+        kms_log_error("refusing to start: %s", kms_error_detail());
+    else
+        kms_log_info("start-up key check: %zu key versions passed", checked);
+    return r;
+}
+
 static int cmd_run(struct daemon *d, const sigset_t *stop)
 {
     kms_secret *key = NULL;
@@ -443,6 +456,8 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
                           d->cfg.database);
         goto out;
     }
+    if ((r = check_keys(d)) != 0)
+        goto out;
     if ((r = start_quorum(d)) != 0)
         goto out;
     if (d->cfg.insecure_dev) {

@@ -68,6 +68,15 @@ const char *kms_keyring_default_backend(const kms_keyring *kr);
  * first that does not (each one down is logged). */
 int kms_keyring_health(kms_keyring *kr) KMS_MUST_CHECK;
 
+/* The start-up check: opens (so the backend checks) every version of every
+ * complete key that is not destroyed, then releases what it opened (first
+ * use opens and checks it again). Each version that fails is logged as an
+ * error naming key and version; the result is the first failure (e.g.
+ * KMS_EKEYCHECK naming the attribute, KMS_ENOTFOUND if the device object is
+ * gone), so kmsd refuses to start rather than serve a key it would refuse
+ * later. *checked (optional) receives the number of versions that passed. */
+int kms_keyring_check_all(kms_keyring *kr, size_t *checked) KMS_MUST_CHECK;
+
 /* Makes the record of an automatic rotation (nonce budget, rotation
  * period) of key_name to version: an EXECUTED action of
  * KMS_SYSTEM_PROPOSER, which the keyring stores in the same transaction as
