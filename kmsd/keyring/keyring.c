@@ -465,7 +465,10 @@ static void check_entry(struct key_entry *e, size_t *checked, int *first, char *
         int was_open = v->bk != NULL;
         int r = ensure_open(e, v); /* logs the failure with key and version */
         if (r != 0) {
-            if (*first == 0) {
+            /* Only an unsafe key stops the start; a key the device cannot
+             * open now (PCRs changed, object gone, device down) is logged
+             * here and answers its error on use, as before. */
+            if (r == KMS_EKEYCHECK && *first == 0) {
                 *first = r;
                 snprintf(why, cap, "key %s version %u: %s", e->rec.name, v->version,
                          kms_error_detail());
@@ -491,13 +494,9 @@ int kms_keyring_check_all(kms_keyring *kr, size_t *checked)
     for (size_t i = 0; r == 0 && i < l.n; i++) {
         struct key_entry *e = NULL;
         int g = get_entry(kr, l.names[i], NULL, &e);
-        if (g != 0) {
+        if (g != 0) { /* e.g. its backend is not configured: it answers so on use */
             kms_log_error("key %s cannot be loaded: %s (%s)", l.names[i], kms_strerror(g),
                           kms_error_detail());
-            if (first == 0) {
-                first = g;
-                snprintf(why, sizeof(why), "key %s: %s", l.names[i], kms_error_detail());
-            }
             continue;
         }
         check_entry(e, &ok, &first, why, sizeof(why));
