@@ -36,6 +36,12 @@ typedef struct kms_tpm2_config {
      * KMS_TPM2_DEFAULT_LOCK_DIR. It must be a directory of kmsd's user with
      * mode 0700 (created so if absent), else opening fails with KMS_EPRECOND. */
     const char *lock_dir;
+    /* Where the storage primary's name (hex, one line) is recorded:
+     * kms_tpm2_provision writes it (or checks it if present), and every open,
+     * reconnect and restart compares the object at primary_handle with it
+     * and refuses a different one (KMS_EPRECOND). NULL: no record (test
+     * harnesses only; kmsd always sets it). */
+    const char *primary_name_file;
 } kms_tpm2_config;
 
 /* Connects, starts the TPM if needed, flushes leftover transient objects

@@ -232,6 +232,8 @@ static void device_put(tpm2_device *d)
     pthread_mutex_unlock(&d->mu);
     if (!last)
         return;
+    kms_tpm2_drop_cached(d);
+    kms_tpm2_drop_session(d);
     kms_tpm2_disconnect(d);
     kms_tpm2_unlock(d->lock_fd);
     pthread_mutex_destroy(&d->mu);
@@ -304,6 +306,8 @@ int kms_tpm2_open(const kms_tpm2_config *cfg, kms_backend **sealed, kms_backend 
     if (d->cfg.primary_handle == 0)
         d->cfg.primary_handle = KMS_TPM2_DEFAULT_PRIMARY;
     d->primary = ESYS_TR_NONE;
+    d->enc_session = ESYS_TR_NONE;
+    d->res_h = ESYS_TR_NONE;
     d->refs = 1; /* ours until both backends hold it */
     d->lock_fd = -1;
     pthread_mutex_init(&d->mu, NULL);
@@ -311,6 +315,8 @@ int kms_tpm2_open(const kms_tpm2_config *cfg, kms_backend **sealed, kms_backend 
     int ret = (d->tcti_conf = strdup(cfg->tcti)) == NULL
                   ? kms_error_set(KMS_ENOMEM, "out of memory")
                   : kms_tpm2_lock(cfg, &d->lock_fd);
+    if (ret == 0)
+        ret = kms_tpm2_load_primary_name(d);
     if (ret == 0)
         ret = kms_tpm2_connect(d, 1);
     if (ret == 0)

@@ -31,6 +31,9 @@ typedef struct tpm2_device {
     int broken;  /* the connection failed: reconnect before the next command */
     int refs;    /* backends sharing this device (under mu) */
     int lock_fd; /* the TPM lock (tpm2_lock.c), held while the device lives */
+    /* The primary's recorded name (hex; "" = none to check): find_primary
+     * refuses any other object at the handle. */
+    char primary_name[2 * sizeof(TPMU_NAME) + 1];
     /* Resident mode keeps the last used HMAC key loaded (one slot: swtpm
      * has three, and unsealing needs two). res_owner is the opened key
      * (kms_backend_key id) it belongs to; 0 when nothing is cached. */
@@ -39,6 +42,10 @@ typedef struct tpm2_device {
     uint8_t res_key_id[KMS_KEY_ID_LEN]; /* the cached key's version, for destroy */
     uint32_t res_version;
     uint64_t next_owner;
+    /* The salted HMAC session (salted to the primary's public key) that
+     * encrypts the parameters carrying key material; kept across commands
+     * (continueSession), ESYS_TR_NONE until first needed or after a reset. */
+    ESYS_TR enc_session;
 } tpm2_device;
 
 /* ---- the context (tpm2_device.c); all with the lock held or not yet shared ---- */
@@ -47,6 +54,11 @@ typedef struct tpm2_device {
  * also finds the primary. */
 int kms_tpm2_connect(tpm2_device *d, int need_primary);
 void kms_tpm2_disconnect(tpm2_device *d);
+
+/* Reads cfg.primary_name_file into d->primary_name (KMS_EPRECOND if it
+ * is missing: the primary was provisioned before names were recorded, or
+ * never). No-op without a file. */
+int kms_tpm2_load_primary_name(tpm2_device *d);
 
 /* Before a command: reconnects a broken context. */
 int kms_tpm2_ready(tpm2_device *d);
@@ -63,7 +75,20 @@ int kms_tpm2_restart(tpm2_device *d);
  * TPM cannot be told). */
 void kms_tpm2_drop_cached(tpm2_device *d);
 
-/* Esys_Create / Esys_Load under the primary (password session, empty auth). */
+/* The parameter-encryption session: started on first use (salted to the
+ * primary, AES-128-CFB, SHA-256), with attributes DECRYPT (the command's
+ * first parameter travels encrypted), ENCRYPT (so does the response's) and
+ * CONTINUESESSION. It authorizes objects with an empty authValue and so
+ * replaces the password session where key material crosses the bus.
+ * *s is the device's session; a command that fails with a session error
+ * should call kms_tpm2_drop_session. */
+TSS2_RC kms_tpm2_session(tpm2_device *d, ESYS_TR *s);
+/* Flushes (or forgets, when the TPM cannot be told) the session. */
+void kms_tpm2_drop_session(tpm2_device *d);
+
+/* Esys_Create under the primary, authorized by the salted session, so the
+ * sensitive part (the sealed key) crosses the bus encrypted; Esys_Load
+ * (password session: the private blob is already encrypted by the TPM). */
 TSS2_RC kms_tpm2_create_object(tpm2_device *d, const TPM2B_SENSITIVE_CREATE *sens,
                                const TPM2B_PUBLIC *tmpl, TPM2B_PUBLIC *pub, TPM2B_PRIVATE *priv);
 TSS2_RC kms_tpm2_load(tpm2_device *d, const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv,

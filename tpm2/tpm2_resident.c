@@ -74,8 +74,16 @@ static TSS2_RC hmac_once(tpm2_device *d, uint64_t owner, const tpm2_ref *r,
         rc = cache_load(d, owner, r);
         if (rc != TSS2_RC_SUCCESS)
             return rc;
-        rc = Esys_HMAC(d->esys, d->res_h, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, msg,
-                       TPM2_ALG_SHA256, mac);
+        /* Authorized by the salted session: the one-time key (the HMAC)
+         * comes back encrypted. */
+        ESYS_TR session = ESYS_TR_NONE;
+        rc = kms_tpm2_session(d, &session);
+        if (rc != TSS2_RC_SUCCESS)
+            return rc;
+        rc = Esys_HMAC(d->esys, d->res_h, session, ESYS_TR_NONE, ESYS_TR_NONE, msg, TPM2_ALG_SHA256,
+                       mac);
+        if (rc != TSS2_RC_SUCCESS)
+            kms_tpm2_drop_session(d);
         /* A TPM answer we will not retry as is: the handle may be stale
          * (someone flushed it), so load afresh and try once more if it was
          * a cached one. A reset is handled by the restart, a broken

@@ -12,19 +12,34 @@
 #include "tpm2_internal.h"
 
 /* A policy (or trial) session with PolicyPCR over mask; *digest (optional)
- * receives the policy digest. On failure no session is left. */
+ * receives the policy digest. On failure no session is left. A policy
+ * session (the one that authorizes Unseal) is salted to the primary and
+ * encrypts the response, so the unsealed key crosses the bus encrypted. */
 static TSS2_RC pcr_session(tpm2_device *d, uint32_t mask, TPM2_SE type, ESYS_TR *session,
                            TPM2B_DIGEST **digest)
 {
     TPMT_SYM_DEF sym = {.algorithm = TPM2_ALG_NULL};
+    ESYS_TR salt_key = ESYS_TR_NONE;
+    if (type == TPM2_SE_POLICY) {
+        sym =
+            (TPMT_SYM_DEF){.algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB};
+        salt_key = d->primary;
+    }
     TPML_PCR_SELECTION sel;
     TPM2B_DIGEST empty = {0};
     kms_tpm2_pcr_selection(mask, &sel);
-    TSS2_RC rc =
-        Esys_StartAuthSession(d->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                              ESYS_TR_NONE, NULL, type, &sym, TPM2_ALG_SHA256, session);
+    TSS2_RC rc = Esys_StartAuthSession(d->esys, salt_key, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                       ESYS_TR_NONE, NULL, type, &sym, TPM2_ALG_SHA256, session);
     if (rc != TSS2_RC_SUCCESS)
         return rc;
+    if (type == TPM2_SE_POLICY)
+        rc = Esys_TRSess_SetAttributes(d->esys, *session, TPMA_SESSION_ENCRYPT,
+                                       TPMA_SESSION_ENCRYPT | TPMA_SESSION_DECRYPT);
+    if (rc != TSS2_RC_SUCCESS) {
+        (void)Esys_FlushContext(d->esys, *session);
+        *session = ESYS_TR_NONE;
+        return rc;
+    }
     rc = Esys_PolicyPCR(d->esys, *session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &empty, &sel);
     if (rc == TSS2_RC_SUCCESS && digest != NULL)
         rc = Esys_PolicyGetDigest(d->esys, *session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
@@ -89,16 +104,26 @@ int kms_tpm2_seal_create(tpm2_device *d, tpm2_ref *r)
     return ret;
 }
 
+/* Unseal is authorized by the salted session (or, for a PCR-bound key, by
+ * a salted policy session): either way the response, the key, is
+ * encrypted on the bus. */
 static TSS2_RC unseal(tpm2_device *d, const tpm2_ref *r, TPM2B_SENSITIVE_DATA **out)
 {
-    ESYS_TR h = ESYS_TR_NONE, session = ESYS_TR_PASSWORD;
+    ESYS_TR h = ESYS_TR_NONE, session = ESYS_TR_NONE, policy = ESYS_TR_NONE;
     TSS2_RC rc = kms_tpm2_load(d, &r->pub, &r->priv, &h);
-    if (rc == TSS2_RC_SUCCESS && r->pcr_mask != 0)
-        rc = pcr_session(d, r->pcr_mask, TPM2_SE_POLICY, &session, NULL);
-    if (rc == TSS2_RC_SUCCESS)
+    if (rc == TSS2_RC_SUCCESS && r->pcr_mask != 0) {
+        rc = pcr_session(d, r->pcr_mask, TPM2_SE_POLICY, &policy, NULL);
+        session = policy;
+    } else if (rc == TSS2_RC_SUCCESS) {
+        rc = kms_tpm2_session(d, &session);
+    }
+    if (rc == TSS2_RC_SUCCESS) {
         rc = Esys_Unseal(d->esys, h, session, ESYS_TR_NONE, ESYS_TR_NONE, out);
-    if (session != ESYS_TR_PASSWORD && session != ESYS_TR_NONE)
-        (void)Esys_FlushContext(d->esys, session);
+        if (rc != TSS2_RC_SUCCESS && policy == ESYS_TR_NONE)
+            kms_tpm2_drop_session(d);
+    }
+    if (policy != ESYS_TR_NONE)
+        (void)Esys_FlushContext(d->esys, policy);
     if (h != ESYS_TR_NONE)
         (void)Esys_FlushContext(d->esys, h);
     return rc;
