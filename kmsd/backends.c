@@ -55,7 +55,8 @@ static int tpm2_configured(const kms_config *c)
 }
 
 /* The storage primary's name is recorded beside the database, as
- * "<database>.tpm2-primary" (name_file: its buffer, cap bytes). */
+ * "<database>.tpm2-primary", and the object auth secret is
+ * "<database>.tpm2-auth" (both paths in name_file: cap bytes). */
 static int tpm2_config(const kms_config *c, kms_tpm2_config *tc, char *name_file, size_t cap)
 {
     memset(tc, 0, sizeof(*tc));
@@ -66,6 +67,12 @@ static int tpm2_config(const kms_config *c, kms_tpm2_config *tc, char *name_file
     if (c->database == NULL || len < 0 || (size_t)len >= cap)
         return kms_error_set(KMS_EINVAL, "tpm2: the database path is needed (and too long)");
     tc->primary_name_file = name_file;
+    /* The object auth secret: "<database>.tpm2-auth", in the same buffer. */
+    char *auth_file = name_file + len + 1;
+    int alen = snprintf(auth_file, cap - (size_t)len - 1, "%s.tpm2-auth", c->database);
+    if (alen < 0 || (size_t)alen >= cap - (size_t)len - 1)
+        return kms_error_set(KMS_EINVAL, "tpm2: the database path is too long");
+    tc->auth_key_file = auth_file;
     return kms_tpm2_parse_pcrs(c->tpm2_pcrs, &tc->pcr_mask);
 }
 

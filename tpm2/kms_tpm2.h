@@ -42,6 +42,14 @@ typedef struct kms_tpm2_config {
      * and refuses a different one (KMS_EPRECOND). NULL: no record (test
      * harnesses only; kmsd always sets it). */
     const char *primary_name_file;
+    /* A 32-byte secret file (0600, kmsd's) from which every new object's
+     * authValue is derived (per key version), so the blobs in the database
+     * are useless to someone who can also talk to this TPM but lacks this
+     * file. kms_tpm2_provision creates it if absent; open requires it
+     * (KMS_EPRECOND). NULL: new objects get an empty authValue (test
+     * harnesses only; kmsd always sets it). Objects made with an empty
+     * authValue (older references) stay readable either way. */
+    const char *auth_key_file;
 } kms_tpm2_config;
 
 /* Connects, starts the TPM if needed, flushes leftover transient objects

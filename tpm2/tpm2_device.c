@@ -9,6 +9,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <tss2/tss2_rc.h>
 #include <tss2/tss2_tctildr.h>
 
@@ -117,6 +121,78 @@ int kms_tpm2_load_primary_name(tpm2_device *d)
     if (!ok)
         return kms_error_set(KMS_EPRECOND, "tpm2: %s does not hold a primary's name",
                              d->cfg.primary_name_file);
+    return KMS_OK;
+}
+
+#define AUTH_LABEL "kms-tpm2-auth-v1"
+
+int kms_tpm2_load_auth_key(tpm2_device *d)
+{
+    if (d->cfg.auth_key_file == NULL)
+        return KMS_OK;
+    if (access(d->cfg.auth_key_file, F_OK) != 0)
+        return kms_error_set(KMS_EPRECOND,
+                             "tpm2: no object auth secret (%s): run `kmsd tpm2-provision` to make "
+                             "one",
+                             d->cfg.auth_key_file);
+    kms_secret *k = NULL;
+    KMS_GUARD(kms_file_read_secret(d->cfg.auth_key_file, 64, &k));
+    if (k->len != 32) {
+        kms_secret_free(k);
+        return kms_error_set(KMS_EPRECOND, "tpm2: %s is not a 32-byte secret",
+                             d->cfg.auth_key_file);
+    }
+    kms_secret_free(d->auth_key);
+    d->auth_key = k;
+    return KMS_OK;
+}
+
+int kms_tpm2_object_auth(tpm2_device *d, const tpm2_ref *r, TPM2B_AUTH *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!r->auth)
+        return KMS_OK;
+    if (d->auth_key == NULL)
+        return kms_error_set(KMS_EPRECOND,
+                             "tpm2: key version needs the object auth secret, and none is "
+                             "configured");
+    uint8_t msg[sizeof(AUTH_LABEL) - 1 + KMS_KEY_ID_LEN + 4];
+    memcpy(msg, AUTH_LABEL, sizeof(AUTH_LABEL) - 1);
+    memcpy(msg + sizeof(AUTH_LABEL) - 1, r->key_id, KMS_KEY_ID_LEN);
+    for (int i = 0; i < 4; i++)
+        msg[sizeof(AUTH_LABEL) - 1 + KMS_KEY_ID_LEN + i] = (uint8_t)(r->version >> (24 - 8 * i));
+    unsigned int len = 0;
+    if (HMAC(EVP_sha256(), d->auth_key->data, (int)d->auth_key->len, msg, sizeof(msg), out->buffer,
+             &len) == NULL ||
+        len != 32) {
+        OPENSSL_cleanse(out, sizeof(*out));
+        return kms_error_set(KMS_EINTERNAL, "tpm2: cannot derive an object's authValue");
+    }
+    out->size = 32;
+    return KMS_OK;
+}
+
+/* Provisioning: makes the object auth secret if it is configured and
+ * absent (32 random bytes, 0600, never overwritten). */
+static int make_auth_key(tpm2_device *d)
+{
+    if (d->cfg.auth_key_file == NULL || access(d->cfg.auth_key_file, F_OK) == 0)
+        return KMS_OK;
+    uint8_t key[32];
+    if (RAND_priv_bytes(key, sizeof(key)) != 1)
+        return kms_error_set(KMS_EINTERNAL, "tpm2: no random bytes for the auth secret");
+    int fd = open(d->cfg.auth_key_file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int ok = fd >= 0 && write(fd, key, sizeof(key)) == (ssize_t)sizeof(key) && fsync(fd) == 0;
+    OPENSSL_cleanse(key, sizeof(key));
+    if (fd >= 0)
+        ok = close(fd) == 0 && ok;
+    if (!ok) {
+        if (fd >= 0)
+            unlink(d->cfg.auth_key_file);
+        return kms_error_set(KMS_EUNAVAIL, "tpm2: cannot create the auth secret %s",
+                             d->cfg.auth_key_file);
+    }
+    kms_log_info("tpm2: made the object auth secret %s", d->cfg.auth_key_file);
     return KMS_OK;
 }
 
@@ -397,6 +473,8 @@ int kms_tpm2_provision(const kms_tpm2_config *cfg)
     }
     if (r == 0)
         r = record_primary_name(&d);
+    if (r == 0)
+        r = make_auth_key(&d);
     kms_tpm2_disconnect(&d);
     kms_tpm2_unlock(lock_fd);
     free(d.tcti_conf);

@@ -46,6 +46,9 @@ typedef struct tpm2_device {
      * encrypts the parameters carrying key material; kept across commands
      * (continueSession), ESYS_TR_NONE until first needed or after a reset. */
     ESYS_TR enc_session;
+    /* The secret each object's authValue is derived from (cfg.auth_key_file,
+     * 32 bytes, locked); NULL: new objects get an empty authValue. */
+    kms_secret *auth_key;
 } tpm2_device;
 
 /* ---- the context (tpm2_device.c); all with the lock held or not yet shared ---- */
@@ -59,6 +62,10 @@ void kms_tpm2_disconnect(tpm2_device *d);
  * is missing: the primary was provisioned before names were recorded, or
  * never). No-op without a file. */
 int kms_tpm2_load_primary_name(tpm2_device *d);
+
+/* Reads cfg.auth_key_file into d->auth_key (KMS_EPRECOND if missing).
+ * No-op without a file. */
+int kms_tpm2_load_auth_key(tpm2_device *d);
 
 /* Before a command: reconnects a broken context. */
 int kms_tpm2_ready(tpm2_device *d);
@@ -176,9 +183,15 @@ typedef struct tpm2_ref {
     uint8_t key_id[KMS_KEY_ID_LEN];
     uint32_t version;
     uint32_t pcr_mask;
+    int auth; /* 1: the object's authValue is derived from the auth secret (format 2) */
     TPM2B_PUBLIC pub;
     TPM2B_PRIVATE priv;
 } tpm2_ref;
+
+/* r's authValue: HMAC-SHA256(auth secret, "kms-tpm2-auth-v1" || key id ||
+ * version BE); empty for a format-1 reference. KMS_EPRECOND if r needs
+ * the secret and none is configured. The caller wipes *out. */
+int kms_tpm2_object_auth(tpm2_device *d, const tpm2_ref *r, TPM2B_AUTH *out);
 
 int kms_tpm2_ref_encode(const tpm2_ref *r, kms_backend_ref *out);
 int kms_tpm2_ref_decode(const kms_backend_ref *in, tpm2_ref *out);

@@ -15,8 +15,8 @@
  * receives the policy digest. On failure no session is left. A policy
  * session (the one that authorizes Unseal) is salted to the primary and
  * encrypts the response, so the unsealed key crosses the bus encrypted. */
-static TSS2_RC pcr_session(tpm2_device *d, uint32_t mask, TPM2_SE type, ESYS_TR *session,
-                           TPM2B_DIGEST **digest)
+static TSS2_RC pcr_session(tpm2_device *d, uint32_t mask, int with_auth, TPM2_SE type,
+                           ESYS_TR *session, TPM2B_DIGEST **digest)
 {
     TPMT_SYM_DEF sym = {.algorithm = TPM2_ALG_NULL};
     ESYS_TR salt_key = ESYS_TR_NONE;
@@ -41,6 +41,10 @@ static TSS2_RC pcr_session(tpm2_device *d, uint32_t mask, TPM2_SE type, ESYS_TR 
         return rc;
     }
     rc = Esys_PolicyPCR(d->esys, *session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &empty, &sel);
+    /* And the object's authValue: the PCRs alone would let anyone with the
+     * blob unseal while they hold their values. */
+    if (rc == TSS2_RC_SUCCESS && with_auth)
+        rc = Esys_PolicyAuthValue(d->esys, *session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE);
     if (rc == TSS2_RC_SUCCESS && digest != NULL)
         rc = Esys_PolicyGetDigest(d->esys, *session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
                                   digest);
@@ -52,11 +56,11 @@ static TSS2_RC pcr_session(tpm2_device *d, uint32_t mask, TPM2_SE type, ESYS_TR 
 }
 
 /* The policy digest of PolicyPCR over the PCRs' current values (trial). */
-static TSS2_RC pcr_policy(tpm2_device *d, uint32_t mask, TPM2B_DIGEST *out)
+static TSS2_RC pcr_policy(tpm2_device *d, uint32_t mask, int with_auth, TPM2B_DIGEST *out)
 {
     ESYS_TR trial = ESYS_TR_NONE;
     TPM2B_DIGEST *policy = NULL;
-    TSS2_RC rc = pcr_session(d, mask, TPM2_SE_TRIAL, &trial, &policy);
+    TSS2_RC rc = pcr_session(d, mask, with_auth, TPM2_SE_TRIAL, &trial, &policy);
     if (rc == TSS2_RC_SUCCESS) {
         *out = *policy;
         Esys_Free(policy);
@@ -86,14 +90,16 @@ int kms_tpm2_seal_create(tpm2_device *d, tpm2_ref *r)
     int ret = KMS_OK;
     if (r->pcr_mask != 0) {
         /* Policy only: no USERWITHAUTH, so the empty password cannot unseal. */
-        TPM2_RUN(d, rc, pcr_policy(d, r->pcr_mask, &tmpl.publicArea.authPolicy));
+        TPM2_RUN(d, rc, pcr_policy(d, r->pcr_mask, r->auth, &tmpl.publicArea.authPolicy));
         if (rc != TSS2_RC_SUCCESS)
             return kms_tpm2_error(d, rc, "PCR policy");
     } else {
         tmpl.publicArea.objectAttributes |= TPMA_OBJECT_USERWITHAUTH;
     }
     sens.sensitive.data.size = 32;
-    if (RAND_priv_bytes(sens.sensitive.data.buffer, 32) != 1) {
+    if ((ret = kms_tpm2_object_auth(d, r, &sens.sensitive.userAuth)) != 0) {
+        /* detail set */
+    } else if (RAND_priv_bytes(sens.sensitive.data.buffer, 32) != 1) {
         ret = kms_error_set(KMS_EINTERNAL, "tpm2: no random bytes for a key");
     } else {
         TPM2_RUN(d, rc, kms_tpm2_create_object(d, &sens, &tmpl, &r->pub, &r->priv));
@@ -107,12 +113,15 @@ int kms_tpm2_seal_create(tpm2_device *d, tpm2_ref *r)
 /* Unseal is authorized by the salted session (or, for a PCR-bound key, by
  * a salted policy session): either way the response, the key, is
  * encrypted on the bus. */
-static TSS2_RC unseal(tpm2_device *d, const tpm2_ref *r, TPM2B_SENSITIVE_DATA **out)
+static TSS2_RC unseal(tpm2_device *d, const tpm2_ref *r, const TPM2B_AUTH *auth,
+                      TPM2B_SENSITIVE_DATA **out)
 {
     ESYS_TR h = ESYS_TR_NONE, session = ESYS_TR_NONE, policy = ESYS_TR_NONE;
     TSS2_RC rc = kms_tpm2_load(d, &r->pub, &r->priv, &h);
+    if (rc == TSS2_RC_SUCCESS && r->auth)
+        rc = Esys_TR_SetAuth(d->esys, h, auth);
     if (rc == TSS2_RC_SUCCESS && r->pcr_mask != 0) {
-        rc = pcr_session(d, r->pcr_mask, TPM2_SE_POLICY, &policy, NULL);
+        rc = pcr_session(d, r->pcr_mask, r->auth, TPM2_SE_POLICY, &policy, NULL);
         session = policy;
     } else if (rc == TSS2_RC_SUCCESS) {
         rc = kms_tpm2_session(d, &session);
@@ -133,9 +142,12 @@ int kms_tpm2_seal_open(tpm2_device *d, const tpm2_ref *r, kms_secret **key)
 {
     TPM2B_SENSITIVE_DATA *data = NULL;
     kms_secret *s = NULL;
+    TPM2B_AUTH auth;
     TSS2_RC rc;
     int ret;
-    TPM2_RUN(d, rc, unseal(d, r, &data));
+    KMS_GUARD(kms_tpm2_object_auth(d, r, &auth));
+    TPM2_RUN(d, rc, unseal(d, r, &auth, &data));
+    OPENSSL_cleanse(&auth, sizeof(auth));
     if (rc != TSS2_RC_SUCCESS) {
         ret = kms_tpm2_error(d, rc, "unseal");
         if (ret == KMS_EPRECOND) {

@@ -26,6 +26,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -615,6 +616,97 @@ static void bus_listener_learns_no_key(void **state)
     kms_test_swtpm_destroy(&other);
 }
 
+/* One wrap and unwrap round trip through b's version ref: 0 or the first
+ * error (open, wrap or unwrap). */
+static int use_ref(kms_backend *b, const kms_backend_ref *ref)
+{
+    kms_backend_key *k = NULL;
+    int r = b->ops->open_version(b, ref, &k);
+    if (r != 0)
+        return r;
+    uint8_t pt[32] = {9}, ct[32], back[32];
+    kms_aead_io io = {.in = pt, .in_len = 32, .out = ct};
+    r = b->ops->wrap(b, k, &io);
+    if (r == 0) {
+        kms_aead_io un = io;
+        un.in = ct;
+        un.out = back;
+        r = b->ops->unwrap(b, k, &un);
+    }
+    b->ops->release_version(b, k);
+    return r;
+}
+
+/* Object auth: versions made with an auth secret (kmsd's
+ * <database>.tpm2-auth) cannot be used by someone who has the references
+ * (a copy of the database) and this TPM but not the secret, nor with
+ * another secret, in both modes and PCR-bound; with the secret they work.
+ * A reference made with an empty authValue (before this) stays readable.
+ * The old code made every object with an empty authValue, usable by
+ * anyone with the blobs and the TPM. */
+static void object_auth_needs_the_secret(void **state)
+{
+    (void)state;
+    kms_test_swtpm other;
+    kms_test_swtpm_start(&other);
+    char auth_a[600], auth_b[600];
+    snprintf(auth_a, sizeof(auth_a), "%s/a.tpm2-auth", other.dir);
+    snprintf(auth_b, sizeof(auth_b), "%s/b.tpm2-auth", other.dir);
+    kms_tpm2_config plain = {.tcti = other.tcti, .lock_dir = other.dir};
+    kms_tpm2_config with_a = {.tcti = other.tcti, .lock_dir = other.dir, .auth_key_file = auth_a};
+    kms_tpm2_config with_b = {.tcti = other.tcti, .lock_dir = other.dir, .auth_key_file = auth_b};
+    kms_tpm2_config pcr_a = with_a;
+    pcr_a.pcr_mask = 1u << 16;
+
+    kms_backend *s = NULL, *r = NULL;
+    assert_int_equal(kms_tpm2_open(&with_a, &s, &r), KMS_EPRECOND); /* no secret yet */
+    assert_int_equal(kms_tpm2_provision(&with_a), 0);               /* makes it, 0600 */
+    assert_int_equal(kms_tpm2_provision(&with_b), 0);
+    struct stat st;
+    assert_int_equal(stat(auth_a, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(st.st_size, 32);
+
+    /* An old-style version (empty authValue) made first. */
+    kms_backend_ref old_ref, sealed_ref, resident_ref, pcr_ref;
+    assert_int_equal(kms_tpm2_open(&plain, &s, &r), 0);
+    assert_int_equal(s->ops->create_version(s, KEY_ID, 70, &old_ref), 0);
+    s->ops->close(s);
+    r->ops->close(r);
+    assert_int_equal(kms_tpm2_open(&with_a, &s, &r), 0);
+    assert_int_equal(s->ops->create_version(s, KEY_ID, 71, &sealed_ref), 0);
+    assert_int_equal(r->ops->create_version(r, KEY_ID, 72, &resident_ref), 0);
+    assert_int_equal(use_ref(s, &sealed_ref), 0);
+    assert_int_equal(use_ref(r, &resident_ref), 0);
+    assert_int_equal(use_ref(s, &old_ref), 0); /* kept readable */
+    s->ops->close(s);
+    r->ops->close(r);
+    assert_int_equal(kms_tpm2_open(&pcr_a, &s, &r), 0);
+    assert_int_equal(s->ops->create_version(s, KEY_ID, 73, &pcr_ref), 0);
+    assert_int_equal(use_ref(s, &pcr_ref), 0);
+    s->ops->close(s);
+    r->ops->close(r);
+
+    /* The attacker: same TPM, the refs, no secret or another one. */
+    const kms_tpm2_config *attackers[] = {&plain, &with_b};
+    for (int a = 0; a < 2; a++) {
+        assert_int_equal(kms_tpm2_open(attackers[a], &s, &r), 0);
+        assert_int_not_equal(use_ref(s, &sealed_ref), 0);
+        assert_int_not_equal(use_ref(r, &resident_ref), 0);
+        assert_int_not_equal(use_ref(s, &pcr_ref), 0);
+        assert_int_equal(use_ref(s, &old_ref), 0);
+        s->ops->close(s);
+        r->ops->close(r);
+    }
+    /* And the rightful owner still can (no lockout: the objects are NODA). */
+    assert_int_equal(kms_tpm2_open(&with_a, &s, &r), 0);
+    assert_int_equal(use_ref(s, &sealed_ref), 0);
+    assert_int_equal(use_ref(r, &resident_ref), 0);
+    s->ops->close(s);
+    r->ops->close(r);
+    kms_test_swtpm_destroy(&other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -628,6 +720,7 @@ int main(void)
         cmocka_unit_test(other_tpm_refuses),
         cmocka_unit_test(replaced_primary_refused),
         cmocka_unit_test(bus_listener_learns_no_key),
+        cmocka_unit_test(object_auth_needs_the_secret),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }
