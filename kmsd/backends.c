@@ -4,6 +4,7 @@
  * keyring's table (kms_keyring_backend_name). */
 #include "kmsd/backends.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "pkcs11/kms_p11.h"
@@ -53,19 +54,33 @@ static int tpm2_configured(const kms_config *c)
     return c->tpm2_tcti != NULL;
 }
 
-static int tpm2_config(const kms_config *c, kms_tpm2_config *tc)
+/* The storage primary's name is recorded beside the database, as
+ * "<database>.tpm2-primary", and the object auth secret is
+ * "<database>.tpm2-auth" (both paths in name_file: cap bytes). */
+static int tpm2_config(const kms_config *c, kms_tpm2_config *tc, char *name_file, size_t cap)
 {
     memset(tc, 0, sizeof(*tc));
     tc->tcti = c->tpm2_tcti;
     tc->primary_handle = c->tpm2_primary_handle;
     tc->lock_dir = c->tpm2_lock_dir;
+    int len = snprintf(name_file, cap, "%s.tpm2-primary", c->database ? c->database : "");
+    if (c->database == NULL || len < 0 || (size_t)len >= cap)
+        return kms_error_set(KMS_EINVAL, "tpm2: the database path is needed (and too long)");
+    tc->primary_name_file = name_file;
+    /* The object auth secret: "<database>.tpm2-auth", in the same buffer. */
+    char *auth_file = name_file + len + 1;
+    int alen = snprintf(auth_file, cap - (size_t)len - 1, "%s.tpm2-auth", c->database);
+    if (alen < 0 || (size_t)alen >= cap - (size_t)len - 1)
+        return kms_error_set(KMS_EINVAL, "tpm2: the database path is too long");
+    tc->auth_key_file = auth_file;
     return kms_tpm2_parse_pcrs(c->tpm2_pcrs, &tc->pcr_mask);
 }
 
 static int tpm2_provision(const kms_config *c)
 {
     kms_tpm2_config tc;
-    KMS_GUARD(tpm2_config(c, &tc));
+    char name_file[4096];
+    KMS_GUARD(tpm2_config(c, &tc, name_file, sizeof(name_file)));
     return kms_tpm2_provision(&tc);
 }
 
@@ -73,7 +88,8 @@ static int tpm2_provision(const kms_config *c)
 static int tpm2_open(const kms_config *c, int init, kms_backend **out, size_t *n)
 {
     kms_tpm2_config tc;
-    KMS_GUARD(tpm2_config(c, &tc));
+    char name_file[4096];
+    KMS_GUARD(tpm2_config(c, &tc, name_file, sizeof(name_file)));
     /* init makes the primary; run needs it made. */
     if (init)
         KMS_GUARD(kms_tpm2_provision(&tc));

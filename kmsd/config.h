@@ -91,7 +91,7 @@ typedef struct kms_config {
     char *tpm2_tcti;              /* NULL: no TPM2 backend */
     unsigned tpm2_primary_handle; /* 0: KMS_TPM2_DEFAULT_PRIMARY */
     char *tpm2_pcrs;              /* "16,17": PCRs sealed keys are bound to */
-    char *tpm2_lock_dir;          /* NULL: /run/lock, else /tmp (one kms process per TPM) */
+    char *tpm2_lock_dir;          /* NULL: /run/kms (0700, kmsd's; one kms process per TPM) */
     /* the audit log: on when audit_dir is set */
     char *audit_dir;
     size_t audit_max_bytes;  /* 0: 64 MiB */

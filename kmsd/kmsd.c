@@ -689,6 +689,19 @@ static void revocation_reload(struct revocation *rv)
     kms_log_info("SIGHUP: tls.crl reloaded");
 }
 
+/* Every key version is checked by its backend before kmsd serves: a key
+ * that would be refused at first use stops the start instead. */
+static int check_keys(struct daemon *d)
+{
+    size_t checked = 0;
+    int r = kms_keyring_check_all(d->keyring, &checked);
+    if (r != 0)
+        kms_log_error("refusing to start: %s", kms_error_detail());
+    else
+        kms_log_info("start-up key check: %zu key versions passed", checked);
+    return r;
+}
+
 static int cmd_run(struct daemon *d, const sigset_t *stop)
 {
     struct revocation rv = {.cfg = &d->cfg};
@@ -707,8 +720,8 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
                           d->cfg.database);
         goto out;
     }
-    if ((r = check_state_key(d)) != 0 || (r = start_audit(d, "start")) != 0 ||
-        (r = start_quorum(d)) != 0)
+    if ((r = check_keys(d)) != 0 || (r = check_state_key(d)) != 0 ||
+        (r = start_audit(d, "start")) != 0 || (r = start_quorum(d)) != 0)
         goto out;
     if (d->cfg.insecure_dev) {
         kms_log_warn("INSECURE: --insecure-dev serves plaintext gRPC without client "

@@ -4,7 +4,7 @@
  * A key is used only if the token says it is an AES-256 secret key that is
  * sensitive, always was, is not extractable and never was, was generated
  * on the token (local), is a private token object (usable only after
- * login), may encrypt and decrypt and nothing else, and its value cannot
+ * login), cannot be modified, may encrypt and decrypt and nothing else, and its value cannot
  * be read. Anything else is refused loudly (error detail and log line),
  * naming the first failing attribute. */
 #include <stdio.h>
@@ -102,6 +102,9 @@ static const struct bool_rule bool_rules[] = {
     {CKA_NEVER_EXTRACTABLE, "CKA_NEVER_EXTRACTABLE", CK_TRUE, 0},
     /* ... and was generated on the token, never imported. */
     {CKA_LOCAL, "CKA_LOCAL", CK_TRUE, 0},
+    /* Its attributes cannot be changed afterwards (a modifiable key could be
+     * given CKA_WRAP or CKA_DERIVE by anyone holding the PIN). */
+    {CKA_MODIFIABLE, "CKA_MODIFIABLE", CK_FALSE, 0},
     {CKA_ENCRYPT, "CKA_ENCRYPT", CK_TRUE, 0},
     {CKA_DECRYPT, "CKA_DECRYPT", CK_TRUE, 0},
     {CKA_WRAP, "CKA_WRAP", CK_FALSE, 1},

@@ -24,14 +24,32 @@
 #include "kms/backend.h"
 
 #define KMS_TPM2_DEFAULT_PRIMARY 0x81000101u
+#define KMS_TPM2_DEFAULT_LOCK_DIR "/run/kms"
 
 typedef enum kms_tpm2_mode { KMS_TPM2_SEALED = 0, KMS_TPM2_RESIDENT = 1 } kms_tpm2_mode;
 
 typedef struct kms_tpm2_config {
     const char *tcti;        /* "device:/dev/tpmrm0", "swtpm:host=127.0.0.1,port=2321" */
     uint32_t primary_handle; /* persistent storage primary; 0: KMS_TPM2_DEFAULT_PRIMARY */
-    uint32_t pcr_mask;    /* sealed keys: SHA-256 PCRs (bit n = PCR n, 0..23) they are bound to */
-    const char *lock_dir; /* where the one-process-per-TPM lock lives; NULL: /run/lock or /tmp */
+    uint32_t pcr_mask; /* sealed keys: SHA-256 PCRs (bit n = PCR n, 0..23) they are bound to */
+    /* Where the one-process-per-TPM lock lives; NULL or "":
+     * KMS_TPM2_DEFAULT_LOCK_DIR. It must be a directory of kmsd's user with
+     * mode 0700 (created so if absent), else opening fails with KMS_EPRECOND. */
+    const char *lock_dir;
+    /* Where the storage primary's name (hex, one line) is recorded:
+     * kms_tpm2_provision writes it (or checks it if present), and every open,
+     * reconnect and restart compares the object at primary_handle with it
+     * and refuses a different one (KMS_EPRECOND). NULL: no record (test
+     * harnesses only; kmsd always sets it). */
+    const char *primary_name_file;
+    /* A 32-byte secret file (0600, kmsd's) from which every new object's
+     * authValue is derived (per key version), so the blobs in the database
+     * are useless to someone who can also talk to this TPM but lacks this
+     * file. kms_tpm2_provision creates it if absent; open requires it
+     * (KMS_EPRECOND). NULL: new objects get an empty authValue (test
+     * harnesses only; kmsd always sets it). Objects made with an empty
+     * authValue (older references) stay readable either way. */
+    const char *auth_key_file;
 } kms_tpm2_config;
 
 /* Connects, starts the TPM if needed, flushes leftover transient objects

@@ -44,6 +44,7 @@ static int create_version(kms_backend *b, const uint8_t key_id[KMS_KEY_ID_LEN], 
     memset(&r, 0, sizeof(r));
     memcpy(r.key_id, key_id, KMS_KEY_ID_LEN);
     r.version = version;
+    r.auth = d->auth_key != NULL; /* new objects: a derived authValue */
     int ret;
     pthread_mutex_lock(&d->mu);
     if ((ret = kms_tpm2_ready(d)) == 0) {
@@ -232,8 +233,11 @@ static void device_put(tpm2_device *d)
     pthread_mutex_unlock(&d->mu);
     if (!last)
         return;
+    kms_tpm2_drop_cached(d);
+    kms_tpm2_drop_session(d);
     kms_tpm2_disconnect(d);
     kms_tpm2_unlock(d->lock_fd);
+    kms_secret_free(d->auth_key);
     pthread_mutex_destroy(&d->mu);
     free(d->tcti_conf);
     free(d);
@@ -304,6 +308,8 @@ int kms_tpm2_open(const kms_tpm2_config *cfg, kms_backend **sealed, kms_backend 
     if (d->cfg.primary_handle == 0)
         d->cfg.primary_handle = KMS_TPM2_DEFAULT_PRIMARY;
     d->primary = ESYS_TR_NONE;
+    d->enc_session = ESYS_TR_NONE;
+    d->res_h = ESYS_TR_NONE;
     d->refs = 1; /* ours until both backends hold it */
     d->lock_fd = -1;
     pthread_mutex_init(&d->mu, NULL);
@@ -311,6 +317,10 @@ int kms_tpm2_open(const kms_tpm2_config *cfg, kms_backend **sealed, kms_backend 
     int ret = (d->tcti_conf = strdup(cfg->tcti)) == NULL
                   ? kms_error_set(KMS_ENOMEM, "out of memory")
                   : kms_tpm2_lock(cfg, &d->lock_fd);
+    if (ret == 0)
+        ret = kms_tpm2_load_primary_name(d);
+    if (ret == 0)
+        ret = kms_tpm2_load_auth_key(d);
     if (ret == 0)
         ret = kms_tpm2_connect(d, 1);
     if (ret == 0)

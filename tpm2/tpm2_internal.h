@@ -31,6 +31,9 @@ typedef struct tpm2_device {
     int broken;  /* the connection failed: reconnect before the next command */
     int refs;    /* backends sharing this device (under mu) */
     int lock_fd; /* the TPM lock (tpm2_lock.c), held while the device lives */
+    /* The primary's recorded name (hex; "" = none to check): find_primary
+     * refuses any other object at the handle. */
+    char primary_name[2 * sizeof(TPMU_NAME) + 1];
     /* Resident mode keeps the last used HMAC key loaded (one slot: swtpm
      * has three, and unsealing needs two). res_owner is the opened key
      * (kms_backend_key id) it belongs to; 0 when nothing is cached. */
@@ -39,6 +42,13 @@ typedef struct tpm2_device {
     uint8_t res_key_id[KMS_KEY_ID_LEN]; /* the cached key's version, for destroy */
     uint32_t res_version;
     uint64_t next_owner;
+    /* The salted HMAC session (salted to the primary's public key) that
+     * encrypts the parameters carrying key material; kept across commands
+     * (continueSession), ESYS_TR_NONE until first needed or after a reset. */
+    ESYS_TR enc_session;
+    /* The secret each object's authValue is derived from (cfg.auth_key_file,
+     * 32 bytes, locked); NULL: new objects get an empty authValue. */
+    kms_secret *auth_key;
 } tpm2_device;
 
 /* ---- the context (tpm2_device.c); all with the lock held or not yet shared ---- */
@@ -47,6 +57,15 @@ typedef struct tpm2_device {
  * also finds the primary. */
 int kms_tpm2_connect(tpm2_device *d, int need_primary) KMS_MUST_CHECK;
 void kms_tpm2_disconnect(tpm2_device *d);
+
+/* Reads cfg.primary_name_file into d->primary_name (KMS_EPRECOND if it
+ * is missing: the primary was provisioned before names were recorded, or
+ * never). No-op without a file. */
+int kms_tpm2_load_primary_name(tpm2_device *d);
+
+/* Reads cfg.auth_key_file into d->auth_key (KMS_EPRECOND if missing).
+ * No-op without a file. */
+int kms_tpm2_load_auth_key(tpm2_device *d);
 
 /* Before a command: reconnects a broken context. */
 int kms_tpm2_ready(tpm2_device *d) KMS_MUST_CHECK;
@@ -63,7 +82,20 @@ int kms_tpm2_restart(tpm2_device *d) KMS_MUST_CHECK;
  * TPM cannot be told). */
 void kms_tpm2_drop_cached(tpm2_device *d);
 
-/* Esys_Create / Esys_Load under the primary (password session, empty auth). */
+/* The parameter-encryption session: started on first use (salted to the
+ * primary, AES-128-CFB, SHA-256), with attributes DECRYPT (the command's
+ * first parameter travels encrypted), ENCRYPT (so does the response's) and
+ * CONTINUESESSION. It authorizes objects with an empty authValue and so
+ * replaces the password session where key material crosses the bus.
+ * *s is the device's session; a command that fails with a session error
+ * should call kms_tpm2_drop_session. */
+TSS2_RC kms_tpm2_session(tpm2_device *d, ESYS_TR *s);
+/* Flushes (or forgets, when the TPM cannot be told) the session. */
+void kms_tpm2_drop_session(tpm2_device *d);
+
+/* Esys_Create under the primary, authorized by the salted session, so the
+ * sensitive part (the sealed key) crosses the bus encrypted; Esys_Load
+ * (password session: the private blob is already encrypted by the TPM). */
 TSS2_RC kms_tpm2_create_object(tpm2_device *d, const TPM2B_SENSITIVE_CREATE *sens,
                                const TPM2B_PUBLIC *tmpl, TPM2B_PUBLIC *pub, TPM2B_PRIVATE *priv);
 TSS2_RC kms_tpm2_load(tpm2_device *d, const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv,
@@ -151,9 +183,15 @@ typedef struct tpm2_ref {
     uint8_t key_id[KMS_KEY_ID_LEN];
     uint32_t version;
     uint32_t pcr_mask;
+    int auth; /* 1: the object's authValue is derived from the auth secret (format 2) */
     TPM2B_PUBLIC pub;
     TPM2B_PRIVATE priv;
 } tpm2_ref;
+
+/* r's authValue: HMAC-SHA256(auth secret, "kms-tpm2-auth-v1" || key id ||
+ * version BE); empty for a format-1 reference. KMS_EPRECOND if r needs
+ * the secret and none is configured. The caller wipes *out. */
+int kms_tpm2_object_auth(tpm2_device *d, const tpm2_ref *r, TPM2B_AUTH *out) KMS_MUST_CHECK;
 
 int kms_tpm2_ref_encode(const tpm2_ref *r, kms_backend_ref *out) KMS_MUST_CHECK;
 int kms_tpm2_ref_decode(const kms_backend_ref *in, tpm2_ref *out) KMS_MUST_CHECK;

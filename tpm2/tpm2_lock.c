@@ -7,9 +7,17 @@
  *   <lock dir>/kms-tpm2-<first 16 hex digits of SHA-256(TCTI string)>.lock
  *
  * and holds it until the device is closed; a second one fails at once,
- * naming the holder's pid. The lock dir is tpm2.lock_dir, else /run/lock,
- * else /tmp. The key is the TCTI string made canonical (kms_tpm2_lock_key),
- * so that the usual spellings of one TPM share one lock. */
+ * naming the holder's pid. The lock dir is tpm2.lock_dir, else /run/kms.
+ * The key is the TCTI string made canonical (kms_tpm2_lock_key), so that
+ * the usual spellings of one TPM share one lock.
+ *
+ * The directory must be kmsd's own: a directory (not a symlink) owned by
+ * kmsd's effective user with no access for group or others (0700). In a
+ * world-writable /tmp or /run/lock another local user could create the lock
+ * file first and hold it (kmsd would never start), or make it a link. A
+ * missing directory is created 0700; the lock file is opened relative to
+ * the checked directory, without following links, and must be a regular
+ * file of kmsd's user. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -29,10 +37,40 @@
 #include "base/log.h"
 #include "tpm2_internal.h"
 
-static const char *default_dir(void)
+/* Opens dir (creating it 0700 if absent) and checks it is kmsd's own;
+ * returns its fd or a negative KMS_E* with the detail set. */
+static int open_lock_dir(const char *dir)
 {
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return kms_error_set(KMS_EUNAVAIL,
+                             "tpm2: cannot create the TPM lock directory %s: %s (create it, owned "
+                             "by kmsd's user with mode 0700, or set tpm2.lock_dir)",
+                             dir, strerror(errno));
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return kms_error_set(
+            errno == ENOTDIR || errno == ELOOP ? KMS_EPRECOND : KMS_EUNAVAIL,
+            "tpm2: cannot open the TPM lock directory %s: %s%s", dir, strerror(errno),
+            errno == ENOTDIR || errno == ELOOP ? " (a symlink or not a directory)" : "");
     struct stat st;
-    return stat("/run/lock", &st) == 0 && S_ISDIR(st.st_mode) ? "/run/lock" : "/tmp";
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return kms_error_set(KMS_EUNAVAIL, "tpm2: cannot stat %s: %s", dir, strerror(e));
+    }
+    const char *why = NULL;
+    if (st.st_uid != geteuid())
+        why = "is not owned by kmsd's user";
+    else if ((st.st_mode & 077) != 0)
+        why = "is open to group or others (want mode 0700)";
+    if (why != NULL) {
+        close(fd);
+        return kms_error_set(KMS_EPRECOND,
+                             "tpm2: the TPM lock directory %s %s: another local user could hold "
+                             "or replace the lock",
+                             dir, why);
+    }
+    return fd;
 }
 
 /* "device:PATH": the character device, /dev/tpmrmN (the kernel's resource
@@ -126,7 +164,8 @@ int kms_tpm2_lock_key(const char *tcti, char *out, size_t cap)
     return KMS_OK;
 }
 
-static int lock_path(const char *dir, const char *tcti, char *out, size_t cap)
+/* The lock file's name in its directory, "kms-tpm2-<hex>.lock". */
+static int lock_name(const char *tcti, char *out, size_t cap)
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int md_len = 0;
@@ -137,21 +176,34 @@ static int lock_path(const char *dir, const char *tcti, char *out, size_t cap)
     char hex[17];
     for (int i = 0; i < 8; i++)
         snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    int n = snprintf(out, cap, "%s/kms-tpm2-%s.lock", dir, hex);
+    int n = snprintf(out, cap, "kms-tpm2-%s.lock", hex);
     if (n < 0 || (size_t)n >= cap)
-        return kms_error_set(KMS_EINVAL, "tpm2: lock directory path too long");
+        return kms_error_set(KMS_EINVAL, "tpm2: lock name too long");
     return KMS_OK;
 }
 
 int kms_tpm2_lock(const kms_tpm2_config *cfg, int *fd_out)
 {
-    char path[512];
-    const char *dir = cfg->lock_dir != NULL && cfg->lock_dir[0] ? cfg->lock_dir : default_dir();
-    KMS_GUARD(lock_path(dir, cfg->tcti, path, sizeof(path)));
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    char name[64], path[PATH_MAX + 64];
+    const char *dir =
+        cfg->lock_dir != NULL && cfg->lock_dir[0] ? cfg->lock_dir : KMS_TPM2_DEFAULT_LOCK_DIR;
+    KMS_GUARD(lock_name(cfg->tcti, name, sizeof(name)));
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    int dfd = open_lock_dir(dir);
+    if (dfd < 0)
+        return dfd;
+    int fd = openat(dfd, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    int open_errno = errno;
+    close(dfd);
     if (fd < 0)
-        return kms_error_set(KMS_EUNAVAIL, "tpm2: cannot open the TPM lock %s: %s", path,
-                             strerror(errno));
+        return kms_error_set(open_errno == ELOOP ? KMS_EPRECOND : KMS_EUNAVAIL,
+                             "tpm2: cannot open the TPM lock %s: %s", path, strerror(open_errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+        close(fd);
+        return kms_error_set(KMS_EPRECOND,
+                             "tpm2: the TPM lock %s is not a regular file of kmsd's user", path);
+    }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
         char pid[24] = "";

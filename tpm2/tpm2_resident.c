@@ -24,8 +24,10 @@ int kms_tpm2_resident_create(tpm2_device *d, tpm2_ref *r)
                                        TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_NODA;
     tmpl.publicArea.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_HMAC;
     tmpl.publicArea.parameters.keyedHashDetail.scheme.details.hmac.hashAlg = TPM2_ALG_SHA256;
+    KMS_GUARD(kms_tpm2_object_auth(d, r, &sens.sensitive.userAuth));
     TSS2_RC rc;
     TPM2_RUN(d, rc, kms_tpm2_create_object(d, &sens, &tmpl, &r->pub, &r->priv));
+    OPENSSL_cleanse(&sens, sizeof(sens));
     if (rc != TSS2_RC_SUCCESS)
         return kms_tpm2_error(d, rc, "create resident key version");
     return KMS_OK;
@@ -39,6 +41,18 @@ static TSS2_RC cache_load(tpm2_device *d, uint64_t owner, const tpm2_ref *r)
     kms_tpm2_drop_cached(d);
     ESYS_TR h = ESYS_TR_NONE;
     TSS2_RC rc = kms_tpm2_load(d, &r->pub, &r->priv, &h);
+    if (rc == TSS2_RC_SUCCESS && r->auth) {
+        /* The authValue was derived when the version was opened or
+         * created; a failure here means no secret: refuse to use it. */
+        TPM2B_AUTH auth;
+        if (kms_tpm2_object_auth(d, r, &auth) != 0)
+            rc = TSS2_ESYS_RC_BAD_VALUE;
+        else
+            rc = Esys_TR_SetAuth(d->esys, h, &auth);
+        OPENSSL_cleanse(&auth, sizeof(auth));
+        if (rc != TSS2_RC_SUCCESS)
+            (void)Esys_FlushContext(d->esys, h);
+    }
     if (rc == TSS2_RC_SUCCESS) {
         d->res_h = h;
         d->res_owner = owner;
@@ -50,6 +64,9 @@ static TSS2_RC cache_load(tpm2_device *d, uint64_t owner, const tpm2_ref *r)
 
 int kms_tpm2_resident_load(tpm2_device *d, uint64_t owner, const tpm2_ref *r)
 {
+    TPM2B_AUTH auth;
+    KMS_GUARD(kms_tpm2_object_auth(d, r, &auth)); /* KMS_EPRECOND without the secret */
+    OPENSSL_cleanse(&auth, sizeof(auth));
     TSS2_RC rc;
     TPM2_RUN(d, rc, cache_load(d, owner, r));
     if (rc != TSS2_RC_SUCCESS)
@@ -74,8 +91,16 @@ static TSS2_RC hmac_once(tpm2_device *d, uint64_t owner, const tpm2_ref *r,
         rc = cache_load(d, owner, r);
         if (rc != TSS2_RC_SUCCESS)
             return rc;
-        rc = Esys_HMAC(d->esys, d->res_h, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, msg,
-                       TPM2_ALG_SHA256, mac);
+        /* Authorized by the salted session: the one-time key (the HMAC)
+         * comes back encrypted. */
+        ESYS_TR session = ESYS_TR_NONE;
+        rc = kms_tpm2_session(d, &session);
+        if (rc != TSS2_RC_SUCCESS)
+            return rc;
+        rc = Esys_HMAC(d->esys, d->res_h, session, ESYS_TR_NONE, ESYS_TR_NONE, msg, TPM2_ALG_SHA256,
+                       mac);
+        if (rc != TSS2_RC_SUCCESS)
+            kms_tpm2_drop_session(d);
         /* A TPM answer we will not retry as is: the handle may be stale
          * (someone flushed it), so load afresh and try once more if it was
          * a cached one. A reset is handled by the restart, a broken

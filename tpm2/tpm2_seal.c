@@ -12,20 +12,39 @@
 #include "tpm2_internal.h"
 
 /* A policy (or trial) session with PolicyPCR over mask; *digest (optional)
- * receives the policy digest. On failure no session is left. */
-static TSS2_RC pcr_session(tpm2_device *d, uint32_t mask, TPM2_SE type, ESYS_TR *session,
-                           TPM2B_DIGEST **digest)
+ * receives the policy digest. On failure no session is left. A policy
+ * session (the one that authorizes Unseal) is salted to the primary and
+ * encrypts the response, so the unsealed key crosses the bus encrypted. */
+static TSS2_RC pcr_session(tpm2_device *d, uint32_t mask, int with_auth, TPM2_SE type,
+                           ESYS_TR *session, TPM2B_DIGEST **digest)
 {
     TPMT_SYM_DEF sym = {.algorithm = TPM2_ALG_NULL};
+    ESYS_TR salt_key = ESYS_TR_NONE;
+    if (type == TPM2_SE_POLICY) {
+        sym =
+            (TPMT_SYM_DEF){.algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB};
+        salt_key = d->primary;
+    }
     TPML_PCR_SELECTION sel;
     TPM2B_DIGEST empty = {0};
     kms_tpm2_pcr_selection(mask, &sel);
-    TSS2_RC rc =
-        Esys_StartAuthSession(d->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                              ESYS_TR_NONE, NULL, type, &sym, TPM2_ALG_SHA256, session);
+    TSS2_RC rc = Esys_StartAuthSession(d->esys, salt_key, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                       ESYS_TR_NONE, NULL, type, &sym, TPM2_ALG_SHA256, session);
     if (rc != TSS2_RC_SUCCESS)
         return rc;
+    if (type == TPM2_SE_POLICY)
+        rc = Esys_TRSess_SetAttributes(d->esys, *session, TPMA_SESSION_ENCRYPT,
+                                       TPMA_SESSION_ENCRYPT | TPMA_SESSION_DECRYPT);
+    if (rc != TSS2_RC_SUCCESS) {
+        (void)Esys_FlushContext(d->esys, *session);
+        *session = ESYS_TR_NONE;
+        return rc;
+    }
     rc = Esys_PolicyPCR(d->esys, *session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &empty, &sel);
+    /* And the object's authValue: the PCRs alone would let anyone with the
+     * blob unseal while they hold their values. */
+    if (rc == TSS2_RC_SUCCESS && with_auth)
+        rc = Esys_PolicyAuthValue(d->esys, *session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE);
     if (rc == TSS2_RC_SUCCESS && digest != NULL)
         rc = Esys_PolicyGetDigest(d->esys, *session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
                                   digest);
@@ -37,11 +56,11 @@ static TSS2_RC pcr_session(tpm2_device *d, uint32_t mask, TPM2_SE type, ESYS_TR 
 }
 
 /* The policy digest of PolicyPCR over the PCRs' current values (trial). */
-static TSS2_RC pcr_policy(tpm2_device *d, uint32_t mask, TPM2B_DIGEST *out)
+static TSS2_RC pcr_policy(tpm2_device *d, uint32_t mask, int with_auth, TPM2B_DIGEST *out)
 {
     ESYS_TR trial = ESYS_TR_NONE;
     TPM2B_DIGEST *policy = NULL;
-    TSS2_RC rc = pcr_session(d, mask, TPM2_SE_TRIAL, &trial, &policy);
+    TSS2_RC rc = pcr_session(d, mask, with_auth, TPM2_SE_TRIAL, &trial, &policy);
     if (rc == TSS2_RC_SUCCESS) {
         *out = *policy;
         Esys_Free(policy);
@@ -71,14 +90,16 @@ int kms_tpm2_seal_create(tpm2_device *d, tpm2_ref *r)
     int ret = KMS_OK;
     if (r->pcr_mask != 0) {
         /* Policy only: no USERWITHAUTH, so the empty password cannot unseal. */
-        TPM2_RUN(d, rc, pcr_policy(d, r->pcr_mask, &tmpl.publicArea.authPolicy));
+        TPM2_RUN(d, rc, pcr_policy(d, r->pcr_mask, r->auth, &tmpl.publicArea.authPolicy));
         if (rc != TSS2_RC_SUCCESS)
             return kms_tpm2_error(d, rc, "PCR policy");
     } else {
         tmpl.publicArea.objectAttributes |= TPMA_OBJECT_USERWITHAUTH;
     }
     sens.sensitive.data.size = 32;
-    if (RAND_priv_bytes(sens.sensitive.data.buffer, 32) != 1) {
+    if ((ret = kms_tpm2_object_auth(d, r, &sens.sensitive.userAuth)) != 0) {
+        /* detail set */
+    } else if (RAND_priv_bytes(sens.sensitive.data.buffer, 32) != 1) {
         ret = kms_error_set(KMS_EINTERNAL, "tpm2: no random bytes for a key");
     } else {
         TPM2_RUN(d, rc, kms_tpm2_create_object(d, &sens, &tmpl, &r->pub, &r->priv));
@@ -89,16 +110,29 @@ int kms_tpm2_seal_create(tpm2_device *d, tpm2_ref *r)
     return ret;
 }
 
-static TSS2_RC unseal(tpm2_device *d, const tpm2_ref *r, TPM2B_SENSITIVE_DATA **out)
+/* Unseal is authorized by the salted session (or, for a PCR-bound key, by
+ * a salted policy session): either way the response, the key, is
+ * encrypted on the bus. */
+static TSS2_RC unseal(tpm2_device *d, const tpm2_ref *r, const TPM2B_AUTH *auth,
+                      TPM2B_SENSITIVE_DATA **out)
 {
-    ESYS_TR h = ESYS_TR_NONE, session = ESYS_TR_PASSWORD;
+    ESYS_TR h = ESYS_TR_NONE, session = ESYS_TR_NONE, policy = ESYS_TR_NONE;
     TSS2_RC rc = kms_tpm2_load(d, &r->pub, &r->priv, &h);
-    if (rc == TSS2_RC_SUCCESS && r->pcr_mask != 0)
-        rc = pcr_session(d, r->pcr_mask, TPM2_SE_POLICY, &session, NULL);
-    if (rc == TSS2_RC_SUCCESS)
+    if (rc == TSS2_RC_SUCCESS && r->auth)
+        rc = Esys_TR_SetAuth(d->esys, h, auth);
+    if (rc == TSS2_RC_SUCCESS && r->pcr_mask != 0) {
+        rc = pcr_session(d, r->pcr_mask, r->auth, TPM2_SE_POLICY, &policy, NULL);
+        session = policy;
+    } else if (rc == TSS2_RC_SUCCESS) {
+        rc = kms_tpm2_session(d, &session);
+    }
+    if (rc == TSS2_RC_SUCCESS) {
         rc = Esys_Unseal(d->esys, h, session, ESYS_TR_NONE, ESYS_TR_NONE, out);
-    if (session != ESYS_TR_PASSWORD && session != ESYS_TR_NONE)
-        (void)Esys_FlushContext(d->esys, session);
+        if (rc != TSS2_RC_SUCCESS && policy == ESYS_TR_NONE)
+            kms_tpm2_drop_session(d);
+    }
+    if (policy != ESYS_TR_NONE)
+        (void)Esys_FlushContext(d->esys, policy);
     if (h != ESYS_TR_NONE)
         (void)Esys_FlushContext(d->esys, h);
     return rc;
@@ -108,9 +142,12 @@ int kms_tpm2_seal_open(tpm2_device *d, const tpm2_ref *r, kms_secret **key)
 {
     TPM2B_SENSITIVE_DATA *data = NULL;
     kms_secret *s = NULL;
+    TPM2B_AUTH auth;
     TSS2_RC rc;
     int ret;
-    TPM2_RUN(d, rc, unseal(d, r, &data));
+    KMS_GUARD(kms_tpm2_object_auth(d, r, &auth));
+    TPM2_RUN(d, rc, unseal(d, r, &auth, &data));
+    OPENSSL_cleanse(&auth, sizeof(auth));
     if (rc != TSS2_RC_SUCCESS) {
         ret = kms_tpm2_error(d, rc, "unseal");
         if (ret == KMS_EPRECOND) {

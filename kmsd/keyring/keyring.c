@@ -15,6 +15,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -435,6 +436,87 @@ int kms_keyring_health(kms_keyring *kr)
         }
     }
     return r;
+}
+
+/* Key names gathered by kms_keyring_check_all before it opens anything (the
+ * store's walk must not call back into the store). */
+struct name_list {
+    char (*names)[KMS_KEY_NAME_MAX + 1];
+    size_t n, cap;
+};
+
+static int collect_name(void *ctx, const kms_key_rec *k)
+{
+    struct name_list *l = ctx;
+    if (k->primary_version == 0) /* incomplete: nothing to check until it is created */
+        return KMS_OK;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        char(*names)[KMS_KEY_NAME_MAX + 1] = realloc(l->names, cap * sizeof(*names));
+        if (names == NULL)
+            return kms_error_set(KMS_ENOMEM, "out of memory");
+        l->names = names;
+        l->cap = cap;
+    }
+    memcpy(l->names[l->n++], k->name, sizeof(k->name));
+    return KMS_OK;
+}
+
+/* Checks every version of one entry; the first failure is kept in *first. */
+static void check_entry(struct key_entry *e, size_t *checked, int *first, char *why, size_t cap)
+{
+    pthread_mutex_lock(&e->mu);
+    for (size_t i = 0; i < e->nversions; i++) {
+        struct version_slot *v = &e->versions[i];
+        if (v->state == KMS_VERSION_DESTROYED)
+            continue;
+        int was_open = v->bk != NULL;
+        int r = ensure_open(e, v); /* logs the failure with key and version */
+        if (r != 0) {
+            /* Only an unsafe key stops the start; a key the device cannot
+             * open now (PCRs changed, object gone, device down) is logged
+             * here and answers its error on use, as before. */
+            if (r == KMS_EKEYCHECK && *first == 0) {
+                *first = r;
+                snprintf(why, cap, "key %s version %u: %s", e->rec.name, v->version,
+                         kms_error_detail());
+            }
+            continue;
+        }
+        (*checked)++;
+        if (!was_open) {
+            e->backend->ops->release_version(e->backend, v->bk);
+            v->bk = NULL;
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+int kms_keyring_check_all(kms_keyring *kr, size_t *checked)
+{
+    struct name_list l = {0};
+    int r = kr->store->ops->key_list(kr->store, collect_name, &l);
+    size_t ok = 0;
+    int first = 0;
+    char why[512] = "";
+    for (size_t i = 0; r == 0 && i < l.n; i++) {
+        struct key_entry *e = NULL;
+        int g = get_entry(kr, l.names[i], NULL, &e);
+        if (g != 0) { /* e.g. its backend is not configured: it answers so on use */
+            kms_log_error("key %s cannot be loaded: %s (%s)", l.names[i], kms_strerror(g),
+                          kms_error_detail());
+            continue;
+        }
+        check_entry(e, &ok, &first, why, sizeof(why));
+    }
+    free(l.names);
+    if (r != 0)
+        return r;
+    if (first != 0)
+        return kms_error_set(first, "start-up key check failed: %s", why);
+    if (checked)
+        *checked = ok;
+    return KMS_OK;
 }
 
 void kms_keyring_close(kms_keyring *kr)

@@ -73,6 +73,17 @@ kms_backend *kms_keyring_state_backend(const kms_keyring *kr);
  * first that does not (each one down is logged). */
 int kms_keyring_health(kms_keyring *kr) KMS_MUST_CHECK;
 
+/* The start-up check: opens (so the backend checks) every version of every
+ * complete key that is not destroyed, then releases what it opened (first
+ * use opens and checks it again). Each version that fails is logged as an
+ * error naming key and version. KMS_EKEYCHECK (detail: key, version and
+ * the failing property) if any version is an unsafe key, so kmsd refuses
+ * to start rather than serve a key it would refuse later; a version the
+ * device cannot open now for another reason (PCRs changed, object gone,
+ * device down) is only logged and answers its error on use. *checked
+ * (optional) receives the number of versions that passed. */
+int kms_keyring_check_all(kms_keyring *kr, size_t *checked) KMS_MUST_CHECK;
+
 /* Makes the record of an automatic rotation (nonce budget, rotation
  * period) of key_name to version: an EXECUTED action of
  * KMS_SYSTEM_PROPOSER, which the keyring stores in the same transaction as

@@ -208,7 +208,8 @@ int kms_test_token_make_key(const kms_test_token *t, const uint8_t key_id[16], u
     int wrap = strcmp(kind, "wrap") == 0;
     int aes128 = strcmp(kind, "aes128") == 0;
     int imported = strcmp(kind, "imported") == 0;
-    if (!(extractable || not_sensitive || public || wrap || aes128 || imported ||
+    int modifiable = strcmp(kind, "modifiable") == 0;
+    if (!(extractable || not_sensitive || public || wrap || aes128 || imported || modifiable ||
           strcmp(kind, "safe") == 0))
         return -1;
 
@@ -242,6 +243,7 @@ int kms_test_token_make_key(const kms_test_token *t, const uint8_t key_id[16], u
         {CKA_DECRYPT, &yes, sizeof(yes)},
         {CKA_WRAP, wrap ? &yes : &no, sizeof(yes)},
         {CKA_UNWRAP, wrap ? &yes : &no, sizeof(yes)},
+        {CKA_MODIFIABLE, modifiable ? &yes : &no, sizeof(yes)},
         {CKA_ID, id, sizeof(id)},
         {CKA_LABEL, label, strlen(label)},
         /* last: CKA_VALUE_LEN to generate, CKA_VALUE to import */

@@ -75,6 +75,7 @@ int kms_test_token_list_objects(const kms_test_token *t, char *out, size_t cap);
  *   "aes128"        CKA_VALUE_LEN=16
  *   "imported"      made with C_CreateObject from known bytes (CKA_LOCAL and
  *                   CKA_ALWAYS_SENSITIVE are FALSE)
+ *   "modifiable"    CKA_MODIFIABLE=TRUE (every other kind is FALSE)
  * Returns 0, or -1 (unknown kind, or the token refused). */
 int kms_test_token_make_key(const kms_test_token *t, const uint8_t key_id[16], uint32_t version,
                             const char *kind, uint8_t *ref, size_t *ref_len);

@@ -256,6 +256,50 @@ static void unsafe_token_key_refused(void **state)
     }
 }
 
+/* The start-up check opens every version of every key, not only those
+ * used: a modifiable token key recorded for a version nobody has used yet
+ * (a disabled old version) is found before kmsd serves, naming key,
+ * version and attribute; the good key's versions pass. */
+static void start_up_check_finds_every_unsafe_version(void **state)
+{
+    struct fx *f = *state;
+    size_t checked = 0;
+    assert_int_equal(kms_keyring_check_all(f->kr, &checked), KMS_OK);
+    assert_int_equal(checked, 0);
+    kms_key_rec good;
+    assert_int_equal(kms_keyring_create_key(f->kr, "good", "pkcs11", &good), KMS_OK);
+    uint32_t v2 = 0;
+    assert_int_equal(kms_keyring_rotate(f->kr, "good", &v2), KMS_OK);
+    assert_int_equal(kms_keyring_check_all(f->kr, &checked), KMS_OK);
+    assert_int_equal(checked, 2);
+
+    kms_key_rec k;
+    memset(&k, 0, sizeof(k));
+    assert_int_equal(RAND_bytes(k.id, sizeof(k.id)), 1);
+    memcpy(k.name, "old", 4);
+    memcpy(k.backend, "pkcs11", 7);
+    k.min_decrypt_version = 1;
+    assert_int_equal(f->store->ops->key_create(f->store, &k), KMS_OK);
+    for (uint32_t ver = 1; ver <= 2; ver++) {
+        kms_version_rec v;
+        memset(&v, 0, sizeof(v));
+        memcpy(v.key_id, k.id, sizeof(k.id));
+        v.version = ver;
+        v.state = ver == 1 ? KMS_VERSION_DISABLED : KMS_VERSION_ENABLED;
+        assert_int_equal(kms_test_token_make_key(&f->token, k.id, ver,
+                                                 ver == 1 ? "modifiable" : "safe", v.ref.bytes,
+                                                 &v.ref.len),
+                         0);
+        assert_int_equal(f->store->ops->version_add(f->store, &v, ver == 2), KMS_OK);
+    }
+    /* The primary (version 2) is fine, so wraps would succeed and version 1
+     * would only be refused the day a blob under it comes back. */
+    assert_int_equal(kms_keyring_check_all(f->kr, &checked), KMS_EKEYCHECK);
+    const char *d = kms_error_detail();
+    if (strstr(d, "key old version 1") == NULL || strstr(d, "CKA_MODIFIABLE is TRUE") == NULL)
+        fail_msg("detail does not name key, version and attribute: %s", d);
+}
+
 #define THREADS 4
 #define PER_THREAD 25000
 
@@ -319,6 +363,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(rotation_keeps_old_blobs, setup, teardown),
         cmocka_unit_test_setup_teardown(usage_counter_persists_across_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(unsafe_token_key_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(start_up_check_finds_every_unsafe_version, setup, teardown),
         cmocka_unit_test_setup_teardown(concurrent_wraps_through_the_keyring, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -300,6 +300,7 @@ static void unsafe_keys_refused(void **state)
         {"extractable", "CKA_EXTRACTABLE is TRUE"}, {"not-sensitive", "CKA_SENSITIVE is FALSE"},
         {"public", "CKA_PRIVATE is FALSE"},         {"wrap", "CKA_WRAP is TRUE"},
         {"aes128", "CKA_VALUE_LEN is not 32"},      {"imported", "CKA_ALWAYS_SENSITIVE is FALSE"},
+        {"modifiable", "CKA_MODIFIABLE is TRUE"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         uint8_t id[16];

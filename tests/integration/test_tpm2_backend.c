@@ -21,10 +21,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "group_run.h"
@@ -370,6 +377,336 @@ static void other_tpm_refuses(void **state)
     kms_test_swtpm_destroy(&other);
 }
 
+/* The primary's name is recorded at provisioning and checked at every
+ * open: another object put at the handle (ours evicted, a new primary
+ * made and persisted there with tpm2-tools) is refused by open and by
+ * provisioning, and a missing record is refused too. The old code used
+ * whatever object sat at the handle. */
+static void replaced_primary_refused(void **state)
+{
+    (void)state;
+    kms_test_swtpm other;
+    kms_test_swtpm_start(&other);
+    char name_file[600];
+    snprintf(name_file, sizeof(name_file), "%s/kms.db.tpm2-primary", other.dir);
+    kms_tpm2_config c = {.tcti = other.tcti, .lock_dir = other.dir, .primary_name_file = name_file};
+    kms_backend *s2 = NULL, *r2 = NULL;
+    assert_int_equal(kms_tpm2_open(&c, &s2, &r2), KMS_EPRECOND); /* nothing recorded yet */
+    assert_non_null(strstr(kms_error_detail(), "tpm2-provision"));
+    assert_int_equal(kms_tpm2_provision(&c), 0);
+    assert_int_equal(access(name_file, R_OK), 0);
+    assert_int_equal(kms_tpm2_provision(&c), 0); /* the same one: fine */
+    assert_int_equal(kms_tpm2_open(&c, &s2, &r2), 0);
+    s2->ops->close(s2);
+    r2->ops->close(r2);
+
+    char args[700];
+    assert_int_equal(kms_test_swtpm_tool(&other, "evictcontrol -C o -c 0x81000101"), 0);
+    snprintf(args, sizeof(args), "createprimary -C o -G rsa -c %s/evil.ctx", other.dir);
+    assert_int_equal(kms_test_swtpm_tool(&other, args), 0);
+    snprintf(args, sizeof(args), "evictcontrol -C o -c %s/evil.ctx 0x81000101", other.dir);
+    assert_int_equal(kms_test_swtpm_tool(&other, args), 0);
+
+    s2 = r2 = NULL;
+    assert_int_equal(kms_tpm2_open(&c, &s2, &r2), KMS_EPRECOND);
+    assert_null(s2);
+    if (strstr(kms_error_detail(), "is not the storage primary") == NULL)
+        fail_msg("detail: %s", kms_error_detail());
+    assert_int_equal(kms_tpm2_provision(&c), KMS_EPRECOND);
+    /* Without a record (as before this check existed) it would be used. */
+    kms_tpm2_config unchecked = {.tcti = other.tcti, .lock_dir = other.dir};
+    assert_int_equal(kms_tpm2_open(&unchecked, &s2, &r2), 0);
+    s2->ops->close(s2);
+    r2->ops->close(r2);
+    kms_test_swtpm_destroy(&other);
+}
+
+/* ---- a listener on the TPM bus ---------------------------------------------------- */
+
+/* A TCP relay between the TCTI and a swtpm that records every byte of the
+ * data channel, both ways: what a sniffer on the LPC/SPI bus would see. */
+struct bus_tap {
+    int listen_fd[2]; /* data port Q, control port Q+1 */
+    int upstream_port;
+    int port;
+    pthread_t thread[2];
+    pthread_mutex_t mu;
+    uint8_t *seen;
+    size_t seen_len, seen_cap;
+    volatile int stop;
+};
+
+struct tap_arg {
+    struct bus_tap *t;
+    int which;
+};
+
+static void tap_record(struct bus_tap *t, const uint8_t *p, size_t n)
+{
+    pthread_mutex_lock(&t->mu);
+    if (t->seen_len + n > t->seen_cap) {
+        size_t cap = (t->seen_len + n) * 2;
+        t->seen = realloc(t->seen, cap);
+        assert_non_null(t->seen);
+        t->seen_cap = cap;
+    }
+    memcpy(t->seen + t->seen_len, p, n);
+    t->seen_len += n;
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void *tap_run(void *arg)
+{
+    struct tap_arg *a = arg;
+    struct bus_tap *t = a->t;
+    while (!t->stop) {
+        struct pollfd lp = {t->listen_fd[a->which], POLLIN, 0};
+        if (poll(&lp, 1, 100) <= 0)
+            continue;
+        int c = accept(t->listen_fd[a->which], NULL, NULL);
+        if (c < 0)
+            continue;
+        int u = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in to = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)(t->upstream_port + a->which)),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        if (connect(u, (struct sockaddr *)&to, sizeof(to)) != 0) {
+            close(c);
+            close(u);
+            continue;
+        }
+        struct pollfd fds[2] = {{c, POLLIN, 0}, {u, POLLIN, 0}};
+        for (int open_ = 1; open_ && !t->stop;) {
+            if (poll(fds, 2, 100) <= 0)
+                continue;
+            for (int i = 0; i < 2 && open_; i++) {
+                if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                    continue;
+                uint8_t buf[8192];
+                ssize_t n = read(fds[i].fd, buf, sizeof(buf));
+                if (n <= 0) {
+                    open_ = 0;
+                    break;
+                }
+                if (a->which == 0)
+                    tap_record(t, buf, (size_t)n);
+                if (write(fds[1 - i].fd, buf, (size_t)n) != n)
+                    open_ = 0;
+            }
+        }
+        close(c);
+        close(u);
+    }
+    return NULL;
+}
+
+/* Listens on 127.0.0.1:port (0: any free port, written to *bound). */
+static int tap_listen(int port, int *bound)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(fd, 4) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        close(fd);
+        return -1;
+    }
+    *bound = ntohs(a.sin_port);
+    return fd;
+}
+
+static struct tap_arg TAP_ARGS[2];
+
+static void tap_start(struct bus_tap *t, int upstream_port)
+{
+    memset(t, 0, sizeof(*t));
+    pthread_mutex_init(&t->mu, NULL);
+    t->upstream_port = upstream_port;
+    for (int tries = 0; tries < 50; tries++) {
+        int ctrl_port = 0;
+        t->listen_fd[0] = tap_listen(0, &t->port);
+        assert_true(t->listen_fd[0] >= 0);
+        if (t->port < 65535 && (t->listen_fd[1] = tap_listen(t->port + 1, &ctrl_port)) >= 0)
+            break;
+        close(t->listen_fd[0]);
+        t->port = 0;
+    }
+    assert_int_not_equal(t->port, 0);
+    for (int i = 0; i < 2; i++) {
+        TAP_ARGS[i] = (struct tap_arg){t, i};
+        assert_int_equal(pthread_create(&t->thread[i], NULL, tap_run, &TAP_ARGS[i]), 0);
+    }
+}
+
+static void tap_stop(struct bus_tap *t)
+{
+    t->stop = 1;
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t->thread[i], NULL);
+        close(t->listen_fd[i]);
+    }
+    pthread_mutex_destroy(&t->mu);
+}
+
+/* The attacker: every 32-byte window of the traffic tried as the AES-256
+ * key of one wrap's output. 1 if one decrypts it. */
+static int some_window_decrypts(const struct bus_tap *t, const kms_aead_io *io)
+{
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int found = 0;
+    for (size_t off = 0; !found && off + 32 <= t->seen_len; off++) {
+        uint8_t out[64];
+        int n = 0;
+        if (EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, t->seen + off, io->iv) != 1 ||
+            EVP_DecryptUpdate(c, NULL, &n, io->aad, (int)io->aad_len) != 1 ||
+            EVP_DecryptUpdate(c, out, &n, io->in, (int)io->in_len) != 1 ||
+            EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, 16, (void *)io->tag) != 1)
+            continue;
+        found = EVP_DecryptFinal_ex(c, out + n, &n) == 1;
+    }
+    EVP_CIPHER_CTX_free(c);
+    return found;
+}
+
+/* Parameter encryption: a listener on the bus (here, on the swtpm socket)
+ * sees every command and response of creating, unsealing and using a key
+ * version, in both modes, and no 32-byte window of it is the key of a
+ * wrap made meanwhile. The old code sent the sealed key in TPM2_Create
+ * and got it back from TPM2_Unseal in the clear, and each TPM2_HMAC
+ * response was a blob's one-time key: this finds them. */
+static void bus_listener_learns_no_key(void **state)
+{
+    (void)state;
+    kms_test_swtpm other;
+    kms_test_swtpm_start(&other);
+    kms_tpm2_config c = {.tcti = other.tcti, .lock_dir = other.dir};
+    assert_int_equal(kms_tpm2_provision(&c), 0);
+    for (int mode = 0; mode < 2; mode++) {
+        struct bus_tap tap;
+        tap_start(&tap, other.port);
+        char tcti[96];
+        snprintf(tcti, sizeof(tcti), "swtpm:host=127.0.0.1,port=%d", tap.port);
+        kms_tpm2_config via = {.tcti = tcti, .lock_dir = other.dir};
+        kms_backend *s2 = NULL, *r2 = NULL;
+        assert_int_equal(kms_tpm2_open(&via, &s2, &r2), 0);
+        kms_backend *b = mode == 0 ? s2 : r2;
+        kms_backend_ref ref;
+        kms_backend_key *k = NULL;
+        assert_int_equal(b->ops->create_version(b, KEY_ID, 60 + (uint32_t)mode, &ref), 0);
+        assert_int_equal(b->ops->open_version(b, &ref, &k), 0);
+        uint8_t pt[32] = {1, 2, 3}, ct[32], aad[] = "bus";
+        kms_aead_io io = {.aad = aad, .aad_len = sizeof(aad), .in = pt, .in_len = 32, .out = ct};
+        assert_int_equal(b->ops->wrap(b, k, &io), 0);
+        b->ops->release_version(b, k);
+        s2->ops->close(s2);
+        r2->ops->close(r2);
+        tap_stop(&tap);
+        kms_aead_io seen = io;
+        seen.in = ct;
+        assert_true(tap.seen_len > 100); /* the commands did go through the tap */
+        if (some_window_decrypts(&tap, &seen))
+            fail_msg("%s mode: the key of a wrap is in the bus traffic",
+                     mode == 0 ? "sealed" : "resident");
+        free(tap.seen);
+    }
+    kms_test_swtpm_destroy(&other);
+}
+
+/* One wrap and unwrap round trip through b's version ref: 0 or the first
+ * error (open, wrap or unwrap). */
+static int use_ref(kms_backend *b, const kms_backend_ref *ref)
+{
+    kms_backend_key *k = NULL;
+    int r = b->ops->open_version(b, ref, &k);
+    if (r != 0)
+        return r;
+    uint8_t pt[32] = {9}, ct[32], back[32];
+    kms_aead_io io = {.in = pt, .in_len = 32, .out = ct};
+    r = b->ops->wrap(b, k, &io);
+    if (r == 0) {
+        kms_aead_io un = io;
+        un.in = ct;
+        un.out = back;
+        r = b->ops->unwrap(b, k, &un);
+    }
+    b->ops->release_version(b, k);
+    return r;
+}
+
+/* Object auth: versions made with an auth secret (kmsd's
+ * <database>.tpm2-auth) cannot be used by someone who has the references
+ * (a copy of the database) and this TPM but not the secret, nor with
+ * another secret, in both modes and PCR-bound; with the secret they work.
+ * A reference made with an empty authValue (before this) stays readable.
+ * The old code made every object with an empty authValue, usable by
+ * anyone with the blobs and the TPM. */
+static void object_auth_needs_the_secret(void **state)
+{
+    (void)state;
+    kms_test_swtpm other;
+    kms_test_swtpm_start(&other);
+    char auth_a[600], auth_b[600];
+    snprintf(auth_a, sizeof(auth_a), "%s/a.tpm2-auth", other.dir);
+    snprintf(auth_b, sizeof(auth_b), "%s/b.tpm2-auth", other.dir);
+    kms_tpm2_config plain = {.tcti = other.tcti, .lock_dir = other.dir};
+    kms_tpm2_config with_a = {.tcti = other.tcti, .lock_dir = other.dir, .auth_key_file = auth_a};
+    kms_tpm2_config with_b = {.tcti = other.tcti, .lock_dir = other.dir, .auth_key_file = auth_b};
+    kms_tpm2_config pcr_a = with_a;
+    pcr_a.pcr_mask = 1u << 16;
+
+    kms_backend *s = NULL, *r = NULL;
+    assert_int_equal(kms_tpm2_open(&with_a, &s, &r), KMS_EPRECOND); /* no secret yet */
+    assert_int_equal(kms_tpm2_provision(&with_a), 0);               /* makes it, 0600 */
+    assert_int_equal(kms_tpm2_provision(&with_b), 0);
+    struct stat st;
+    assert_int_equal(stat(auth_a, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(st.st_size, 32);
+
+    /* An old-style version (empty authValue) made first. */
+    kms_backend_ref old_ref, sealed_ref, resident_ref, pcr_ref;
+    assert_int_equal(kms_tpm2_open(&plain, &s, &r), 0);
+    assert_int_equal(s->ops->create_version(s, KEY_ID, 70, &old_ref), 0);
+    s->ops->close(s);
+    r->ops->close(r);
+    assert_int_equal(kms_tpm2_open(&with_a, &s, &r), 0);
+    assert_int_equal(s->ops->create_version(s, KEY_ID, 71, &sealed_ref), 0);
+    assert_int_equal(r->ops->create_version(r, KEY_ID, 72, &resident_ref), 0);
+    assert_int_equal(use_ref(s, &sealed_ref), 0);
+    assert_int_equal(use_ref(r, &resident_ref), 0);
+    assert_int_equal(use_ref(s, &old_ref), 0); /* kept readable */
+    s->ops->close(s);
+    r->ops->close(r);
+    assert_int_equal(kms_tpm2_open(&pcr_a, &s, &r), 0);
+    assert_int_equal(s->ops->create_version(s, KEY_ID, 73, &pcr_ref), 0);
+    assert_int_equal(use_ref(s, &pcr_ref), 0);
+    s->ops->close(s);
+    r->ops->close(r);
+
+    /* The attacker: same TPM, the refs, no secret or another one. */
+    const kms_tpm2_config *attackers[] = {&plain, &with_b};
+    for (int a = 0; a < 2; a++) {
+        assert_int_equal(kms_tpm2_open(attackers[a], &s, &r), 0);
+        assert_int_not_equal(use_ref(s, &sealed_ref), 0);
+        assert_int_not_equal(use_ref(r, &resident_ref), 0);
+        assert_int_not_equal(use_ref(s, &pcr_ref), 0);
+        assert_int_equal(use_ref(s, &old_ref), 0);
+        s->ops->close(s);
+        r->ops->close(r);
+    }
+    /* And the rightful owner still can (no lockout: the objects are NODA). */
+    assert_int_equal(kms_tpm2_open(&with_a, &s, &r), 0);
+    assert_int_equal(use_ref(s, &sealed_ref), 0);
+    assert_int_equal(use_ref(r, &resident_ref), 0);
+    s->ops->close(s);
+    r->ops->close(r);
+    kms_test_swtpm_destroy(&other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -381,6 +718,9 @@ int main(void)
         cmocka_unit_test(stopped_tpm_keeps_open_sealed_keys),
         cmocka_unit_test(one_process_per_tpm),
         cmocka_unit_test(other_tpm_refuses),
+        cmocka_unit_test(replaced_primary_refused),
+        cmocka_unit_test(bus_listener_learns_no_key),
+        cmocka_unit_test(object_auth_needs_the_secret),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }

@@ -220,8 +220,8 @@ static int fake_good_key(void **state)
     const CK_ATTRIBUTE_TYPE on[] = {
         CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE,
         CKA_LOCAL, CKA_ENCRYPT, CKA_DECRYPT};
-    const CK_ATTRIBUTE_TYPE off[] = {CKA_EXTRACTABLE, CKA_WRAP,   CKA_UNWRAP,
-                                     CKA_SIGN,        CKA_VERIFY, CKA_DERIVE};
+    const CK_ATTRIBUTE_TYPE off[] = {CKA_EXTRACTABLE, CKA_MODIFIABLE, CKA_WRAP,  CKA_UNWRAP,
+                                     CKA_SIGN,        CKA_VERIFY,     CKA_DERIVE};
     for (size_t i = 0; i < sizeof(on) / sizeof(on[0]); i++)
         fake_bool(on[i], CK_TRUE);
     for (size_t i = 0; i < sizeof(off) / sizeof(off[0]); i++)
@@ -277,6 +277,7 @@ static void every_bool_rule_refuses(void **state)
         {CKA_ALWAYS_SENSITIVE, CK_FALSE, "CKA_ALWAYS_SENSITIVE is FALSE"},
         {CKA_NEVER_EXTRACTABLE, CK_FALSE, "CKA_NEVER_EXTRACTABLE is FALSE"},
         {CKA_LOCAL, CK_FALSE, "CKA_LOCAL is FALSE"},
+        {CKA_MODIFIABLE, CK_TRUE, "CKA_MODIFIABLE is TRUE"},
         {CKA_ENCRYPT, CK_FALSE, "CKA_ENCRYPT is FALSE"},
         {CKA_DECRYPT, CK_FALSE, "CKA_DECRYPT is FALSE"},
         {CKA_WRAP, CK_TRUE, "CKA_WRAP is TRUE"},
@@ -333,9 +334,9 @@ static void absent_attributes(void **state)
         fake_remove(optional[i]);
     assert_int_equal(check(), KMS_OK);
     /* An absent safety attribute is not a pass. */
-    const CK_ATTRIBUTE_TYPE required[] = {CKA_SENSITIVE,   CKA_ALWAYS_SENSITIVE,
-                                          CKA_EXTRACTABLE, CKA_NEVER_EXTRACTABLE,
-                                          CKA_LOCAL,       CKA_PRIVATE};
+    const CK_ATTRIBUTE_TYPE required[] = {
+        CKA_SENSITIVE, CKA_ALWAYS_SENSITIVE, CKA_EXTRACTABLE, CKA_NEVER_EXTRACTABLE,
+        CKA_LOCAL,     CKA_PRIVATE,          CKA_MODIFIABLE};
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
         fake_good_key(NULL);
         fake_remove(required[i]);

@@ -46,6 +46,15 @@ static void round_trip(void **state)
     assert_int_equal(back.pub.publicArea.authPolicy.size, 32);
     assert_int_equal(back.priv.size, 100);
     assert_memory_equal(back.priv.buffer, r.priv.buffer, 100);
+    assert_int_equal(back.auth, 0);
+    /* An object with a derived authValue: format 2, and back. */
+    r.auth = 1;
+    assert_int_equal(kms_tpm2_ref_encode(&r, &ref), 0);
+    assert_memory_equal(ref.bytes, "KT2\2\1", 5);
+    assert_int_equal(kms_tpm2_ref_decode(&ref, &back), 0);
+    assert_int_equal(back.auth, 1);
+    ref.bytes[3] = 3; /* no such format */
+    assert_int_equal(kms_tpm2_ref_decode(&ref, &back), KMS_ENOTFOUND);
 }
 
 static void malformed_refused(void **state)
