@@ -161,7 +161,7 @@ int kms_config_validate(const kms_config *c, kms_config_mode mode) KMS_MUST_CHEC
 /* 1 if listen ("HOST:PORT") names a loopback host: 127.0.0.0/8, [::1] or
  * localhost; 0 otherwise (a wildcard, another address, a bad value).
  * kms_config_validate allows insecure_dev only then. */
-int kms_config_listen_is_loopback(const char *listen);
+int kms_config_listen_is_loopback(const char *listen) KMS_MUST_CHECK;
 
 /* The test-only settings (test_clock_file, test_crash_at) exist only in a
  * kmsd built with KMS_TEST_HOOKS: KMS_EINVAL (with a detail) if one is set

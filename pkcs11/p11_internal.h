@@ -119,12 +119,13 @@ int kms_p11_check_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                       const char *label) KMS_MUST_CHECK;
 
 /* The state-integrity key (P11_STATE_KEY_ID), as kms_p11_find_key. */
-int kms_p11_find_state_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *out);
+int kms_p11_find_state_key(struct p11 *p, CK_SESSION_HANDLE s,
+                           CK_OBJECT_HANDLE *out) KMS_MUST_CHECK;
 /* Checks the object is a safe state-integrity key: a 256-bit generic
  * secret, private token object, sensitive and never extractable since it
  * was generated on the token, that may sign and do nothing else but
  * verify. KMS_EKEYCHECK naming the attribute. */
-int kms_p11_check_state_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h);
+int kms_p11_check_state_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h) KMS_MUST_CHECK;
 
 /* "kms:<32 hex key id>:v<version>" for a CKA_ID; cap ≥ P11_LABEL_MAX. */
 void kms_p11_label(const uint8_t id[P11_ID_LEN], char *out, size_t cap);

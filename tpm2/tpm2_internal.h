@@ -61,11 +61,11 @@ void kms_tpm2_disconnect(tpm2_device *d);
 /* Reads cfg.primary_name_file into d->primary_name (KMS_EPRECOND if it
  * is missing: the primary was provisioned before names were recorded, or
  * never). No-op without a file. */
-int kms_tpm2_load_primary_name(tpm2_device *d);
+int kms_tpm2_load_primary_name(tpm2_device *d) KMS_MUST_CHECK;
 
 /* Reads cfg.auth_key_file into d->auth_key (KMS_EPRECOND if missing).
  * No-op without a file. */
-int kms_tpm2_load_auth_key(tpm2_device *d);
+int kms_tpm2_load_auth_key(tpm2_device *d) KMS_MUST_CHECK;
 
 /* Before a command: reconnects a broken context. */
 int kms_tpm2_ready(tpm2_device *d) KMS_MUST_CHECK;

@@ -49,7 +49,7 @@ int kms_audit_open(const kms_audit_config *cfg, kms_audit **out) KMS_MUST_CHECK;
 int kms_audit_append(kms_audit *a, const kms_audit_rec *rec) KMS_MUST_CHECK;
 
 /* 1 while the last batch was durable, 0 after a failure until one is. */
-int kms_audit_ready(kms_audit *a);
+int kms_audit_ready(kms_audit *a) KMS_MUST_CHECK;
 
 /* The instance id written into every record (16 hex digits). */
 const char *kms_audit_instance(const kms_audit *a);

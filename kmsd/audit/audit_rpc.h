@@ -36,7 +36,7 @@ int kms_audit_sink_event(kms_audit_sink *s, const char *type, const char *detail
 int kms_audit_sink_rpc(void *ctx, const kms_rpc_audit_record *rec) KMS_MUST_CHECK;
 int kms_audit_sink_context_mac(void *ctx, const uint8_t *enc, size_t len,
                                uint8_t mac[KMS_RPC_CONTEXT_MAC_LEN]) KMS_MUST_CHECK;
-int kms_audit_sink_ready(void *ctx);
+int kms_audit_sink_ready(void *ctx) KMS_MUST_CHECK;
 
 /* The quorum's hook (kms_quorum_config.event): one record per quorum or
  * sweep event, durable before the change it describes is committed. */

@@ -91,8 +91,8 @@ typedef struct kms_rpc_env {
     int cn_identities;      /* tls.cn_identities: certificates without a URI SAN are "cn:CN" */
     kms_rpc_audit_fn audit; /* NULL: no audit log */
     void *audit_ctx;
-    kms_rpc_context_mac_fn audit_context_mac; /* NULL: contexts are not recorded */
-    int (*audit_ready)(void *audit_ctx);      /* 1 if the log is writable (Health) */
+    kms_rpc_context_mac_fn audit_context_mac;           /* NULL: contexts are not recorded */
+    int (*audit_ready)(void *audit_ctx) KMS_MUST_CHECK; /* 1 if the log is writable (Health) */
 } kms_rpc_env;
 
 /* One call in progress, as a handler sees it (opaque). */

@@ -72,7 +72,7 @@ typedef struct kms_server_config {
      * (PEM); nonzero refuses the handshake (the client sees UNAVAILABLE).
      * Called on gRPC's threads, concurrently. With it the listener uses
      * gRPC's TLS credentials (external verifier), without it the SSL ones. */
-    int (*verify_peer)(void *verify_app, const char *leaf_pem);
+    int (*verify_peer)(void *verify_app, const char *leaf_pem) KMS_MUST_CHECK;
     void *verify_app;
     unsigned workers;
     size_t max_recv; /* bytes; larger requests get RESOURCE_EXHAUSTED from gRPC */

@@ -1012,6 +1012,51 @@ static void crash_points_execute_exactly_once(void **state)
     }
 }
 
+/* An action without a device change, killed after its change but before
+ * its EXECUTED mark: the resumed run must not be judged against the state
+ * its own change left. A CancelKeyDeletion killed at execution-done used
+ * to end FAILED ("not scheduled for deletion") with the deletion already
+ * cancelled. */
+static void cancel_killed_at_execution_done_is_executed(void **state)
+{
+    (void)state;
+    Kms__V1__ScheduleKeyDeletion sd = KMS__V1__SCHEDULE_KEY_DELETION__INIT;
+    Kms__V1__ActionBody b = KMS__V1__ACTION_BODY__INIT;
+    sd.key_name = "second";
+    sd.pending_window_days = 7;
+    b.action_case = KMS__V1__ACTION_BODY__ACTION_SCHEDULE_KEY_DELETION;
+    b.schedule_key_deletion = &sd;
+    pass(&b);
+    Kms__V1__KeyMetadata *m = describe("second");
+    assert_int_not_equal(m->deletion_at, 0);
+    protobuf_c_message_free_unpacked(&m->base, NULL);
+
+    close_clients();
+    assert_int_equal(kms_test_kmsd_stop(&K, SIGTERM), 0);
+    start_crashing_at("execution-done");
+    Kms__V1__CancelKeyDeletion cd = KMS__V1__CANCEL_KEY_DELETION__INIT;
+    Kms__V1__ActionBody cb = KMS__V1__ACTION_BODY__INIT;
+    cd.key_name = "second";
+    cb.action_case = KMS__V1__ACTION_BODY__ACTION_CANCEL_KEY_DELETION;
+    cb.cancel_key_deletion = &cd;
+    Kms__V1__Action *a = NULL;
+    assert_int_equal(propose(O1, &cb, &a), GRPC_STATUS_OK);
+    assert_int_equal(approve(O1, "officer1", a, NULL), GRPC_STATUS_OK);
+    assert_int_not_equal(approve(O2, "officer2", a, NULL), GRPC_STATUS_OK);
+    assert_int_equal(kms_test_kmsd_stop(&K, 0), 137);
+    close_clients();
+
+    start(); /* resumes the execution before serving */
+    Kms__V1__Action *now = get_action(a->id.data);
+    assert_int_equal(now->state, KMS__V1__ACTION_STATE__EXECUTED);
+    assert_string_equal(now->result, "key second: deletion cancelled");
+    free_action(now);
+    m = describe("second");
+    assert_int_equal(m->deletion_at, 0);
+    protobuf_c_message_free_unpacked(&m->base, NULL);
+    free_action(a);
+}
+
 /* The nonce budget (docs/formats.md): once a version's usage count reaches
  * 0.9 * 2^32, the next wrap first rotates the key, and that rotation is
  * recorded as an executed action by "kmsd", like a periodic one. The count
@@ -1144,6 +1189,7 @@ int main(void)
         cmocka_unit_test(sigkill_while_executing),
         cmocka_unit_test(nonce_budget_rotation_recorded),
         cmocka_unit_test(crash_points_execute_exactly_once),
+        cmocka_unit_test(cancel_killed_at_execution_done_is_executed),
         cmocka_unit_test(every_action_with_fields_left_out),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);

@@ -992,48 +992,6 @@ static void execute_deletion_and_cancel(void **state)
     assert_int_equal(key(f, "k1").deletion_at, 0);
 }
 
-/* An action whose change is done but whose EXECUTED mark is not (a crash
- * at execution-done) is resumed to EXECUTED, not re-validated against the
- * state its own change left (a cancelled deletion is no longer
- * "scheduled"). */
-static void resumed_after_its_change_is_executed(void **state)
-{
-    struct fx *f = *state;
-    char res[KMS_ACTION_RESULT_MAX + 1];
-    kms_quorum *q = NULL;
-    kms_quorum_config cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    assert_int_equal(kms_quorum_open(f->store, f->kr, f->policy, &cfg, &q), KMS_OK);
-    Kms__V1__ScheduleKeyDeletion sd = KMS__V1__SCHEDULE_KEY_DELETION__INIT;
-    Kms__V1__ActionBody body = KMS__V1__ACTION_BODY__INIT;
-    body.action_case = KMS__V1__ACTION_BODY__ACTION_SCHEDULE_KEY_DELETION;
-    body.schedule_key_deletion = &sd;
-    sd.key_name = "k1";
-    sd.pending_window_days = 7;
-    kms_action_rec *sched = executed(f, &body, res, sizeof(res));
-    assert_int_equal(f->store->ops->action_finish(f->store, sched->id, KMS_ACTION_EXECUTED, res),
-                     KMS_OK);
-    free(sched);
-
-    Kms__V1__CancelKeyDeletion cd = KMS__V1__CANCEL_KEY_DELETION__INIT;
-    body.action_case = KMS__V1__ACTION_BODY__ACTION_CANCEL_KEY_DELETION;
-    body.cancel_key_deletion = &cd;
-    cd.key_name = "k1";
-    kms_action_rec *a = executing(f, &body);
-    assert_int_equal(kms_quorum_action_execute(&f->env, a, &body, res, sizeof(res)), KMS_OK);
-    assert_int_equal(key(f, "k1").deletion_at, 0);
-    /* The crash: the action is still EXECUTING. */
-    reread(f, a);
-    assert_int_equal(a->state, KMS_ACTION_EXECUTING);
-    assert_int_equal(kms_quorum_resume(q), KMS_OK);
-    reread(f, a);
-    assert_int_equal(a->state, KMS_ACTION_EXECUTED);
-    assert_string_equal(a->result, "key k1: deletion cancelled");
-    assert_int_equal(key(f, "k1").deletion_at, 0);
-    free(a);
-    kms_quorum_close(q);
-}
-
 static void execute_officer_actions(void **state)
 {
     struct fx *f = *state;
@@ -1174,7 +1132,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(execute_rotate_key, setup, teardown),
         cmocka_unit_test_setup_teardown(execute_key_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(execute_deletion_and_cancel, setup, teardown),
-        cmocka_unit_test_setup_teardown(resumed_after_its_change_is_executed, setup, teardown),
         cmocka_unit_test_setup_teardown(execute_officer_actions, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_case_fails_closed, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_stored_action_fails, setup, teardown),
