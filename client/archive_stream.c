@@ -290,10 +290,13 @@ static int feed_segments(kms_archive_stream *s, const uint8_t *in, size_t len,
 }
 
 /* Decrypt: gathers the header, then checks context, unwraps and
- * authenticates it. Returns the bytes of in it consumed, or an error. */
-static long feed_header(kms_archive_stream *s, const uint8_t *in, size_t len, kms_client_error *err)
+ * authenticates it. *used_out: the bytes of in it consumed. Returns 0 or
+ * a status (the unwrap's may be a positive gRPC code). */
+static int feed_header(kms_archive_stream *s, const uint8_t *in, size_t len, size_t *used_out,
+                       kms_client_error *err)
 {
     size_t used = 0;
+    *used_out = 0;
     if (s->header_len == 0) {
         size_t n = KMS_ARCHIVE_PEEK_LEN - s->header_have;
         if (n > len)
@@ -303,8 +306,10 @@ static long feed_header(kms_archive_stream *s, const uint8_t *in, size_t len, km
         used = n;
         size_t hl;
         int r = kms_archive_peek(s->header, s->header_have, &hl);
-        if (r == KMS_CLIENT_ETRUNCATED)
-            return (long)used;
+        if (r == KMS_CLIENT_ETRUNCATED) {
+            *used_out = used;
+            return 0;
+        }
         if (r == KMS_CLIENT_ENOTARCHIVE)
             return fail(s, err, r, "not an archive (no KMSA header)");
         if (r == KMS_CLIENT_EVERSION)
@@ -319,8 +324,9 @@ static long feed_header(kms_archive_stream *s, const uint8_t *in, size_t len, km
     memcpy(s->header + s->header_have, in + used, n);
     s->header_have += n;
     used += n;
+    *used_out = used;
     if (s->header_have < s->header_len)
-        return (long)used;
+        return 0;
 
     kms_archive_header h;
     if (kms_archive_header_parse(s->header, s->header_len, &h) != 0)
@@ -344,7 +350,7 @@ static long feed_header(kms_archive_stream *s, const uint8_t *in, size_t len, km
     s->in_unit = (size_t)h.segment_size + KMS_ARCHIVE_TAG_LEN;
     s->out_unit = h.segment_size;
     s->header_done = 1;
-    return (long)used;
+    return 0;
 }
 
 static int alloc_slots(kms_archive_stream *s, kms_client_error *err)
@@ -486,11 +492,12 @@ int kms_archive_stream_update(kms_archive_stream *s, const uint8_t *in, size_t l
     }
     size_t total = len;
     if (!s->encrypt && !s->header_done) {
-        long used = feed_header(s, in, len, err);
-        if (used < 0)
-            return (int)used;
+        size_t used;
+        int r = feed_header(s, in, len, &used, err);
+        if (r != 0)
+            return r;
         in += used;
-        len -= (size_t)used;
+        len -= used;
         if (s->header_done && alloc_slots(s, err) != 0)
             return s->failed;
     }

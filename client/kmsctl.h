@@ -105,6 +105,11 @@ int kmsctl_cmd_reencrypt(kmsctl *k, int argc, char **argv);
 int kmsctl_cmd_describe_key(kmsctl *k, int argc, char **argv);
 int kmsctl_cmd_list_keys(kmsctl *k, int argc, char **argv);
 int kmsctl_cmd_health(kmsctl *k, int argc, char **argv);
+/* Archives (kmsctl_archive.c); encrypt and decrypt without --in/--in-b64. */
+int kmsctl_cmd_archive_encrypt(kmsctl *k, int argc, char **argv);
+int kmsctl_cmd_archive_decrypt(kmsctl *k, int argc, char **argv);
+int kmsctl_cmd_archive_rewrap(kmsctl *k, int argc, char **argv);
+int kmsctl_cmd_archive_inspect(kmsctl *k, int argc, char **argv);
 /* Officers (kmsctl_officer.c). */
 int kmsctl_cmd_officer(kmsctl *k, int argc, char **argv);
 int kmsctl_cmd_propose(kmsctl *k, int argc, char **argv);

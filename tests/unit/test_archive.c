@@ -385,6 +385,42 @@ static void wrong_key_and_context(void **state)
     free(enc.p);
 }
 
+/* A failing unwrap (here a gRPC status, positive) fails the stream with
+ * that code, before any output, and the failure sticks. */
+static int unwrap_denied(void *arg, const kms_archive_header *h, kms_secret **dk,
+                         kms_client_error *err)
+{
+    (void)arg;
+    (void)h;
+    (void)dk;
+    err->code = KMS_CLIENT_PERMISSION_DENIED;
+    snprintf(err->message, sizeof(err->message), "denied");
+    return KMS_CLIENT_PERMISSION_DENIED;
+}
+
+static void unwrap_failure(void **state)
+{
+    (void)state;
+    buf enc = {0}, out = {0};
+    encrypt_n(3 * SEG + 7, 1, 1 << 20, NULL, &enc);
+    size_t ctx_len;
+    uint8_t *ctx = context_ab(&ctx_len);
+    kms_archive_stream *s;
+    kms_archive_params p = {.threads = 2, .sink = buf_sink, .sink_arg = &out};
+    kms_client_error err;
+    assert_int_equal(kms_archive_stream_decrypt(&p, ctx, ctx_len, unwrap_denied, NULL, &s, NULL),
+                     0);
+    assert_int_equal(kms_archive_stream_update(s, enc.p, enc.len, &err),
+                     KMS_CLIENT_PERMISSION_DENIED);
+    assert_string_equal(err.message, "denied");
+    assert_int_equal(kms_archive_stream_update(s, enc.p, 1, &err), KMS_CLIENT_PERMISSION_DENIED);
+    assert_int_equal(kms_archive_stream_final(s, &err), KMS_CLIENT_PERMISSION_DENIED);
+    assert_int_equal(out.len, 0);
+    kms_archive_stream_free(s);
+    free(ctx);
+    free(enc.p);
+}
+
 /* A refusing sink fails the stream with EIO, and the failure sticks. */
 static void sink_failure(void **state)
 {
@@ -539,8 +575,9 @@ int main(void)
         cmocka_unit_test(truncation_everywhere), cmocka_unit_test(reorder_duplicate_trailing),
         cmocka_unit_test(flipped_last_flag),     cmocka_unit_test(header_tampering),
         cmocka_unit_test(wrong_key_and_context), cmocka_unit_test(sink_failure),
-        cmocka_unit_test(context_encoding),      cmocka_unit_test(header_rewrap),
-        cmocka_unit_test(header_bounds),         cmocka_unit_test(known_answers),
+        cmocka_unit_test(unwrap_failure),        cmocka_unit_test(context_encoding),
+        cmocka_unit_test(header_rewrap),         cmocka_unit_test(header_bounds),
+        cmocka_unit_test(known_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
