@@ -293,6 +293,22 @@ static int feed_segments(kms_archive_stream *s, const uint8_t *in, size_t len,
                 return r;
             continue;
         }
+        if (s->pool == NULL && sl->in_len == 0 && len > s->in_unit) {
+            /* One thread: a whole segment with more after it is sealed or
+             * opened straight from the caller's buffer (processed and
+             * drained before dispatch returns), saving a copy. */
+            uint8_t *own = sl->in;
+            sl->in = (uint8_t *)in;
+            sl->in_len = s->in_unit;
+            r = dispatch(s, 0, err);
+            sl->in = own;
+            sl->in_len = 0;
+            if (r < 0)
+                return r;
+            in += s->in_unit;
+            len -= s->in_unit;
+            continue;
+        }
         size_t n = s->in_unit - sl->in_len;
         if (n > len)
             n = len;
