@@ -387,8 +387,9 @@ KMS_CLIENT_API void kms_client_archive_info_free(kms_client_archive_info *info);
 /* Rewraps one archive file in place: its wrapped data key goes through
  * ReEncrypt to dest_key's primary version (NULL: the key named in the
  * header) under the same context; the segments are not read or changed.
- * Atomic: a temporary file beside it (new header, then the data copied by
- * the kernel: copy_file_range), fsync, rename, fsync of the directory.
+ * Atomic: a temporary file beside it (new header, then the data copied
+ * inside the kernel with copy_file_range: never read into this process nor
+ * decrypted), fsync, rename, fsync of the directory.
  * *info (when given) describes the new header. */
 KMS_CLIENT_API int kms_client_archive_rewrap_file(kms_client *c, const char *path,
                                                   const char *dest_key,
