@@ -27,6 +27,7 @@
 #include <cmocka.h>
 
 #include "group_run.h"
+#include "kms/client.h"
 #include "kmsctl_runner.h"
 #include "kmsd_fixture.h"
 
@@ -616,6 +617,110 @@ static void crypto_shredding(void **state)
     set_clock(NOW - 7 * DAY - 1);
 }
 
+/* The library directly: the descriptor helpers, the streaming calls with
+ * a sink, inspect, rewrap_file, and its error codes. */
+static int to_buf(void *arg, const uint8_t *p, size_t n)
+{
+    uint8_t **b = arg;
+    memcpy(b[0] + (size_t)b[1], p, n);
+    b[1] = (uint8_t *)((size_t)b[1] + n);
+    return 0;
+}
+
+static void library_api(void **state)
+{
+    (void)state;
+    char ca[400], cert[400], key[400];
+    kms_client_options o = {.target = K.target,
+                            .ca_file = kms_test_kmsd_pki(&K, "ca.pem", ca, sizeof(ca)),
+                            .cert_file = kms_test_kmsd_pki(&K, "app.pem", cert, sizeof(cert)),
+                            .key_file = kms_test_kmsd_pki(&K, "app-key.pem", key, sizeof(key))};
+    kms_client *c;
+    kms_client_error err;
+    assert_int_equal(kms_client_open(&o, &c, &err), 0);
+    size_t n = 3 * 65536 + 11;
+    uint8_t *pt = malloc(n);
+    fill(pt, n, 77);
+    spit("lib.pt", pt, n);
+    kms_client_context_entry ctx[] = {{"app", "lib"}};
+    kms_client_archive_options opts = {.segment_size = 65536, .threads = 3};
+    int in = open("lib.pt", O_RDONLY), out = open("lib.kmsa", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_int_equal(kms_client_archive_encrypt_fd(c, "demo", ctx, 1, &opts, in, out, &err), 0);
+    close(in);
+    close(out);
+    size_t alen;
+    uint8_t *a = slurp("lib.kmsa", &alen);
+    size_t hl;
+    assert_int_equal(kms_client_archive_header_len(a, 9, &hl, &err), 0);
+    kms_client_archive_info info;
+    assert_int_equal(kms_client_archive_inspect(a, alen, &info, &err), 0);
+    assert_int_equal(info.header_len, hl);
+    assert_int_equal(info.segment_size, 65536);
+    assert_string_equal(info.key_name, "demo");
+    assert_int_equal(info.n_context, 1);
+    assert_string_equal(info.context[0].key, "app");
+    assert_string_equal(info.context[0].value, "lib");
+    assert_true(info.key_version >= 1);
+    kms_client_archive_info_free(&info);
+    assert_int_equal(kms_client_archive_inspect(a, hl - 1, &info, &err), KMS_CLIENT_ETRUNCATED);
+
+    /* Streaming decrypt into memory, fed in odd pieces. */
+    uint8_t *back = malloc(n);
+    uint8_t *sinkarg[2] = {back, 0};
+    kms_client_archive *ar;
+    assert_int_equal(kms_client_archive_decrypt_init(c, ctx, 1, NULL, to_buf, sinkarg, &ar, &err),
+                     0);
+    for (size_t off = 0; off < alen; off += 9999)
+        assert_int_equal(
+            kms_client_archive_update(ar, a + off, alen - off < 9999 ? alen - off : 9999, &err), 0);
+    assert_int_equal(kms_client_archive_final(ar, &err), 0);
+    kms_client_archive_free(ar);
+    assert_int_equal((size_t)sinkarg[1], n);
+    assert_memory_equal(back, pt, n);
+
+    /* decrypt_fd; a wrong context is ECONTEXT before any call to kmsd. */
+    in = open("lib.kmsa", O_RDONLY);
+    out = open("lib.back", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_int_equal(kms_client_archive_decrypt_fd(c, ctx, 1, NULL, in, out, &err), 0);
+    close(in);
+    close(out);
+    size_t blen;
+    uint8_t *b = slurp("lib.back", &blen);
+    assert_int_equal(blen, n);
+    assert_memory_equal(b, pt, n);
+    free(b);
+    kms_client_context_entry other[] = {{"app", "other"}};
+    in = open("lib.kmsa", O_RDONLY);
+    out = open("/dev/null", O_WRONLY);
+    assert_int_equal(kms_client_archive_decrypt_fd(c, other, 1, NULL, in, out, &err),
+                     KMS_CLIENT_ECONTEXT);
+    assert_string_equal(kms_client_status_name(err.code), "ECONTEXT");
+    close(in);
+    close(out);
+    /* Encrypting under a key the caller may not use: PERMISSION_DENIED. */
+    assert_int_equal(
+        kms_client_archive_encrypt_init(c, "locked", ctx, 1, NULL, to_buf, sinkarg, &ar, &err),
+        KMS_CLIENT_PERMISSION_DENIED);
+
+    /* rewrap_file to another key: the info names it; still decrypts. */
+    assert_int_equal(kms_client_archive_rewrap_file(c, "lib.kmsa", "second", &info, &err), 0);
+    assert_string_equal(info.key_name, "second");
+    kms_client_archive_info_free(&info);
+    in = open("lib.kmsa", O_RDONLY);
+    out = open("lib.back", O_WRONLY | O_TRUNC);
+    assert_int_equal(kms_client_archive_decrypt_fd(c, ctx, 1, NULL, in, out, &err), 0);
+    close(in);
+    close(out);
+    b = slurp("lib.back", &blen);
+    assert_int_equal(blen, n);
+    assert_memory_equal(b, pt, n);
+    free(b);
+    free(back);
+    free(a);
+    free(pt);
+    kms_client_close(c);
+}
+
 static long peak_child_rss_kib(void)
 {
     struct rusage ru;
@@ -663,9 +768,10 @@ static void big_pipe(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(round_trips),      cmocka_unit_test(summaries_and_inspect),
-        cmocka_unit_test(negatives),        cmocka_unit_test(rewrap_after_rotation),
-        cmocka_unit_test(crypto_shredding), cmocka_unit_test(big_pipe),
+        cmocka_unit_test(round_trips), cmocka_unit_test(summaries_and_inspect),
+        cmocka_unit_test(negatives),   cmocka_unit_test(rewrap_after_rotation),
+        cmocka_unit_test(library_api), cmocka_unit_test(crypto_shredding),
+        cmocka_unit_test(big_pipe),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }
