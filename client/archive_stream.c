@@ -260,16 +260,28 @@ static int dispatch(kms_archive_stream *s, int last, kms_client_error *err)
     return r;
 }
 
+/* A slot's state: workers write it (QUEUED to DONE) under the lock. */
+static int slot_state(kms_archive_stream *s, const slot *sl)
+{
+    if (s->pool == NULL)
+        return sl->state;
+    pthread_mutex_lock(&s->mu);
+    int state = sl->state;
+    pthread_mutex_unlock(&s->mu);
+    return state;
+}
+
 /* The slot for segment s->next, waiting for the ring to make room. */
 static int acquire(kms_archive_stream *s, slot **out, kms_client_error *err)
 {
     slot *sl = &s->slots[s->next % s->n_slots];
-    while (sl->state != SLOT_FREE && sl->state != SLOT_FILLING) {
+    int state;
+    while ((state = slot_state(s, sl)) != SLOT_FREE && state != SLOT_FILLING) {
         int r = drain_one(s, 1, err);
         if (r < 0)
             return r;
     }
-    if (sl->state == SLOT_FREE) {
+    if (state == SLOT_FREE) {
         sl->state = SLOT_FILLING;
         sl->in_len = 0;
         sl->out_len = 0;
