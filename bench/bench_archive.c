@@ -11,7 +11,9 @@
  * output is written to /dev/null with write(2). Decryption reads a 64 MiB
  * archive held in memory (mib / 64 times), and also, as kmsctl does, an
  * archive written to $TMPDIR (so in the page cache) through read(2). Each
- * case runs in 5 interleaved rounds (so a burst of other work on a shared
+ * Encryption reads the same 1 MiB (cache-hot, as `openssl speed` does);
+ * decryption reads a 64 MiB archive from RAM, so it also pays for memory
+ * bandwidth. Each case runs in 5 interleaved rounds (so a burst of other work on a shared
  * machine hits every case alike) and reports its median round; the
  * baseline is the loop `openssl speed` runs, in this process, in the same
  * rounds, on 1 thread and on all cores (the machine's ceiling at the

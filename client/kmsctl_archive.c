@@ -154,7 +154,10 @@ static void set_error(kms_client_error *err, int code, const char *message)
 static int local_fail(kmsctl *k, int code, const char *path, const char *what)
 {
     kms_client_error err = {.code = code};
-    snprintf(err.message, sizeof(err.message), "%s: %s: %s", path, what, strerror(errno));
+    if (errno != 0)
+        snprintf(err.message, sizeof(err.message), "%s: %s: %s", path, what, strerror(errno));
+    else
+        snprintf(err.message, sizeof(err.message), "%s: %s", path, what);
     return archive_fail(k, &err);
 }
 
@@ -464,10 +467,10 @@ static int run_stream(kmsctl *k, const args *a, int encrypt)
     int code = 0;
     if (r != 0) {
         code = archive_fail(k, &err);
-        if (!encrypt && o.path == NULL && o.written > 0)
+        /* Standard output cannot be taken back: say so, whatever went. */
+        if (!encrypt && o.path == NULL &&
+            (o.written > 0 || err.code == KMS_CLIENT_ETRUNCATED || err.code == KMS_CLIENT_ECORRUPT))
             fprintf(stderr, "kmsctl: decrypt: archive truncated or corrupt: output incomplete\n");
-        else if (!encrypt && o.path == NULL)
-            fprintf(stderr, "kmsctl: decrypt: no output\n");
     }
     int rc = output_close(k, &o, r == 0);
     if (code == 0 && rc != 0)
@@ -547,6 +550,7 @@ static int read_header(kmsctl *k, const char *path, uint8_t **out, size_t *out_l
     size_t hl = 0;
     uint8_t *h = NULL;
     int r = 0;
+    errno = 0;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         r = local_fail(k, KMS_CLIENT_EFILE, path, "not a regular file");
         goto out;
