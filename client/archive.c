@@ -58,6 +58,10 @@ KMS_CLIENT_API int kms_client_archive_encrypt_init(kms_client *c, const char *ke
 {
     if (c == NULL || key_name == NULL || key_name[0] == '\0' || sink == NULL || out == NULL)
         return kms_client_fail(err, KMS_CLIENT_EARG, "missing client, key name, sink or output");
+    if (opts != NULL && opts->segment_size != 0 &&
+        (opts->segment_size < KMS_ARCHIVE_SEGMENT_MIN ||
+         opts->segment_size > KMS_ARCHIVE_SEGMENT_MAX))
+        return kms_client_fail(err, KMS_CLIENT_EARG, "segment size must be 4096 .. 8388608");
     uint8_t *context = NULL;
     size_t context_len = 0;
     kms_client_result res = {0};

@@ -18,7 +18,7 @@
 #include <openssl/rand.h>
 
 #define MAX_THREADS 64
-#define SLOT_BUDGET (48u << 20)
+#define SLOT_BUDGET (32u << 20)
 
 enum slot_state { SLOT_FREE, SLOT_FILLING, SLOT_QUEUED, SLOT_DONE };
 

@@ -5,7 +5,7 @@
  *
  * Memory is bounded: at most n_slots segments are in flight, each with an
  * input and an output buffer (the slot count shrinks for large segments so
- * that the buffers stay under 48 MiB). A decrypted segment reaches the sink
+ * that the buffers stay within 32 MiB). A decrypted segment reaches the sink
  * only after its tag verified; a failed one is wiped. */
 #ifndef KMS_CLIENT_ARCHIVE_STREAM_H
 #define KMS_CLIENT_ARCHIVE_STREAM_H
