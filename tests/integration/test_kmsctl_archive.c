@@ -100,6 +100,7 @@ static int kmsctl(const char *first, ...)
 
 /* Runs a shell command line in DIR_ ($K is kmsctl, $A app.conf); returns
  * its exit status. stderr goes to DIR_/sh.err, read into ERR. */
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int sh(const char *fmt, ...)
 {
     char cmd[4096], line[8192];
