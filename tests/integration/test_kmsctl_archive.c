@@ -10,6 +10,7 @@
  *
  * KMS_ARCHIVE_BIG_MIB sets the size of the pipe test (default 101). */
 #include <fcntl.h>
+#include <pty.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -350,6 +351,69 @@ static void summaries_and_inspect(void **state)
                      0);
     assert_int_equal(kmsctl("--config", APP, "decrypt", "--in", "blob", NULL), 0);
     assert_string_equal(field("plaintext", v, sizeof(v)), "aGk=");
+}
+
+/* Runs kmsctl with its stderr (and stdout, unless out_file) on a new
+ * terminal; returns the exit status, the terminal's text in buf. */
+static int on_terminal(const char *out_file, const char *const *args, char *buf, size_t cap)
+{
+    int master;
+    pid_t pid = forkpty(&master, NULL, NULL, NULL);
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (out_file != NULL) {
+            int fd = open(out_file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+            if (fd < 0 || dup2(fd, 1) < 0)
+                _exit(127);
+        }
+        const char *argv[32] = {kmsctl_path()};
+        for (size_t i = 0; args[i] != NULL && i < 30; i++)
+            argv[i + 1] = args[i];
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    size_t got = 0;
+    for (;;) {
+        ssize_t r = read(master, buf + got, cap - 1 - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    buf[got] = '\0';
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    close(master);
+    assert_true(WIFEXITED(st));
+    return WEXITSTATUS(st);
+}
+
+/* On a terminal: the progress bar on stderr without asking, and never an
+ * archive or plaintext written to the terminal itself. */
+static void terminal(void **state)
+{
+    (void)state;
+    uint8_t pt[300000];
+    fill(pt, sizeof(pt), 3);
+    spit("pt", pt, sizeof(pt));
+    char buf[8192];
+    const char *enc[] = {"--config", APP, "encrypt", "--key", "demo", "pt", "t.kmsa", NULL};
+    assert_int_equal(on_terminal("/dev/null", enc, buf, sizeof(buf)), 0);
+    assert_non_null(strstr(buf, "MiB/s"));
+    assert_non_null(strstr(buf, "100%"));
+    const char *dec[] = {"--config", APP, "decrypt", "t.kmsa", NULL};
+    assert_int_equal(on_terminal("tty.out", dec, buf, sizeof(buf)), 0);
+    assert_non_null(strstr(buf, "MiB/s"));
+    size_t n;
+    uint8_t *back = slurp("tty.out", &n);
+    assert_int_equal(n, sizeof(pt));
+    assert_memory_equal(back, pt, n);
+    free(back);
+    /* Standard output on the terminal: refused (2), nothing decrypted to it. */
+    assert_int_equal(on_terminal(NULL, dec, buf, sizeof(buf)), 2);
+    assert_non_null(strstr(buf, "refusing to write binary data to a terminal"));
+    const char *enc2[] = {"--config", APP, "encrypt", "--key", "demo", "pt", NULL};
+    assert_int_equal(on_terminal(NULL, enc2, buf, sizeof(buf)), 2);
+    assert_null(strstr(buf, "KMSA"));
 }
 
 /* Decrypts name to a file (the output must not exist afterwards) and to
@@ -776,10 +840,10 @@ static void big_pipe(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(round_trips), cmocka_unit_test(summaries_and_inspect),
-        cmocka_unit_test(negatives),   cmocka_unit_test(rewrap_after_rotation),
-        cmocka_unit_test(library_api), cmocka_unit_test(crypto_shredding),
-        cmocka_unit_test(big_pipe),
+        cmocka_unit_test(round_trips),           cmocka_unit_test(terminal),
+        cmocka_unit_test(summaries_and_inspect), cmocka_unit_test(negatives),
+        cmocka_unit_test(rewrap_after_rotation), cmocka_unit_test(library_api),
+        cmocka_unit_test(crypto_shredding),      cmocka_unit_test(big_pipe),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }
