@@ -42,6 +42,18 @@ KMS_CLIENT_API const char *kms_client_status_name(int status)
         return "ENOMEM";
     case KMS_CLIENT_EREPLY:
         return "EREPLY";
+    case KMS_CLIENT_ENOTARCHIVE:
+        return "ENOTARCHIVE";
+    case KMS_CLIENT_EVERSION:
+        return "EVERSION";
+    case KMS_CLIENT_ECONTEXT:
+        return "ECONTEXT";
+    case KMS_CLIENT_ETRUNCATED:
+        return "ETRUNCATED";
+    case KMS_CLIENT_ECORRUPT:
+        return "ECORRUPT";
+    case KMS_CLIENT_EIO:
+        return "EIO";
     default:
         if (status >= 0 && (size_t)status < sizeof(status_names) / sizeof(status_names[0]))
             return status_names[status];

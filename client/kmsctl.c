@@ -24,9 +24,16 @@ static const struct {
     {"generate-data-key", kmsctl_cmd_generate_data_key,
      "--key NAME [--context K=V]... [--spec AES_256|AES_128] [--no-plaintext]\n"
      "                        [--blob-out FILE] [--plaintext-out FILE]"},
-    {"encrypt", kmsctl_cmd_encrypt,
-     "--key NAME (--in FILE|--in-b64 B64) [--context K=V]... [--out FILE]"},
-    {"decrypt", kmsctl_cmd_decrypt, "(--in FILE|--in-b64 B64) [--context K=V]... [--out FILE]"},
+    {"encrypt", kmsctl_cmd_archive_encrypt,
+     "--key NAME (--in FILE|--in-b64 B64) [--context K=V]... [--out FILE]\n"
+     "                        archive: --key NAME [--context K=V]... [--threads N]\n"
+     "                          [--segment-size BYTES] [--progress] [IN|-] [OUT|-]"},
+    {"decrypt", kmsctl_cmd_archive_decrypt,
+     "(--in FILE|--in-b64 B64) [--context K=V]... [--out FILE]\n"
+     "                        archive: [--context K=V]... [--threads N] [--progress] [IN|-] "
+     "[OUT|-]"},
+    {"rewrap", kmsctl_cmd_archive_rewrap, "FILE... [--key NEWKEY]   (archives)"},
+    {"inspect", kmsctl_cmd_archive_inspect, "FILE   (archives)"},
     {"reencrypt", kmsctl_cmd_reencrypt,
      "--key DEST (--in FILE|--in-b64 B64) [--source-context K=V]... [--context K=V]...\n"
      "                        [--out FILE]"},
@@ -58,8 +65,9 @@ static void usage(FILE *f)
     fputs("FILE \"-\" is standard input or output (never raw bytes to a terminal).\n"
           "exit codes: 0 ok, 1 failure, 2 usage, 3 denied, 4 not found, 5 unavailable,\n"
           "            6 invalid input (wrong context, tampered blob, bad signature),\n"
-          "            7 failed precondition or already done,\n"
-          "            8 audit verify: chain intact but an unverified tail\n",
+          "            7 failed precondition or already done; archives: 8 not an archive,\n"
+          "            9 unsupported version, 10 wrong context, 11 truncated, 12 corrupt,\n"
+          "            13 audit verify: chain intact but an unverified tail\n",
           f);
 }
 

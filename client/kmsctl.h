@@ -23,7 +23,7 @@ enum {
     KMSCTL_EXIT_INVALID = 6,      /* INVALID_ARGUMENT: wrong context, tampered or bad input */
     KMSCTL_EXIT_PRECONDITION = 7, /* FAILED_PRECONDITION (disabled version, pending deletion,
                                     expired action), ALREADY_EXISTS (approved already) */
-    KMSCTL_EXIT_UNVERIFIED = 8    /* audit verify: chain intact, but records no signed
+    KMSCTL_EXIT_UNVERIFIED = 13   /* audit verify: chain intact, but records no signed
                                     checkpoint covers */
 };
 
@@ -114,6 +114,11 @@ int kmsctl_cmd_reencrypt(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
 int kmsctl_cmd_describe_key(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
 int kmsctl_cmd_list_keys(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
 int kmsctl_cmd_health(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
+/* Archives (kmsctl_archive.c); encrypt and decrypt without --in/--in-b64. */
+int kmsctl_cmd_archive_encrypt(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
+int kmsctl_cmd_archive_decrypt(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
+int kmsctl_cmd_archive_rewrap(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
+int kmsctl_cmd_archive_inspect(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
 /* Officers (kmsctl_officer.c). */
 int kmsctl_cmd_officer(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;
 int kmsctl_cmd_propose(kmsctl *k, int argc, char **argv) KMS_MUST_CHECK;

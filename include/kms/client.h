@@ -63,7 +63,14 @@ typedef enum kms_client_status {
     KMS_CLIENT_EARG = -1,   /* bad argument (NULL, empty name, oversized input) */
     KMS_CLIENT_EFILE = -2,  /* a certificate or key file cannot be read */
     KMS_CLIENT_ENOMEM = -3, /* out of memory, or memory could not be locked */
-    KMS_CLIENT_EREPLY = -4  /* the server's reply could not be decoded */
+    KMS_CLIENT_EREPLY = -4, /* the server's reply could not be decoded */
+    /* Archives (kms_client_archive_*, docs/archive-format.md). */
+    KMS_CLIENT_ENOTARCHIVE = -5, /* the input does not start with an archive header */
+    KMS_CLIENT_EVERSION = -6,    /* an archive format version this library does not read */
+    KMS_CLIENT_ECONTEXT = -7,    /* the context given differs from the archive's */
+    KMS_CLIENT_ETRUNCATED = -8,  /* the archive ends early (in the header or at a segment end) */
+    KMS_CLIENT_ECORRUPT = -9,    /* a header or segment does not authenticate, or trailing bytes */
+    KMS_CLIENT_EIO = -10         /* reading the input or writing the output failed */
 } kms_client_status;
 
 #define KMS_CLIENT_MESSAGE_MAX 256
@@ -278,6 +285,116 @@ KMS_CLIENT_API int kms_client_sign_digest(const char *key, const uint8_t digest[
 KMS_CLIENT_API int kms_client_keygen(const char *type, const char *private_out,
                                      const char *public_out,
                                      kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+
+/* ---- Archives: streaming envelope encryption of any size (docs/archive-format.md) ----
+ *
+ * One data key per archive from GenerateDataKey; its wrapped blob sits in
+ * the archive's header, so rotating the master key rewraps the header only.
+ * Output goes to a sink in order: the header and sealed segments when
+ * encrypting; when decrypting, each segment's plaintext only after that
+ * segment authenticated. A decryption that fails part way has already
+ * released the segments before the failure: write to a temporary file and
+ * keep it only when kms_client_archive_final succeeds (as kmsctl does).
+ *
+ *   kms_client_archive *a;
+ *   if (kms_client_archive_encrypt_init(c, "backups", ctx, 1, NULL, write_cb, &fd, &a, &err) == 0)
+ * { while ((n = read(in, buf, sizeof(buf))) > 0) if (kms_client_archive_update(a, buf, n, &err) !=
+ * 0) break; if (n == 0) r = kms_client_archive_final(a, &err); kms_client_archive_free(a);
+ *   }
+ */
+
+/* Receives output bytes in order; returns 0, or non-zero to stop (the call
+ * feeding it then fails with KMS_CLIENT_EIO). */
+typedef int (*kms_client_archive_sink)(void *arg, const uint8_t *data, size_t len);
+
+typedef struct kms_client_archive_options {
+    uint32_t segment_size; /* encrypt: plaintext bytes per segment, 4096 .. 8 MiB; 0: 1 MiB */
+    unsigned threads;      /* worker threads; 0: one per online CPU (at most 64) */
+    /* Called from the feeding thread as input is consumed (cumulative bytes). */
+    void (*progress)(void *arg, uint64_t bytes_in);
+    void *progress_arg;
+} kms_client_archive_options;
+
+typedef struct kms_client_archive kms_client_archive;
+
+/* Starts an archive under key_name's primary version: a fresh data key
+ * (GenerateDataKey, AES-256) bound to ctx. The data key and the derived
+ * keys stay in locked memory and are wiped by kms_client_archive_free. */
+KMS_CLIENT_API int kms_client_archive_encrypt_init(
+    kms_client *c, const char *key_name, const kms_client_context_entry *ctx, size_t n_ctx,
+    const kms_client_archive_options *opts, kms_client_archive_sink sink, void *sink_arg,
+    kms_client_archive **out, kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+
+/* Starts reading an archive: the key is found from its header (Decrypt),
+ * and ctx must equal the archive's context (else KMS_CLIENT_ECONTEXT). */
+KMS_CLIENT_API int kms_client_archive_decrypt_init(
+    kms_client *c, const kms_client_context_entry *ctx, size_t n_ctx,
+    const kms_client_archive_options *opts, kms_client_archive_sink sink, void *sink_arg,
+    kms_client_archive **out, kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+
+/* Feeds len bytes. Errors: ENOTARCHIVE, EVERSION, ECONTEXT, ECORRUPT, EIO,
+ * ENOMEM, or the Decrypt call's status. After a failure every call fails. */
+KMS_CLIENT_API int kms_client_archive_update(kms_client_archive *a, const uint8_t *data, size_t len,
+                                             kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+
+/* Ends the input. Decrypting, KMS_CLIENT_OK means every segment up to the
+ * one flagged last authenticated and nothing follows it; ETRUNCATED when
+ * the input stops in the header or at a segment boundary before the last
+ * segment; ECORRUPT for anything else that does not authenticate. */
+KMS_CLIENT_API int kms_client_archive_final(kms_client_archive *a,
+                                            kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+
+/* Stops the threads and wipes keys and buffers. NULL-safe. */
+KMS_CLIENT_API void kms_client_archive_free(kms_client_archive *a);
+
+/* The whole stream between two file descriptors (pipes included): read to
+ * the end of in_fd, write every output byte to out_fd. */
+KMS_CLIENT_API int kms_client_archive_encrypt_fd(kms_client *c, const char *key_name,
+                                                 const kms_client_context_entry *ctx, size_t n_ctx,
+                                                 const kms_client_archive_options *opts, int in_fd,
+                                                 int out_fd,
+                                                 kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+KMS_CLIENT_API int kms_client_archive_decrypt_fd(kms_client *c, const kms_client_context_entry *ctx,
+                                                 size_t n_ctx,
+                                                 const kms_client_archive_options *opts, int in_fd,
+                                                 int out_fd,
+                                                 kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+
+/* What a header says, without decrypting anything. */
+typedef struct kms_client_archive_info {
+    uint32_t version;
+    uint32_t header_len; /* the first segment starts here */
+    uint32_t segment_size;
+    char *key_name;     /* the name recorded at encryption or rewrap (a label, not authenticated) */
+    uint8_t key_id[16]; /* from the wrapped key: the master key's id */
+    uint32_t key_version; /* and its version */
+    kms_client_context_entry *context;
+    size_t n_context;
+} kms_client_archive_info;
+
+/* Total header length from the first 9 bytes of an archive (len may be
+ * more): lets a caller read exactly the header. */
+KMS_CLIENT_API int kms_client_archive_header_len(const uint8_t *data, size_t len,
+                                                 size_t *header_len,
+                                                 kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+
+/* Parses a header (data holds at least the header) into *info. */
+KMS_CLIENT_API int kms_client_archive_inspect(const uint8_t *data, size_t len,
+                                              kms_client_archive_info *info,
+                                              kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+KMS_CLIENT_API void kms_client_archive_info_free(kms_client_archive_info *info);
+
+/* Rewraps one archive file in place: its wrapped data key goes through
+ * ReEncrypt to dest_key's primary version (NULL: the key named in the
+ * header) under the same context; the segments are not read or changed.
+ * Atomic: a temporary file beside it (new header, then the data copied
+ * inside the kernel with copy_file_range: never read into this process nor
+ * decrypted), fsync, rename, fsync of the directory.
+ * *info (when given) describes the new header. */
+KMS_CLIENT_API int kms_client_archive_rewrap_file(kms_client *c, const char *path,
+                                                  const char *dest_key,
+                                                  kms_client_archive_info *info,
+                                                  kms_client_error *err) KMS_CLIENT_MUST_CHECK;
 
 /* "INVALID_ARGUMENT", "EFILE", ... for a kms_client_status. */
 KMS_CLIENT_API const char *kms_client_status_name(int status);

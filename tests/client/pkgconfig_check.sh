@@ -26,6 +26,13 @@ int main(void)
         fprintf(stderr, "unexpected %d\n", r);
         return 1;
     }
+    /* The archive API is there too. */
+    kms_client_archive_info info;
+    r = kms_client_archive_inspect((const uint8_t *)"not an archive", 14, &info, &err);
+    if (r != KMS_CLIENT_ENOTARCHIVE) {
+        fprintf(stderr, "archive: unexpected %d\n", r);
+        return 1;
+    }
     printf("ok: %s\n", err.message);
     return 0;
 }

@@ -370,8 +370,8 @@ static void kmsctl_verifies_offline_and_names_a_changed_record(void **state)
     for (size_t i = 0; i < n; i++)
         args[2 + i] = paths[i];
     args[2 + n] = NULL;
-    /* intact, but nothing is signed yet: an unverified tail, exit 8 */
-    assert_int_equal(kms_test_kmsctl(DIR_, args, OUT, sizeof(OUT), ERR, sizeof(ERR)), 8);
+    /* intact, but nothing is signed yet: an unverified tail, exit 13 */
+    assert_int_equal(kms_test_kmsctl(DIR_, args, OUT, sizeof(OUT), ERR, sizeof(ERR)), 13);
     assert_non_null(strstr(OUT, "chain: intact"));
     assert_non_null(strstr(ERR, "unverified tail of"));
 
@@ -445,7 +445,7 @@ static void full_disk_fails_closed_and_recovers(void **state)
     for (size_t i = 0; i < n; i++)
         args[2 + i] = paths[i];
     args[2 + n] = NULL;
-    assert_int_equal(kms_test_kmsctl(DIR_, args, OUT, sizeof(OUT), ERR, sizeof(ERR)), 8);
+    assert_int_equal(kms_test_kmsctl(DIR_, args, OUT, sizeof(OUT), ERR, sizeof(ERR)), 13);
     free_files(paths, n);
 }
 
@@ -508,7 +508,7 @@ static void every_executed_action_has_its_record_across_crashes(void **state)
     for (size_t i = 0; i < n; i++)
         args[2 + i] = paths[i];
     args[2 + n] = NULL;
-    assert_int_equal(kms_test_kmsctl(DIR_, args, OUT, sizeof(OUT), ERR, sizeof(ERR)), 8);
+    assert_int_equal(kms_test_kmsctl(DIR_, args, OUT, sizeof(OUT), ERR, sizeof(ERR)), 13);
     free_files(paths, n);
 }
 
@@ -537,7 +537,7 @@ static void stop_is_recorded_and_restart_continues_the_chain(void **state)
     for (size_t i = 0; i < n; i++)
         args[2 + i] = paths[i];
     args[2 + n] = NULL;
-    assert_int_equal(kms_test_kmsctl(DIR_, args, OUT, sizeof(OUT), ERR, sizeof(ERR)), 8);
+    assert_int_equal(kms_test_kmsctl(DIR_, args, OUT, sizeof(OUT), ERR, sizeof(ERR)), 13);
     free_files(paths, n);
     read_log(log, sizeof(log));
     assert_non_null(find_record(log, "\"type\":\"start\"", NULL));
