@@ -432,6 +432,7 @@ KMS_CLIENT_API int kms_client_archive_rewrap_file(kms_client *c, const char *pat
         r = header_error(err, r);
         goto out;
     }
+    int same_key = dest_key == NULL;
     if (dest_key == NULL) {
         name = strndup((const char *)h.key_name, h.key_name_len);
         if (name == NULL || name[0] == '\0') {
@@ -445,6 +446,17 @@ KMS_CLIENT_API int kms_client_archive_rewrap_file(kms_client *c, const char *pat
     r = kms_client_reencrypt(c, h.blob, h.blob_len, ctx, n_ctx, dest_key, ctx, n_ctx, &res, err);
     if (r != 0)
         goto out;
+    /* Without --key the destination is the header's key name, which is not
+     * authenticated: whoever can write the file could name a key of their
+     * own. The new blob must be under the same key (format byte and key id,
+     * docs/formats.md) as the one the archive was made with. */
+    if (same_key && (res.blob_len < 17 || h.blob_len < 17 || memcmp(res.blob, h.blob, 17) != 0)) {
+        r = kms_client_fail(err, KMS_CLIENT_ECORRUPT,
+                            "%s: the header's key name does not name the key the archive was "
+                            "made with: give the destination key explicitly",
+                            path);
+        goto out;
+    }
     r = kms_archive_header_rewrap(&h, res.key_name, res.blob, res.blob_len, &fresh, &fresh_len);
     if (r != 0) {
         r = kms_client_fail(err, r, "cannot build the new header");

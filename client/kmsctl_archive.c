@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "kmsctl.h"
 
 /* Exit codes of archive failures (docs/kmsctl.md), after the common ones. */
@@ -455,6 +457,8 @@ static int run_stream(kmsctl *k, const args *a, int encrypt)
         }
         r = kms_client_archive_update(ar, buf, (size_t)n, &err);
     }
+    if (buf != NULL) /* it held plaintext */
+        OPENSSL_cleanse(buf, 1u << 20);
     free(buf);
     kms_client_archive_free(ar);
     if (in_fd != 0)

@@ -297,7 +297,9 @@ static void field(kmsctl_out *o, const char *name)
         kmsctl_json_string(o->f, name);
         fputc(':', o->f);
     } else {
-        fprintf(o->f, "%s: ", name);
+        /* Names can carry data too (an archive's context keys): escaped. */
+        kms_text_escape(o->f, name);
+        fputs(": ", o->f);
     }
     o->first = 0;
 }

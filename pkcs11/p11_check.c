@@ -125,6 +125,8 @@ static const struct bool_rule state_rules[] = {
     {CKA_ALWAYS_SENSITIVE, "CKA_ALWAYS_SENSITIVE", CK_TRUE, 0},
     {CKA_NEVER_EXTRACTABLE, "CKA_NEVER_EXTRACTABLE", CK_TRUE, 0},
     {CKA_LOCAL, "CKA_LOCAL", CK_TRUE, 0},
+    /* Not modifiable, as the master keys: its usage cannot be widened. */
+    {CKA_MODIFIABLE, "CKA_MODIFIABLE", CK_FALSE, 0},
     {CKA_SIGN, "CKA_SIGN", CK_TRUE, 0},
     {CKA_ENCRYPT, "CKA_ENCRYPT", CK_FALSE, 1},
     {CKA_DECRYPT, "CKA_DECRYPT", CK_FALSE, 1},

@@ -240,6 +240,8 @@ static void device_put(tpm2_device *d)
     kms_secret_free(d->auth_key);
     pthread_mutex_destroy(&d->mu);
     free(d->tcti_conf);
+    free(d->primary_name_file);
+    free(d->auth_key_file);
     free(d);
 }
 
@@ -295,6 +297,20 @@ static int make_backend(tpm2_device *d, kms_tpm2_mode mode, kms_backend **out)
     return KMS_OK;
 }
 
+/* The device keeps its own copies of the configured file paths: they are
+ * read again on every reconnect and restart, long after open returned. */
+static int own_paths(tpm2_device *d)
+{
+    if (d->cfg.primary_name_file != NULL &&
+        (d->primary_name_file = strdup(d->cfg.primary_name_file)) == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    if (d->cfg.auth_key_file != NULL && (d->auth_key_file = strdup(d->cfg.auth_key_file)) == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    d->cfg.primary_name_file = d->primary_name_file;
+    d->cfg.auth_key_file = d->auth_key_file;
+    return KMS_OK;
+}
+
 int kms_tpm2_open(const kms_tpm2_config *cfg, kms_backend **sealed, kms_backend **resident)
 {
     if (cfg == NULL || cfg->tcti == NULL || sealed == NULL)
@@ -316,7 +332,9 @@ int kms_tpm2_open(const kms_tpm2_config *cfg, kms_backend **sealed, kms_backend 
     kms_backend *s = NULL, *r = NULL;
     int ret = (d->tcti_conf = strdup(cfg->tcti)) == NULL
                   ? kms_error_set(KMS_ENOMEM, "out of memory")
-                  : kms_tpm2_lock(cfg, &d->lock_fd);
+                  : own_paths(d);
+    if (ret == 0)
+        ret = kms_tpm2_lock(cfg, &d->lock_fd);
     if (ret == 0)
         ret = kms_tpm2_load_primary_name(d);
     if (ret == 0)

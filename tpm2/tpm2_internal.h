@@ -24,6 +24,9 @@
 typedef struct tpm2_device {
     kms_tpm2_config cfg;
     char *tcti_conf;
+    /* Own copies of cfg's file paths (cfg.primary_name_file and
+     * cfg.auth_key_file point here): the caller's may not outlive open. */
+    char *primary_name_file, *auth_key_file;
     pthread_mutex_t mu; /* one ESYS context: one command at a time */
     TSS2_TCTI_CONTEXT *tcti;
     ESYS_CONTEXT *esys;

@@ -833,7 +833,14 @@ static void big_pipe(void **state)
     long rss = peak_child_rss_kib();
     print_message("%zu bytes through encrypt | decrypt in %.1f s; largest child RSS %ld KiB\n", n,
                   (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9, rss);
+#ifdef KMS_SANITIZED
+    /* AddressSanitizer's shadow memory and quarantine roughly double a
+     * process's RSS (75 MiB measured); buffering the 101 MiB input would
+     * still be far above this bound. */
+    assert_true(rss < 160 * 1024);
+#else
     assert_true(rss < 64 * 1024);
+#endif
     unlink(path);
 }
 
