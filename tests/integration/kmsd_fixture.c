@@ -13,6 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
 #include "grpc_test_client.h"
 
 extern char **environ;
@@ -327,4 +330,37 @@ char *kms_test_kmsd_dir(const kms_test_kmsd *k, char *out, size_t cap)
     memcpy(out, k->config, n);
     out[n] = '\0';
     return out;
+}
+
+size_t kms_test_kmsd_officer_sign(const kms_test_kmsd *k, const char *officer,
+                                  const uint8_t digest[32], uint8_t sig[256])
+{
+    char name[64], path[400];
+    snprintf(name, sizeof(name), "%s-signing-key.pem", officer);
+    FILE *f = fopen(kms_test_kmsd_pki(k, name, path, sizeof(path)), "r");
+    if (f == NULL)
+        die("cannot open an officer's signing key");
+    EVP_PKEY *pk = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    fclose(f);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    size_t len = 256;
+    int ok = pk != NULL && md != NULL &&
+             EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pk) == 1 &&
+             EVP_DigestSign(md, sig, &len, digest, 32) == 1;
+    EVP_MD_CTX_free(md);
+    EVP_PKEY_free(pk);
+    if (!ok)
+        die("cannot sign with an officer's signing key");
+    return len;
+}
+
+int kms_test_kmsd_token_objects(const kms_test_kmsd *k)
+{
+    static char out[1 << 16];
+    if (kms_test_token_list_objects(&k->token, out, sizeof(out)) != 0)
+        die("pkcs11-tool cannot list the token's objects");
+    int n = 0;
+    for (const char *p = out; (p = strstr(p, "kms:")) != NULL; p += 4)
+        n++;
+    return n;
 }

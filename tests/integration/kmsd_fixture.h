@@ -84,4 +84,14 @@ typedef struct kms_tc kms_tc;
  * it cannot be made. */
 kms_tc *kms_test_kmsd_open_as(const kms_test_kmsd *k, const char *name);
 
+/* Signs a 32-byte approval digest (docs/approvals.md) with the dev-PKI
+ * signing key of officer (<officer>-signing-key.pem) into sig (256 bytes
+ * room); the signature's length. The test fails if it cannot. */
+size_t kms_test_kmsd_officer_sign(const kms_test_kmsd *k, const char *officer,
+                                  const uint8_t digest[32], uint8_t sig[256]);
+
+/* kms objects on k's token, by pkcs11-tool (every version's label starts
+ * with "kms:"). */
+int kms_test_kmsd_token_objects(const kms_test_kmsd *k);
+
 #endif

@@ -177,20 +177,8 @@ static void digest_of(const Kms__V1__Action *a, uint8_t out[32])
 static int approve(kms_tc *c, const char *officer, const Kms__V1__Action *a)
 {
     uint8_t d[32], sig[256];
-    char name[64], path[400];
     digest_of(a, d);
-    snprintf(name, sizeof(name), "%s-signing-key.pem", officer);
-    FILE *f = fopen(kms_test_kmsd_pki(&K, name, path, sizeof(path)), "r");
-    assert_non_null(f);
-    EVP_PKEY *pk = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-    fclose(f);
-    assert_non_null(pk);
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    size_t len = sizeof(sig);
-    assert_int_equal(EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pk), 1);
-    assert_int_equal(EVP_DigestSign(md, sig, &len, d, 32), 1);
-    EVP_MD_CTX_free(md);
-    EVP_PKEY_free(pk);
+    size_t len = kms_test_kmsd_officer_sign(&K, officer, d, sig);
     Kms__V1__ApproveActionRequest req = KMS__V1__APPROVE_ACTION_REQUEST__INIT;
     req.action_id = a->id;
     req.signature.data = sig;

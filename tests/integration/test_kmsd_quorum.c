@@ -143,20 +143,7 @@ static void digest_of(const Kms__V1__Action *a, uint8_t out[32])
 
 static size_t sign_with(const char *officer, const uint8_t digest[32], uint8_t *sig)
 {
-    char name[64], path[400];
-    snprintf(name, sizeof(name), "%s-signing-key.pem", officer);
-    FILE *f = fopen(kms_test_kmsd_pki(&K, name, path, sizeof(path)), "r");
-    assert_non_null(f);
-    EVP_PKEY *pk = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-    fclose(f);
-    assert_non_null(pk);
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    size_t len = 256;
-    assert_int_equal(EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pk), 1);
-    assert_int_equal(EVP_DigestSign(md, sig, &len, digest, 32), 1);
-    EVP_MD_CTX_free(md);
-    EVP_PKEY_free(pk);
-    return len;
+    return kms_test_kmsd_officer_sign(&K, officer, digest, sig);
 }
 
 static int approve_raw(kms_tc *c, const uint8_t *id, size_t id_len, const uint8_t *sig,
@@ -862,15 +849,9 @@ static int count_rows(sqlite3 *db, const char *sql)
     return n;
 }
 
-/* kms objects on the token (every label is kms:<key id hex>:v<version>). */
 static int token_objects(void)
 {
-    static char out[1 << 16];
-    assert_int_equal(kms_test_token_list_objects(&K.token, out, sizeof(out)), 0);
-    int objects = 0;
-    for (const char *p = out; (p = strstr(p, "kms:")) != NULL; p += 4)
-        objects++;
-    return objects;
+    return kms_test_kmsd_token_objects(&K);
 }
 
 /* The database passes SQLite's own check. */
