@@ -611,6 +611,40 @@ static void rewrap_after_rotation(void **state)
     assert_int_equal(kmsctl("inspect", "r2.kmsa", NULL), 0);
     assert_string_equal(field("key_name", v, sizeof(v)), "second");
     assert_int_equal(sh("$K --config \"$A\" decrypt --context app=r r2.kmsa | cmp -s - pt"), 0);
+    /* The key name in the header is not authenticated: renamed to "demo"
+     * (a key the caller may re-encrypt to), a rewrap without --key must not
+     * follow it to another key than the archive's. Refused as corrupt (12),
+     * the file unchanged. */
+    size_t flen;
+    uint8_t *f2 = slurp("r2.kmsa", &flen);
+    size_t fh = (size_t)f2[5] << 24 | (size_t)f2[6] << 16 | (size_t)f2[7] << 8 | f2[8];
+    size_t at = 0;
+    for (size_t i = 9; i + 7 <= fh && at == 0; i++)
+        if (f2[i] == 6 && memcmp(f2 + i + 1, "second", 6) == 0)
+            at = i;
+    assert_true(at > 0);
+    uint8_t *forged = malloc(flen - 2);
+    assert_non_null(forged);
+    memcpy(forged, f2, at);
+    forged[at] = 4;
+    memcpy(forged + at + 1, "demo", 4);
+    memcpy(forged + at + 5, f2 + at + 7, flen - at - 7);
+    size_t nh = fh - 2;
+    forged[5] = (uint8_t)(nh >> 24);
+    forged[6] = (uint8_t)(nh >> 16);
+    forged[7] = (uint8_t)(nh >> 8);
+    forged[8] = (uint8_t)nh;
+    spit("forged.kmsa", forged, flen - 2);
+    assert_int_equal(kmsctl("inspect", "forged.kmsa", NULL), 0);
+    assert_string_equal(field("key_name", v, sizeof(v)), "demo");
+    assert_int_equal(kmsctl("--config", APP, "rewrap", "forged.kmsa", NULL), 12);
+    size_t flen2;
+    uint8_t *after = slurp("forged.kmsa", &flen2);
+    assert_int_equal(flen2, flen - 2);
+    assert_memory_equal(after, forged, flen2);
+    free(after);
+    free(forged);
+    free(f2);
     /* rewrap never reads the data: an archive with a damaged segment is
      * rewrapped as it is (and still fails to decrypt, with the damage
      * where it was). */
