@@ -9,12 +9,19 @@
  * Locking: `lock` (rwlock) guards the key index; each key entry has its own
  * mutex guarding its versions, leases and opened backend keys. Backend
  * wrap/unwrap run outside every keyring lock, so calls on one key proceed in
- * parallel. Opened backend keys live until the keyring closes. */
+ * parallel. Opened backend keys live until the keyring closes.
+ *
+ * Generations: a key is loaded from the store outside the lock, so a change
+ * committed between that read and the insert (a deletion scheduled, a
+ * version disabled) would leave a stale entry. kms_keyring_refresh, called
+ * after every such change, bumps `gen` first; a load notes `gen` before its
+ * store read and inserts only if it is unchanged, else reads again. */
 #include "kmsd/keyring/keyring.h"
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,7 +77,11 @@ struct kms_keyring {
     struct key_entry **by_id;
     size_t nbuckets;
     size_t nkeys;
+    atomic_uint_fast64_t gen; /* bumped by every refresh (see above) */
 };
+
+/* Loads that lose the race this many times in a row fail (KMS_EUNAVAIL). */
+#define LOAD_TRIES 8
 
 /* ---- index ---------------------------------------------------------------- */
 
@@ -288,17 +299,28 @@ static int get_entry(kms_keyring *kr, const char *name, const uint8_t *id, struc
     }
 
     kms_key_rec rec;
-    int r = name ? kr->store->ops->key_get_by_name(kr->store, name, &rec)
-                 : kr->store->ops->key_get_by_id(kr->store, id, &rec);
-    if (r != 0)
-        return r;
-    if (rec.primary_version == 0) /* not cached: creating it again completes it */
-        return kms_error_set_public(KMS_EPRECOND,
-                                    "key %s is incomplete: its creation was interrupted", rec.name);
     struct key_entry *fresh = NULL;
-    KMS_GUARD(load_entry(kr, &rec, &fresh));
-
-    pthread_rwlock_wrlock(&kr->lock);
+    for (int tries = 0;; tries++) {
+        if (tries == LOAD_TRIES)
+            return kms_error_set(KMS_EUNAVAIL, "key changed under every load: try again");
+        uint_fast64_t g = atomic_load(&kr->gen);
+        int r = name ? kr->store->ops->key_get_by_name(kr->store, name, &rec)
+                     : kr->store->ops->key_get_by_id(kr->store, id, &rec);
+        if (r != 0)
+            return r;
+        if (rec.primary_version == 0) /* not cached: creating it again completes it */
+            return kms_error_set_public(KMS_EPRECOND,
+                                        "key %s is incomplete: its creation was interrupted",
+                                        rec.name);
+        KMS_GUARD(load_entry(kr, &rec, &fresh));
+        pthread_rwlock_wrlock(&kr->lock);
+        if (atomic_load(&kr->gen) == g)
+            break; /* with the lock held */
+        /* A refresh ran since the read: what was read may be stale. */
+        pthread_rwlock_unlock(&kr->lock);
+        entry_free(fresh);
+        fresh = NULL;
+    }
     e = find_by_id(kr, rec.id); /* another thread may have loaded it meanwhile */
     if (e == NULL) {
         maybe_grow(kr);
@@ -787,6 +809,7 @@ int kms_keyring_refresh(kms_keyring *kr, const uint8_t key_id[KMS_KEY_ID_LEN])
     if (kr == NULL || key_id == NULL)
         return kms_error_set(KMS_EINVAL, "missing argument");
     pthread_rwlock_rdlock(&kr->lock);
+    atomic_fetch_add(&kr->gen, 1); /* a load in flight must not insert what it read */
     struct key_entry *e = find_by_id(kr, key_id);
     pthread_rwlock_unlock(&kr->lock);
     if (e == NULL)

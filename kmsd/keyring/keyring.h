@@ -65,7 +65,7 @@ void kms_keyring_backend_of_name(const char *stored, const char **backend, const
 const char *kms_keyring_default_backend(const kms_keyring *kr);
 
 /* The first registered backend instance that holds a state-integrity key
- * (KMS_BACKEND_CAP_STATE_MAC), NULL if none can (a TPM-only kmsd). The
+ * (KMS_BACKEND_CAP_STATE_MAC), NULL if none can (a test fake). The
  * keyring keeps owning it. */
 kms_backend *kms_keyring_state_backend(const kms_keyring *kr);
 

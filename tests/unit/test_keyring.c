@@ -1,6 +1,7 @@
 /* Keyring logic over a real SQLite file and an in-memory backend (AES-GCM
  * in OpenSSL) that can be told to fail. The real SoftHSM2 path is covered
  * by tests/integration/test_envelope_softhsm.c. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -622,6 +623,99 @@ static void recorded_device_object_never_destroyed(void **state)
     assert_memory_equal(obj->value, value, sizeof(value));
 }
 
+/* A store shim over the real store: its version_list, once armed, reads
+ * the real store and then blocks until the test lets it go, so that a
+ * change and its refresh run between a cache miss's store read and its
+ * insert. Every other op is the real store's (the shim shares its impl). */
+struct shim {
+    kms_store base; /* first: the ops get &base */
+    kms_store_ops ops;
+    const kms_store_ops *real;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int armed, blocked, go;
+};
+
+static int shim_version_list(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN],
+                             kms_store_version_cb cb, void *cb_ctx)
+{
+    struct shim *sh = (struct shim *)s;
+    int r = sh->real->version_list(s, key_id, cb, cb_ctx);
+    pthread_mutex_lock(&sh->mu);
+    if (sh->armed) {
+        sh->armed = 0;
+        sh->blocked = 1;
+        pthread_cond_broadcast(&sh->cv);
+        while (!sh->go)
+            pthread_cond_wait(&sh->cv, &sh->mu);
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return r;
+}
+
+struct racing_wrap {
+    kms_keyring *kr;
+    int r;
+};
+
+static void *wrap_k(void *arg)
+{
+    struct racing_wrap *w = arg;
+    uint8_t pt[16] = {1}, blob[KMS_BLOB_MAX];
+    size_t len = 0;
+    w->r = kms_keyring_wrap(w->kr, "k", &ctx, pt, sizeof(pt), blob, sizeof(blob), &len, NULL);
+    return NULL;
+}
+
+/* The key's deletion is scheduled (store write, then refresh) while a
+ * cache miss holds the store's answer from before: the entry it read must
+ * not be cached, and the next wrap sees the deletion. */
+static void deletion_during_a_load_is_not_lost(void **state)
+{
+    struct fx *f = *state;
+    kms_key_rec k;
+    assert_int_equal(kms_keyring_create_key(f->kr, "k", "fake", &k), KMS_OK);
+    struct shim sh;
+    memset(&sh, 0, sizeof(sh));
+    sh.real = f->store->ops;
+    sh.ops = *f->store->ops;
+    sh.ops.version_list = shim_version_list;
+    sh.base.ops = &sh.ops;
+    sh.base.impl = f->store->impl;
+    pthread_mutex_init(&sh.mu, NULL);
+    pthread_cond_init(&sh.cv, NULL);
+    kms_keyring *kr = NULL; /* a fresh cache on the shim */
+    assert_int_equal(kms_keyring_open(&sh.base, NULL, &kr), KMS_OK);
+    assert_int_equal(kms_keyring_add_backend(kr, &f->backend), KMS_OK);
+
+    sh.armed = 1;
+    struct racing_wrap w = {kr, -1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, wrap_k, &w), 0);
+    pthread_mutex_lock(&sh.mu);
+    while (!sh.blocked)
+        pthread_cond_wait(&sh.cv, &sh.mu);
+    pthread_mutex_unlock(&sh.mu);
+
+    /* The load has read the key with no deletion; now one is scheduled. */
+    assert_int_equal(f->store->ops->key_set_deletion(f->store, k.id, 1000), KMS_OK);
+    assert_int_equal(kms_keyring_refresh(kr, k.id), KMS_OK);
+
+    pthread_mutex_lock(&sh.mu);
+    sh.go = 1;
+    pthread_cond_broadcast(&sh.cv);
+    pthread_mutex_unlock(&sh.mu);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    /* The racing wrap began before the change: either answer; every later
+     * one must see it. */
+    assert_true(w.r == KMS_OK || w.r == KMS_EPRECOND);
+    wrap_k(&w);
+    assert_int_equal(w.r, KMS_EPRECOND);
+    kms_keyring_close(kr);
+    pthread_cond_destroy(&sh.cv);
+    pthread_mutex_destroy(&sh.mu);
+}
+
 static void bad_arguments(void **state)
 {
     struct fx *f = *state;
@@ -658,6 +752,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(unsafe_key_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(interrupted_creation_is_completed, setup, teardown),
         cmocka_unit_test_setup_teardown(recorded_device_object_never_destroyed, setup, teardown),
+        cmocka_unit_test_setup_teardown(deletion_during_a_load_is_not_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(orphan_device_object_replaced, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_arguments, setup, teardown),
     };
