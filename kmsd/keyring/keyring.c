@@ -836,7 +836,9 @@ int kms_keyring_destroy_key(kms_keyring *kr, const char *name, unsigned *destroy
     pthread_mutex_lock(&e->mu);
     if (e->rec.deletion_at == 0)
         r = kms_error_set(KMS_EPRECOND, "key %s is not scheduled for deletion", name);
-    for (size_t i = 0; r == 0 && i < e->nversions; i++) {
+    /* A version that fails is logged and left for the next sweep; the
+     * others are destroyed now. The first failure is returned. */
+    for (size_t i = 0; e->rec.deletion_at != 0 && i < e->nversions; i++) {
         struct version_slot *v = &e->versions[i];
         if (v->state == KMS_VERSION_DESTROYED)
             continue;
@@ -846,19 +848,27 @@ int kms_keyring_destroy_key(kms_keyring *kr, const char *name, unsigned *destroy
         }
         /* Device first, then the record: a crash in between leaves a
          * version the next sweep destroys again (already gone is fine). */
-        r = e->backend->ops->destroy_version(e->backend, &v->ref);
-        if (r == KMS_ENOTFOUND)
-            r = KMS_OK;
-        if (r == 0)
-            r = kr->store->ops->version_destroy(kr->store, e->rec.id, v->version);
-        if (r == 0) {
+        int k = e->backend->ops->destroy_version(e->backend, &v->ref);
+        if (k == KMS_ENOTFOUND)
+            k = KMS_OK;
+        if (k == 0)
+            k = kr->store->ops->version_destroy(kr->store, e->rec.id, v->version);
+        if (k == 0) {
             v->state = KMS_VERSION_DESTROYED;
             OPENSSL_cleanse(&v->ref, sizeof(v->ref));
             n++;
+            continue;
         }
+        char why[256];
+        snprintf(why, sizeof(why), "%s", kms_error_detail());
+        kms_log_error("key %s version %u could not be destroyed: %s (%s)", name, v->version,
+                      kms_strerror(k), why);
+        if (r == 0)
+            r = kms_error_set(k, "key %s version %u could not be destroyed: %s", name,
+                              v->version, why);
     }
     pthread_mutex_unlock(&e->mu);
-    if (r == 0 && n > 0)
+    if (n > 0)
         kms_log_info("key %s: %u version(s) destroyed on backend %s%s", name, n, e->rec.backend,
                      kms_backend_has_caps(e->backend, KMS_BACKEND_CAP_SHRED)
                          ? ""

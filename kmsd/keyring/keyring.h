@@ -122,7 +122,10 @@ int kms_keyring_refresh(kms_keyring *kr, const uint8_t key_id[KMS_KEY_ID_LEN]) K
 
 /* Crypto-shredding: destroys every version of a key scheduled for deletion
  * on its backend and marks it DESTROYED (KMS_EPRECOND if no deletion is
- * scheduled). Idempotent: a version already gone counts as destroyed. */
+ * scheduled). Idempotent: a version already gone counts as destroyed. A
+ * version that cannot be destroyed is logged and stays (the next call
+ * retries it); the others are destroyed all the same, and the first
+ * failure is returned. *destroyed counts the versions destroyed now. */
 int kms_keyring_destroy_key(kms_keyring *kr, const char *name, unsigned *destroyed) KMS_MUST_CHECK;
 
 /* A key scheduled for deletion wraps and unwraps nothing (KMS_EPRECOND). */
