@@ -590,42 +590,73 @@ int kms_keyring_valid_name(const char *name)
     return 1;
 }
 
+/* A device object the store has no row for, replaced or removed under
+ * the store's write lock (store version_unrecorded_do). */
+struct unrecorded {
+    kms_backend *b;
+    const uint8_t *id;
+    uint32_t version;
+    kms_backend_ref *ref;
+    int recreate; /* 1: make it afresh after destroying it */
+};
+
+static int destroy_unrecorded(void *ctx)
+{
+    struct unrecorded *u = ctx;
+    int r = u->b->ops->destroy_version(u->b, u->ref);
+    if (r == KMS_ENOTFOUND)
+        r = KMS_OK;
+    if (r == 0 && u->recreate)
+        r = u->b->ops->create_version(u->b, u->id, u->version, u->ref);
+    return r;
+}
+
 /* Creates (key_id, version) on the backend. A device object that exists
- * but is absent from the store is an orphan of a crash between the two
- * writes: it was never recorded, so it never wrapped anything; it is
- * destroyed and made afresh rather than adopted. One the store knows about
- * (a committed row this keyring's cache has not seen) is never destroyed:
- * blobs may be wrapped under it. */
+ * but has no committed row in the store is an orphan of a crash between
+ * the two writes (or a creation in flight in another process, whose
+ * commit will then fail): it was never recorded, so it never wrapped
+ * anything; it is destroyed and made afresh rather than adopted. The check
+ * and the destruction run under the store's write lock, so no row for it
+ * can be committed in between. One the store knows about (a committed row
+ * this keyring's cache has not seen) is never destroyed: blobs may be
+ * wrapped under it. */
 static int create_on_backend(kms_store *store, kms_backend *b, const uint8_t *id, uint32_t version,
                              kms_backend_ref *ref)
 {
     ref->len = 0;
     int r = b->ops->create_version(b, id, version, ref);
     if (r == KMS_EEXISTS && ref->len > 0) {
-        kms_version_rec known;
-        int g = store->ops->version_get(store, id, version, &known);
-        if (g == 0)
+        struct unrecorded u = {b, id, version, ref, 1};
+        int g = store->ops->version_unrecorded_do(store, id, version, destroy_unrecorded, &u);
+        if (g == KMS_EEXISTS)
             return kms_error_set(KMS_EEXISTS,
                                  "version %u is already recorded in the store: its device object "
                                  "is not an orphan and is kept (is another kmsd using this "
                                  "database?)",
                                  version);
-        if (g != KMS_ENOTFOUND)
-            return g;
-        kms_log_warn("destroying an orphan device object (version %u) left by a crash", version);
-        r = b->ops->destroy_version(b, ref);
-        if (r == 0)
-            r = b->ops->create_version(b, id, version, ref);
+        if (g == 0)
+            kms_log_warn("replaced an orphan device object (version %u) left by a crash",
+                         version);
+        return g;
     }
     return r;
 }
 
-/* Removes a device object that the store failed to record. Best effort:
- * if it stays, it is an orphan that the next creation of that version
- * removes (create_on_backend). */
-static void discard_on_backend(kms_backend *b, const kms_backend_ref *ref)
+/* Removes a device object that the store failed to record, unless a row
+ * for its version was committed meanwhile (another writer's, naming the
+ * same device object): checked under the store's write lock. If it stays,
+ * it is an orphan that the next creation of that version removes
+ * (create_on_backend). */
+static void discard_on_backend(kms_store *store, kms_backend *b, const uint8_t *id,
+                               uint32_t version, kms_backend_ref *ref)
 {
-    if (b->ops->destroy_version(b, ref) != 0)
+    struct unrecorded u = {b, id, version, ref, 0};
+    int r = store->ops->version_unrecorded_do(store, id, version, destroy_unrecorded, &u);
+    if (r == KMS_EEXISTS)
+        kms_log_warn("version %u: the store records it now (another writer): its device object "
+                     "is kept",
+                     version);
+    else if (r != 0)
         kms_log_warn("an unrecorded device object stays until its version is created again");
 }
 
@@ -678,7 +709,7 @@ int kms_keyring_create_key(kms_keyring *kr, const char *name, const char *backen
     if (r != 0) {
         kms_log_error("key %s: store failed after the device object was made: %s", name,
                       kms_error_detail());
-        discard_on_backend(b, &v.ref);
+        discard_on_backend(kr->store, b, rec.id, 1, &v.ref);
         return r;
     }
     rec.primary_version = 1;
@@ -723,7 +754,7 @@ static int rotate_locked(kms_keyring *kr, struct key_entry *e, const char *reaso
         r = record != NULL ? kr->store->ops->version_add_recorded(kr->store, &v, record)
                            : kr->store->ops->version_add(kr->store, &v, 1);
         if (r != 0)
-            discard_on_backend(e->backend, &v.ref);
+            discard_on_backend(kr->store, e->backend, e->rec.id, next, &v.ref);
     }
     free(record);
     if (r != 0)
