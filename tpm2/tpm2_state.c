@@ -155,8 +155,8 @@ static TSS2_RC mac_once(tpm2_device *d, ESYS_TR key, const uint8_t *in, size_t l
     }
     TPM2B_AUTH none = {0};
     ESYS_TR seq = ESYS_TR_NONE;
-    rc = Esys_HMAC_Start(d->esys, key, session, ESYS_TR_NONE, ESYS_TR_NONE, &none,
-                         TPM2_ALG_SHA256, &seq);
+    rc = Esys_HMAC_Start(d->esys, key, session, ESYS_TR_NONE, ESYS_TR_NONE, &none, TPM2_ALG_SHA256,
+                         &seq);
     if (rc != TSS2_RC_SUCCESS) {
         kms_tpm2_drop_session(d);
         return rc;
@@ -185,8 +185,8 @@ static TSS2_RC mac_once(tpm2_device *d, ESYS_TR key, const uint8_t *in, size_t l
 
 /* Why a try stopped short of the TPM's answer to the MAC itself. */
 struct state_try {
-    int err;         /* a kms error found on our side (unsafe object, no secret) */
-    int found;       /* the handle held an object */
+    int err;   /* a kms error found on our side (unsafe object, no secret) */
+    int found; /* the handle held an object */
     TPM2B_DIGEST *mac;
 };
 
@@ -198,8 +198,7 @@ static TSS2_RC state_try(tpm2_device *d, TPM2_HANDLE h, const uint8_t *in, size_
     t->err = 0;
     t->found = 0;
     ESYS_TR tr = ESYS_TR_NONE;
-    TSS2_RC rc =
-        Esys_TR_FromTPMPublic(d->esys, h, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &tr);
+    TSS2_RC rc = Esys_TR_FromTPMPublic(d->esys, h, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &tr);
     if (rc != TSS2_RC_SUCCESS)
         return rc;
     t->found = 1;

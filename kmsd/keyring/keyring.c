@@ -309,9 +309,8 @@ static int get_entry(kms_keyring *kr, const char *name, const uint8_t *id, struc
         if (r != 0)
             return r;
         if (rec.primary_version == 0) /* not cached: creating it again completes it */
-            return kms_error_set_public(KMS_EPRECOND,
-                                        "key %s is incomplete: its creation was interrupted",
-                                        rec.name);
+            return kms_error_set_public(
+                KMS_EPRECOND, "key %s is incomplete: its creation was interrupted", rec.name);
         KMS_GUARD(load_entry(kr, &rec, &fresh));
         pthread_rwlock_wrlock(&kr->lock);
         if (atomic_load(&kr->gen) == g)
@@ -635,8 +634,7 @@ static int create_on_backend(kms_store *store, kms_backend *b, const uint8_t *id
                                  "database?)",
                                  version);
         if (g == 0)
-            kms_log_warn("replaced an orphan device object (version %u) left by a crash",
-                         version);
+            kms_log_warn("replaced an orphan device object (version %u) left by a crash", version);
         return g;
     }
     return r;
@@ -895,8 +893,8 @@ int kms_keyring_destroy_key(kms_keyring *kr, const char *name, unsigned *destroy
         kms_log_error("key %s version %u could not be destroyed: %s (%s)", name, v->version,
                       kms_strerror(k), why);
         if (r == 0)
-            r = kms_error_set(k, "key %s version %u could not be destroyed: %s", name,
-                              v->version, why);
+            r = kms_error_set(k, "key %s version %u could not be destroyed: %s", name, v->version,
+                              why);
     }
     pthread_mutex_unlock(&e->mu);
     if (n > 0)

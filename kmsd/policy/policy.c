@@ -36,7 +36,7 @@ struct kms_policy {
     struct entry *by_name[NBUCKETS];
     char **officers; /* sorted */
     size_t n_officers;
-    atomic_uint_fast64_t gen;          /* bumped by every invalidation (under the lock) */
+    atomic_uint_fast64_t gen;           /* bumped by every invalidation (under the lock) */
     atomic_uint_fast64_t officer_reads; /* numbers officer reloads */
     uint_fast64_t officers_from;        /* the reload the set came from (under the lock) */
 };

@@ -166,8 +166,7 @@ typedef struct kms_store_ops {
      * would make it live. fn must not call the store; its result is
      * returned, and nothing is written either way. */
     int (*version_unrecorded_do)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN],
-                                 uint32_t version, int (*fn)(void *ctx),
-                                 void *ctx) KMS_MUST_CHECK;
+                                 uint32_t version, int (*fn)(void *ctx), void *ctx) KMS_MUST_CHECK;
     /* In version order. */
     int (*version_list)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN], kms_store_version_cb cb,
                         void *ctx) KMS_MUST_CHECK;

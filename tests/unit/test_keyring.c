@@ -793,20 +793,20 @@ static void two_writers_never_lose_a_blob(void **state)
     uint8_t blob_a[KMS_BLOB_MAX], blob_b[KMS_BLOB_MAX];
     size_t len_a = 0, len_b = 0;
     uint32_t ver = 0;
-    assert_int_equal(kms_keyring_wrap(a, "k", &ctx, pt, sizeof(pt), blob_a, sizeof(blob_a),
-                                      &len_a, &ver),
-                     KMS_OK);
-    assert_int_equal(kms_keyring_wrap(b, "k", &ctx, pt, sizeof(pt), blob_b, sizeof(blob_b),
-                                      &len_b, &ver),
-                     KMS_OK);
+    assert_int_equal(
+        kms_keyring_wrap(a, "k", &ctx, pt, sizeof(pt), blob_a, sizeof(blob_a), &len_a, &ver),
+        KMS_OK);
+    assert_int_equal(
+        kms_keyring_wrap(b, "k", &ctx, pt, sizeof(pt), blob_b, sizeof(blob_b), &len_b, &ver),
+        KMS_OK);
 
     /* 1. a committed version behind A's cache. */
     uint32_t nv = 0;
     assert_int_equal(kms_keyring_rotate(b, "k", &nv), KMS_OK);
     assert_int_equal(nv, 2);
-    assert_int_equal(kms_keyring_wrap(b, "k", &ctx, pt, sizeof(pt), blob_b, sizeof(blob_b),
-                                      &len_b, &ver),
-                     KMS_OK);
+    assert_int_equal(
+        kms_keyring_wrap(b, "k", &ctx, pt, sizeof(pt), blob_b, sizeof(blob_b), &len_b, &ver),
+        KMS_OK);
     assert_int_equal(ver, 2);
     int destroys = f->fake.destroys;
     assert_int_equal(kms_keyring_rotate(a, "k", &nv), KMS_EEXISTS);
@@ -828,9 +828,9 @@ static void two_writers_never_lose_a_blob(void **state)
     assert_int_equal(kms_keyring_add_backend(a, &f->backend), KMS_OK);
     assert_int_equal(kms_keyring_rotate(a, "k", &nv), KMS_OK);
     assert_int_equal(nv, 3);
-    assert_int_equal(kms_keyring_wrap(a, "k", &ctx, pt, sizeof(pt), blob_a, sizeof(blob_a),
-                                      &len_a, &ver),
-                     KMS_OK);
+    assert_int_equal(
+        kms_keyring_wrap(a, "k", &ctx, pt, sizeof(pt), blob_a, sizeof(blob_a), &len_a, &ver),
+        KMS_OK);
     assert_int_equal(ver, 3);
     pthread_mutex_lock(&sh.mu);
     sh.go = 1;

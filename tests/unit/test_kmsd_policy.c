@@ -316,8 +316,7 @@ static void revocation_during_a_load_is_not_lost(void **state)
     /* The racing call itself may answer either way (it began before the
      * revocation); every later one must see it. */
     assert_true(m.r == KMS_OK || m.r == KMS_EDENIED);
-    assert_int_equal(kms_policy_check(p, "app", "demo", NULL, KMS_PERM_ENCRYPT, NULL),
-                     KMS_EDENIED);
+    assert_int_equal(kms_policy_check(p, "app", "demo", NULL, KMS_PERM_ENCRYPT, NULL), KMS_EDENIED);
     assert_int_equal(kms_policy_check(p, "app", "demo", NULL, KMS_PERM_DECRYPT, NULL), KMS_OK);
     kms_policy_close(p);
     pthread_cond_destroy(&sh.cv);
