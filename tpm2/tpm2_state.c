@@ -48,7 +48,7 @@ static int state_auth(tpm2_device *d, TPM2B_AUTH *out)
 }
 
 /* Finds the object at h: *tr set on success; KMS_ENOTFOUND if the handle
- * is empty. */
+ * is empty (TPM_RC_HANDLE), KMS_EUNAVAIL if the TPM does not answer. */
 static int find_state_key(tpm2_device *d, TPM2_HANDLE h, ESYS_TR *tr)
 {
     TSS2_RC rc;
@@ -59,11 +59,7 @@ static int find_state_key(tpm2_device *d, TPM2_HANDLE h, ESYS_TR *tr)
     *tr = ESYS_TR_NONE;
     if (kms_tpm2_rc_from_tpm(rc) && kms_tpm2_rc_base(rc) == TPM2_RC_HANDLE)
         return kms_error_set(KMS_ENOTFOUND, "tpm2: no state-integrity key at 0x%08x", h);
-    int r = kms_tpm2_error(d, rc, "state-integrity key");
-    /* ESYS reports an empty handle from its own layer on some versions. */
-    if (r != KMS_EUNAVAIL)
-        r = kms_error_set(KMS_ENOTFOUND, "tpm2: no state-integrity key at 0x%08x", h);
-    return r;
+    return kms_tpm2_error(d, rc, "state-integrity key");
 }
 
 /* NULL if pub is a safe state key, else what is wrong with it. */
