@@ -256,11 +256,43 @@ static void tpm_close(kms_backend *b)
     free(t);
 }
 
+/* ---- the state-integrity key (tpm2_state.c) --------------------------------------------- */
+
+static int state_key_create(kms_backend *b)
+{
+    tpm2_device *d = impl(b)->dev;
+    pthread_mutex_lock(&d->mu);
+    int r = kms_tpm2_ready(d);
+    if (r == 0)
+        r = kms_tpm2_state_create(d);
+    pthread_mutex_unlock(&d->mu);
+    return r;
+}
+
+static int state_mac(kms_backend *b, const uint8_t *in, size_t len, uint8_t out[KMS_STATE_MAC_LEN])
+{
+    if (in == NULL && len > 0)
+        return kms_error_set(KMS_EINVAL, "tpm2: state MAC of nothing");
+    if (len > KMS_STATE_MAC_INPUT_MAX)
+        return kms_error_set(KMS_ETOOBIG, "tpm2: state MAC input above %d bytes",
+                             KMS_STATE_MAC_INPUT_MAX);
+    tpm2_device *d = impl(b)->dev;
+    pthread_mutex_lock(&d->mu);
+    int r = kms_tpm2_ready(d);
+    if (r == 0)
+        r = kms_tpm2_state_mac(d, in, len, out);
+    pthread_mutex_unlock(&d->mu);
+    return r;
+}
+
 /* Rows in kms_tpm2_mode order. Neither mode shreds: a version's blobs
- * live in the store, and any copy of them loads again on this TPM. */
+ * live in the store, and any copy of them loads again on this TPM. Both
+ * hold the state-integrity key: one resident keyed-hash object per TPM,
+ * shared by the two modes (tpm2_state.c). */
 static const kms_backend_mode tpm2_modes[] = {
-    [KMS_TPM2_SEALED] = {"sealed", 0},
-    [KMS_TPM2_RESIDENT] = {"resident", KMS_BACKEND_CAP_KEY_NEVER_LEAVES},
+    [KMS_TPM2_SEALED] = {"sealed", KMS_BACKEND_CAP_STATE_MAC},
+    [KMS_TPM2_RESIDENT] = {"resident",
+                           KMS_BACKEND_CAP_KEY_NEVER_LEAVES | KMS_BACKEND_CAP_STATE_MAC},
 };
 
 static const kms_backend_ops tpm2_ops = {
@@ -276,6 +308,8 @@ static const kms_backend_ops tpm2_ops = {
     .random = tpm_random,
     .health = health,
     .close = tpm_close,
+    .state_key_create = state_key_create,
+    .state_mac = state_mac,
 };
 
 static int make_backend(tpm2_device *d, kms_tpm2_mode mode, kms_backend **out)

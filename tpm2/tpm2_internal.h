@@ -6,6 +6,7 @@
  *   tpm2_ref.c      the stored reference format
  *   tpm2_seal.c     sealed mode: create with an optional PCR policy, unseal
  *   tpm2_resident.c resident mode: HMAC keys, per-operation key derivation
+ *   tpm2_state.c    the state-integrity key: a persistent keyed-hash object
  *   tpm2_backend.c  the kms_backend ops and AES-256-GCM in software */
 #ifndef KMS_TPM2_INTERNAL_H
 #define KMS_TPM2_INTERNAL_H
@@ -230,5 +231,17 @@ void kms_tpm2_resident_forget(tpm2_device *d, const uint8_t key_id[KMS_KEY_ID_LE
  * wipes key. Reloads the key if it is not the cached one. */
 int kms_tpm2_resident_derive(tpm2_device *d, uint64_t owner, const tpm2_ref *r,
                              const uint8_t iv[KMS_GCM_IV_LEN], uint8_t key[32]) KMS_MUST_CHECK;
+
+/* ---- the state-integrity key (tpm2_state.c); lock held, context ready ---- */
+
+/* Creates the persistent HMAC-SHA256 state key at primary_handle + 1
+ * (KMS_EEXISTS if an object is there already). */
+int kms_tpm2_state_create(tpm2_device *d) KMS_MUST_CHECK;
+
+/* HMAC-SHA256 of in under the state key, computed in the TPM. KMS_ENOTFOUND
+ * if there is none; KMS_EKEYCHECK (naming the property) if the object at
+ * the handle is not a safe state key. out is written only on success. */
+int kms_tpm2_state_mac(tpm2_device *d, const uint8_t *in, size_t len,
+                       uint8_t out[32]) KMS_MUST_CHECK;
 
 #endif

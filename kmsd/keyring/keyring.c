@@ -9,12 +9,19 @@
  * Locking: `lock` (rwlock) guards the key index; each key entry has its own
  * mutex guarding its versions, leases and opened backend keys. Backend
  * wrap/unwrap run outside every keyring lock, so calls on one key proceed in
- * parallel. Opened backend keys live until the keyring closes. */
+ * parallel. Opened backend keys live until the keyring closes.
+ *
+ * Generations: a key is loaded from the store outside the lock, so a change
+ * committed between that read and the insert (a deletion scheduled, a
+ * version disabled) would leave a stale entry. kms_keyring_refresh, called
+ * after every such change, bumps `gen` first; a load notes `gen` before its
+ * store read and inserts only if it is unchanged, else reads again. */
 #include "kmsd/keyring/keyring.h"
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,7 +77,11 @@ struct kms_keyring {
     struct key_entry **by_id;
     size_t nbuckets;
     size_t nkeys;
+    atomic_uint_fast64_t gen; /* bumped by every refresh (see above) */
 };
+
+/* Loads that lose the race this many times in a row fail (KMS_EUNAVAIL). */
+#define LOAD_TRIES 8
 
 /* ---- index ---------------------------------------------------------------- */
 
@@ -288,17 +299,27 @@ static int get_entry(kms_keyring *kr, const char *name, const uint8_t *id, struc
     }
 
     kms_key_rec rec;
-    int r = name ? kr->store->ops->key_get_by_name(kr->store, name, &rec)
-                 : kr->store->ops->key_get_by_id(kr->store, id, &rec);
-    if (r != 0)
-        return r;
-    if (rec.primary_version == 0) /* not cached: creating it again completes it */
-        return kms_error_set_public(KMS_EPRECOND,
-                                    "key %s is incomplete: its creation was interrupted", rec.name);
     struct key_entry *fresh = NULL;
-    KMS_GUARD(load_entry(kr, &rec, &fresh));
-
-    pthread_rwlock_wrlock(&kr->lock);
+    for (int tries = 0;; tries++) {
+        if (tries == LOAD_TRIES)
+            return kms_error_set(KMS_EUNAVAIL, "key changed under every load: try again");
+        uint_fast64_t g = atomic_load(&kr->gen);
+        int r = name ? kr->store->ops->key_get_by_name(kr->store, name, &rec)
+                     : kr->store->ops->key_get_by_id(kr->store, id, &rec);
+        if (r != 0)
+            return r;
+        if (rec.primary_version == 0) /* not cached: creating it again completes it */
+            return kms_error_set_public(
+                KMS_EPRECOND, "key %s is incomplete: its creation was interrupted", rec.name);
+        KMS_GUARD(load_entry(kr, &rec, &fresh));
+        pthread_rwlock_wrlock(&kr->lock);
+        if (atomic_load(&kr->gen) == g)
+            break; /* with the lock held */
+        /* A refresh ran since the read: what was read may be stale. */
+        pthread_rwlock_unlock(&kr->lock);
+        entry_free(fresh);
+        fresh = NULL;
+    }
     e = find_by_id(kr, rec.id); /* another thread may have loaded it meanwhile */
     if (e == NULL) {
         maybe_grow(kr);
@@ -568,42 +589,72 @@ int kms_keyring_valid_name(const char *name)
     return 1;
 }
 
+/* A device object the store has no row for, replaced or removed under
+ * the store's write lock (store version_unrecorded_do). */
+struct unrecorded {
+    kms_backend *b;
+    const uint8_t *id;
+    uint32_t version;
+    kms_backend_ref *ref;
+    int recreate; /* 1: make it afresh after destroying it */
+};
+
+static int destroy_unrecorded(void *ctx)
+{
+    struct unrecorded *u = ctx;
+    int r = u->b->ops->destroy_version(u->b, u->ref);
+    if (r == KMS_ENOTFOUND)
+        r = KMS_OK;
+    if (r == 0 && u->recreate)
+        r = u->b->ops->create_version(u->b, u->id, u->version, u->ref);
+    return r;
+}
+
 /* Creates (key_id, version) on the backend. A device object that exists
- * but is absent from the store is an orphan of a crash between the two
- * writes: it was never recorded, so it never wrapped anything; it is
- * destroyed and made afresh rather than adopted. One the store knows about
- * (a committed row this keyring's cache has not seen) is never destroyed:
- * blobs may be wrapped under it. */
+ * but has no committed row in the store is an orphan of a crash between
+ * the two writes (or a creation in flight in another process, whose
+ * commit will then fail): it was never recorded, so it never wrapped
+ * anything; it is destroyed and made afresh rather than adopted. The check
+ * and the destruction run under the store's write lock, so no row for it
+ * can be committed in between. One the store knows about (a committed row
+ * this keyring's cache has not seen) is never destroyed: blobs may be
+ * wrapped under it. */
 static int create_on_backend(kms_store *store, kms_backend *b, const uint8_t *id, uint32_t version,
                              kms_backend_ref *ref)
 {
     ref->len = 0;
     int r = b->ops->create_version(b, id, version, ref);
     if (r == KMS_EEXISTS && ref->len > 0) {
-        kms_version_rec known;
-        int g = store->ops->version_get(store, id, version, &known);
-        if (g == 0)
+        struct unrecorded u = {b, id, version, ref, 1};
+        int g = store->ops->version_unrecorded_do(store, id, version, destroy_unrecorded, &u);
+        if (g == KMS_EEXISTS)
             return kms_error_set(KMS_EEXISTS,
                                  "version %u is already recorded in the store: its device object "
                                  "is not an orphan and is kept (is another kmsd using this "
                                  "database?)",
                                  version);
-        if (g != KMS_ENOTFOUND)
-            return g;
-        kms_log_warn("destroying an orphan device object (version %u) left by a crash", version);
-        r = b->ops->destroy_version(b, ref);
-        if (r == 0)
-            r = b->ops->create_version(b, id, version, ref);
+        if (g == 0)
+            kms_log_warn("replaced an orphan device object (version %u) left by a crash", version);
+        return g;
     }
     return r;
 }
 
-/* Removes a device object that the store failed to record. Best effort:
- * if it stays, it is an orphan that the next creation of that version
- * removes (create_on_backend). */
-static void discard_on_backend(kms_backend *b, const kms_backend_ref *ref)
+/* Removes a device object that the store failed to record, unless a row
+ * for its version was committed meanwhile (another writer's, naming the
+ * same device object): checked under the store's write lock. If it stays,
+ * it is an orphan that the next creation of that version removes
+ * (create_on_backend). */
+static void discard_on_backend(kms_store *store, kms_backend *b, const uint8_t *id,
+                               uint32_t version, kms_backend_ref *ref)
 {
-    if (b->ops->destroy_version(b, ref) != 0)
+    struct unrecorded u = {b, id, version, ref, 0};
+    int r = store->ops->version_unrecorded_do(store, id, version, destroy_unrecorded, &u);
+    if (r == KMS_EEXISTS)
+        kms_log_warn("version %u: the store records it now (another writer): its device object "
+                     "is kept",
+                     version);
+    else if (r != 0)
         kms_log_warn("an unrecorded device object stays until its version is created again");
 }
 
@@ -656,7 +707,7 @@ int kms_keyring_create_key(kms_keyring *kr, const char *name, const char *backen
     if (r != 0) {
         kms_log_error("key %s: store failed after the device object was made: %s", name,
                       kms_error_detail());
-        discard_on_backend(b, &v.ref);
+        discard_on_backend(kr->store, b, rec.id, 1, &v.ref);
         return r;
     }
     rec.primary_version = 1;
@@ -701,7 +752,7 @@ static int rotate_locked(kms_keyring *kr, struct key_entry *e, const char *reaso
         r = record != NULL ? kr->store->ops->version_add_recorded(kr->store, &v, record)
                            : kr->store->ops->version_add(kr->store, &v, 1);
         if (r != 0)
-            discard_on_backend(e->backend, &v.ref);
+            discard_on_backend(kr->store, e->backend, e->rec.id, next, &v.ref);
     }
     free(record);
     if (r != 0)
@@ -787,6 +838,7 @@ int kms_keyring_refresh(kms_keyring *kr, const uint8_t key_id[KMS_KEY_ID_LEN])
     if (kr == NULL || key_id == NULL)
         return kms_error_set(KMS_EINVAL, "missing argument");
     pthread_rwlock_rdlock(&kr->lock);
+    atomic_fetch_add(&kr->gen, 1); /* a load in flight must not insert what it read */
     struct key_entry *e = find_by_id(kr, key_id);
     pthread_rwlock_unlock(&kr->lock);
     if (e == NULL)
@@ -813,7 +865,9 @@ int kms_keyring_destroy_key(kms_keyring *kr, const char *name, unsigned *destroy
     pthread_mutex_lock(&e->mu);
     if (e->rec.deletion_at == 0)
         r = kms_error_set(KMS_EPRECOND, "key %s is not scheduled for deletion", name);
-    for (size_t i = 0; r == 0 && i < e->nversions; i++) {
+    /* A version that fails is logged and left for the next sweep; the
+     * others are destroyed now. The first failure is returned. */
+    for (size_t i = 0; e->rec.deletion_at != 0 && i < e->nversions; i++) {
         struct version_slot *v = &e->versions[i];
         if (v->state == KMS_VERSION_DESTROYED)
             continue;
@@ -823,19 +877,27 @@ int kms_keyring_destroy_key(kms_keyring *kr, const char *name, unsigned *destroy
         }
         /* Device first, then the record: a crash in between leaves a
          * version the next sweep destroys again (already gone is fine). */
-        r = e->backend->ops->destroy_version(e->backend, &v->ref);
-        if (r == KMS_ENOTFOUND)
-            r = KMS_OK;
-        if (r == 0)
-            r = kr->store->ops->version_destroy(kr->store, e->rec.id, v->version);
-        if (r == 0) {
+        int k = e->backend->ops->destroy_version(e->backend, &v->ref);
+        if (k == KMS_ENOTFOUND)
+            k = KMS_OK;
+        if (k == 0)
+            k = kr->store->ops->version_destroy(kr->store, e->rec.id, v->version);
+        if (k == 0) {
             v->state = KMS_VERSION_DESTROYED;
             OPENSSL_cleanse(&v->ref, sizeof(v->ref));
             n++;
+            continue;
         }
+        char why[256];
+        snprintf(why, sizeof(why), "%s", kms_error_detail());
+        kms_log_error("key %s version %u could not be destroyed: %s (%s)", name, v->version,
+                      kms_strerror(k), why);
+        if (r == 0)
+            r = kms_error_set(k, "key %s version %u could not be destroyed: %s", name, v->version,
+                              why);
     }
     pthread_mutex_unlock(&e->mu);
-    if (r == 0 && n > 0)
+    if (n > 0)
         kms_log_info("key %s: %u version(s) destroyed on backend %s%s", name, n, e->rec.backend,
                      kms_backend_has_caps(e->backend, KMS_BACKEND_CAP_SHRED)
                          ? ""

@@ -65,7 +65,7 @@ void kms_keyring_backend_of_name(const char *stored, const char **backend, const
 const char *kms_keyring_default_backend(const kms_keyring *kr);
 
 /* The first registered backend instance that holds a state-integrity key
- * (KMS_BACKEND_CAP_STATE_MAC), NULL if none can (a TPM-only kmsd). The
+ * (KMS_BACKEND_CAP_STATE_MAC), NULL if none can (a test fake). The
  * keyring keeps owning it. */
 kms_backend *kms_keyring_state_backend(const kms_keyring *kr);
 
@@ -122,7 +122,10 @@ int kms_keyring_refresh(kms_keyring *kr, const uint8_t key_id[KMS_KEY_ID_LEN]) K
 
 /* Crypto-shredding: destroys every version of a key scheduled for deletion
  * on its backend and marks it DESTROYED (KMS_EPRECOND if no deletion is
- * scheduled). Idempotent: a version already gone counts as destroyed. */
+ * scheduled). Idempotent: a version already gone counts as destroyed. A
+ * version that cannot be destroyed is logged and stays (the next call
+ * retries it); the others are destroyed all the same, and the first
+ * failure is returned. *destroyed counts the versions destroyed now. */
 int kms_keyring_destroy_key(kms_keyring *kr, const char *name, unsigned *destroyed) KMS_MUST_CHECK;
 
 /* A key scheduled for deletion wraps and unwraps nothing (KMS_EPRECOND). */

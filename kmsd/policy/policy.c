@@ -3,10 +3,18 @@
  * Locking: one rwlock guards the cache and the officer set. Readers decide
  * under the read lock and copy what they return, so no pointer into the
  * cache escapes it; that lets invalidation free entries. Store reads happen
- * outside the lock. */
+ * outside the lock.
+ *
+ * Generations: a store read outside the lock may race with a change and its
+ * invalidation. Every invalidation bumps `gen` under the write lock; a miss
+ * notes `gen` before its store read and inserts what it read only if `gen`
+ * is unchanged, else it reads again. An officer reload is numbered before
+ * its read and installs its set only over an older reload's. So an
+ * invalidation that runs between a read and its insert is never lost. */
 #include "kmsd/policy/policy.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +36,13 @@ struct kms_policy {
     struct entry *by_name[NBUCKETS];
     char **officers; /* sorted */
     size_t n_officers;
+    atomic_uint_fast64_t gen;           /* bumped by every invalidation (under the lock) */
+    atomic_uint_fast64_t officer_reads; /* numbers officer reloads */
+    uint_fast64_t officers_from;        /* the reload the set came from (under the lock) */
 };
+
+/* Reads that lose the race this many times in a row are served uncached. */
+#define LOAD_TRIES 8
 
 const char *kms_policy_perm_name(kms_perm p)
 {
@@ -215,8 +229,26 @@ static int with_entry(kms_policy *p, const char *name, const uint8_t *id, entry_
     pthread_rwlock_unlock(&p->lock);
 
     struct entry *fresh = NULL;
-    KMS_GUARD(load_entry(p, name, id, &fresh));
-    pthread_rwlock_wrlock(&p->lock);
+    int stale = 1;
+    for (int tries = 0; stale; tries++) {
+        uint_fast64_t g = atomic_load(&p->gen);
+        KMS_GUARD(load_entry(p, name, id, &fresh));
+        pthread_rwlock_wrlock(&p->lock);
+        /* An invalidation ran since the read: what it read may be stale. */
+        stale = atomic_load(&p->gen) != g;
+        if (!stale || tries + 1 == LOAD_TRIES)
+            break;
+        pthread_rwlock_unlock(&p->lock);
+        entry_free(fresh);
+        fresh = NULL;
+    }
+    if (stale) {
+        /* Changed under every read: answer from the newest read, cache none. */
+        r = fn(p, fresh, ctx);
+        pthread_rwlock_unlock(&p->lock);
+        entry_free(fresh);
+        return r;
+    }
     e = find_id(p, fresh->rec.id); /* another thread may have loaded it */
     if (e == NULL) {
         size_t ib = hash(fresh->rec.id, KMS_KEY_ID_LEN);
@@ -274,6 +306,7 @@ int kms_policy_reload_officers(kms_policy *p)
     if (p == NULL)
         return kms_error_set(KMS_EINVAL, "no policy");
     struct officer_list l = {0};
+    uint_fast64_t mine = atomic_fetch_add(&p->officer_reads, 1) + 1;
     int r = p->store->ops->officer_list(p->store, collect_officer, &l);
     if (r != 0) {
         officers_free(l.v, l.n);
@@ -282,10 +315,18 @@ int kms_policy_reload_officers(kms_policy *p)
     if (l.n > 1)
         qsort(l.v, l.n, sizeof(*l.v), cmp_str);
     pthread_rwlock_wrlock(&p->lock);
+    if (mine < p->officers_from) {
+        /* A reload that started later (so read later) installed already. */
+        pthread_rwlock_unlock(&p->lock);
+        officers_free(l.v, l.n);
+        return KMS_OK;
+    }
     char **old = p->officers;
     size_t old_n = p->n_officers;
     p->officers = l.v;
     p->n_officers = l.n;
+    p->officers_from = mine;
+    atomic_fetch_add(&p->gen, 1);
     pthread_rwlock_unlock(&p->lock);
     officers_free(old, old_n);
     return KMS_OK;
@@ -414,6 +455,7 @@ void kms_policy_invalidate(kms_policy *p, const uint8_t key_id[KMS_KEY_ID_LEN])
     if (p == NULL || key_id == NULL)
         return;
     pthread_rwlock_wrlock(&p->lock);
+    atomic_fetch_add(&p->gen, 1); /* a load in flight must not insert what it read */
     struct entry *e = find_id(p, key_id);
     if (e != NULL) {
         struct entry **pp = &p->by_id[hash(key_id, KMS_KEY_ID_LEN)];

@@ -132,6 +132,22 @@ static int collect_due(void *ctx, const kms_key_rec *k)
     return 0;
 }
 
+/* One key's destruction or rotation failed in the sweep: logged, and put
+ * on record with its error (after the fact: the failure changed nothing
+ * that needs a record first). The next sweep retries it. */
+static void sweep_failed(kms_quorum *q, const char *type, const char *key, int err)
+{
+    char detail[KMS_ACTION_RESULT_MAX + 64];
+    snprintf(detail, sizeof(detail), "failed: %s: %.200s; retried at the next sweep",
+             kms_strerror(err), kms_error_detail());
+    kms_log_error("sweep: key %s: %s %s", key,
+                  strcmp(type, "key.rotate") == 0 ? "rotation" : "destruction", detail);
+    kms_quorum_event ev = {type, "", NULL, key, 0, err, detail};
+    if (kms_quorum_record(q, &ev) != 0)
+        kms_log_warn("audit: the failed sweep of key %s has no record: %s", key,
+                     kms_error_detail());
+}
+
 int kms_quorum_sweep(kms_quorum *q)
 {
     int64_t now = kms_clock_now(&q->cfg.clock);
@@ -150,28 +166,40 @@ int kms_quorum_sweep(kms_quorum *q)
     struct due d = {q, now, calloc(64, KMS_KEY_NAME_MAX + 1), 0, 64, 0};
     if (d.names == NULL)
         return kms_error_set(KMS_ENOMEM, "out of memory");
+    /* Keys only once every execution has run (a resumed CancelKeyDeletion
+     * comes before the destruction it cancels). One key that fails is
+     * reported and retried at the next sweep; the others go on. */
+    int first = 0;
     for (d.rotate = 0; r == 0 && d.rotate <= 1; d.rotate++) {
         d.n = 0;
         r = q->store->ops->key_list(q->store, collect_due, &d);
         for (size_t i = 0; r == 0 && i < d.n; i++) {
             pthread_mutex_lock(&q->exec_mu);
+            int k;
             if (!d.rotate) {
                 unsigned n = 0;
                 kms_quorum_event ev = {
                     "key.destroy", "", NULL, d.names[i], 0, 0, "reason=deletion time reached"};
-                r = kms_quorum_record(q, &ev); /* on record first, else not now */
-                if (r == 0)
-                    r = kms_keyring_destroy_key(q->kr, d.names[i], &n);
+                k = kms_quorum_record(q, &ev); /* on record first, else not now */
+                if (k == 0)
+                    k = kms_keyring_destroy_key(q->kr, d.names[i], &n);
             } else {
                 uint32_t v = 0;
-                r = kms_keyring_rotate_automatic(q->kr, d.names[i], "rotation period", &v);
-                if (r == 0)
+                k = kms_keyring_rotate_automatic(q->kr, d.names[i], "rotation period", &v);
+                if (k == 0)
                     kms_log_info("quorum: key %s rotated to version %u by its rotation period",
                                  d.names[i], v);
             }
             pthread_mutex_unlock(&q->exec_mu);
+            if (k != 0) {
+                sweep_failed(q, d.rotate ? "key.rotate" : "key.destroy", d.names[i], k);
+                if (first == 0)
+                    first = k;
+            }
         }
     }
     free(d.names);
+    if (r == 0 && first != 0)
+        r = kms_error_set(first, "sweep: at least one key failed (each is logged)");
     return r;
 }

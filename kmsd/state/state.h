@@ -2,10 +2,11 @@
  * which kmsd authenticates the state it keeps in its database.
  *
  * The key lives on the first backend instance that can hold one
- * (KMS_BACKEND_CAP_STATE_MAC: PKCS#11 today). A TPM-only kmsd has none:
- * TPM2 has no keyed-hash object yet, so its state cannot be authenticated
- * and the commands below refuse it with KMS_EPRECOND saying so
- * (docs/storage.md, "State integrity"). */
+ * (KMS_BACKEND_CAP_STATE_MAC: a PKCS#11 generic-secret key, or on a TPM a
+ * persistent keyed-hash object; docs/tpm2.md). Every configured backend
+ * can hold one today; a backend that cannot (a test fake) is refused by the
+ * commands below with KMS_EPRECOND saying so (docs/storage.md, "State
+ * integrity"). */
 #ifndef KMS_STATE_H
 #define KMS_STATE_H
 
@@ -13,14 +14,14 @@
 
 /* The message every refusal on a kmsd without such a backend carries. */
 #define KMS_STATE_NO_BACKEND                                                                       \
-    "state integrity needs a backend that holds a state-integrity key: configure the pkcs11 "      \
-    "section (TPM2 has no keyed-hash state key yet)"
+    "state integrity needs a backend that holds a state-integrity key: configure the pkcs11 or "   \
+    "tpm2 section"
 
 /* `kmsd init`: makes the state-integrity key, or adopts the one already on
  * the device (a ceremony run again on a fresh database after a failed
  * one), and checks it is safe by computing one MAC. A kmsd without a
  * backend that can hold one logs a warning that its state is not
- * authenticated and returns 0: TPM-only deployments keep working.
+ * authenticated and returns 0.
  * KMS_EKEYCHECK if the object on the device is not safe. */
 int kms_state_key_init(kms_keyring *kr) KMS_MUST_CHECK;
 

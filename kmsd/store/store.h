@@ -158,6 +158,15 @@ typedef struct kms_store_ops {
                                 const kms_action_rec *record) KMS_MUST_CHECK;
     int (*version_get)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN], uint32_t version,
                        kms_version_rec *out) KMS_MUST_CHECK;
+    /* Runs fn(ctx) under the store's write lock (a write transaction that
+     * no other writer, in this process or another, can interleave) only if
+     * version (key_id, version) is not recorded; KMS_EEXISTS, without
+     * running fn, if it is. For device objects the store has no committed
+     * row for: destroying one then cannot race the commit of the row that
+     * would make it live. fn must not call the store; its result is
+     * returned, and nothing is written either way. */
+    int (*version_unrecorded_do)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN],
+                                 uint32_t version, int (*fn)(void *ctx), void *ctx) KMS_MUST_CHECK;
     /* In version order. */
     int (*version_list)(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN], kms_store_version_cb cb,
                         void *ctx) KMS_MUST_CHECK;

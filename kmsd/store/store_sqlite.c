@@ -302,6 +302,37 @@ out:
     return r;
 }
 
+static int version_unrecorded_do(kms_store *store, const uint8_t key_id[KMS_KEY_ID_LEN],
+                                 uint32_t version, int (*fn)(void *ctx), void *ctx)
+{
+    struct sqlite_store *s;
+    kms_sq q;
+    int r;
+
+    if (store == NULL || key_id == NULL || fn == NULL)
+        return kms_error_set(KMS_EINVAL, "store: no key id or function");
+    s = kms_sqlite_impl(store);
+
+    kms_sqlite_lock(s);
+    if ((r = kms_sqlite_tx_begin(s)) != 0) {
+        kms_sqlite_unlock(s);
+        return r;
+    }
+    r = kms_sq_open(&q, s, ST_VERSION_GET, KMS_SQ_ARGS(KMS_SQ_ID(key_id), KMS_SQ_INT(version)));
+    if (r == 0) {
+        r = kms_sq_step(&q);
+        if (r == 1)
+            r = kms_error_set(KMS_EEXISTS, "store: version %u is recorded", version);
+    }
+    kms_sq_close(&q);
+    if (r == 0)
+        r = fn(ctx);
+    /* Nothing was written: the end only releases the lock. */
+    r = kms_sqlite_tx_end(s, r);
+    kms_sqlite_unlock(s);
+    return r;
+}
+
 /* Reads up to VERSION_PAGE versions of key_id after `after` into page. */
 static int version_page(struct sqlite_store *s, const uint8_t *key_id, uint32_t after,
                         kms_version_rec *page, size_t *n)
@@ -448,6 +479,7 @@ static const kms_store_ops sqlite_ops = {
     .version_add = version_add,
     .version_add_recorded = version_add_recorded,
     .version_get = version_get,
+    .version_unrecorded_do = version_unrecorded_do,
     .version_list = version_list,
     .version_set_state = version_set_state,
     .usage_reserve = usage_reserve,

@@ -86,6 +86,9 @@ typedef struct target {
     /* The device is lost and back between two calls, variant `how`
      * (0, 1, ...): 0 done, 1 no such variant. */
     int (*disrupt)(env *e, int how);
+    /* Closes the backend and opens it again on the same device (the
+     * device's objects stay); NULL if the target cannot. */
+    void (*reopen)(env *e);
 } target;
 
 static void p11_open(env *e)
@@ -106,6 +109,15 @@ static void p11_close(env *e)
 
 /* The token is unplugged: every session closed (as a token reset does) and
  * none can be opened until it is back. */
+static void p11_reopen(env *e)
+{
+    kms_p11_faults_remove();
+    e->b->ops->close(e->b);
+    kms_p11_config c = kms_test_token_p11_config(&e->token);
+    assert_int_equal(kms_p11_open(&c, &e->b), KMS_OK);
+    e->faults = kms_p11_faults_install(&e->token) == 0;
+}
+
 static int p11_lose(env *e)
 {
     if (!e->faults)
@@ -140,6 +152,21 @@ static void tpm2_open_mode(env *e, int resident)
     assert_int_equal(kms_tpm2_open(&c, &s, resident ? &r : NULL), 0);
     if (resident) {
         s->ops->close(s); /* the device stays with the resident backend */
+        e->b = r;
+    } else {
+        e->b = s;
+    }
+}
+
+static void tpm2_reopen(env *e)
+{
+    int resident = kms_backend_mode_of(e->b).caps & KMS_BACKEND_CAP_KEY_NEVER_LEAVES;
+    e->b->ops->close(e->b);
+    kms_tpm2_config c = {.tcti = e->tpm.tcti, .lock_dir = e->tpm.dir};
+    kms_backend *s = NULL, *r = NULL;
+    assert_int_equal(kms_tpm2_open(&c, &s, resident ? &r : NULL), 0);
+    if (resident) {
+        s->ops->close(s);
         e->b = r;
     } else {
         e->b = s;
@@ -223,13 +250,14 @@ static int fake_disrupt(env *e, int how)
 /* The only place that knows how each backend is opened. TPM2 has no
  * plaintext limit of its own below 2^31: the suite goes to 64 KiB. */
 static const target TARGETS[] = {
-    {"pkcs11", ON_DEVICE | LIMIT, 4096, p11_open, p11_close, p11_lose, p11_restore, p11_disrupt},
+    {"pkcs11", ON_DEVICE | LIMIT, 4096, p11_open, p11_close, p11_lose, p11_restore, p11_disrupt,
+     p11_reopen},
     {"tpm2-sealed", EMPTY_OK, 65536, tpm2_sealed_open, tpm2_close, tpm2_lose, tpm2_restore,
-     tpm2_disrupt},
+     tpm2_disrupt, tpm2_reopen},
     {"tpm2-resident", EMPTY_OK, 65536, tpm2_resident_open, tpm2_close, tpm2_lose, tpm2_restore,
-     tpm2_disrupt},
+     tpm2_disrupt, tpm2_reopen},
     {"fake", ON_DEVICE | EMPTY_OK | LIMIT, KMS_FAKE_DATA_MAX, fake_open, fake_close, fake_lose,
-     fake_restore, fake_disrupt},
+     fake_restore, fake_disrupt, NULL},
 };
 
 static const target *T; /* the target under test */
@@ -500,6 +528,48 @@ static void state_mac_when_capable(void **state)
     assert_memory_equal(a, c, KMS_STATE_MAC_LEN);
     assert_int_equal(b->ops->state_mac(b, m2, sizeof(m2), d), KMS_OK);
     assert_memory_not_equal(a, d, KMS_STATE_MAC_LEN);
+}
+
+/* With KMS_BACKEND_CAP_STATE_MAC: an input longer than one device buffer
+ * (a TPM takes 1024 bytes per command) and an empty one are MACed too,
+ * each bound to every byte; out of range is refused; and the key survives
+ * closing and opening the backend again (same input, same MAC). */
+static void state_mac_long_and_reopened(void **state)
+{
+    (void)state;
+    if (!kms_backend_has_caps(E.b, KMS_BACKEND_CAP_STATE_MAC))
+        return;
+    int r = E.b->ops->state_key_create(E.b);
+    assert_true(r == KMS_OK || r == KMS_EEXISTS);
+    size_t n = 3 * 1024 + 17;
+    uint8_t *big = malloc(n);
+    assert_non_null(big);
+    for (size_t i = 0; i < n; i++)
+        big[i] = (uint8_t)(i * 7);
+    uint8_t a[KMS_STATE_MAC_LEN], c[KMS_STATE_MAC_LEN], e0[KMS_STATE_MAC_LEN],
+        e1[KMS_STATE_MAC_LEN];
+    assert_int_equal(E.b->ops->state_mac(E.b, big, n, a), KMS_OK);
+    big[n - 1] ^= 1; /* the last byte, in the last chunk */
+    assert_int_equal(E.b->ops->state_mac(E.b, big, n, c), KMS_OK);
+    assert_memory_not_equal(a, c, KMS_STATE_MAC_LEN);
+    big[n - 1] ^= 1;
+    assert_int_equal(E.b->ops->state_mac(E.b, NULL, 0, e0), KMS_OK);
+    assert_int_equal(E.b->ops->state_mac(E.b, NULL, 1, e1), KMS_EINVAL);
+    uint8_t *huge = calloc(KMS_STATE_MAC_INPUT_MAX + 1, 1);
+    assert_non_null(huge);
+    assert_int_equal(E.b->ops->state_mac(E.b, huge, KMS_STATE_MAC_INPUT_MAX + 1, e1), KMS_ETOOBIG);
+    free(huge);
+    if (T->reopen == NULL) {
+        free(big);
+        return;
+    }
+    T->reopen(&E);
+    assert_int_equal(E.b->ops->state_key_create(E.b), KMS_EEXISTS);
+    assert_int_equal(E.b->ops->state_mac(E.b, big, n, c), KMS_OK);
+    assert_memory_equal(a, c, KMS_STATE_MAC_LEN);
+    assert_int_equal(E.b->ops->state_mac(E.b, NULL, 0, e1), KMS_OK);
+    assert_memory_equal(e0, e1, KMS_STATE_MAC_LEN);
+    free(big);
 }
 
 static void health_while_up(void **state)
@@ -1019,6 +1089,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(ivs_are_fresh),
         cmocka_unit_test(random_bytes),
         cmocka_unit_test(state_mac_when_capable),
+        cmocka_unit_test(state_mac_long_and_reopened),
         cmocka_unit_test(tampering_fails_and_wipes),
         cmocka_unit_test(versions_are_distinct),
         cmocka_unit_test(malformed_refs_refused),

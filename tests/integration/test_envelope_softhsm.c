@@ -354,6 +354,156 @@ static void concurrent_wraps_through_the_keyring(void **state)
     assert_true(usage(f, "busy", 1) >= n); /* every use was reserved */
 }
 
+/* ---- two writers on one database and token ------------------------------------------------- */
+
+/* A store shim over a second connection to the file: its version_add, once
+ * armed, blocks before it writes, as a writer between its token object and
+ * its commit. Every other op is the real store's (the shim shares its
+ * impl). */
+struct shim {
+    kms_store base; /* first: the ops get &base */
+    kms_store_ops ops;
+    const kms_store_ops *real;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int armed, blocked, go;
+};
+
+static int shim_version_add(kms_store *s, const kms_version_rec *v, int make_primary)
+{
+    struct shim *sh = (struct shim *)s;
+    pthread_mutex_lock(&sh->mu);
+    if (sh->armed) {
+        sh->armed = 0;
+        sh->blocked = 1;
+        pthread_cond_broadcast(&sh->cv);
+        while (!sh->go)
+            pthread_cond_wait(&sh->cv, &sh->mu);
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return sh->real->version_add(s, v, make_primary);
+}
+
+struct racing_rotate {
+    kms_keyring *kr;
+    int r;
+};
+
+static void *rotate_backup(void *arg)
+{
+    struct racing_rotate *w = arg;
+    w->r = kms_keyring_rotate(w->kr, "backup", NULL);
+    return NULL;
+}
+
+/* 1 if blob decrypts to pt through kr. */
+static int opens(kms_keyring *kr, const uint8_t *blob, size_t len, const uint8_t *pt, size_t n)
+{
+    kms_secret *out = NULL;
+    if (kms_keyring_unwrap(kr, blob, len, &ctx, &out, NULL, NULL) != KMS_OK)
+        return 0;
+    int ok = out->len == n && memcmp(out->data, pt, n) == 0;
+    kms_secret_free(out);
+    return ok;
+}
+
+static size_t wrap_on(kms_keyring *kr, const uint8_t *pt, size_t n, uint8_t *blob, uint32_t *v)
+{
+    size_t len = 0;
+    int r = kms_keyring_wrap(kr, "backup", &ctx, pt, n, blob, KMS_BLOB_MAX, &len, v);
+    if (r != KMS_OK)
+        fail_msg("wrap failed: %s (%s)", kms_error_name(r), kms_error_detail());
+    return len;
+}
+
+/* The version-destruction sequence of two kmsd on one database and token
+ * (the writer lock refuses that; the keyring must not rely on it), with
+ * two keyrings, each on its own connection to the SQLite file, over the
+ * real token. Both cached key backup at version 1.
+ *
+ * 1. B rotates to 2 and wraps under it; A, whose cache ends at 1, rotates:
+ *    version 2's token object is recorded, so A keeps it (and fails).
+ * 2. B rotates to 3 and is held between its token object and its commit;
+ *    a fresh A rotates to 3 meanwhile (no committed row: the object is
+ *    replaced, under the store's write lock), commits and wraps under 3.
+ *    B's commit then fails and its clean-up, finding 3 recorded, keeps the
+ *    token object.
+ * Every blob still opens, through either keyring and a fresh one (except
+ * blob 3 through B, whose cache, stale across writers by design, does not
+ * know version 3: "no such version", not a lost key). */
+static void two_writers_never_lose_a_blob(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(kms_keyring_create_key(f->kr, "backup", "pkcs11", NULL), KMS_OK);
+    struct shim sh;
+    memset(&sh, 0, sizeof(sh));
+    kms_store *other = NULL;
+    assert_int_equal(kms_store_sqlite_open(f->db, &other), KMS_OK);
+    sh.real = other->ops;
+    sh.ops = *other->ops;
+    sh.ops.version_add = shim_version_add;
+    sh.base.ops = &sh.ops;
+    sh.base.impl = other->impl;
+    pthread_mutex_init(&sh.mu, NULL);
+    pthread_cond_init(&sh.cv, NULL);
+    kms_keyring *b = NULL;
+    assert_int_equal(kms_keyring_open(&sh.base, NULL, &b), KMS_OK);
+    assert_int_equal(kms_keyring_add_backend(b, f->backend), KMS_OK);
+    uint8_t pt[48], blob1[KMS_BLOB_MAX], blob2[KMS_BLOB_MAX], blob3[KMS_BLOB_MAX];
+    assert_int_equal(RAND_bytes(pt, sizeof(pt)), 1);
+    uint32_t v = 0;
+    size_t len1 = wrap_on(f->kr, pt, sizeof(pt), blob1, &v);
+    (void)wrap_on(b, pt, sizeof(pt), blob2, &v);
+
+    /* 1. */
+    assert_int_equal(kms_keyring_rotate(b, "backup", &v), KMS_OK);
+    assert_int_equal(v, 2);
+    size_t len2 = wrap_on(b, pt, sizeof(pt), blob2, &v);
+    assert_int_equal(v, 2);
+    assert_int_equal(kms_keyring_rotate(f->kr, "backup", &v), KMS_EEXISTS);
+    assert_true(opens(b, blob2, len2, pt, sizeof(pt)));
+
+    /* 2. */
+    sh.armed = 1;
+    struct racing_rotate w = {b, -1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, rotate_backup, &w), 0);
+    pthread_mutex_lock(&sh.mu);
+    while (!sh.blocked)
+        pthread_cond_wait(&sh.cv, &sh.mu);
+    pthread_mutex_unlock(&sh.mu);
+    kms_keyring_close(f->kr); /* A afresh, as after a restart: its next version is 3 */
+    assert_int_equal(kms_keyring_open(f->store, NULL, &f->kr), KMS_OK);
+    assert_int_equal(kms_keyring_add_backend(f->kr, f->backend), KMS_OK);
+    assert_int_equal(kms_keyring_rotate(f->kr, "backup", &v), KMS_OK);
+    assert_int_equal(v, 3);
+    size_t len3 = wrap_on(f->kr, pt, sizeof(pt), blob3, &v);
+    assert_int_equal(v, 3);
+    pthread_mutex_lock(&sh.mu);
+    sh.go = 1;
+    pthread_cond_broadcast(&sh.cv);
+    pthread_mutex_unlock(&sh.mu);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_not_equal(w.r, KMS_OK); /* B's commit of version 3 failed */
+
+    kms_keyring *fresh = NULL;
+    assert_int_equal(kms_keyring_open(f->store, NULL, &fresh), KMS_OK);
+    assert_int_equal(kms_keyring_add_backend(fresh, f->backend), KMS_OK);
+    kms_keyring *all[] = {f->kr, b, fresh};
+    for (int i = 0; i < 3; i++) {
+        if (!opens(all[i], blob1, len1, pt, sizeof(pt)) ||
+            !opens(all[i], blob2, len2, pt, sizeof(pt)))
+            fail_msg("keyring %d: %s", i, kms_error_detail());
+        if (i != 1 && !opens(all[i], blob3, len3, pt, sizeof(pt)))
+            fail_msg("keyring %d: blob 3: %s", i, kms_error_detail());
+    }
+    kms_keyring_close(fresh);
+    kms_keyring_close(b);
+    other->ops->close(other);
+    pthread_cond_destroy(&sh.cv);
+    pthread_mutex_destroy(&sh.mu);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -365,6 +515,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(unsafe_token_key_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(start_up_check_finds_every_unsafe_version, setup, teardown),
         cmocka_unit_test_setup_teardown(concurrent_wraps_through_the_keyring, setup, teardown),
+        cmocka_unit_test_setup_teardown(two_writers_never_lose_a_blob, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

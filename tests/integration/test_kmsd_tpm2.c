@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "group_run.h"
 #include "kms/client.h"
@@ -345,6 +346,55 @@ static void pcr_bound_key(void **state)
     kms_client_result_free(&resident);
 }
 
+/* Puts a RotateKey of key straight into db's actions table in the
+ * EXECUTING state, with no approval (what someone who can write the file
+ * can do to a stopped kmsd). */
+static void insert_executing_rotation(const char *db_path, const char *key)
+{
+    Kms__V1__RotateKey rk = KMS__V1__ROTATE_KEY__INIT;
+    Kms__V1__ActionBody b = KMS__V1__ACTION_BODY__INIT;
+    rk.key_name = (char *)key;
+    b.action_case = KMS__V1__ACTION_BODY__ACTION_ROTATE_KEY;
+    b.rotate_key = &rk;
+    uint8_t body[256], id[16], digest[32];
+    size_t len = kms__v1__action_body__get_packed_size(&b);
+    assert_true(len > 0 && len <= sizeof(body));
+    kms__v1__action_body__pack(&b, body);
+    memset(id, 0x5A, sizeof(id));
+    memset(digest, 0xA5, sizeof(digest));
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "INSERT INTO actions (id, type, body, digest, proposer, "
+                                        "state, threshold, created_at, expires_at) VALUES (?1, "
+                                        "'RotateKey', ?2, ?3, 'officer1', 6, 2, "
+                                        "strftime('%s','now'), strftime('%s','now') + 3600)",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_bind_blob(st, 1, id, sizeof(id), SQLITE_STATIC), SQLITE_OK);
+    assert_int_equal(sqlite3_bind_blob(st, 2, body, (int)len, SQLITE_STATIC), SQLITE_OK);
+    assert_int_equal(sqlite3_bind_blob(st, 3, digest, sizeof(digest), SQLITE_STATIC), SQLITE_OK);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        fail_msg("insert action: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+/* The first column of the first row of sql on db_path, as text, into out. */
+static void query_text(const char *db_path, const char *sql, char *out, size_t cap)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    const unsigned char *t = sqlite3_column_text(st, 0);
+    snprintf(out, cap, "%s", t != NULL ? (const char *)t : "");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 /* A TPM-only kmsd: a configuration without a pkcs11 section, on its own
  * swtpm. `kmsd init` provisions the TPM and creates the configured key on
  * it (TPM2 sealed, the only backend's default mode); `kmsd run` serves it,
@@ -383,12 +433,14 @@ static void tpm_only_kmsd(void **state)
     const char *init[] = {"--config", K2.config, "init", NULL};
     if (kms_test_kmsd_run(init, out, sizeof(out)) != 0)
         fail_msg("TPM-only init: %s", out);
-    /* No state-integrity key on a TPM: init says the state is not
-     * authenticated, and seal-state refuses, saying what to configure. */
-    assert_non_null(strstr(out, "NOT authenticated"));
+    /* The TPM holds the state-integrity key (a keyed-hash object): init
+     * makes it, so the state is authenticated, and seal-state refuses to
+     * make another. */
+    if (strstr(out, "NOT authenticated") != NULL ||
+        strstr(out, "state-integrity key on tpm2") == NULL)
+        fail_msg("TPM-only init: no state-integrity key on the TPM: %s", out);
     const char *seal[] = {"--config", K2.config, "seal-state", NULL};
-    if (kms_test_kmsd_run(seal, out, sizeof(out)) != 1 ||
-        strstr(out, "configure the pkcs11 section") == NULL)
+    if (kms_test_kmsd_run(seal, out, sizeof(out)) != 1 || strstr(out, "already holds") == NULL)
         fail_msg("TPM-only seal-state: %s", out);
     kms_test_kmsd_start(&K2, NULL);
     kms_client *app = open_on(&K2, "app");
@@ -416,6 +468,30 @@ static void tpm_only_kmsd(void **state)
             usleep(100 * 1000);
     }
     assert_int_equal(r, 0);
+    kms_client_result_free(&pt);
+    kms_client_close(app);
+    assert_int_equal(kms_test_kmsd_stop(&K2, SIGTERM), 0);
+
+    /* A tampered database: a RotateKey of on-tpm put straight into the
+     * EXECUTING state with no approval (and a made-up digest). The
+     * restarted TPM-only kmsd (its state key checked at start) fails it,
+     * rotates nothing, and serves. */
+    insert_executing_rotation(K2.db, "on-tpm");
+    kms_test_kmsd_start(&K2, NULL);
+    char got[512];
+    query_text(K2.db, "SELECT state || ' ' || result FROM actions WHERE type = 'RotateKey'", got,
+               sizeof(got));
+    if (strncmp(got, "5 ", 2) != 0 || strstr(got, "not executed") == NULL)
+        fail_msg("tampered EXECUTING action on a TPM-only kmsd: %s (want FAILED, not executed)",
+                 got);
+    query_text(K2.db,
+               "SELECT count(*) FROM key_versions v JOIN keys k ON k.id = v.key_id "
+               "WHERE k.name = 'on-tpm'",
+               got, sizeof(got));
+    assert_string_equal(got, "1");
+    app = open_on(&K2, "app");
+    assert_int_equal(kms_client_decrypt(app, ct.blob, ct.blob_len, CTX, 1, &pt, &err), 0);
+    assert_memory_equal(pt.plaintext, msg, sizeof(msg));
     kms_client_result_free(&ct);
     kms_client_result_free(&pt);
     kms_client_close(app);

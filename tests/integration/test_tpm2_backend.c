@@ -707,6 +707,82 @@ static void object_auth_needs_the_secret(void **state)
     kms_test_swtpm_destroy(&other);
 }
 
+/* The state-integrity key on the TPM: a persistent keyed-hash object at
+ * the handle after the primary. Its MAC needs the object auth secret (a
+ * process with the TPM but without the secret, or with another, cannot
+ * compute one); it is the same from both modes and after reopening; and an
+ * object someone else put at its handle (here a sealed data object, not an
+ * HMAC key generated in the TPM) is refused with KMS_EKEYCHECK, not used. */
+static void state_key_on_the_tpm(void **state)
+{
+    (void)state;
+    kms_test_swtpm other;
+    kms_test_swtpm_start(&other);
+    char auth_a[600], auth_b[600], args[900];
+    snprintf(auth_a, sizeof(auth_a), "%s/a.tpm2-auth", other.dir);
+    snprintf(auth_b, sizeof(auth_b), "%s/b.tpm2-auth", other.dir);
+    kms_tpm2_config plain = {.tcti = other.tcti, .lock_dir = other.dir};
+    kms_tpm2_config with_a = {.tcti = other.tcti, .lock_dir = other.dir, .auth_key_file = auth_a};
+    kms_tpm2_config with_b = {.tcti = other.tcti, .lock_dir = other.dir, .auth_key_file = auth_b};
+    assert_int_equal(kms_tpm2_provision(&with_a), 0);
+    assert_int_equal(kms_tpm2_provision(&with_b), 0);
+    static const uint8_t msg[] = "keys: demo primary 1";
+    uint8_t m1[32], m2[32], m3[32];
+
+    kms_backend *s = NULL, *r = NULL;
+    assert_int_equal(kms_tpm2_open(&with_a, &s, &r), 0);
+    assert_true(kms_backend_has_caps(s, KMS_BACKEND_CAP_STATE_MAC));
+    assert_true(kms_backend_has_caps(r, KMS_BACKEND_CAP_STATE_MAC));
+    assert_int_equal(s->ops->state_mac(s, msg, sizeof(msg), m1), KMS_ENOTFOUND);
+    assert_int_equal(s->ops->state_key_create(s), 0);
+    assert_int_equal(r->ops->state_key_create(r), KMS_EEXISTS); /* one per TPM */
+    assert_int_equal(s->ops->state_mac(s, msg, sizeof(msg), m1), 0);
+    assert_int_equal(r->ops->state_mac(r, msg, sizeof(msg), m2), 0);
+    assert_memory_equal(m1, m2, 32);
+    s->ops->close(s);
+    r->ops->close(r);
+
+    const kms_tpm2_config *attackers[] = {&plain, &with_b};
+    for (int a = 0; a < 2; a++) {
+        assert_int_equal(kms_tpm2_open(attackers[a], &s, &r), 0);
+        assert_int_not_equal(s->ops->state_mac(s, msg, sizeof(msg), m3), 0);
+        assert_int_equal(s->ops->state_key_create(s), KMS_EEXISTS); /* never replaced */
+        s->ops->close(s);
+        r->ops->close(r);
+    }
+    assert_int_equal(kms_tpm2_open(&with_a, &s, &r), 0);
+    assert_int_equal(s->ops->state_mac(s, msg, sizeof(msg), m3), 0);
+    assert_memory_equal(m1, m3, 32);
+    s->ops->close(s);
+    r->ops->close(r);
+
+    /* Someone with the owner hierarchy swaps the object at the handle. */
+    snprintf(args, sizeof(args), "evictcontrol -C o -c 0x%08x", KMS_TPM2_DEFAULT_PRIMARY + 1);
+    assert_int_equal(kms_test_swtpm_tool(&other, args), 0);
+    snprintf(args, sizeof(args), "%s/known.bin", other.dir);
+    FILE *f = fopen(args, "w");
+    assert_non_null(f);
+    fputs("a key the swapper knows", f);
+    fclose(f);
+    snprintf(args, sizeof(args), "create -C 0x%08x -i %s/known.bin -u %s/k.pub -r %s/k.priv",
+             KMS_TPM2_DEFAULT_PRIMARY, other.dir, other.dir, other.dir);
+    assert_int_equal(kms_test_swtpm_tool(&other, args), 0);
+    snprintf(args, sizeof(args), "load -C 0x%08x -u %s/k.pub -r %s/k.priv -c %s/k.ctx",
+             KMS_TPM2_DEFAULT_PRIMARY, other.dir, other.dir, other.dir);
+    assert_int_equal(kms_test_swtpm_tool(&other, args), 0);
+    snprintf(args, sizeof(args), "evictcontrol -C o -c %s/k.ctx 0x%08x", other.dir,
+             KMS_TPM2_DEFAULT_PRIMARY + 1);
+    assert_int_equal(kms_test_swtpm_tool(&other, args), 0);
+    assert_int_equal(kms_tpm2_open(&with_a, &s, &r), 0);
+    assert_int_equal(s->ops->state_mac(s, msg, sizeof(msg), m3), KMS_EKEYCHECK);
+    if (strstr(kms_error_detail(), "not a safe state-integrity key") == NULL)
+        fail_msg("detail: %s", kms_error_detail());
+    assert_int_equal(s->ops->state_key_create(s), KMS_EEXISTS);
+    s->ops->close(s);
+    r->ops->close(r);
+    kms_test_swtpm_destroy(&other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -721,6 +797,7 @@ int main(void)
         cmocka_unit_test(replaced_primary_refused),
         cmocka_unit_test(bus_listener_learns_no_key),
         cmocka_unit_test(object_auth_needs_the_secret),
+        cmocka_unit_test(state_key_on_the_tpm),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }

@@ -1,6 +1,7 @@
 /* Keyring logic over a real SQLite file and an in-memory backend (AES-GCM
  * in OpenSSL) that can be told to fail. The real SoftHSM2 path is covered
  * by tests/integration/test_envelope_softhsm.c. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -622,6 +623,236 @@ static void recorded_device_object_never_destroyed(void **state)
     assert_memory_equal(obj->value, value, sizeof(value));
 }
 
+/* A store shim over the real store: its version_list, once armed, reads
+ * the real store and then blocks until the test lets it go, so that a
+ * change and its refresh run between a cache miss's store read and its
+ * insert. Every other op is the real store's (the shim shares its impl). */
+struct shim {
+    kms_store base; /* first: the ops get &base */
+    kms_store_ops ops;
+    const kms_store_ops *real;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int armed, blocked, go;
+};
+
+static int shim_version_list(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN],
+                             kms_store_version_cb cb, void *cb_ctx)
+{
+    struct shim *sh = (struct shim *)s;
+    int r = sh->real->version_list(s, key_id, cb, cb_ctx);
+    pthread_mutex_lock(&sh->mu);
+    if (sh->armed) {
+        sh->armed = 0;
+        sh->blocked = 1;
+        pthread_cond_broadcast(&sh->cv);
+        while (!sh->go)
+            pthread_cond_wait(&sh->cv, &sh->mu);
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return r;
+}
+
+struct racing_wrap {
+    kms_keyring *kr;
+    int r;
+};
+
+static void *wrap_k(void *arg)
+{
+    struct racing_wrap *w = arg;
+    uint8_t pt[16] = {1}, blob[KMS_BLOB_MAX];
+    size_t len = 0;
+    w->r = kms_keyring_wrap(w->kr, "k", &ctx, pt, sizeof(pt), blob, sizeof(blob), &len, NULL);
+    return NULL;
+}
+
+/* The key's deletion is scheduled (store write, then refresh) while a
+ * cache miss holds the store's answer from before: the entry it read must
+ * not be cached, and the next wrap sees the deletion. */
+static void deletion_during_a_load_is_not_lost(void **state)
+{
+    struct fx *f = *state;
+    kms_key_rec k;
+    assert_int_equal(kms_keyring_create_key(f->kr, "k", "fake", &k), KMS_OK);
+    struct shim sh;
+    memset(&sh, 0, sizeof(sh));
+    sh.real = f->store->ops;
+    sh.ops = *f->store->ops;
+    sh.ops.version_list = shim_version_list;
+    sh.base.ops = &sh.ops;
+    sh.base.impl = f->store->impl;
+    pthread_mutex_init(&sh.mu, NULL);
+    pthread_cond_init(&sh.cv, NULL);
+    kms_keyring *kr = NULL; /* a fresh cache on the shim */
+    assert_int_equal(kms_keyring_open(&sh.base, NULL, &kr), KMS_OK);
+    assert_int_equal(kms_keyring_add_backend(kr, &f->backend), KMS_OK);
+
+    sh.armed = 1;
+    struct racing_wrap w = {kr, -1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, wrap_k, &w), 0);
+    pthread_mutex_lock(&sh.mu);
+    while (!sh.blocked)
+        pthread_cond_wait(&sh.cv, &sh.mu);
+    pthread_mutex_unlock(&sh.mu);
+
+    /* The load has read the key with no deletion; now one is scheduled. */
+    assert_int_equal(f->store->ops->key_set_deletion(f->store, k.id, 1000), KMS_OK);
+    assert_int_equal(kms_keyring_refresh(kr, k.id), KMS_OK);
+
+    pthread_mutex_lock(&sh.mu);
+    sh.go = 1;
+    pthread_cond_broadcast(&sh.cv);
+    pthread_mutex_unlock(&sh.mu);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    /* The racing wrap began before the change: either answer; every later
+     * one must see it. */
+    assert_true(w.r == KMS_OK || w.r == KMS_EPRECOND);
+    wrap_k(&w);
+    assert_int_equal(w.r, KMS_EPRECOND);
+    kms_keyring_close(kr);
+    pthread_cond_destroy(&sh.cv);
+    pthread_mutex_destroy(&sh.mu);
+}
+
+/* The shim's version_add, once armed, blocks before it writes, as a
+ * writer between its device object and its commit. */
+static int shim_version_add(kms_store *s, const kms_version_rec *v, int make_primary)
+{
+    struct shim *sh = (struct shim *)s;
+    pthread_mutex_lock(&sh->mu);
+    if (sh->armed) {
+        sh->armed = 0;
+        sh->blocked = 1;
+        pthread_cond_broadcast(&sh->cv);
+        while (!sh->go)
+            pthread_cond_wait(&sh->cv, &sh->mu);
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return sh->real->version_add(s, v, make_primary);
+}
+
+struct racing_rotate {
+    kms_keyring *kr;
+    int r;
+    uint32_t v;
+};
+
+static void *rotate_k(void *arg)
+{
+    struct racing_rotate *w = arg;
+    w->r = kms_keyring_rotate(w->kr, "k", &w->v);
+    return NULL;
+}
+
+/* 1 if blob decrypts to pt through kr. */
+static int opens(kms_keyring *kr, const uint8_t *blob, size_t len, const uint8_t *pt, size_t n)
+{
+    kms_secret *out = NULL;
+    if (kms_keyring_unwrap(kr, blob, len, &ctx, &out, NULL, NULL) != KMS_OK)
+        return 0;
+    int ok = out->len == n && memcmp(out->data, pt, n) == 0;
+    kms_secret_free(out);
+    return ok;
+}
+
+/* Two keyrings on one database and one device, as two kmsd on one file
+ * would be (the writer lock refuses that; the keyring must not rely on
+ * it). Both have cached key k at version 1.
+ *
+ * 1. B rotates to 2 and wraps a blob under it. A, whose cache still ends
+ *    at 1, rotates: version 2's device object is recorded, so A keeps it
+ *    (and fails); B's blob still opens.
+ * 2. B rotates to 3 and is held between its device object and its
+ *    commit. A rotates to 3 meanwhile: the object has no committed row, so
+ *    A replaces it (under the store's write lock), commits 3 and wraps a
+ *    blob under it. B's commit then fails, and B's clean-up finds 3
+ *    recorded and keeps the device object. A's blob opens, through A and
+ *    through a fresh keyring. No blob is lost either way. */
+static void two_writers_never_lose_a_blob(void **state)
+{
+    struct fx *f = *state;
+    kms_key_rec k;
+    assert_int_equal(kms_keyring_create_key(f->kr, "k", "fake", &k), KMS_OK);
+    struct shim sh;
+    memset(&sh, 0, sizeof(sh));
+    sh.real = f->store->ops;
+    sh.ops = *f->store->ops;
+    sh.ops.version_add = shim_version_add;
+    sh.base.ops = &sh.ops;
+    kms_store *other = NULL; /* B's own connection to the file */
+    assert_int_equal(kms_store_sqlite_open(f->db, &other), KMS_OK);
+    sh.base.impl = other->impl;
+    pthread_mutex_init(&sh.mu, NULL);
+    pthread_cond_init(&sh.cv, NULL);
+    kms_keyring *a = f->kr, *b = NULL;
+    assert_int_equal(kms_keyring_open(&sh.base, NULL, &b), KMS_OK);
+    assert_int_equal(kms_keyring_add_backend(b, &f->backend), KMS_OK);
+    const uint8_t pt[24] = {7, 7, 7};
+    uint8_t blob_a[KMS_BLOB_MAX], blob_b[KMS_BLOB_MAX];
+    size_t len_a = 0, len_b = 0;
+    uint32_t ver = 0;
+    assert_int_equal(
+        kms_keyring_wrap(a, "k", &ctx, pt, sizeof(pt), blob_a, sizeof(blob_a), &len_a, &ver),
+        KMS_OK);
+    assert_int_equal(
+        kms_keyring_wrap(b, "k", &ctx, pt, sizeof(pt), blob_b, sizeof(blob_b), &len_b, &ver),
+        KMS_OK);
+
+    /* 1. a committed version behind A's cache. */
+    uint32_t nv = 0;
+    assert_int_equal(kms_keyring_rotate(b, "k", &nv), KMS_OK);
+    assert_int_equal(nv, 2);
+    assert_int_equal(
+        kms_keyring_wrap(b, "k", &ctx, pt, sizeof(pt), blob_b, sizeof(blob_b), &len_b, &ver),
+        KMS_OK);
+    assert_int_equal(ver, 2);
+    int destroys = f->fake.destroys;
+    assert_int_equal(kms_keyring_rotate(a, "k", &nv), KMS_EEXISTS);
+    assert_int_equal(f->fake.destroys, destroys);
+    assert_true(opens(b, blob_b, len_b, pt, sizeof(pt)));
+
+    /* 2. a creation in flight in B while A rotates. */
+    sh.armed = 1;
+    struct racing_rotate w = {b, -1, 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, rotate_k, &w), 0);
+    pthread_mutex_lock(&sh.mu);
+    while (!sh.blocked)
+        pthread_cond_wait(&sh.cv, &sh.mu);
+    pthread_mutex_unlock(&sh.mu);
+    kms_keyring_close(a); /* A starts afresh (as after a restart): its next version is 3 */
+    assert_int_equal(kms_keyring_open(f->store, NULL, &f->kr), KMS_OK);
+    a = f->kr;
+    assert_int_equal(kms_keyring_add_backend(a, &f->backend), KMS_OK);
+    assert_int_equal(kms_keyring_rotate(a, "k", &nv), KMS_OK);
+    assert_int_equal(nv, 3);
+    assert_int_equal(
+        kms_keyring_wrap(a, "k", &ctx, pt, sizeof(pt), blob_a, sizeof(blob_a), &len_a, &ver),
+        KMS_OK);
+    assert_int_equal(ver, 3);
+    pthread_mutex_lock(&sh.mu);
+    sh.go = 1;
+    pthread_cond_broadcast(&sh.cv);
+    pthread_mutex_unlock(&sh.mu);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_not_equal(w.r, KMS_OK); /* B's commit of version 3 failed */
+
+    assert_true(opens(a, blob_a, len_a, pt, sizeof(pt)));
+    assert_true(opens(b, blob_b, len_b, pt, sizeof(pt)));
+    kms_keyring *fresh = NULL;
+    assert_int_equal(kms_keyring_open(f->store, NULL, &fresh), KMS_OK);
+    assert_int_equal(kms_keyring_add_backend(fresh, &f->backend), KMS_OK);
+    assert_true(opens(fresh, blob_a, len_a, pt, sizeof(pt)));
+    assert_true(opens(fresh, blob_b, len_b, pt, sizeof(pt)));
+    kms_keyring_close(fresh);
+    kms_keyring_close(b);
+    other->ops->close(other);
+    pthread_cond_destroy(&sh.cv);
+    pthread_mutex_destroy(&sh.mu);
+}
+
 static void bad_arguments(void **state)
 {
     struct fx *f = *state;
@@ -658,6 +889,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(unsafe_key_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(interrupted_creation_is_completed, setup, teardown),
         cmocka_unit_test_setup_teardown(recorded_device_object_never_destroyed, setup, teardown),
+        cmocka_unit_test_setup_teardown(deletion_during_a_load_is_not_lost, setup, teardown),
+        cmocka_unit_test_setup_teardown(two_writers_never_lose_a_blob, setup, teardown),
         cmocka_unit_test_setup_teardown(orphan_device_object_replaced, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_arguments, setup, teardown),
     };

@@ -232,6 +232,97 @@ static void concurrent_checks(void **state)
     }
 }
 
+/* ---- a load racing an invalidation ------------------------------------------------------- */
+
+/* A store shim over the real store: its policy_list, once armed, reads the
+ * real store and then blocks until the test lets it go, so that a change
+ * and its invalidation run between a cache miss's store read and its
+ * insert. Every other op is the real store's (the shim shares its impl). */
+struct shim {
+    kms_store base; /* first: the ops get &base */
+    kms_store_ops ops;
+    const kms_store_ops *real;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int armed, blocked, go;
+};
+
+static int shim_policy_list(kms_store *s, const uint8_t key_id[KMS_KEY_ID_LEN],
+                            kms_store_grant_cb cb, void *ctx)
+{
+    struct shim *sh = (struct shim *)s;
+    int r = sh->real->policy_list(s, key_id, cb, ctx);
+    pthread_mutex_lock(&sh->mu);
+    if (sh->armed) {
+        sh->armed = 0;
+        sh->blocked = 1;
+        pthread_cond_broadcast(&sh->cv);
+        while (!sh->go)
+            pthread_cond_wait(&sh->cv, &sh->mu);
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return r;
+}
+
+struct miss {
+    kms_policy *p;
+    int r;
+};
+
+static void *check_app_encrypt(void *arg)
+{
+    struct miss *m = arg;
+    m->r = kms_policy_check(m->p, "app", "demo", NULL, KMS_PERM_ENCRYPT, NULL);
+    return NULL;
+}
+
+/* app's encrypt grant is revoked (store write, then invalidation) while a
+ * cache miss holds the store's answer from before: the entry it read must
+ * not be cached, and the next check sees the revocation. */
+static void revocation_during_a_load_is_not_lost(void **state)
+{
+    struct fx *f = *state;
+    struct shim sh;
+    memset(&sh, 0, sizeof(sh));
+    sh.real = f->s->ops;
+    sh.ops = *f->s->ops;
+    sh.ops.policy_list = shim_policy_list;
+    sh.base.ops = &sh.ops;
+    sh.base.impl = f->s->impl;
+    pthread_mutex_init(&sh.mu, NULL);
+    pthread_cond_init(&sh.cv, NULL);
+    kms_policy *p = NULL;
+    assert_int_equal(kms_policy_open(&sh.base, &p), KMS_OK);
+
+    sh.armed = 1;
+    struct miss m = {p, -1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, check_app_encrypt, &m), 0);
+    pthread_mutex_lock(&sh.mu);
+    while (!sh.blocked)
+        pthread_cond_wait(&sh.cv, &sh.mu);
+    pthread_mutex_unlock(&sh.mu);
+
+    /* The load has read app's grant; now it is revoked. */
+    const kms_grant_rec g[] = {{KMS_ACTION_DECRYPT, "app"}, {KMS_ACTION_DECRYPT, "backup"}};
+    assert_int_equal(f->s->ops->policy_set(f->s, f->demo.id, g, 2), KMS_OK);
+    kms_policy_invalidate(p, f->demo.id);
+
+    pthread_mutex_lock(&sh.mu);
+    sh.go = 1;
+    pthread_cond_broadcast(&sh.cv);
+    pthread_mutex_unlock(&sh.mu);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    /* The racing call itself may answer either way (it began before the
+     * revocation); every later one must see it. */
+    assert_true(m.r == KMS_OK || m.r == KMS_EDENIED);
+    assert_int_equal(kms_policy_check(p, "app", "demo", NULL, KMS_PERM_ENCRYPT, NULL), KMS_EDENIED);
+    assert_int_equal(kms_policy_check(p, "app", "demo", NULL, KMS_PERM_DECRYPT, NULL), KMS_OK);
+    kms_policy_close(p);
+    pthread_cond_destroy(&sh.cv);
+    pthread_mutex_destroy(&sh.mu);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -240,6 +331,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(unknown_keys_and_bad_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(cache_invalidation_and_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(concurrent_checks, setup, teardown),
+        cmocka_unit_test_setup_teardown(revocation_during_a_load_is_not_lost, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -42,6 +42,9 @@ struct fake {
     uint8_t ids[FAKE_MAX][20];
     int used[FAKE_MAX];
     int creates;
+    /* destroy_version of the object with this id fails (KMS_EUNAVAIL) */
+    uint8_t fail_destroy[20];
+    int fail_destroy_set;
 };
 
 struct kms_backend_key {
@@ -106,6 +109,8 @@ static int fake_aead(kms_backend *b, kms_backend_key *k, kms_aead_io *io)
 static int fake_destroy(kms_backend *b, const kms_backend_ref *ref)
 {
     struct fake *f = b->impl;
+    if (f->fail_destroy_set && ref->len == 20 && memcmp(ref->bytes, f->fail_destroy, 20) == 0)
+        return kms_error_set(KMS_EUNAVAIL, "fake: the device refused to destroy it");
     int slot = fake_slot(f, ref->bytes, ref->len);
     if (slot < 0)
         return KMS_ENOTFOUND;
@@ -1116,6 +1121,81 @@ static void unknown_stored_action_fails(void **state)
     kms_quorum_close(q);
 }
 
+/* ---- the sweep -------------------------------------------------------------------------- */
+
+struct events {
+    char key[8][KMS_KEY_NAME_MAX + 1];
+    char type[8][32];
+    int error[8];
+    size_t n;
+};
+
+static int record_event(void *ctx, const kms_quorum_event *ev)
+{
+    struct events *e = ctx;
+    if (e->n < 8) {
+        snprintf(e->key[e->n], sizeof(e->key[0]), "%s", ev->key_name);
+        snprintf(e->type[e->n], sizeof(e->type[0]), "%s", ev->type);
+        e->error[e->n] = ev->error;
+        e->n++;
+    }
+    return KMS_OK;
+}
+
+static kms_version_state version_state(struct fx *f, const char *name, uint32_t version)
+{
+    kms_version_rec v;
+    assert_int_equal(f->store->ops->version_get(f->store, key(f, name).id, version, &v), KMS_OK);
+    return v.state;
+}
+
+/* Two keys due for destruction; the device refuses to destroy the first
+ * (k1, swept first: by name). The sweep reports it (an error, and a
+ * key.destroy record carrying the error), destroys k2 all the same, and
+ * the next sweep, the device willing again, destroys k1. */
+static void sweep_goes_on_past_a_failed_key(void **state)
+{
+    struct fx *f = *state;
+    kms_key_rec k2;
+    assert_int_equal(kms_keyring_create_key(f->kr, "k2", "pkcs11", &k2), KMS_OK);
+    const char *names[] = {"k1", "k2"};
+    for (int i = 0; i < 2; i++) {
+        kms_key_rec k = key(f, names[i]);
+        assert_int_equal(f->store->ops->key_set_deletion(f->store, k.id, NOW), KMS_OK);
+        assert_int_equal(kms_keyring_refresh(f->kr, k.id), KMS_OK);
+    }
+    kms_version_rec v1;
+    assert_int_equal(f->store->ops->version_get(f->store, key(f, "k1").id, 1, &v1), KMS_OK);
+    assert_int_equal(v1.ref.len, 20);
+    memcpy(f->fake.fail_destroy, v1.ref.bytes, 20);
+    f->fake.fail_destroy_set = 1;
+
+    struct events ev;
+    memset(&ev, 0, sizeof(ev));
+    kms_quorum *q = NULL;
+    kms_quorum_config cfg;
+    memset(&cfg, 0, sizeof(cfg)); /* real time: NOW is past */
+    cfg.event = record_event;
+    cfg.event_ctx = &ev;
+    assert_int_equal(kms_quorum_open(f->store, f->kr, f->policy, &cfg, &q), KMS_OK);
+
+    assert_int_equal(kms_quorum_sweep(q), KMS_EUNAVAIL);
+    assert_int_not_equal(version_state(f, "k1", 1), KMS_VERSION_DESTROYED);
+    assert_int_equal(fake_slot(&f->fake, v1.ref.bytes, 20) >= 0, 1);
+    assert_int_equal(version_state(f, "k2", 1), KMS_VERSION_DESTROYED);
+    int reported = 0;
+    for (size_t i = 0; i < ev.n; i++)
+        reported += strcmp(ev.type[i], "key.destroy") == 0 && strcmp(ev.key[i], "k1") == 0 &&
+                    ev.error[i] == KMS_EUNAVAIL;
+    assert_int_equal(reported, 1);
+
+    f->fake.fail_destroy_set = 0;
+    assert_int_equal(kms_quorum_sweep(q), KMS_OK);
+    assert_int_equal(version_state(f, "k1", 1), KMS_VERSION_DESTROYED);
+    assert_int_equal(fake_slot(&f->fake, v1.ref.bytes, 20), -1);
+    kms_quorum_close(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1135,6 +1215,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(execute_officer_actions, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_case_fails_closed, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_stored_action_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(sweep_goes_on_past_a_failed_key, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
