@@ -14,7 +14,12 @@
  *
  * The healer waits until every session is back before closing them: a
  * module may free a session's state in C_CloseAllSessions while another
- * thread is still inside a call on it. */
+ * thread is still inside a call on it.
+ *
+ * If sessions cannot be re-opened (the module still says the device or
+ * the session is gone), the healer finalizes and initializes the module
+ * again and retries: no session is in use then, and object handles from
+ * before are looked up again under the new generation. */
 #include <openssl/crypto.h>
 #include <string.h>
 #include <time.h>
@@ -155,6 +160,18 @@ int kms_p11_pool_heal(struct p11 *p, unsigned seen_gen)
     kms_log_warn("pkcs11: sessions on token \"%s\" lost; re-opening", p->label);
     p->f->C_CloseAllSessions(p->slot); /* may fail: they may be gone already */
     int r = open_sessions(p);
+    if (r == KMS_EUNAVAIL && p->finalize_on_close) {
+        /* Some modules, after CKR_DEVICE_ERROR, fail every later call with
+         * CKR_SESSION_HANDLE_INVALID (C_OpenSession included) until they
+         * are finalized and initialized again: do that, then retry once.
+         * Only a module we initialized is ours to finalize. */
+        kms_log_warn("pkcs11: cannot re-open sessions on token \"%s\" (%s); re-initializing "
+                     "the module",
+                     p->label, kms_error_detail());
+        r = kms_p11_module_reinit(p);
+        if (r == 0)
+            r = open_sessions(p);
+    }
 
     pthread_mutex_lock(&pool->mu);
     pool->gen++;
