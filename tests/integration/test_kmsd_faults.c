@@ -13,11 +13,11 @@
  * module. A module whose C_Initialize fails stops kmsd at start, naming it.
  *
  * Shown to fail: without the re-initialization in kms_p11_pool_heal
- * (pkcs11/p11_session.c), sticky_device_error_recovers fails ("not serving
- * 5 s after the fault": every heal's C_OpenSession keeps failing); with the
- * shim's session count skipping C_CloseAllSessions, no_session_leaked
- * fails (opens 8, closes 4); a worker that compares against a different
- * plaintext fails every phase with "wrong plaintext". */
+ * (pkcs11/p11_session.c), sticky_device_error_recovers fails (never
+ * serving again: every heal's C_OpenSession keeps failing, 63 ok and 9260
+ * UNAVAILABLE in the window); with the module's count skipping the
+ * sessions C_CloseAllSessions ends, no_session_leaked fails (opens 614,
+ * closes 0: kmsd closes its pool with C_CloseAllSessions). */
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
