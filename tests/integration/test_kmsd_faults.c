@@ -305,8 +305,9 @@ static struct totals load_for(unsigned ms)
         if (w[i].first_error[0] != '\0')
             fprintf(stderr, "  %s\n", w[i].first_error);
     }
-    fprintf(stderr, "  %u ms x %d threads: %d ok, %d UNAVAILABLE, %d INTERNAL, %d other, %d wrong\n",
-            ms, THREADS, s.ok, s.unavailable, s.internal, s.other, s.wrong);
+    fprintf(stderr,
+            "  %u ms x %d threads: %d ok, %d UNAVAILABLE, %d INTERNAL, %d other, %d wrong\n", ms,
+            THREADS, s.ok, s.unavailable, s.internal, s.other, s.wrong);
     return s;
 }
 

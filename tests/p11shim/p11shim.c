@@ -661,7 +661,7 @@ static CK_RV shim_C_CloseAllSessions(CK_SLOT_ID slot)
 /* Every function: inject, else forward. The six above replace theirs in
  * the list. */
 #define X(name, params, args)                                                                      \
-    __attribute__((unused)) static CK_RV fwd_##name params                                                                 \
+    __attribute__((unused)) static CK_RV fwd_##name params                                         \
     {                                                                                              \
         CHECKED(name)                                                                              \
         return S.real->name args;                                                                  \
