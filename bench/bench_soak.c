@@ -4,13 +4,15 @@
  * Decrypt), each thread dropping its connection and dialling again every
  * 200 calls, while the module's schedule cycles every 10 s through a quiet
  * phase and fault phases (sessions lost at a rate, the device removed for a
- * window, delays, the sticky device error).
+ * window, delays, the sticky device error), and officer1 and officer2
+ * rotate `demo` through the quorum every 15 s (blobs under older versions
+ * keep decrypting).
  *
  * Reports kmsd's RSS after the warm-up (the first 10 %, at least 5 s) and
  * at the end (target: < 5 % growth), kmsd's open fds and the module's open
  * PKCS#11 sessions at the start and at the end (quiet, no client
  * connected), and the calls by status. Exits 1 on a wrong answer, a status
- * other than OK / UNAVAILABLE, kmsd not exiting 0 on SIGTERM, or fds or
+ * other than OK / UNAVAILABLE, no rotation executed, kmsd not exiting 0 on SIGTERM, or fds or
  * sessions not back where they started; RSS growth is printed against its
  * target, not asserted (noisy in short runs).
  *
@@ -29,12 +31,15 @@
 
 #include <grpc/grpc.h>
 #include <grpc/status.h>
+#include <openssl/sha.h>
 
 #include "grpc_test_client.h"
 #include "kms/v1/kms.pb-c.h"
 #include "kmsd_fixture.h"
 
 #define KM "/kms.v1.KeyManagement/"
+#define QU "/kms.v1.Quorum/"
+#define ROTATE_EVERY_MS 15000
 #define THREADS 8
 #define RECONNECT_EVERY 200
 #define NSTATUS 17
@@ -185,6 +190,64 @@ static void *client(void *arg)
     return NULL;
 }
 
+/* ---- rotations through the quorum ------------------------------------------------------- */
+
+/* The approval digest, from its documented format (docs/approvals.md). */
+static void digest_of(const Kms__V1__Action *a, uint8_t out[32])
+{
+    uint8_t msg[16 + 16 + 16 + 32 + 8], h[32];
+    memcpy(msg, "kms.v1.approval", 16); /* 15 bytes and the 0x00 */
+    memcpy(msg + 16, a->instance_id.data, 16);
+    memcpy(msg + 32, a->id.data, 16);
+    SHA256(a->action_bytes.data, a->action_bytes.len, h);
+    memcpy(msg + 48, h, 32);
+    for (int i = 0; i < 8; i++)
+        msg[80 + i] = (uint8_t)((uint64_t)a->expires_at >> (56 - 8 * i));
+    SHA256(msg, sizeof(msg), out);
+}
+
+static int approve(kms_tc *c, const char *officer, const Kms__V1__Action *a, Kms__V1__Action **out)
+{
+    uint8_t d[32], sig[256];
+    if (a->instance_id.len != 16 || a->id.len != 16)
+        return -1;
+    digest_of(a, d);
+    size_t n = kms_test_kmsd_officer_sign(&K, officer, d, sig);
+    Kms__V1__ApproveActionRequest req = KMS__V1__APPROVE_ACTION_REQUEST__INIT;
+    req.action_id = a->id;
+    req.signature.data = sig;
+    req.signature.len = n;
+    return kms_tc_call(c, QU "ApproveAction", &req.base, &kms__v1__action__descriptor,
+                       (ProtobufCMessage **)out, NULL, 0);
+}
+
+/* Rotates `demo`: officer1 proposes and approves, officer2 approves (the
+ * threshold is 2). 1 if the rotation executed. */
+static int rotate(kms_tc *o1, kms_tc *o2)
+{
+    Kms__V1__RotateKey rk = KMS__V1__ROTATE_KEY__INIT;
+    Kms__V1__ActionBody body = KMS__V1__ACTION_BODY__INIT;
+    rk.key_name = "demo";
+    body.action_case = KMS__V1__ACTION_BODY__ACTION_ROTATE_KEY;
+    body.rotate_key = &rk;
+    Kms__V1__ProposeActionRequest req = KMS__V1__PROPOSE_ACTION_REQUEST__INIT;
+    req.action = &body;
+    Kms__V1__Action *a = NULL, *mid = NULL, *done = NULL;
+    int executed = 0;
+    if (kms_tc_call(o1, QU "ProposeAction", &req.base, &kms__v1__action__descriptor,
+                    (ProtobufCMessage **)&a, NULL, 0) == GRPC_STATUS_OK &&
+        approve(o1, "officer1", a, &mid) == GRPC_STATUS_OK &&
+        approve(o2, "officer2", a, &done) == GRPC_STATUS_OK)
+        executed = done->state == KMS__V1__ACTION_STATE__EXECUTED;
+    if (a)
+        protobuf_c_message_free_unpacked(&a->base, NULL);
+    if (mid)
+        protobuf_c_message_free_unpacked(&mid->base, NULL);
+    if (done)
+        protobuf_c_message_free_unpacked(&done->base, NULL);
+    return executed;
+}
+
 static const char *const phases[] = {
     "",
     "fault C_Encrypt CKR_SESSION_HANDLE_INVALID rate=0.05 for=4000\n"
@@ -254,8 +317,17 @@ int main(void)
     uint64_t t0 = now_ms(), warm = secs * 100 > 5000 ? secs * 100 : 5000;
     long rss_warm = -1;
     size_t phase = 0;
-    uint64_t next_phase = t0 + 10000;
+    uint64_t next_phase = t0 + 10000, next_rotation = t0 + 5000;
+    kms_tc *o1 = kms_test_kmsd_open_as(&K, "officer1"), *o2 = kms_test_kmsd_open_as(&K, "officer2");
+    int rotations = 0, rotations_failed = 0;
     while (now_ms() - t0 < secs * 1000) {
+        if (now_ms() >= next_rotation) {
+            if (rotate(o1, o2))
+                rotations++;
+            else
+                rotations_failed++;
+            next_rotation += ROTATE_EVERY_MS;
+        }
         if (rss_warm < 0 && now_ms() - t0 >= warm)
             rss_warm = kms_test_proc_kib(K.pid, "VmRSS:");
         if (now_ms() >= next_phase) {
@@ -270,6 +342,8 @@ int main(void)
     atomic_store(&stop, 1);
     for (int i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
+    kms_tc_close(o1);
+    kms_tc_close(o2);
 
     /* Quiet: no client, no fault. Connections close asynchronously. */
     int fds1 = -1;
@@ -289,6 +363,9 @@ int main(void)
         secs, THREADS, RECONNECT_EVERY);
     printf("  kmsd RSS after warm-up %ld KiB, at the end %ld KiB: %+.2f %% (target < 5 %%)\n",
            rss_warm, rss_end, growth);
+    printf("  rotations of demo through the quorum: %d executed, %d not (refused during "
+           "faults)\n",
+           rotations, rotations_failed);
     printf("  kmsd open fds: start %d, end %d\n", fds0, fds1);
     printf("  PKCS#11 sessions open: start %ld, end %ld (module: opens %ld, closes %ld, "
            "injected %ld)\n",
@@ -315,7 +392,7 @@ int main(void)
     kms_test_kmsd_teardown(&K);
     kms_tc_grpc_shutdown();
     int bad = atomic_load(&wrong_answers) != 0 || other != 0 || exit_status != 0 || fds1 != fds0 ||
-              sess1 != sess0 || atomic_load(&by_status[0]) == 0;
+              sess1 != sess0 || atomic_load(&by_status[0]) == 0 || rotations == 0;
     printf("soak: %s\n", bad ? "FAILED" : "ok");
     return bad ? 1 : 0;
 }
