@@ -10,6 +10,7 @@
 #ifndef KMS_TPM2_INTERNAL_H
 #define KMS_TPM2_INTERNAL_H
 
+#include <openssl/types.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -230,5 +231,15 @@ void kms_tpm2_resident_forget(tpm2_device *d, const uint8_t key_id[KMS_KEY_ID_LE
  * wipes key. Reloads the key if it is not the cached one. */
 int kms_tpm2_resident_derive(tpm2_device *d, uint64_t owner, const tpm2_ref *r,
                              const uint8_t iv[KMS_GCM_IV_LEN], uint8_t key[32]) KMS_MUST_CHECK;
+
+/* ---- tpm2_backend.c ---------------------------------------------------------------------- */
+
+/* AES-256-GCM in software with key (sealed mode's unsealed key, or resident
+ * mode's one-time key) over io, with io->iv as it is (the caller draws it
+ * for a wrap): enc 1 writes io->out and io->tag, enc 0 checks io->tag
+ * (KMS_EAUTH and io->out wiped when it does not verify). aes_gcm is a
+ * fetched AES-256-GCM. Exposed for the known-answer test. */
+int kms_tpm2_gcm(const EVP_CIPHER *aes_gcm, const uint8_t key[32], kms_aead_io *io,
+                 int enc) KMS_MUST_CHECK;
 
 #endif

@@ -15,11 +15,11 @@
  * plaintext back; every "fail" vector must be refused with no plaintext.
  * The loader itself is checked: a vector file with one wrong byte fails.
  *
- * Shown to fail: with ulTagBits at 96 in the CK_GCM_PARAMS here, softhsm_gcm
- * fails on tc13 ("ciphertext ‖ tag differs"); with the archive nonce's
- * segment index off by one (client/archive_format.c nonce()), archive_gcm
- * fails on tc13; with kms_archive_hkdf passing a zero-length salt,
- * archive_hkdf fails on A.1. */
+ * Shown to fail: with kms_tpm2_gcm skipping the AAD, tpm2_software_gcm
+ * fails on tc16 ("tpm2 ciphertext ‖ tag differs"); with ulTagBits at 96 in the CK_GCM_PARAMS here,
+ * softhsm_gcm fails on tc13 ("ciphertext ‖ tag differs"); with the archive nonce's segment index
+ * off by one (client/archive_format.c nonce()), archive_gcm fails on tc13; with kms_archive_hkdf
+ * passing a zero-length salt, archive_hkdf fails on A.1. */
 #include <openssl/evp.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -34,6 +34,7 @@
 #include "archive_format.h"
 #include "pkcs11/p11_internal.h"
 #include "softhsm_fixture.h"
+#include "tpm2/tpm2_internal.h"
 
 #define MAXB 128
 
@@ -166,6 +167,53 @@ static void vectors_are_sound(void **state)
     v[2].ct[0] ^= 1;
     v[2].tag[15] ^= 0x80;
     assert_int_equal(openssl_check(&v[2]), -1);
+}
+
+/* ---- the TPM2 backend's software GCM ------------------------------------------------------ */
+
+static void tpm2_software_gcm(void **state)
+{
+    (void)state;
+    static struct vec v[32];
+    size_t n = load_gcm(gcm_path, v, 32);
+    EVP_CIPHER *aes = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+    assert_non_null(aes);
+    int checked = 0, refused = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct vec *x = &v[i];
+        uint8_t out[MAXB];
+        kms_aead_io io;
+        memset(&io, 0, sizeof(io));
+        io.aad = x->aad;
+        io.aad_len = x->aad_len;
+        io.out = out;
+        memcpy(io.iv, x->iv, KMS_GCM_IV_LEN);
+        if (x->pass) {
+            io.in = x->pt;
+            io.in_len = x->pt_len;
+            assert_int_equal(kms_tpm2_gcm(aes, x->key, &io, 1), 0);
+            if (memcmp(out, x->ct, x->ct_len) != 0 || memcmp(io.tag, x->tag, 16) != 0)
+                fail_msg("%s: tpm2 ciphertext ‖ tag differs", x->name);
+        }
+        memset(out, 0xa5, sizeof(out));
+        io.in = x->ct;
+        io.in_len = x->ct_len;
+        memcpy(io.tag, x->tag, 16);
+        int r = kms_tpm2_gcm(aes, x->key, &io, 0);
+        if (x->pass) {
+            assert_int_equal(r, 0);
+            assert_memory_equal(out, x->pt, x->pt_len);
+            checked++;
+        } else {
+            assert_int_equal(r, KMS_EAUTH);
+            for (size_t j = 0; j < x->ct_len; j++) /* nothing unauthenticated left */
+                assert_int_equal(out[j], 0);
+            refused++;
+        }
+    }
+    EVP_CIPHER_free(aes);
+    fprintf(stderr, "  tpm2 software GCM: %d vectors matched, %d refused\n", checked, refused);
+    assert_true(checked >= 4 && refused >= 5);
 }
 
 /* ---- SoftHSM2 through the backend's module and session ---------------------------------- */
@@ -340,9 +388,8 @@ int main(void)
     snprintf(gcm_path, sizeof(gcm_path), "%s/gcm/aes256gcm.txt", KMS_VECTORS);
     snprintf(hkdf_path, sizeof(hkdf_path), "%s/hkdf/hkdf_sha256.txt", KMS_VECTORS);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(vectors_are_sound),
-        cmocka_unit_test(softhsm_gcm),
-        cmocka_unit_test(archive_gcm),
+        cmocka_unit_test(vectors_are_sound), cmocka_unit_test(tpm2_software_gcm),
+        cmocka_unit_test(softhsm_gcm),       cmocka_unit_test(archive_gcm),
         cmocka_unit_test(archive_hkdf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
