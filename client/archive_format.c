@@ -230,28 +230,43 @@ static int derive(const uint8_t *bound, size_t bound_len, const uint8_t *salt, c
 
     int r = KMS_CLIENT_ENOMEM;
     kms_secret *okm = NULL;
-    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
-    EVP_KDF_CTX *kctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
-    if (kctx == NULL || kms_secret_new(KMS_ARCHIVE_OKM_LEN, &okm) != 0)
+    if (kms_secret_new(KMS_ARCHIVE_OKM_LEN, &okm) != 0)
         goto out;
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, dk->data, dk->len),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, KMS_ARCHIVE_SALT_LEN),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, info_len),
-        OSSL_PARAM_construct_end()};
-    if (EVP_KDF_derive(kctx, okm->data, okm->len, params) != 1) {
-        r = KMS_CLIENT_ENOMEM;
+    if ((r = kms_archive_hkdf(dk->data, dk->len, salt, KMS_ARCHIVE_SALT_LEN, info, info_len,
+                              okm->data, okm->len)) != 0)
         goto out;
-    }
     *keys = okm;
     okm = NULL;
-    r = 0;
 out:
     kms_secret_free(okm);
+    free(info);
+    return r;
+}
+
+int kms_archive_hkdf(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt, size_t salt_len,
+                     const uint8_t *info, size_t info_len, uint8_t *out, size_t out_len)
+{
+    static const uint8_t empty[1];
+    int r = KMS_CLIENT_ENOMEM;
+    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    EVP_KDF_CTX *kctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+    if (kctx == NULL)
+        goto out;
+    /* OpenSSL takes an empty salt as "no salt": RFC 5869 then uses
+     * HashLen zero bytes, the same value. */
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)ikm, ikm_len),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)(salt_len ? salt : empty),
+                                          salt_len),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)(info_len ? info : empty),
+                                          info_len),
+        OSSL_PARAM_construct_end()};
+    if (EVP_KDF_derive(kctx, out, out_len, params) == 1)
+        r = 0;
+out:
     EVP_KDF_CTX_free(kctx);
     EVP_KDF_free(kdf);
-    free(info);
     return r;
 }
 

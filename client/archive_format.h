@@ -89,6 +89,11 @@ int kms_archive_header_rewrap(const kms_archive_header *h, const char *key_name,
  * data key or tampered header). */
 int kms_archive_keys_check(const kms_archive_header *h, const kms_secret *dk, kms_secret **keys);
 
+/* HKDF-SHA-256 (RFC 5869), extract then expand, into out_len bytes of out:
+ * the archive's key schedule, exposed for its known-answer test. */
+int kms_archive_hkdf(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt, size_t salt_len,
+                     const uint8_t *info, size_t info_len, uint8_t *out, size_t out_len);
+
 /* The canonical encoding of a context (docs/formats.md), malloc'ed. */
 int kms_archive_context_encode(const kms_client_context_entry *ctx, size_t n, uint8_t **out,
                                size_t *out_len);

@@ -87,6 +87,10 @@ int kms_p11_find_slot(struct p11 *p, const char *label) KMS_MUST_CHECK;
 /* Reads the PIN (first line of a 0600 regular file) into locked memory. */
 int kms_p11_read_pin(const char *path, kms_secret **pin) KMS_MUST_CHECK;
 void kms_p11_module_unload(struct p11 *p);
+/* C_Finalize then C_Initialize(CKF_OS_LOCKING_OK) again and find the token
+ * by its label again, for a module that fails every call until it is
+ * re-initialized. Only while no session is in use (the pool's healer). */
+int kms_p11_module_reinit(struct p11 *p) KMS_MUST_CHECK;
 
 /* ---- p11_session.c: the pool ------------------------------------------------------ */
 

@@ -137,3 +137,23 @@ int kms_p11_read_pin(const char *path, kms_secret **pin)
     *pin = buf;
     return KMS_OK;
 }
+
+int kms_p11_module_reinit(struct p11 *p)
+{
+    p->f->C_Finalize(NULL); /* may fail: the module may think it is gone already */
+    CK_C_INITIALIZE_ARGS args;
+    memset(&args, 0, sizeof(args));
+    args.flags = CKF_OS_LOCKING_OK;
+    CK_RV rv = p->f->C_Initialize(&args);
+    if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
+        return kms_error_set(KMS_EUNAVAIL, "pkcs11: C_Initialize (again) failed: %s",
+                             kms_p11_rv_name(rv));
+    char label[sizeof(p->label)];
+    memcpy(label, p->label, sizeof(label));
+    if (kms_p11_find_slot(p, label) != 0) {
+        char why[256];
+        snprintf(why, sizeof(why), "%s", kms_error_detail()); /* the detail buffer is reused */
+        return kms_error_set(KMS_EUNAVAIL, "pkcs11: after re-initializing: %s", why);
+    }
+    return KMS_OK;
+}

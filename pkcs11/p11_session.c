@@ -14,7 +14,14 @@
  *
  * The healer waits until every session is back before closing them: a
  * module may free a session's state in C_CloseAllSessions while another
- * thread is still inside a call on it. */
+ * thread is still inside a call on it.
+ *
+ * If sessions cannot be re-opened because the module itself is stuck
+ * (C_OpenSession or C_Login says CKR_SESSION_HANDLE_INVALID,
+ * CKR_SESSION_CLOSED, CKR_DEVICE_ERROR or CKR_CRYPTOKI_NOT_INITIALIZED; not
+ * for an absent token or a removed device), the healer finalizes and
+ * initializes the module again and retries once: no session is in use then, and object handles from
+ * before are looked up again under the new generation. */
 #include <openssl/crypto.h>
 #include <string.h>
 #include <time.h>
@@ -32,14 +39,27 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* Opens `size` sessions and logs in. Caller holds the pool exclusively. */
-static int open_sessions(struct p11 *p)
+/* 1 if C_OpenSession or C_Login failing with rv means the module itself is
+ * stuck (it calls a session invalid that it has not even opened, says the
+ * device erred, or forgot it was initialized), not that the token is away:
+ * only then does re-initializing the module help. */
+static int module_stuck(CK_RV rv)
+{
+    return rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED || rv == CKR_DEVICE_ERROR ||
+           rv == CKR_CRYPTOKI_NOT_INITIALIZED;
+}
+
+/* Opens `size` sessions and logs in. Caller holds the pool exclusively.
+ * *failed_rv (when given) is the code that made it fail. */
+static int open_sessions(struct p11 *p, CK_RV *failed_rv)
 {
     struct p11_pool *pool = &p->pool;
     for (unsigned i = 0; i < pool->size; i++) {
         CK_RV rv = p->f->C_OpenSession(p->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
                                        &pool->sessions[i]);
         if (rv != CKR_OK) {
+            if (failed_rv != NULL)
+                *failed_rv = rv;
             if (i > 0)
                 p->f->C_CloseAllSessions(p->slot);
             return kms_error_set(kms_p11_rv_session_lost(rv) ? KMS_EUNAVAIL
@@ -50,6 +70,8 @@ static int open_sessions(struct p11 *p)
     /* One login covers every session of the process. */
     CK_RV rv = p->f->C_Login(pool->sessions[0], CKU_USER, p->pin->data, p->pin->len);
     if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+        if (failed_rv != NULL)
+            *failed_rv = rv;
         p->f->C_CloseAllSessions(p->slot);
         int err = kms_p11_rv_to_error(rv) == KMS_EDENIED ? KMS_EDENIED : KMS_EUNAVAIL;
         return kms_error_set(err, "pkcs11: C_Login on token \"%s\": %s", p->label,
@@ -72,7 +94,7 @@ int kms_p11_pool_open(struct p11 *p, unsigned size)
     pthread_cond_init(&pool->cv, NULL);
     pool->size = size;
     pool->backoff_ms = BACKOFF_MIN_MS;
-    return open_sessions(p);
+    return open_sessions(p, NULL);
 }
 
 int kms_p11_pool_acquire(struct p11 *p, CK_SESSION_HANDLE *s, int *idx, unsigned *gen)
@@ -154,7 +176,20 @@ int kms_p11_pool_heal(struct p11 *p, unsigned seen_gen)
 
     kms_log_warn("pkcs11: sessions on token \"%s\" lost; re-opening", p->label);
     p->f->C_CloseAllSessions(p->slot); /* may fail: they may be gone already */
-    int r = open_sessions(p);
+    CK_RV failed = CKR_OK;
+    int r = open_sessions(p, &failed);
+    if (r == KMS_EUNAVAIL && module_stuck(failed) && p->finalize_on_close) {
+        /* Some modules, after CKR_DEVICE_ERROR, fail every later call with
+         * CKR_SESSION_HANDLE_INVALID (C_OpenSession included) until they
+         * are finalized and initialized again: do that, then retry once.
+         * Only a module we initialized is ours to finalize. */
+        kms_log_warn("pkcs11: cannot re-open sessions on token \"%s\" (%s); re-initializing "
+                     "the module",
+                     p->label, kms_error_detail());
+        r = kms_p11_module_reinit(p);
+        if (r == 0)
+            r = open_sessions(p, NULL);
+    }
 
     pthread_mutex_lock(&pool->mu);
     pool->gen++;

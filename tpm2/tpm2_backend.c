@@ -115,14 +115,14 @@ static void release_version(kms_backend *b, kms_backend_key *k)
 
 /* ---- wrap / unwrap ----------------------------------------------------------------------- */
 
-static int gcm(tpm2_backend *t, const uint8_t key[32], kms_aead_io *io, int enc)
+int kms_tpm2_gcm(const EVP_CIPHER *aes_gcm, const uint8_t key[32], kms_aead_io *io, int enc)
 {
     /* An empty message may come with out == NULL: never hand OpenSSL a NULL
      * output (that would mean "this is AAD"). */
     uint8_t none[1];
     uint8_t *out = io->out != NULL ? io->out : none;
     EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
-    int len = 0, ok = c != NULL && EVP_CipherInit_ex2(c, t->gcm, key, io->iv, enc, NULL) == 1;
+    int len = 0, ok = c != NULL && EVP_CipherInit_ex2(c, aes_gcm, key, io->iv, enc, NULL) == 1;
     if (ok && io->aad_len > 0)
         ok = EVP_CipherUpdate(c, NULL, &len, io->aad, (int)io->aad_len) == 1;
     if (ok && io->in_len > 0)
@@ -140,6 +140,11 @@ static int gcm(tpm2_backend *t, const uint8_t key[32], kms_aead_io *io, int enc)
                           : kms_error_set(KMS_EAUTH, "ciphertext does not authenticate");
     }
     return KMS_OK;
+}
+
+static int gcm(tpm2_backend *t, const uint8_t key[32], kms_aead_io *io, int enc)
+{
+    return kms_tpm2_gcm(t->gcm, key, io, enc);
 }
 
 static int aead(kms_backend *b, kms_backend_key *k, kms_aead_io *io, int enc)

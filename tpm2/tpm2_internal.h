@@ -11,6 +11,7 @@
 #ifndef KMS_TPM2_INTERNAL_H
 #define KMS_TPM2_INTERNAL_H
 
+#include <openssl/types.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -243,5 +244,15 @@ int kms_tpm2_state_create(tpm2_device *d) KMS_MUST_CHECK;
  * the handle is not a safe state key. out is written only on success. */
 int kms_tpm2_state_mac(tpm2_device *d, const uint8_t *in, size_t len,
                        uint8_t out[32]) KMS_MUST_CHECK;
+
+/* ---- tpm2_backend.c ---------------------------------------------------------------------- */
+
+/* AES-256-GCM in software with key (sealed mode's unsealed key, or resident
+ * mode's one-time key) over io, with io->iv as it is (the caller draws it
+ * for a wrap): enc 1 writes io->out and io->tag, enc 0 checks io->tag
+ * (KMS_EAUTH and io->out wiped when it does not verify). aes_gcm is a
+ * fetched AES-256-GCM. Exposed for the known-answer test. */
+int kms_tpm2_gcm(const EVP_CIPHER *aes_gcm, const uint8_t key[32], kms_aead_io *io,
+                 int enc) KMS_MUST_CHECK;
 
 #endif
