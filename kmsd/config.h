@@ -77,9 +77,11 @@ typedef struct kms_config {
     char *pkcs11_module;
     char *pkcs11_token_label;
     char *pkcs11_pin_file;
+    /* C_Initialize's pReserved (NSS softoken reads its database there), or NULL. */
+    char *pkcs11_init_args;
+    /* Accept CKA_LOCAL FALSE on always-sensitive, never-extractable keys (docs/pkcs11.md). */
+    int pkcs11_allow_nonlocal_keys;
     unsigned pkcs11_sessions; /* 0 = as many as workers */
-    char *pkcs11_init_args;   /* C_Initialize pReserved (NSS softoken), or NULL */
-    int pkcs11_allow_nonlocal_keys; /* accept CKA_LOCAL FALSE (docs/pkcs11.md) */
     unsigned workers;         /* 0 = automatic (2 per CPU, at least 4) */
     kms_log_level log_level;
     size_t max_message_size;      /* largest request accepted, bytes */

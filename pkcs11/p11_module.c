@@ -66,8 +66,7 @@ int kms_p11_module_load(struct p11 *p, const char *path, const char *init_args)
     if (rv == CKR_OK)
         p->finalize_on_close = 1;
     else if (rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
-        return kms_error_set(KMS_EUNAVAIL, "pkcs11: C_Initialize failed: %s%s",
-                             kms_p11_rv_name(rv),
+        return kms_error_set(KMS_EUNAVAIL, "pkcs11: C_Initialize failed: %s%s", kms_p11_rv_name(rv),
                              p->init_args != NULL ? " (check pkcs11.init_args)" : "");
     return KMS_OK;
 }
@@ -84,14 +83,26 @@ struct mech_need {
 };
 
 static const struct mech_need mech_needs[] = {
-    {CKM_AES_GCM, "CKM_AES_GCM", {"CKF_ENCRYPT", "CKF_DECRYPT"},
-     {CKF_ENCRYPT, CKF_DECRYPT}, "wrap and unwrap"},
-    {CKM_AES_KEY_GEN, "CKM_AES_KEY_GEN", {"CKF_GENERATE", NULL}, {CKF_GENERATE, 0},
+    {CKM_AES_GCM,
+     "CKM_AES_GCM",
+     {"CKF_ENCRYPT", "CKF_DECRYPT"},
+     {CKF_ENCRYPT, CKF_DECRYPT},
+     "wrap and unwrap"},
+    {CKM_AES_KEY_GEN,
+     "CKM_AES_KEY_GEN",
+     {"CKF_GENERATE", NULL},
+     {CKF_GENERATE, 0},
      "master key versions"},
-    {CKM_SHA256_HMAC, "CKM_SHA256_HMAC", {"CKF_SIGN", NULL}, {CKF_SIGN, 0},
+    {CKM_SHA256_HMAC,
+     "CKM_SHA256_HMAC",
+     {"CKF_SIGN", NULL},
+     {CKF_SIGN, 0},
      "the state-integrity MAC"},
-    {CKM_GENERIC_SECRET_KEY_GEN, "CKM_GENERIC_SECRET_KEY_GEN",
-     {"CKF_GENERATE", NULL}, {CKF_GENERATE, 0}, "the state-integrity key"},
+    {CKM_GENERIC_SECRET_KEY_GEN,
+     "CKM_GENERIC_SECRET_KEY_GEN",
+     {"CKF_GENERATE", NULL},
+     {CKF_GENERATE, 0},
+     "the state-integrity key"},
 };
 
 /* A 256-bit key fits [min, max]. The standard gives AES key sizes in
@@ -112,8 +123,8 @@ int kms_p11_check_mechanisms(struct p11 *p)
         CK_RV rv = p->f->C_GetMechanismInfo(p->slot, m->type, &mi);
         if (rv == CKR_MECHANISM_INVALID)
             return kms_error_set(KMS_EPRECOND,
-                                 "pkcs11: token \"%s\" does not offer %s (needed for %s)",
-                                 p->label, m->name, m->use);
+                                 "pkcs11: token \"%s\" does not offer %s (needed for %s)", p->label,
+                                 m->name, m->use);
         if (rv != CKR_OK)
             return kms_error_set(KMS_EUNAVAIL, "pkcs11: C_GetMechanismInfo(%s): %s", m->name,
                                  kms_p11_rv_name(rv));

@@ -68,8 +68,7 @@ int kms_test_nss_create(kms_test_nss *n)
     write_secret(t->pin_file, KMS_TEST_USER_PIN "\n");
 
     w = snprintf(n->init_args, sizeof(n->init_args),
-                 "configdir='sql:%s' certPrefix='' keyPrefix='' secmod='secmod.db' flags=",
-                 n->db);
+                 "configdir='sql:%s' certPrefix='' keyPrefix='' secmod='secmod.db' flags=", n->db);
     if (w < 0 || (size_t)w >= sizeof(n->init_args))
         die("init_args too long");
     return 0;

@@ -176,6 +176,27 @@ static void open_errors_are_clear(void **state)
     assert_non_null(strstr(kms_error_detail(), "readable by others"));
     assert_ptr_equal(b, (kms_backend *)0x1); /* untouched on every failure */
 
+    /* init_args: bounded and printable, checked before the module is
+     * loaded; and really handed to C_Initialize in pReserved, which
+     * SoftHSM2 refuses (CKR_ARGUMENTS_BAD), so the error points at it. */
+    c = kms_test_token_p11_config(&f->token);
+    c.init_args = "configdir='x'\n";
+    assert_int_equal(kms_p11_open(&c, &b), KMS_EINVAL);
+    assert_non_null(strstr(kms_error_detail(), "printable"));
+    static char long_args[KMS_P11_INIT_ARGS_MAX + 2];
+    memset(long_args, 'a', KMS_P11_INIT_ARGS_MAX + 1);
+    c.init_args = long_args;
+    assert_int_equal(kms_p11_open(&c, &b), KMS_EINVAL);
+    assert_non_null(strstr(kms_error_detail(), "init_args must be 1..1024 bytes"));
+    c.init_args = "";
+    assert_int_equal(kms_p11_open(&c, &b), KMS_EINVAL);
+    long_args[KMS_P11_INIT_ARGS_MAX] = '\0'; /* the longest allowed */
+    c.init_args = long_args;
+    assert_int_equal(kms_p11_open(&c, &b), KMS_EUNAVAIL);
+    assert_non_null(strstr(kms_error_detail(), "CKR_ARGUMENTS_BAD"));
+    assert_non_null(strstr(kms_error_detail(), "check pkcs11.init_args"));
+    assert_ptr_equal(b, (kms_backend *)0x1);
+
     /* And the right configuration still opens after all that. */
     c = kms_test_token_p11_config(&f->token);
     assert_int_equal(kms_p11_open(&c, &f->b), KMS_OK);

@@ -366,9 +366,9 @@ static int fake_mechs(void **state)
 static void expect_mech_refused(const char *a, const char *b)
 {
     assert_int_equal(kms_p11_check_mechanisms(&fake_p11), KMS_EPRECOND);
-    if (strstr(kms_error_detail(), a) == NULL || (b != NULL && strstr(kms_error_detail(), b) == NULL))
-        fail_msg("detail \"%s\" does not say \"%s\" and \"%s\"", kms_error_detail(), a,
-                 b ? b : "");
+    if (strstr(kms_error_detail(), a) == NULL ||
+        (b != NULL && strstr(kms_error_detail(), b) == NULL))
+        fail_msg("detail \"%s\" does not say \"%s\" and \"%s\"", kms_error_detail(), a, b ? b : "");
 }
 
 static void mechanisms_checked(void **state)
@@ -415,9 +415,9 @@ static void mechanisms_checked(void **state)
     static const struct {
         CK_ULONG min, max;
         int ok;
-    } sizes[] = {{16, 32, 1},   {32, 32, 1},   {128, 256, 1}, {256, 256, 1}, {1, 0x80000000UL, 1},
-                 {16, 16, 0},   {128, 128, 0}, {16, 24, 0},   {33, 255, 0},  {512, 4096, 0},
-                 {0, 0, 0}};
+    } sizes[] = {{16, 32, 1},          {32, 32, 1},    {128, 256, 1}, {256, 256, 1},
+                 {1, 0x80000000UL, 1}, {16, 16, 0},    {128, 128, 0}, {16, 24, 0},
+                 {33, 255, 0},         {512, 4096, 0}, {0, 0, 0}};
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
         memset(&mech, 0, sizeof(mech));
         mech.changed = CKM_AES_KEY_GEN;
