@@ -35,7 +35,9 @@ static int p11_open(const kms_config *c, int init, kms_backend **out, size_t *n)
     kms_p11_config pc = {.module_path = c->pkcs11_module,
                          .token_label = c->pkcs11_token_label,
                          .pin_file = c->pkcs11_pin_file,
-                         .sessions = c->pkcs11_sessions ? c->pkcs11_sessions : c->workers};
+                         .sessions = c->pkcs11_sessions ? c->pkcs11_sessions : c->workers,
+                         .init_args = c->pkcs11_init_args,
+                         .allow_nonlocal_keys = c->pkcs11_allow_nonlocal_keys};
     kms_backend *b = NULL;
     KMS_GUARD(kms_p11_open(&pc, &b));
     int r = b->ops->health(b);

@@ -45,6 +45,9 @@ static const struct setting {
     {"pkcs11.token_label", T_STRING, offsetof(kms_config, pkcs11_token_label), 0, 0},
     {"pkcs11.pin_file", T_PATH, offsetof(kms_config, pkcs11_pin_file), 0, 0},
     {"pkcs11.sessions", T_UINT, offsetof(kms_config, pkcs11_sessions), 0, 256},
+    /* A string's max is its longest length (KMS_P11_INIT_ARGS_MAX). */
+    {"pkcs11.init_args", T_STRING, offsetof(kms_config, pkcs11_init_args), 0, 1024},
+    {"pkcs11.allow_nonlocal_keys", T_BOOL, offsetof(kms_config, pkcs11_allow_nonlocal_keys), 0, 0},
     {"workers", T_UINT, offsetof(kms_config, workers), 0, 256},
     {"log_level", T_LEVEL, offsetof(kms_config, log_level), 0, 0},
     {"max_message_size", T_SIZE, offsetof(kms_config, max_message_size), 4096, 16u << 20},
@@ -293,6 +296,8 @@ static int set_scalar(kms_config *c, const struct setting *st, const char *value
     case T_PATH: {
         if (value[0] == '\0')
             return kms_error_set(KMS_EINVAL, "%s: empty value", st->name);
+        if (st->max != 0 && strlen(value) > st->max)
+            return kms_error_set(KMS_EINVAL, "%s: longer than %llu bytes", st->name, st->max);
         char *s = st->type == T_PATH ? make_path(value, base_dir) : dup_s(value);
         if (s == NULL)
             return kms_error_set(KMS_ENOMEM, "out of memory");

@@ -77,6 +77,10 @@ typedef struct kms_config {
     char *pkcs11_module;
     char *pkcs11_token_label;
     char *pkcs11_pin_file;
+    /* C_Initialize's pReserved (NSS softoken reads its database there), or NULL. */
+    char *pkcs11_init_args;
+    /* Accept CKA_LOCAL FALSE on always-sensitive, never-extractable keys (docs/pkcs11.md). */
+    int pkcs11_allow_nonlocal_keys;
     unsigned pkcs11_sessions; /* 0 = as many as workers */
     unsigned workers;         /* 0 = automatic (2 per CPU, at least 4) */
     kms_log_level log_level;

@@ -6,6 +6,7 @@
  * the pool and the operation is tried once more. */
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,6 +107,49 @@ static int create_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg
     return rv_result(rv, lost, "C_GenerateKey");
 }
 
+static int p11_open_version(kms_backend *b, const kms_backend_ref *ref, kms_backend_key **out);
+static void p11_release_version(kms_backend *b, kms_backend_key *k);
+static int p11_wrap(kms_backend *b, kms_backend_key *k, kms_aead_io *io);
+static int p11_unwrap(kms_backend *b, kms_backend_key *k, kms_aead_io *io);
+static int p11_destroy_version(kms_backend *b, const kms_backend_ref *ref);
+
+#define SELF_TEST_LEN 32
+
+/* The new version, through the paths every request takes: opened (found
+ * and checked), a random secret wrapped under random AAD and unwrapped
+ * again, compared. 0, or the first failure with a detail naming it. */
+static int self_test(kms_backend *b, const kms_backend_ref *ref)
+{
+    kms_backend_key *k = NULL;
+    KMS_GUARD(p11_open_version(b, ref, &k));
+    /* A random plaintext, wiped, so the test never handles a real secret
+     * but treats its stand-in like one. */
+    uint8_t pt[SELF_TEST_LEN], ct[SELF_TEST_LEN], back[SELF_TEST_LEN], aad[16];
+    int r = KMS_OK;
+    if (RAND_bytes(pt, sizeof(pt)) != 1 || RAND_bytes(aad, sizeof(aad)) != 1)
+        r = kms_error_set(KMS_EUNAVAIL, "OpenSSL DRBG failed");
+    kms_aead_io w = {.aad = aad, .aad_len = sizeof(aad), .in = pt, .in_len = sizeof(pt), .out = ct};
+    if (r == 0)
+        r = p11_wrap(b, k, &w);
+    if (r == 0 && CRYPTO_memcmp(ct, pt, sizeof(pt)) == 0)
+        r = kms_error_set(KMS_EKEYCHECK, "C_Encrypt returned the plaintext");
+    if (r == 0) {
+        kms_aead_io u = {
+            .aad = aad, .aad_len = sizeof(aad), .in = ct, .in_len = sizeof(ct), .out = back};
+        memcpy(u.iv, w.iv, KMS_GCM_IV_LEN);
+        memcpy(u.tag, w.tag, KMS_GCM_TAG_LEN);
+        r = p11_unwrap(b, k, &u);
+        if (r == KMS_EAUTH)
+            r = kms_error_set(KMS_EKEYCHECK, "C_Decrypt refused the tag C_Encrypt made");
+        else if (r == 0 && CRYPTO_memcmp(back, pt, sizeof(pt)) != 0)
+            r = kms_error_set(KMS_EKEYCHECK, "C_Decrypt returned other bytes than were encrypted");
+    }
+    OPENSSL_cleanse(pt, sizeof(pt));
+    OPENSSL_cleanse(back, sizeof(back));
+    p11_release_version(b, k);
+    return r;
+}
+
 static int p11_create_version(kms_backend *b, const uint8_t key_id[KMS_KEY_ID_LEN],
                               uint32_t version, kms_backend_ref *ref)
 {
@@ -118,12 +162,29 @@ static int p11_create_version(kms_backend *b, const uint8_t key_id[KMS_KEY_ID_LE
         memcpy(ref->bytes, a.id, P11_ID_LEN);
         ref->len = P11_ID_LEN;
     }
-    if (r == 0) {
-        char label[P11_LABEL_MAX];
-        kms_p11_label(a.id, label, sizeof(label));
-        kms_log_info("pkcs11: created %s on token \"%s\"", label, impl(b)->label);
+    if (r != 0)
+        return r;
+    char label[P11_LABEL_MAX];
+    kms_p11_label(a.id, label, sizeof(label));
+    /* Before the caller records the version: a key that cannot round-trip
+     * (a module whose GCM is broken, a key the check refuses) would accept
+     * data it can never give back, or none at all. It is destroyed and the
+     * action fails with the reason. */
+    r = self_test(b, ref);
+    if (r != 0) {
+        char why[256];
+        snprintf(why, sizeof(why), "%s", kms_error_detail()); /* the detail buffer is reused */
+        int d = p11_destroy_version(b, ref);
+        memset(ref, 0, sizeof(*ref));
+        kms_log_error("pkcs11: self-test of new %s failed: %s; %s", label, why,
+                      d == 0 ? "object destroyed" : "could not destroy the object");
+        return kms_error_set(r == KMS_EUNAVAIL ? KMS_EUNAVAIL : KMS_EKEYCHECK,
+                             "pkcs11: self-test of new %s on token \"%s\" failed: %s (%s)", label,
+                             impl(b)->label, why,
+                             d == 0 ? "object destroyed" : "the object could not be destroyed");
     }
-    return r;
+    kms_log_info("pkcs11: created %s on token \"%s\" (self-test passed)", label, impl(b)->label);
+    return KMS_OK;
 }
 
 static int destroy_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg, int *lost)
@@ -612,9 +673,14 @@ int kms_p11_open(const kms_p11_config *cfg, kms_backend **out)
     int r;
     if ((r = kms_p11_read_pin(cfg->pin_file, &p->pin)) != 0)
         goto out;
-    if ((r = kms_p11_module_load(p, cfg->module_path)) != 0)
+    p->allow_nonlocal = cfg->allow_nonlocal_keys != 0;
+    if ((r = kms_p11_module_load(p, cfg->module_path, cfg->init_args)) != 0)
         goto out;
     if ((r = kms_p11_find_slot(p, cfg->token_label)) != 0)
+        goto out;
+    /* A module without a mechanism the backend needs would start, report
+     * SERVING and fail every request: refuse it now, naming what lacks. */
+    if ((r = kms_p11_check_mechanisms(p)) != 0)
         goto out;
     if ((r = kms_p11_pool_open(p, cfg->sessions)) != 0)
         goto out;

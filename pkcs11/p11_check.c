@@ -207,9 +207,17 @@ static int check_object(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, 
             snprintf(why, sizeof(why), "%s is not a CK_BBOOL", rule->name);
             return refuse(label, why);
         }
+        /* CKA_LOCAL FALSE with CKA_ALWAYS_SENSITIVE and
+         * CKA_NEVER_EXTRACTABLE TRUE (checked above, so both hold here):
+         * accepted only when configured (docs/pkcs11.md). */
+        if (rule->type == CKA_LOCAL && v == CK_FALSE && p->allow_nonlocal)
+            continue;
         if ((v != CK_FALSE) != (rule->want != CK_FALSE)) {
             char why[96];
-            snprintf(why, sizeof(why), "%s is %s", rule->name, v ? "TRUE" : "FALSE");
+            snprintf(why, sizeof(why), "%s is %s%s", rule->name, v ? "TRUE" : "FALSE",
+                     rule->type == CKA_LOCAL
+                         ? " (not generated on the token; see pkcs11.allow_nonlocal_keys)"
+                         : "");
             return refuse(label, why);
         }
     }

@@ -44,6 +44,8 @@ struct p11 {
     CK_FUNCTION_LIST_PTR f;
     CK_SLOT_ID slot;
     int finalize_on_close; /* we called C_Initialize */
+    char *init_args;       /* pReserved of C_Initialize, kept for the module's life; or NULL */
+    int allow_nonlocal;    /* kms_p11_config.allow_nonlocal_keys */
     char label[33];
     kms_secret *pin; /* kept, locked, to log in again after session loss */
     struct p11_pool pool;
@@ -80,8 +82,14 @@ CK_RV kms_p11_rv_table_code(size_t i);
 
 /* ---- p11_module.c: module, slot, PIN ------------------------------------------- */
 
-/* dlopen + C_GetFunctionList + C_Initialize(CKF_OS_LOCKING_OK). */
-int kms_p11_module_load(struct p11 *p, const char *path) KMS_MUST_CHECK;
+/* dlopen + C_GetFunctionList + C_Initialize(CKF_OS_LOCKING_OK, pReserved =
+ * init_args, which may be NULL; checked: 1..KMS_P11_INIT_ARGS_MAX printable
+ * bytes). */
+int kms_p11_module_load(struct p11 *p, const char *path, const char *init_args) KMS_MUST_CHECK;
+/* The token in p->slot offers every mechanism the backend uses, with the
+ * flags and a 256-bit key size: KMS_EPRECOND naming the first mechanism or
+ * flag missing. */
+int kms_p11_check_mechanisms(struct p11 *p) KMS_MUST_CHECK;
 /* Finds the one initialized token labelled `label` (≤ 32 bytes). */
 int kms_p11_find_slot(struct p11 *p, const char *label) KMS_MUST_CHECK;
 /* Reads the PIN (first line of a 0600 regular file) into locked memory. */

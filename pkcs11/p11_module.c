@@ -11,6 +11,7 @@
 
 #include "base/file.h"
 #include "base/log.h"
+#include "kms_p11.h"
 #include "p11_internal.h"
 
 /* The PIN is the first line of the PIN file: at most PIN_MAX bytes, in a
@@ -18,10 +19,30 @@
 #define PIN_MAX 255
 #define PIN_FILE_MAX 4096
 
-int kms_p11_module_load(struct p11 *p, const char *path)
+/* init_args is handed to the module as is: bounded, and printable so it
+ * can be logged and quoted in messages. */
+static int check_init_args(const char *a)
+{
+    if (a == NULL)
+        return KMS_OK;
+    size_t n = strnlen(a, KMS_P11_INIT_ARGS_MAX + 1);
+    if (n == 0 || n > KMS_P11_INIT_ARGS_MAX)
+        return kms_error_set(KMS_EINVAL, "pkcs11: init_args must be 1..%d bytes",
+                             KMS_P11_INIT_ARGS_MAX);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)a[i] < 0x20 || (unsigned char)a[i] > 0x7e)
+            return kms_error_set(KMS_EINVAL,
+                                 "pkcs11: init_args must be printable ASCII (byte %zu is not)", i);
+    return KMS_OK;
+}
+
+int kms_p11_module_load(struct p11 *p, const char *path, const char *init_args)
 {
     if (path == NULL || path[0] == '\0')
         return kms_error_set(KMS_EINVAL, "pkcs11: no module path");
+    KMS_GUARD(check_init_args(init_args));
+    if (init_args != NULL && (p->init_args = strdup(init_args)) == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
     /* RTLD_NODELETE: the module stays mapped after dlclose. Modules keep
      * threads, thread-local destructors and atexit handlers that must not
      * outlive their code, and LeakSanitizer can only symbolize stacks in a
@@ -38,11 +59,87 @@ int kms_p11_module_load(struct p11 *p, const char *path)
     CK_C_INITIALIZE_ARGS args;
     memset(&args, 0, sizeof(args));
     args.flags = CKF_OS_LOCKING_OK;
+    /* The standard reserves pReserved (NULL); NSS softoken reads its
+     * configuration there. Kept in p->init_args for the module's life. */
+    args.pReserved = p->init_args;
     CK_RV rv = p->f->C_Initialize(&args);
     if (rv == CKR_OK)
         p->finalize_on_close = 1;
     else if (rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
-        return kms_error_set(KMS_EUNAVAIL, "pkcs11: C_Initialize failed: %s", kms_p11_rv_name(rv));
+        return kms_error_set(KMS_EUNAVAIL, "pkcs11: C_Initialize failed: %s%s", kms_p11_rv_name(rv),
+                             p->init_args != NULL ? " (check pkcs11.init_args)" : "");
+    return KMS_OK;
+}
+
+/* ---- mechanisms -------------------------------------------------------------------- */
+
+/* What the backend calls, with which flags; every one takes 256-bit keys. */
+struct mech_need {
+    CK_MECHANISM_TYPE type;
+    const char *name;
+    const char *flag_names[2];
+    CK_FLAGS flag_bits[2]; /* 0: no second flag */
+    const char *use;
+};
+
+static const struct mech_need mech_needs[] = {
+    {CKM_AES_GCM,
+     "CKM_AES_GCM",
+     {"CKF_ENCRYPT", "CKF_DECRYPT"},
+     {CKF_ENCRYPT, CKF_DECRYPT},
+     "wrap and unwrap"},
+    {CKM_AES_KEY_GEN,
+     "CKM_AES_KEY_GEN",
+     {"CKF_GENERATE", NULL},
+     {CKF_GENERATE, 0},
+     "master key versions"},
+    {CKM_SHA256_HMAC,
+     "CKM_SHA256_HMAC",
+     {"CKF_SIGN", NULL},
+     {CKF_SIGN, 0},
+     "the state-integrity MAC"},
+    {CKM_GENERIC_SECRET_KEY_GEN,
+     "CKM_GENERIC_SECRET_KEY_GEN",
+     {"CKF_GENERATE", NULL},
+     {CKF_GENERATE, 0},
+     "the state-integrity key"},
+};
+
+/* A 256-bit key fits [min, max]. The standard gives AES key sizes in
+ * bytes and generic-secret ones in bits, and modules differ (some report
+ * AES in bits too): 32 bytes or 256 bits, either fits. */
+static int fits_256(const CK_MECHANISM_INFO *mi)
+{
+    return (mi->ulMinKeySize <= 32 && 32 <= mi->ulMaxKeySize) ||
+           (mi->ulMinKeySize <= 256 && 256 <= mi->ulMaxKeySize);
+}
+
+int kms_p11_check_mechanisms(struct p11 *p)
+{
+    for (size_t i = 0; i < sizeof(mech_needs) / sizeof(mech_needs[0]); i++) {
+        const struct mech_need *m = &mech_needs[i];
+        CK_MECHANISM_INFO mi;
+        memset(&mi, 0, sizeof(mi));
+        CK_RV rv = p->f->C_GetMechanismInfo(p->slot, m->type, &mi);
+        if (rv == CKR_MECHANISM_INVALID)
+            return kms_error_set(KMS_EPRECOND,
+                                 "pkcs11: token \"%s\" does not offer %s (needed for %s)", p->label,
+                                 m->name, m->use);
+        if (rv != CKR_OK)
+            return kms_error_set(KMS_EUNAVAIL, "pkcs11: C_GetMechanismInfo(%s): %s", m->name,
+                                 kms_p11_rv_name(rv));
+        for (size_t j = 0; j < 2; j++)
+            if (m->flag_bits[j] != 0 && !(mi.flags & m->flag_bits[j]))
+                return kms_error_set(KMS_EPRECOND,
+                                     "pkcs11: token \"%s\" offers %s without %s (needed for %s)",
+                                     p->label, m->name, m->flag_names[j], m->use);
+        if (!fits_256(&mi))
+            return kms_error_set(KMS_EPRECOND,
+                                 "pkcs11: token \"%s\": %s takes keys of %lu..%lu, not 256 bits "
+                                 "(needed for %s)",
+                                 p->label, m->name, (unsigned long)mi.ulMinKeySize,
+                                 (unsigned long)mi.ulMaxKeySize, m->use);
+    }
     return KMS_OK;
 }
 
@@ -54,6 +151,8 @@ void kms_p11_module_unload(struct p11 *p)
     if (p->module)
         dlclose(p->module);
     p->module = NULL;
+    free(p->init_args);
+    p->init_args = NULL;
 }
 
 int kms_p11_find_slot(struct p11 *p, const char *label)
@@ -144,6 +243,7 @@ int kms_p11_module_reinit(struct p11 *p)
     CK_C_INITIALIZE_ARGS args;
     memset(&args, 0, sizeof(args));
     args.flags = CKF_OS_LOCKING_OK;
+    args.pReserved = p->init_args; /* the same arguments as the first time */
     CK_RV rv = p->f->C_Initialize(&args);
     if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
         return kms_error_set(KMS_EUNAVAIL, "pkcs11: C_Initialize (again) failed: %s",

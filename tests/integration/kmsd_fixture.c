@@ -92,7 +92,7 @@ static void pki(kms_test_kmsd *k, const char *const *args)
     }
 }
 
-static void write_config(kms_test_kmsd *k)
+static void write_config(kms_test_kmsd *k, const char *p11_extra)
 {
     FILE *f = fopen(k->config, "w");
     if (f == NULL)
@@ -111,6 +111,7 @@ static void write_config(kms_test_kmsd *k)
             "  token_label: %s\n"
             "  pin_file: pin\n"
             "  sessions: 4\n"
+            "%s"
             "workers: 4\n"
             "log_level: warn\n"
             "init:\n"
@@ -139,7 +140,7 @@ static void write_config(kms_test_kmsd *k)
             "    - name: cnkey\n"
             "      encrypt: [\"cn:cnonly\"]\n"
             "      decrypt: [\"cn:cnonly\"]\n",
-            k->token.module, k->token.label);
+            k->token.module, k->token.label, p11_extra);
     fclose(f);
 }
 
@@ -154,11 +155,36 @@ int kms_test_kmsd_run(const char *const *args, char *out, size_t cap)
     return kms_test_run(argv, out, cap);
 }
 
+static void setup_in(kms_test_kmsd *k, const char *p11_extra);
+
 void kms_test_kmsd_setup(kms_test_kmsd *k)
 {
     memset(k, 0, sizeof(*k));
     if (kms_test_token_create(&k->token, "kmsd-test") != 0)
         die("token");
+    setup_in(k, "");
+}
+
+void kms_test_kmsd_setup_nss(kms_test_kmsd *k)
+{
+    memset(k, 0, sizeof(*k));
+    kms_test_nss nss;
+    if (kms_test_nss_create(&nss) != 0)
+        die("NSS database");
+    k->token = nss.token;
+    char extra[900];
+    int n = snprintf(extra, sizeof(extra),
+                     "  init_args: \"%s\"\n"
+                     "  allow_nonlocal_keys: true\n",
+                     nss.init_args);
+    if (n < 0 || (size_t)n >= sizeof(extra))
+        die("init_args too long");
+    setup_in(k, extra);
+}
+
+/* The rest of the setup, once k->token is there. */
+static void setup_in(kms_test_kmsd *k, const char *p11_extra)
+{
     snprintf(k->pki, sizeof(k->pki), "%s/pki", k->token.dir);
     snprintf(k->db, sizeof(k->db), "%s/kms.db", k->token.dir);
     snprintf(k->config, sizeof(k->config), "%s/kmsd.yaml", k->token.dir);
@@ -175,7 +201,7 @@ void kms_test_kmsd_setup(kms_test_kmsd *k)
     pki(k, two);
     pki(k, two_cn);
     pki(k, spoof);
-    write_config(k);
+    write_config(k, p11_extra);
 
     const char *init[] = {"--config", k->config, "init", NULL};
     char out[16384];

@@ -28,6 +28,7 @@
 
 #include <sys/types.h>
 
+#include "nss_fixture.h"
 #include "softhsm_fixture.h"
 
 #define KMS_TEST_APP_ID "spiffe://kms.local/app"
@@ -44,6 +45,12 @@ typedef struct kms_test_kmsd {
 } kms_test_kmsd;
 
 void kms_test_kmsd_setup(kms_test_kmsd *k);
+
+/* As kms_test_kmsd_setup, on NSS softoken instead of SoftHSM2
+ * (nss_fixture.h): pkcs11.init_args names the NSS database,
+ * pkcs11.allow_nonlocal_keys is on, k->token.label is "NSS Certificate DB"
+ * (k->token.conf is empty: no SOFTHSM2_CONF). */
+void kms_test_kmsd_setup_nss(kms_test_kmsd *k);
 
 /* Starts `kmsd --config k->config [extra...] run` (extra NULL-terminated,
  * may be NULL) and waits up to 60 s for its ready line. */

@@ -8,6 +8,9 @@
 
 kms_test_p11_faults kms_p11_faults;
 
+/* Enough for the backend's largest unwrap input (4096 + 16-byte tag). */
+#define P11_FAULTS_SINK (4096 + 16)
+
 static CK_RV inj_open(CK_SLOT_ID slot, CK_FLAGS flags, void *app, CK_NOTIFY notify,
                       CK_SESSION_HANDLE_PTR s)
 {
@@ -51,7 +54,29 @@ static CK_RV inj_decrypt(CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG in_len, C
 {
     if (inj_lose())
         return CKR_SESSION_HANDLE_INVALID;
-    return kms_p11_faults.saved.C_Decrypt(s, in, in_len, out, out_len);
+    CK_RV rv = atomic_load(&kms_p11_faults.decrypt_rv);
+    if (rv != CKR_OK) {
+        /* End the operation as a failed single-part call does. */
+        CK_BYTE sink[P11_FAULTS_SINK];
+        CK_ULONG n = sizeof(sink);
+        if (in_len <= sizeof(sink))
+            kms_p11_faults.saved.C_Decrypt(s, in, in_len, sink, &n);
+        return rv;
+    }
+    rv = kms_p11_faults.saved.C_Decrypt(s, in, in_len, out, out_len);
+    if (rv == CKR_OK && out != NULL && *out_len > 0 && atomic_load(&kms_p11_faults.decrypt_corrupt))
+        out[0] ^= 1;
+    return rv;
+}
+
+static CK_RV inj_mech_info(CK_SLOT_ID slot, CK_MECHANISM_TYPE t, CK_MECHANISM_INFO_PTR info)
+{
+    if (atomic_load(&kms_p11_faults.hide_mech) && t == atomic_load(&kms_p11_faults.mech))
+        return CKR_MECHANISM_INVALID;
+    CK_RV rv = kms_p11_faults.saved.C_GetMechanismInfo(slot, t, info);
+    if (rv == CKR_OK && t == atomic_load(&kms_p11_faults.mech))
+        info->flags &= ~atomic_load(&kms_p11_faults.mech_flags_clear);
+    return rv;
 }
 
 /* 1 if addr lies in a writable mapping of this process. */
@@ -92,6 +117,7 @@ int kms_p11_faults_install(const kms_test_token *t)
     list->C_EncryptInit = inj_encrypt_init;
     list->C_Encrypt = inj_encrypt;
     list->C_Decrypt = inj_decrypt;
+    list->C_GetMechanismInfo = inj_mech_info;
     return 0;
 }
 

@@ -24,6 +24,16 @@ typedef struct kms_test_p11_faults {
         encrypt_once_rv;     /* returned by the next C_Encrypt only (operation stays active) */
     atomic_uint lose_one_in; /* C_Encrypt/C_Decrypt: every n-th says the session is gone */
     atomic_uint opens, logins, aead_calls;
+    /* C_GetMechanismInfo: with hide_mech set, mechanism `mech` is
+     * CKR_MECHANISM_INVALID; its flags lose mech_flags_clear. */
+    atomic_int hide_mech;
+    _Atomic CK_MECHANISM_TYPE mech;
+    _Atomic CK_FLAGS mech_flags_clear;
+    /* C_Decrypt: returns decrypt_rv instead; or, with decrypt_corrupt set,
+     * succeeds with the first output byte flipped (a module whose GCM is
+     * broken). */
+    _Atomic CK_RV decrypt_rv;
+    atomic_int decrypt_corrupt;
 } kms_test_p11_faults;
 
 /* The one set of faults of this process (the module is loaded once). */

@@ -9,7 +9,7 @@
  * table is the only place that does. Cases that a backend cannot be made to
  * face (a device whose loss cannot be simulated) skip, visibly.
  *
- * Targets: PKCS#11 on a real SoftHSM2 token, TPM2 sealed and TPM2 resident
+ * Targets: PKCS#11 on a real SoftHSM2 token and on NSS softoken, TPM2 sealed and TPM2 resident
  * on a real swtpm, and an in-process fake backend (backend_fake.h) that
  * shows the suite passes a backend that keeps the contract.
  *
@@ -53,6 +53,7 @@
 
 #include "backend_fake.h"
 #include "group_run.h"
+#include "nss_fixture.h"
 #include "p11_faults.h"
 #include "pkcs11/kms_p11.h"
 #include "softhsm_fixture.h"
@@ -69,6 +70,7 @@
 typedef struct env {
     kms_backend *b;
     kms_test_token token; /* PKCS#11 */
+    kms_test_nss nss;     /* PKCS#11 on NSS softoken */
     int faults;           /* PKCS#11: fault injection installed */
     kms_test_swtpm tpm;   /* TPM2 */
 } env;
@@ -139,6 +141,36 @@ static int p11_disrupt(env *e, int how)
         return 1;
     assert_int_equal(kms_test_token_close_all_sessions(&e->token), 0);
     return 0;
+}
+
+/* The same backend on NSS softoken, a second PKCS#11 implementation
+ * (nss_fixture.h): what SoftHSM2 forgives and another module does not
+ * shows here. Losing and disrupting the token use the same function-list
+ * swaps as SoftHSM2 (the module's list is then the one the backend
+ * initialized with its init_args). */
+static void nss_open(env *e)
+{
+    assert_int_equal(kms_test_nss_create(&e->nss), 0);
+    kms_p11_config c = kms_test_nss_p11_config(&e->nss);
+    assert_int_equal(kms_p11_open(&c, &e->b), KMS_OK);
+    e->token = e->nss.token;
+    e->faults = kms_p11_faults_install(&e->token) == 0;
+}
+
+static void nss_close(env *e)
+{
+    kms_p11_faults_remove();
+    e->b->ops->close(e->b);
+    kms_test_nss_destroy(&e->nss);
+}
+
+static void nss_reopen(env *e)
+{
+    kms_p11_faults_remove();
+    e->b->ops->close(e->b);
+    kms_p11_config c = kms_test_nss_p11_config(&e->nss);
+    assert_int_equal(kms_p11_open(&c, &e->b), KMS_OK);
+    e->faults = kms_p11_faults_install(&e->token) == 0;
 }
 
 /* Both TPM2 modes share one device: open it, keep the mode under test. */
@@ -252,6 +284,8 @@ static int fake_disrupt(env *e, int how)
 static const target TARGETS[] = {
     {"pkcs11", ON_DEVICE | LIMIT, 4096, p11_open, p11_close, p11_lose, p11_restore, p11_disrupt,
      p11_reopen},
+    {"pkcs11-nss", ON_DEVICE | LIMIT, 4096, nss_open, nss_close, p11_lose, p11_restore,
+     p11_disrupt, nss_reopen},
     {"tpm2-sealed", EMPTY_OK, 65536, tpm2_sealed_open, tpm2_close, tpm2_lose, tpm2_restore,
      tpm2_disrupt, tpm2_reopen},
     {"tpm2-resident", EMPTY_OK, 65536, tpm2_resident_open, tpm2_close, tpm2_lose, tpm2_restore,

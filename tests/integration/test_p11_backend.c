@@ -176,6 +176,27 @@ static void open_errors_are_clear(void **state)
     assert_non_null(strstr(kms_error_detail(), "readable by others"));
     assert_ptr_equal(b, (kms_backend *)0x1); /* untouched on every failure */
 
+    /* init_args: bounded and printable, checked before the module is
+     * loaded; and really handed to C_Initialize in pReserved, which
+     * SoftHSM2 refuses (CKR_ARGUMENTS_BAD), so the error points at it. */
+    c = kms_test_token_p11_config(&f->token);
+    c.init_args = "configdir='x'\n";
+    assert_int_equal(kms_p11_open(&c, &b), KMS_EINVAL);
+    assert_non_null(strstr(kms_error_detail(), "printable"));
+    static char long_args[KMS_P11_INIT_ARGS_MAX + 2];
+    memset(long_args, 'a', KMS_P11_INIT_ARGS_MAX + 1);
+    c.init_args = long_args;
+    assert_int_equal(kms_p11_open(&c, &b), KMS_EINVAL);
+    assert_non_null(strstr(kms_error_detail(), "init_args must be 1..1024 bytes"));
+    c.init_args = "";
+    assert_int_equal(kms_p11_open(&c, &b), KMS_EINVAL);
+    long_args[KMS_P11_INIT_ARGS_MAX] = '\0'; /* the longest allowed */
+    c.init_args = long_args;
+    assert_int_equal(kms_p11_open(&c, &b), KMS_EUNAVAIL);
+    assert_non_null(strstr(kms_error_detail(), "CKR_ARGUMENTS_BAD"));
+    assert_non_null(strstr(kms_error_detail(), "check pkcs11.init_args"));
+    assert_ptr_equal(b, (kms_backend *)0x1);
+
     /* And the right configuration still opens after all that. */
     c = kms_test_token_p11_config(&f->token);
     assert_int_equal(kms_p11_open(&c, &f->b), KMS_OK);
@@ -491,6 +512,105 @@ static void skip_without_injection(void)
     }
 }
 
+/* A token without a mechanism (or a flag) the backend needs is refused at
+ * open, naming it, instead of opening and failing every request later.
+ * (Shown to fail: with the check removed from kms_p11_open, the open
+ * succeeds and the first assertion fails.) */
+static void missing_mechanism_refused_at_open(void **state)
+{
+    struct fx *f = *state;
+    skip_without_injection();
+    f->b->ops->close(f->b);
+    f->b = NULL;
+    kms_backend *b = (kms_backend *)0x1;
+    kms_p11_config c = kms_test_token_p11_config(&f->token);
+
+    atomic_store(&kms_p11_faults.mech, CKM_AES_GCM);
+    atomic_store(&kms_p11_faults.hide_mech, 1);
+    assert_int_equal(kms_p11_open(&c, &b), KMS_EPRECOND);
+    assert_non_null(strstr(kms_error_detail(), "does not offer CKM_AES_GCM"));
+
+    atomic_store(&kms_p11_faults.hide_mech, 0);
+    atomic_store(&kms_p11_faults.mech_flags_clear, CKF_DECRYPT);
+    assert_int_equal(kms_p11_open(&c, &b), KMS_EPRECOND);
+    assert_non_null(strstr(kms_error_detail(), "CKM_AES_GCM without CKF_DECRYPT"));
+
+    atomic_store(&kms_p11_faults.mech, CKM_GENERIC_SECRET_KEY_GEN);
+    atomic_store(&kms_p11_faults.mech_flags_clear, CKF_GENERATE);
+    assert_int_equal(kms_p11_open(&c, &b), KMS_EPRECOND);
+    assert_non_null(strstr(kms_error_detail(), "CKM_GENERIC_SECRET_KEY_GEN without CKF_GENERATE"));
+    assert_ptr_equal(b, (kms_backend *)0x1);
+
+    /* SoftHSM2 as it is has them all. */
+    atomic_store(&kms_p11_faults.mech_flags_clear, 0);
+    assert_int_equal(kms_p11_open(&c, &f->b), KMS_OK);
+    assert_int_equal(f->b->ops->health(f->b), KMS_OK);
+}
+
+/* The CKA_ID of (id, v) as the backend lays it out, as a reference. */
+static kms_backend_ref ref_of(const uint8_t id[16], uint32_t v)
+{
+    kms_backend_ref r;
+    memset(&r, 0, sizeof(r));
+    memcpy(r.bytes, id, 16);
+    r.bytes[16] = (uint8_t)(v >> 24);
+    r.bytes[17] = (uint8_t)(v >> 16);
+    r.bytes[18] = (uint8_t)(v >> 8);
+    r.bytes[19] = (uint8_t)v;
+    r.len = 20;
+    return r;
+}
+
+/* A new version that does not round-trip is not handed out: the self-test
+ * after C_GenerateKey fails, the object is destroyed (neither the backend
+ * nor pkcs11-tool finds it) and create_version fails with the reason.
+ * Two faults: C_Decrypt returns other bytes (a broken module), and
+ * C_Decrypt fails. Afterwards the same version is created normally.
+ * (Shown to fail: with the self-test call removed from create_version,
+ * create_version returns KMS_OK under the corrupting decrypt.) */
+static void self_test_failure_destroys_the_version(void **state)
+{
+    struct fx *f = *state;
+    skip_without_injection();
+    uint8_t id[16];
+    assert_int_equal(RAND_bytes(id, 16), 1);
+    char label[64], objects[16384];
+    label_of(id, 1, label, sizeof(label));
+
+    atomic_store(&kms_p11_faults.decrypt_corrupt, 1);
+    kms_backend_ref ref;
+    memset(&ref, 0xAB, sizeof(ref));
+    assert_int_equal(f->b->ops->create_version(f->b, id, 1, &ref), KMS_EKEYCHECK);
+    assert_non_null(strstr(kms_error_detail(), "self-test"));
+    assert_non_null(strstr(kms_error_detail(), label));
+    assert_non_null(strstr(kms_error_detail(), "C_Decrypt returned other bytes"));
+    assert_non_null(strstr(kms_error_detail(), "object destroyed"));
+    assert_int_equal(ref.len, 0); /* nothing for the caller to record */
+    atomic_store(&kms_p11_faults.decrypt_corrupt, 0);
+    kms_backend_ref gone = ref_of(id, 1);
+    kms_backend_key *k = NULL;
+    assert_int_equal(f->b->ops->open_version(f->b, &gone, &k), KMS_ENOTFOUND);
+    assert_int_equal(kms_test_token_list_objects(&f->token, objects, sizeof(objects)), 0);
+    assert_null(strstr(objects, label));
+
+    atomic_store(&kms_p11_faults.decrypt_rv, CKR_FUNCTION_FAILED);
+    assert_int_equal(f->b->ops->create_version(f->b, id, 1, &ref), KMS_EKEYCHECK);
+    assert_non_null(strstr(kms_error_detail(), "CKR_FUNCTION_FAILED"));
+    assert_non_null(strstr(kms_error_detail(), "object destroyed"));
+    atomic_store(&kms_p11_faults.decrypt_rv, CKR_OK);
+    assert_int_equal(f->b->ops->open_version(f->b, &gone, &k), KMS_ENOTFOUND);
+
+    /* The token is fine again: the version is made, and works. */
+    assert_int_equal(f->b->ops->create_version(f->b, id, 1, &ref), KMS_OK);
+    assert_int_equal(f->b->ops->open_version(f->b, &ref, &k), KMS_OK);
+    uint8_t pt[32];
+    assert_int_equal(RAND_bytes(pt, sizeof(pt)), 1);
+    assert_int_equal(round_trip(f->b, k, pt, sizeof(pt)), 0);
+    f->b->ops->release_version(f->b, k);
+    assert_int_equal(kms_test_token_list_objects(&f->token, objects, sizeof(objects)), 0);
+    assert_non_null(strstr(objects, label));
+}
+
 /* The token disappears: requests fail fast with UNAVAILABLE while the
  * backend re-tries with exponential back-off, not once per request; when
  * the token is back, the next attempt heals and everything works. */
@@ -777,6 +897,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(duplicate_id_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(state_key_on_the_token, setup, teardown),
         cmocka_unit_test_setup_teardown(replaced_key_is_checked_again, setup, teardown),
+        cmocka_unit_test_setup_teardown(missing_mechanism_refused_at_open, setup_faults,
+                                        teardown_faults),
+        cmocka_unit_test_setup_teardown(self_test_failure_destroys_the_version, setup_faults,
+                                        teardown_faults),
         cmocka_unit_test_setup_teardown(unplugged_token_backs_off_then_recovers, setup_faults,
                                         teardown_faults),
         cmocka_unit_test_setup_teardown(pin_refused_while_healing_is_not_retried, setup_faults,

@@ -181,6 +181,35 @@ static void bad_command_line_values(void **state)
     kms_config_free(&c);
 }
 
+/* pkcs11.init_args: unset is NULL (pReserved NULL, as before); up to 1024
+ * bytes kept as written; one more is refused and changes nothing.
+ * pkcs11.allow_nonlocal_keys: off unless set. */
+static void pkcs11_init_args_and_nonlocal(void **state)
+{
+    (void)state;
+    kms_config c;
+    assert_int_equal(kms_config_init(&c), KMS_OK);
+    assert_null(c.pkcs11_init_args);
+    assert_int_equal(c.pkcs11_allow_nonlocal_keys, 0);
+    char v[1026];
+    memset(v, 'a', 1024);
+    v[1024] = '\0';
+    assert_int_equal(kms_config_set(&c, "pkcs11.init_args", v), KMS_OK);
+    assert_int_equal(strlen(c.pkcs11_init_args), 1024);
+    memcpy(v, "configdir=", 10);
+    v[1024] = 'b';
+    v[1025] = '\0';
+    assert_int_equal(kms_config_set(&c, "pkcs11.init_args", v), KMS_EINVAL);
+    assert_non_null(strstr(kms_error_detail(), "longer than 1024"));
+    assert_int_equal(c.pkcs11_init_args[0], 'a'); /* unchanged */
+    assert_int_equal(kms_config_set(&c, "pkcs11.init_args", ""), KMS_EINVAL);
+    assert_int_equal(kms_config_set(&c, "pkcs11.allow_nonlocal_keys", "true"), KMS_OK);
+    assert_int_equal(c.pkcs11_allow_nonlocal_keys, 1);
+    assert_int_equal(kms_config_set(&c, "pkcs11.allow_nonlocal_keys", "sometimes"), KMS_EINVAL);
+    assert_int_equal(c.pkcs11_allow_nonlocal_keys, 1);
+    kms_config_free(&c);
+}
+
 static void refused_files(void **state)
 {
     (void)state;
@@ -434,6 +463,7 @@ int main(void)
         cmocka_unit_test(quorum_and_tpm2_settings),
         cmocka_unit_test(command_line_overrides),
         cmocka_unit_test(bad_command_line_values),
+        cmocka_unit_test(pkcs11_init_args_and_nonlocal),
         cmocka_unit_test(refused_files),
         cmocka_unit_test(empty_file_and_sizes),
         cmocka_unit_test(load_file),

@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -298,6 +299,147 @@ static void every_bool_rule_refuses(void **state)
     }
 }
 
+/* CKA_LOCAL FALSE passes only with pkcs11.allow_nonlocal_keys, and then
+ * only on a key that was always sensitive and never extractable (an
+ * imported key says FALSE to those: it stays refused). Without the
+ * setting the refusal names it. */
+static void nonlocal_rule(void **state)
+{
+    (void)state;
+    fake_bool(CKA_LOCAL, CK_FALSE);
+    expect_refused("CKA_LOCAL is FALSE (not generated on the token; see "
+                   "pkcs11.allow_nonlocal_keys)");
+    fake_p11.allow_nonlocal = 1;
+    assert_int_equal(check(), KMS_OK);
+    fake_bool(CKA_ALWAYS_SENSITIVE, CK_FALSE);
+    expect_refused("CKA_ALWAYS_SENSITIVE is FALSE");
+    fake_bool(CKA_ALWAYS_SENSITIVE, CK_TRUE);
+    fake_bool(CKA_NEVER_EXTRACTABLE, CK_FALSE);
+    expect_refused("CKA_NEVER_EXTRACTABLE is FALSE");
+    fake_bool(CKA_NEVER_EXTRACTABLE, CK_TRUE);
+    /* The setting changes nothing else: CKA_LOCAL TRUE still passes. */
+    fake_bool(CKA_LOCAL, CK_TRUE);
+    assert_int_equal(check(), KMS_OK);
+    /* Nor the other rules. */
+    fake_bool(CKA_LOCAL, CK_FALSE);
+    fake_bool(CKA_EXTRACTABLE, CK_TRUE);
+    expect_refused("CKA_EXTRACTABLE is TRUE");
+}
+
+/* ---- the mechanism check, against a fake C_GetMechanismInfo ------------------------- */
+
+static struct {
+    CK_MECHANISM_TYPE missing; /* CKR_MECHANISM_INVALID for it */
+    int have_missing;
+    CK_MECHANISM_TYPE changed; /* this one reports the info below */
+    CK_MECHANISM_INFO info;
+    int have_changed;
+    CK_RV rv; /* returned for everything if not CKR_OK */
+} mech;
+
+static CK_RV fake_mech_info(CK_SLOT_ID slot, CK_MECHANISM_TYPE t, CK_MECHANISM_INFO_PTR out)
+{
+    (void)slot;
+    if (mech.rv != CKR_OK)
+        return mech.rv;
+    if (mech.have_missing && t == mech.missing)
+        return CKR_MECHANISM_INVALID;
+    if (mech.have_changed && t == mech.changed) {
+        *out = mech.info;
+        return CKR_OK;
+    }
+    /* As SoftHSM2 and NSS report them: AES in bytes, all flags. */
+    out->ulMinKeySize = 16;
+    out->ulMaxKeySize = 32;
+    out->flags = CKF_ENCRYPT | CKF_DECRYPT | CKF_GENERATE | CKF_SIGN | CKF_VERIFY;
+    return CKR_OK;
+}
+
+static int fake_mechs(void **state)
+{
+    fake_good_key(state);
+    memset(&mech, 0, sizeof(mech));
+    fake_functions.C_GetMechanismInfo = fake_mech_info;
+    return 0;
+}
+
+static void expect_mech_refused(const char *a, const char *b)
+{
+    assert_int_equal(kms_p11_check_mechanisms(&fake_p11), KMS_EPRECOND);
+    if (strstr(kms_error_detail(), a) == NULL ||
+        (b != NULL && strstr(kms_error_detail(), b) == NULL))
+        fail_msg("detail \"%s\" does not say \"%s\" and \"%s\"", kms_error_detail(), a, b ? b : "");
+}
+
+static void mechanisms_checked(void **state)
+{
+    (void)state;
+    assert_int_equal(kms_p11_check_mechanisms(&fake_p11), KMS_OK);
+
+    static const struct {
+        CK_MECHANISM_TYPE t;
+        const char *name;
+    } needed[] = {{CKM_AES_GCM, "CKM_AES_GCM"},
+                  {CKM_AES_KEY_GEN, "CKM_AES_KEY_GEN"},
+                  {CKM_SHA256_HMAC, "CKM_SHA256_HMAC"},
+                  {CKM_GENERIC_SECRET_KEY_GEN, "CKM_GENERIC_SECRET_KEY_GEN"}};
+    for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++) {
+        memset(&mech, 0, sizeof(mech));
+        mech.missing = needed[i].t;
+        mech.have_missing = 1;
+        expect_mech_refused("does not offer", needed[i].name);
+    }
+
+    /* Each flag on its own. */
+    static const struct {
+        CK_MECHANISM_TYPE t;
+        CK_FLAGS flags;
+        const char *why;
+    } flags[] = {
+        {CKM_AES_GCM, CKF_DECRYPT, "CKM_AES_GCM without CKF_ENCRYPT"},
+        {CKM_AES_GCM, CKF_ENCRYPT, "CKM_AES_GCM without CKF_DECRYPT"},
+        {CKM_AES_KEY_GEN, CKF_ENCRYPT, "CKM_AES_KEY_GEN without CKF_GENERATE"},
+        {CKM_SHA256_HMAC, CKF_VERIFY, "CKM_SHA256_HMAC without CKF_SIGN"},
+        {CKM_GENERIC_SECRET_KEY_GEN, 0, "CKM_GENERIC_SECRET_KEY_GEN without CKF_GENERATE"},
+    };
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+        memset(&mech, 0, sizeof(mech));
+        mech.changed = flags[i].t;
+        mech.have_changed = 1;
+        mech.info = (CK_MECHANISM_INFO){16, 32, flags[i].flags};
+        expect_mech_refused(flags[i].why, NULL);
+    }
+
+    /* Key sizes: 32 bytes or 256 bits fits; AES-128 only does not, in
+     * either unit; nor does a range below or above 256 bits. */
+    static const struct {
+        CK_ULONG min, max;
+        int ok;
+    } sizes[] = {{16, 32, 1},          {32, 32, 1},    {128, 256, 1}, {256, 256, 1},
+                 {1, 0x80000000UL, 1}, {16, 16, 0},    {128, 128, 0}, {16, 24, 0},
+                 {33, 255, 0},         {512, 4096, 0}, {0, 0, 0}};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        memset(&mech, 0, sizeof(mech));
+        mech.changed = CKM_AES_KEY_GEN;
+        mech.have_changed = 1;
+        mech.info = (CK_MECHANISM_INFO){sizes[i].min, sizes[i].max, CKF_GENERATE};
+        if (sizes[i].ok) {
+            assert_int_equal(kms_p11_check_mechanisms(&fake_p11), KMS_OK);
+        } else {
+            char want[96];
+            snprintf(want, sizeof(want), "CKM_AES_KEY_GEN takes keys of %lu..%lu, not 256 bits",
+                     sizes[i].min, sizes[i].max);
+            expect_mech_refused(want, NULL);
+        }
+    }
+
+    /* Another failure of the call is no verdict on the token: unavailable. */
+    memset(&mech, 0, sizeof(mech));
+    mech.rv = CKR_DEVICE_REMOVED;
+    assert_int_equal(kms_p11_check_mechanisms(&fake_p11), KMS_EUNAVAIL);
+    assert_non_null(strstr(kms_error_detail(), "CKR_DEVICE_REMOVED"));
+}
+
 static void wrong_type_or_length_refused(void **state)
 {
     (void)state;
@@ -419,6 +561,8 @@ int main(void)
         cmocka_unit_test_setup(readable_value_refused, fake_good_key),
         cmocka_unit_test_setup(lost_session_is_not_a_refusal, fake_good_key),
         cmocka_unit_test_setup(find_key_counts_objects, fake_good_key),
+        cmocka_unit_test_setup(nonlocal_rule, fake_good_key),
+        cmocka_unit_test_setup(mechanisms_checked, fake_mechs),
         cmocka_unit_test(labels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
