@@ -199,8 +199,8 @@ static int aead(kms_backend *b, kms_backend_key *k, kms_aead_io *io, int enc)
     uint8_t key[32];
     tpm2_device *d = t->dev;
     pthread_mutex_lock(&d->mu);
-    int r = k->dead ? kms_error_set(KMS_ENOTFOUND, "tpm2: key version destroyed")
-                    : kms_tpm2_ready(d);
+    int r =
+        k->dead ? kms_error_set(KMS_ENOTFOUND, "tpm2: key version destroyed") : kms_tpm2_ready(d);
     if (r == 0)
         r = kms_tpm2_resident_derive(d, k->owner, &k->ref,
                                      (const TPM2B_AUTH *)(const void *)k->auth->data, io->iv, key);

@@ -34,8 +34,7 @@ int kms_tpm2_resident_create(tpm2_device *d, tpm2_ref *r, const TPM2B_AUTH *auth
 }
 
 /* Makes r's key (opened as owner) the loaded one. */
-static TSS2_RC cache_load(tpm2_device *d, uint64_t owner, const tpm2_ref *r,
-                          const TPM2B_AUTH *auth)
+static TSS2_RC cache_load(tpm2_device *d, uint64_t owner, const tpm2_ref *r, const TPM2B_AUTH *auth)
 {
     if (d->res_h != ESYS_TR_NONE && d->res_owner == owner)
         return TSS2_RC_SUCCESS;
@@ -75,8 +74,8 @@ void kms_tpm2_resident_forget(tpm2_device *d, const uint8_t key_id[KMS_KEY_ID_LE
         kms_tpm2_drop_cached(d);
 }
 
-static TSS2_RC hmac_once(tpm2_device *d, uint64_t owner, const tpm2_ref *r,
-                         const TPM2B_AUTH *auth, const TPM2B_MAX_BUFFER *msg, TPM2B_DIGEST **mac)
+static TSS2_RC hmac_once(tpm2_device *d, uint64_t owner, const tpm2_ref *r, const TPM2B_AUTH *auth,
+                         const TPM2B_MAX_BUFFER *msg, TPM2B_DIGEST **mac)
 {
     TSS2_RC rc = TSS2_RC_SUCCESS;
     for (int fresh = 0; fresh < 2; fresh++) {

@@ -90,7 +90,8 @@ int kms_tpm2_seal_create(tpm2_device *d, tpm2_ref *r, const TPM2B_AUTH *auth)
     int ret = KMS_OK;
     if (r->pcr_mask != 0) {
         /* Policy only: no USERWITHAUTH, so the empty password cannot unseal. */
-        TPM2_RUN(d, rc, pcr_policy(d, r->pcr_mask, kms_tpm2_ref_has_auth(r), &tmpl.publicArea.authPolicy));
+        TPM2_RUN(d, rc,
+                 pcr_policy(d, r->pcr_mask, kms_tpm2_ref_has_auth(r), &tmpl.publicArea.authPolicy));
         if (rc != TSS2_RC_SUCCESS)
             return kms_tpm2_error(d, rc, "PCR policy");
     } else {
@@ -137,8 +138,7 @@ static TSS2_RC unseal(tpm2_device *d, const tpm2_ref *r, const TPM2B_AUTH *auth,
     return rc;
 }
 
-int kms_tpm2_seal_open(tpm2_device *d, const tpm2_ref *r, const TPM2B_AUTH *auth,
-                       kms_secret **key)
+int kms_tpm2_seal_open(tpm2_device *d, const tpm2_ref *r, const TPM2B_AUTH *auth, kms_secret **key)
 {
     TPM2B_SENSITIVE_DATA *data = NULL;
     kms_secret *s = NULL;

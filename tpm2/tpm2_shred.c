@@ -81,8 +81,8 @@ int kms_tpm2_version_auth(tpm2_device *d, const tpm2_ref *r, const uint8_t *shre
     n += inner.size;
     unsigned int len = 0;
     memset(out, 0, sizeof(*out));
-    int ok = HMAC(EVP_sha256(), shred, TPM2_SHRED_LEN, msg, n, out->buffer, &len) != NULL &&
-             len == 32;
+    int ok =
+        HMAC(EVP_sha256(), shred, TPM2_SHRED_LEN, msg, n, out->buffer, &len) != NULL && len == 32;
     OPENSSL_cleanse(&inner, sizeof(inner));
     OPENSSL_cleanse(msg, sizeof(msg));
     if (!ok) {
@@ -106,8 +106,7 @@ static TSS2_RC find_index(tpm2_device *d, TPM2_HANDLE index, ESYS_TR *h)
 {
     TPM2B_NV_PUBLIC *pub = NULL;
     *h = ESYS_TR_NONE;
-    TSS2_RC rc =
-        Esys_TR_FromTPMPublic(d->esys, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, h);
+    TSS2_RC rc = Esys_TR_FromTPMPublic(d->esys, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, h);
     if (rc != TSS2_RC_SUCCESS) {
         *h = ESYS_TR_NONE;
         return kms_tpm2_rc_base(rc) == TPM2_RC_HANDLE ? TSS2_RC_SUCCESS : rc;
@@ -256,6 +255,19 @@ static TSS2_RC read_index(tpm2_device *d, TPM2_HANDLE index, const TPM2B_AUTH *a
     return rc;
 }
 
+/* Whether r's object loads under this TPM's primary (then flushed): a
+ * reference from another TPM is KMS_EKEYCHECK, whatever its index. */
+static int loads_here(tpm2_device *d, const tpm2_ref *r)
+{
+    ESYS_TR h = ESYS_TR_NONE;
+    TSS2_RC rc;
+    TPM2_RUN(d, rc, kms_tpm2_load(d, &r->pub, &r->priv, &h));
+    if (rc != TSS2_RC_SUCCESS)
+        return kms_tpm2_error(d, rc, "load");
+    (void)Esys_FlushContext(d->esys, h);
+    return KMS_OK;
+}
+
 int kms_tpm2_shred_read(tpm2_device *d, const tpm2_ref *r, kms_secret **secret)
 {
     TPM2B_AUTH auth;
@@ -265,18 +277,22 @@ int kms_tpm2_shred_read(tpm2_device *d, const tpm2_ref *r, kms_secret **secret)
     KMS_GUARD(nv_auth(d, r, &auth));
     TPM2_RUN(d, rc, read_index(d, r->nv_index, &auth, &data, &gone));
     OPENSSL_cleanse(&auth, sizeof(auth));
-    if (rc != TSS2_RC_SUCCESS)
+    if (rc != TSS2_RC_SUCCESS) {
         ret = kms_tpm2_error(d, rc, "read shred index");
-    else if (gone)
-        ret = kms_error_set(KMS_ENOTFOUND,
-                            "tpm2: key version destroyed (its NV index 0x%08x is gone from the "
-                            "TPM)",
-                            r->nv_index);
-    else if (data->size != TPM2_SHRED_LEN)
+    } else if (gone) {
+        /* Destroyed, or a reference of another TPM (KMS_EKEYCHECK). */
+        ret = loads_here(d, r);
+        if (ret == 0)
+            ret = kms_error_set(KMS_ENOTFOUND,
+                                "tpm2: key version destroyed (its NV index 0x%08x is gone from "
+                                "the TPM)",
+                                r->nv_index);
+    } else if (data->size != TPM2_SHRED_LEN) {
         ret = kms_error_set(KMS_EKEYCHECK, "tpm2: shred index 0x%08x does not hold 32 bytes",
                             r->nv_index);
-    else if ((ret = kms_secret_new(TPM2_SHRED_LEN, secret)) == 0)
+    } else if ((ret = kms_secret_new(TPM2_SHRED_LEN, secret)) == 0) {
         memcpy((*secret)->data, data->buffer, TPM2_SHRED_LEN);
+    }
     if (data != NULL) {
         OPENSSL_cleanse(data, sizeof(*data));
         Esys_Free(data);
