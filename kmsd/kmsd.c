@@ -335,6 +335,10 @@ struct daemon {
     int db_lock;            /* the writer lock's descriptor + 1; 0: not held */
     kms_audit_sink *audit;  /* NULL: no audit.dir */
     char config_digest[65]; /* for the start and init records (config_digest) */
+    /* For SIGHUP: the configuration file (NULL: none) and whether
+     * --log-level fixed the level (then the file's is not taken). */
+    const char *config_path;
+    int log_level_fixed;
 };
 
 static void *sweep_loop(void *arg)
@@ -672,23 +676,6 @@ static int revocation_load(struct revocation *rv, kms_crl_set **out)
     return KMS_OK;
 }
 
-/* SIGHUP: a new set replaces the old one; on failure the old one stays. */
-static void revocation_reload(struct revocation *rv)
-{
-    kms_crl_set *fresh = NULL, *old = NULL;
-    if (revocation_load(rv, &fresh) != 0) {
-        kms_log_error("SIGHUP: tls.crl not reloaded, the previous CRLs stay: %s",
-                      kms_error_detail());
-        return;
-    }
-    pthread_rwlock_wrlock(&rv->lock);
-    old = rv->set;
-    rv->set = fresh;
-    pthread_rwlock_unlock(&rv->lock);
-    kms_crl_set_free(old);
-    kms_log_info("SIGHUP: tls.crl reloaded");
-}
-
 /* Every key version is checked by its backend before kmsd serves: a key
  * that would be refused at first use stops the start instead. */
 static int check_keys(struct daemon *d)
@@ -700,6 +687,76 @@ static int check_keys(struct daemon *d)
     else
         kms_log_info("start-up key check: %zu key versions passed", checked);
     return r;
+}
+
+/* ---- SIGHUP: the log level, then the TLS material and CRLs together -------------- */
+
+/* The configuration file's log_level (unless --log-level fixed it). A file
+ * that does not parse changes nothing. */
+static void reload_log_level(struct daemon *d)
+{
+    if (d->config_path == NULL || d->log_level_fixed)
+        return;
+    kms_config fresh;
+    if (kms_config_init(&fresh) != 0 || kms_config_load_file(&fresh, d->config_path) != 0) {
+        kms_log_error("SIGHUP: %s not read, the log level stays: %s", d->config_path,
+                      kms_error_detail());
+    } else if (fresh.log_level != d->cfg.log_level) {
+        d->cfg.log_level = fresh.log_level;
+        kms_log_set_level(fresh.log_level);
+        kms_log_info("SIGHUP: log level now %s", fresh.log_level == KMS_LOG_DEBUG  ? "debug"
+                                                 : fresh.log_level == KMS_LOG_INFO ? "info"
+                                                 : fresh.log_level == KMS_LOG_WARN ? "warn"
+                                                                                   : "error");
+    }
+    kms_config_free(&fresh);
+}
+
+/* tls.cert, tls.key, tls.client_ca and tls.crl are read again and replace
+ * the old ones together, or not at all: a file that does not read, a key
+ * that does not match, a CRL that does not load or verify under the new CA
+ * keeps every old setting, and the log says why. New handshakes see the new
+ * material within a second (gRPC's file watcher); connections already up
+ * and their calls in flight keep theirs. */
+static void reload_tls(struct daemon *d, kms_server *srv, struct revocation *rv, char **ca)
+{
+    kms_secret *key = NULL;
+    char *cert = NULL, *new_ca = NULL;
+    kms_crl_set *fresh = NULL, *old = NULL;
+    const char *old_ca = rv->ca_pem;
+    int r;
+    if ((r = read_pem(d->cfg.tls_cert, 0, NULL, &cert)) == 0 &&
+        (r = read_pem(d->cfg.tls_key, 1, &key, NULL)) == 0 &&
+        (r = read_pem(d->cfg.tls_client_ca, 0, NULL, &new_ca)) == 0 && rv->set != NULL) {
+        rv->ca_pem = new_ca; /* the CRLs are verified under the new CA */
+        r = revocation_load(rv, &fresh);
+        rv->ca_pem = old_ca;
+    }
+    if (r == 0)
+        r = kms_server_reload_tls(srv, cert, (const char *)key->data, new_ca);
+    kms_secret_free(key);
+    free(cert);
+    if (r != 0) {
+        kms_log_error("SIGHUP: TLS not reloaded, the previous certificate, key, client CA and "
+                      "CRLs stay: %s",
+                      kms_error_detail());
+        kms_crl_set_free(fresh);
+        free(new_ca);
+        return;
+    }
+    if (rv->set != NULL) {
+        pthread_rwlock_wrlock(&rv->lock);
+        old = rv->set;
+        rv->set = fresh;
+        rv->ca_pem = new_ca;
+        pthread_rwlock_unlock(&rv->lock);
+        kms_crl_set_free(old);
+    }
+    rv->ca_pem = new_ca;
+    free(*ca);
+    *ca = new_ca;
+    kms_log_info("SIGHUP: TLS certificate, key and client CA reloaded%s",
+                 fresh != NULL ? ", and tls.crl" : "");
 }
 
 static int cmd_run(struct daemon *d, const sigset_t *stop)
@@ -782,10 +839,9 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
             sig = 0;
         if (sig != SIGHUP)
             break;
-        if (rv.set != NULL)
-            revocation_reload(&rv);
-        else
-            kms_log_info("SIGHUP: nothing to reload (no tls.crl)");
+        reload_log_level(d);
+        if (!d->cfg.insecure_dev)
+            reload_tls(d, srv, &rv, &ca);
     }
     kms_log_info("signal %d: shutting down", sig);
 out:
@@ -823,7 +879,7 @@ int main(int argc, char **argv)
     sigemptyset(&stop);
     sigaddset(&stop, SIGTERM);
     sigaddset(&stop, SIGINT);
-    sigaddset(&stop, SIGHUP); /* reload (tls.crl), taken by sigwait in run */
+    sigaddset(&stop, SIGHUP); /* reload (TLS, tls.crl, log level), taken by sigwait in run */
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
     clear_grpc_debug_env();
@@ -870,6 +926,9 @@ int main(int argc, char **argv)
         goto fail;
     if (d.cfg.workers == 0)
         d.cfg.workers = auto_workers(d.cfg.audit_dir != NULL);
+    d.config_path = config;
+    for (size_t i = 0; i < n_opts; i++)
+        d.log_level_fixed |= opts[i].opt == OPT_LOG_LEVEL;
     if (d.cfg.audit_dir != NULL && (r = config_digest(config, argc, argv, d.config_digest)) != 0)
         goto fail;
     kms_log_set_level(d.cfg.log_level);

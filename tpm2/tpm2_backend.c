@@ -15,8 +15,13 @@
 
 struct kms_backend_key {
     tpm2_ref ref;
-    kms_secret *key; /* sealed: the unsealed AES-256 key, locked memory */
-    uint64_t owner;  /* resident: names this opening for the loaded-key cache */
+    kms_secret *key;  /* sealed: the unsealed AES-256 key, locked memory */
+    kms_secret *auth; /* resident: the object's TPM2B_AUTH (derived once, at open) */
+    uint64_t owner;   /* resident: names this opening for the loaded-key cache */
+    /* Set (under the device lock) when its version is destroyed: the
+     * opening serves nothing more (KMS_ENOTFOUND). */
+    int dead;
+    kms_backend_key *next; /* the device's open versions (tpm2_device.open) */
 };
 
 /* The sealed and the resident backend share one device (one connection:
@@ -45,25 +50,60 @@ static int create_version(kms_backend *b, const uint8_t key_id[KMS_KEY_ID_LEN], 
     memcpy(r.key_id, key_id, KMS_KEY_ID_LEN);
     r.version = version;
     r.auth = d->auth_key != NULL; /* new objects: a derived authValue */
+    kms_secret *shred = NULL;
+    TPM2B_AUTH auth;
+    memset(&auth, 0, sizeof(auth));
     int ret;
     pthread_mutex_lock(&d->mu);
-    if ((ret = kms_tpm2_ready(d)) == 0) {
+    /* Every new version gets its shred index first: its object's
+     * authValue is derived from the index's secret. */
+    if ((ret = kms_tpm2_ready(d)) == 0 && (ret = kms_tpm2_shred_create(d, &r, &shred)) == 0 &&
+        (ret = kms_tpm2_version_auth(d, &r, shred->data, &auth)) == 0) {
         if (t->mode == KMS_TPM2_RESIDENT) {
             r.kind = TPM2_REF_RESIDENT;
-            ret = kms_tpm2_resident_create(d, &r);
+            ret = kms_tpm2_resident_create(d, &r, &auth);
         } else {
             r.kind = TPM2_REF_SEALED;
             r.pcr_mask = d->cfg.pcr_mask;
-            ret = kms_tpm2_seal_create(d, &r);
+            ret = kms_tpm2_seal_create(d, &r, &auth);
         }
     }
+    if (ret != 0 && r.nv_index != 0 && kms_tpm2_shred_destroy(d, &r) != 0)
+        kms_log_warn("tpm2: the shred index of a version that failed to be made stays");
     pthread_mutex_unlock(&d->mu);
+    OPENSSL_cleanse(&auth, sizeof(auth));
+    kms_secret_free(shred);
     if (ret == 0)
         ret = kms_tpm2_ref_encode(&r, ref);
     return ret;
 }
 
 /* ---- open -------------------------------------------------------------------------------- */
+
+/* The version's authValue (reading its shred index, if it has one:
+ * KMS_ENOTFOUND once it is destroyed), then unseal or load. */
+static int open_locked(tpm2_device *d, int want, kms_backend_key *k)
+{
+    kms_secret *shred = NULL;
+    int r = KMS_OK;
+    if (k->ref.nv_index != 0)
+        r = kms_tpm2_shred_read(d, &k->ref, &shred);
+    if (r == 0)
+        r = kms_secret_new(sizeof(TPM2B_AUTH), &k->auth);
+    TPM2B_AUTH *auth = r == 0 ? (TPM2B_AUTH *)(void *)k->auth->data : NULL;
+    if (r == 0)
+        r = kms_tpm2_version_auth(d, &k->ref, shred != NULL ? shred->data : NULL, auth);
+    kms_secret_free(shred);
+    if (r == 0 && want == TPM2_REF_SEALED) {
+        r = kms_tpm2_seal_open(d, &k->ref, auth, &k->key);
+        kms_secret_free(k->auth); /* unsealed: the authValue is not needed again */
+        k->auth = NULL;
+    } else if (r == 0) {
+        k->owner = ++d->next_owner;
+        r = kms_tpm2_resident_load(d, k->owner, &k->ref, auth);
+    }
+    return r;
+}
 
 static int open_version(kms_backend *b, const kms_backend_ref *ref, kms_backend_key **out)
 {
@@ -78,18 +118,17 @@ static int open_version(kms_backend *b, const kms_backend_ref *ref, kms_backend_
         r = kms_error_set(KMS_EKEYCHECK, "tpm2: key version made in the other mode");
     if (r == 0) {
         pthread_mutex_lock(&d->mu);
-        if ((r = kms_tpm2_ready(d)) == 0) {
-            if (want == TPM2_REF_SEALED) {
-                r = kms_tpm2_seal_open(d, &k->ref, &k->key);
-            } else {
-                k->owner = ++d->next_owner;
-                r = kms_tpm2_resident_load(d, k->owner, &k->ref);
-            }
+        if ((r = kms_tpm2_ready(d)) == 0)
+            r = open_locked(d, want, k);
+        if (r == 0) {
+            k->next = d->open;
+            d->open = k;
         }
         pthread_mutex_unlock(&d->mu);
     }
     if (r != 0) {
         kms_secret_free(k->key);
+        kms_secret_free(k->auth);
         free(k);
         return r;
     }
@@ -101,14 +140,18 @@ static void release_version(kms_backend *b, kms_backend_key *k)
 {
     if (k == NULL)
         return;
-    if (k->owner != 0) {
-        tpm2_device *d = impl(b)->dev;
-        pthread_mutex_lock(&d->mu);
-        if (d->res_owner == k->owner)
-            kms_tpm2_drop_cached(d);
-        pthread_mutex_unlock(&d->mu);
-    }
+    tpm2_device *d = impl(b)->dev;
+    pthread_mutex_lock(&d->mu);
+    if (k->owner != 0 && d->res_owner == k->owner)
+        kms_tpm2_drop_cached(d);
+    for (kms_backend_key **p = &d->open; *p != NULL; p = &(*p)->next)
+        if (*p == k) {
+            *p = k->next;
+            break;
+        }
+    pthread_mutex_unlock(&d->mu);
     kms_secret_free(k->key);
+    kms_secret_free(k->auth);
     OPENSSL_cleanse(k, sizeof(*k));
     free(k);
 }
@@ -152,6 +195,8 @@ static int aead(kms_backend *b, kms_backend_key *k, kms_aead_io *io, int enc)
     tpm2_backend *t = impl(b);
     if (io->in_len > (size_t)INT32_MAX || io->aad_len > (size_t)INT32_MAX)
         return kms_error_set(KMS_ETOOBIG, "input too large");
+    if (__atomic_load_n(&k->dead, __ATOMIC_ACQUIRE))
+        return kms_error_set(KMS_ENOTFOUND, "tpm2: key version destroyed");
     if (enc && RAND_bytes(io->iv, KMS_GCM_IV_LEN) != 1)
         return kms_error_set(KMS_EINTERNAL, "no random IV");
     if (k->key != NULL)
@@ -159,9 +204,11 @@ static int aead(kms_backend *b, kms_backend_key *k, kms_aead_io *io, int enc)
     uint8_t key[32];
     tpm2_device *d = t->dev;
     pthread_mutex_lock(&d->mu);
-    int r = kms_tpm2_ready(d);
+    int r =
+        k->dead ? kms_error_set(KMS_ENOTFOUND, "tpm2: key version destroyed") : kms_tpm2_ready(d);
     if (r == 0)
-        r = kms_tpm2_resident_derive(d, k->owner, &k->ref, io->iv, key);
+        r = kms_tpm2_resident_derive(d, k->owner, &k->ref,
+                                     (const TPM2B_AUTH *)(const void *)k->auth->data, io->iv, key);
     pthread_mutex_unlock(&d->mu);
     if (r == 0)
         r = gcm(t, key, io, enc);
@@ -183,9 +230,11 @@ static int unwrap(kms_backend *b, kms_backend_key *k, kms_aead_io *io)
 
 /* ---- the rest -------------------------------------------------------------------------- */
 
-/* Versions live outside the TPM (their blobs are in the store): nothing to
- * destroy on the chip. Crypto-shredding is the store forgetting the blobs
- * (docs/tpm2.md). */
+/* A version with a shred index (reference format 3 and 4) is shredded:
+ * its index is undefined, so no copy of the reference can derive the
+ * object's authValue again, and openings of it in this process serve
+ * nothing more. Older versions have nothing on the chip: destroying one
+ * only forgets what kmsd holds (docs/tpm2.md). */
 static int destroy_version(kms_backend *b, const kms_backend_ref *ref)
 {
     tpm2_device *d = impl(b)->dev;
@@ -193,9 +242,23 @@ static int destroy_version(kms_backend *b, const kms_backend_ref *ref)
     KMS_GUARD(kms_tpm2_ref_decode(ref, &r));
     pthread_mutex_lock(&d->mu);
     kms_tpm2_resident_forget(d, r.key_id, r.version);
+    int ret = r.nv_index != 0 ? kms_tpm2_ready(d) : KMS_OK;
+    if (ret == 0 && r.nv_index != 0)
+        ret = kms_tpm2_shred_destroy(d, &r);
+    /* Gone from the chip (now or before): so are its openings. */
+    if (r.nv_index != 0 && (ret == 0 || ret == KMS_ENOTFOUND))
+        for (kms_backend_key *k = d->open; k != NULL; k = k->next)
+            if (k->ref.nv_index == r.nv_index && k->ref.version == r.version &&
+                memcmp(k->ref.key_id, r.key_id, KMS_KEY_ID_LEN) == 0)
+                __atomic_store_n(&k->dead, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&d->mu);
+    if (ret == 0 && r.nv_index == 0)
+        kms_log_warn("tpm2: a key version made before shredding existed (reference format %d) "
+                     "was destroyed: nothing on the TPM changes, and copies of the database "
+                     "still open it",
+                     r.auth ? 2 : 1);
     OPENSSL_cleanse(&r, sizeof(r));
-    return KMS_OK;
+    return ret;
 }
 
 static int tpm_random(kms_backend *b, uint8_t *out, size_t n)
@@ -290,14 +353,15 @@ static int state_mac(kms_backend *b, const uint8_t *in, size_t len, uint8_t out[
     return r;
 }
 
-/* Rows in kms_tpm2_mode order. Neither mode shreds: a version's blobs
- * live in the store, and any copy of them loads again on this TPM. Both
- * hold the state-integrity key: one resident keyed-hash object per TPM,
- * shared by the two modes (tpm2_state.c). */
+/* Rows in kms_tpm2_mode order. Both modes shred: every new version's
+ * authValue depends on its NV index, which destroying undefines
+ * (versions from before shredding excepted: docs/tpm2.md). Both hold the
+ * state-integrity key: one resident keyed-hash object per TPM, shared by
+ * the two modes (tpm2_state.c). */
 static const kms_backend_mode tpm2_modes[] = {
-    [KMS_TPM2_SEALED] = {"sealed", KMS_BACKEND_CAP_STATE_MAC},
-    [KMS_TPM2_RESIDENT] = {"resident",
-                           KMS_BACKEND_CAP_KEY_NEVER_LEAVES | KMS_BACKEND_CAP_STATE_MAC},
+    [KMS_TPM2_SEALED] = {"sealed", KMS_BACKEND_CAP_SHRED | KMS_BACKEND_CAP_STATE_MAC},
+    [KMS_TPM2_RESIDENT] = {"resident", KMS_BACKEND_CAP_KEY_NEVER_LEAVES | KMS_BACKEND_CAP_SHRED |
+                                           KMS_BACKEND_CAP_STATE_MAC},
 };
 
 static const kms_backend_ops tpm2_ops = {

@@ -6,6 +6,7 @@
  *   tpm2_ref.c      the stored reference format
  *   tpm2_seal.c     sealed mode: create with an optional PCR policy, unseal
  *   tpm2_resident.c resident mode: HMAC keys, per-operation key derivation
+ *   tpm2_shred.c    per-version NV indices whose deletion shreds a version
  *   tpm2_state.c    the state-integrity key: a persistent keyed-hash object
  *   tpm2_backend.c  the kms_backend ops and AES-256-GCM in software */
 #ifndef KMS_TPM2_INTERNAL_H
@@ -54,6 +55,9 @@ typedef struct tpm2_device {
     /* The secret each object's authValue is derived from (cfg.auth_key_file,
      * 32 bytes, locked); NULL: new objects get an empty authValue. */
     kms_secret *auth_key;
+    /* The versions opened and not yet released (tpm2_backend.c): destroying
+     * a version marks its openings dead. */
+    kms_backend_key *open;
 } tpm2_device;
 
 /* ---- the context (tpm2_device.c); all with the lock held or not yet shared ---- */
@@ -188,15 +192,52 @@ typedef struct tpm2_ref {
     uint8_t key_id[KMS_KEY_ID_LEN];
     uint32_t version;
     uint32_t pcr_mask;
-    int auth; /* 1: the object's authValue is derived from the auth secret (format 2) */
+    int auth; /* 1: the object's authValue is derived from the auth secret (format 2, 4) */
+    /* The version's shred index (formats 3, 4; tpm2_shred.c), 0 for older
+     * references, which destroying cannot shred. */
+    uint32_t nv_index;
     TPM2B_PUBLIC pub;
     TPM2B_PRIVATE priv;
 } tpm2_ref;
+
+/* 1 if r's object has a non-empty authValue (PCR-bound: PolicyAuthValue
+ * too). */
+static inline int kms_tpm2_ref_has_auth(const tpm2_ref *r)
+{
+    return r->auth || r->nv_index != 0;
+}
 
 /* r's authValue: HMAC-SHA256(auth secret, "kms-tpm2-auth-v1" || key id ||
  * version BE); empty for a format-1 reference. KMS_EPRECOND if r needs
  * the secret and none is configured. The caller wipes *out. */
 int kms_tpm2_object_auth(tpm2_device *d, const tpm2_ref *r, TPM2B_AUTH *out) KMS_MUST_CHECK;
+
+/* ---- shredding (tpm2_shred.c); lock held, context ready ---- */
+
+#define TPM2_SHRED_LEN 32
+/* kms's shred indices: 65536 handles in the owner range. */
+#define TPM2_SHRED_NV_FIRST 0x013B0000u
+#define TPM2_SHRED_NV_COUNT 0x10000u
+
+/* The authValue of r's object: for a reference with a shred index,
+ * HMAC-SHA256(shred, "kms-tpm2-auth-v2" || key id || version BE ||
+ * kms_tpm2_object_auth), shred being the index's 32 bytes; otherwise
+ * kms_tpm2_object_auth (shred unused). The caller wipes *out. */
+int kms_tpm2_version_auth(tpm2_device *d, const tpm2_ref *r, const uint8_t *shred,
+                          TPM2B_AUTH *out) KMS_MUST_CHECK;
+
+/* Defines a fresh shred index (a random free handle in kms's range) holding
+ * 32 random bytes, sets r->nv_index and returns the bytes in *secret.
+ * KMS_EEXHAUSTED (a public detail) if the TPM's NV memory is full. */
+int kms_tpm2_shred_create(tpm2_device *d, tpm2_ref *r, kms_secret **secret) KMS_MUST_CHECK;
+
+/* Reads r's shred index: KMS_ENOTFOUND if it is gone (the version was
+ * destroyed) or is not one kms made. */
+int kms_tpm2_shred_read(tpm2_device *d, const tpm2_ref *r, kms_secret **secret) KMS_MUST_CHECK;
+
+/* Undefines r's shred index: KMS_ENOTFOUND if it is already gone. An index
+ * at that handle that kms did not make is left alone (KMS_ENOTFOUND). */
+int kms_tpm2_shred_destroy(tpm2_device *d, const tpm2_ref *r) KMS_MUST_CHECK;
 
 int kms_tpm2_ref_encode(const tpm2_ref *r, kms_backend_ref *out) KMS_MUST_CHECK;
 int kms_tpm2_ref_decode(const kms_backend_ref *in, tpm2_ref *out) KMS_MUST_CHECK;
@@ -208,21 +249,23 @@ void kms_tpm2_pcr_selection(uint32_t mask, TPML_PCR_SELECTION *sel);
 
 /* Creates a sealed object holding 32 random bytes (OpenSSL RAND_priv_bytes)
  * bound to r->pcr_mask (none if 0); fills r->pub and r->priv. */
-int kms_tpm2_seal_create(tpm2_device *d, tpm2_ref *r) KMS_MUST_CHECK;
+int kms_tpm2_seal_create(tpm2_device *d, tpm2_ref *r, const TPM2B_AUTH *auth) KMS_MUST_CHECK;
 
 /* Loads, unseals and flushes r's object: *key (32 bytes, locked memory) is
  * set only on success. KMS_EPRECOND naming the PCRs if their values
  * changed; KMS_EKEYCHECK if the object is not ours or not a 32-byte key. */
-int kms_tpm2_seal_open(tpm2_device *d, const tpm2_ref *r, kms_secret **key) KMS_MUST_CHECK;
+int kms_tpm2_seal_open(tpm2_device *d, const tpm2_ref *r, const TPM2B_AUTH *auth,
+                       kms_secret **key) KMS_MUST_CHECK;
 
 /* ---- resident mode (tpm2_resident.c); lock held, context ready ---- */
 
 /* Creates an HMAC-SHA256 key (sign only, generated in the TPM). */
-int kms_tpm2_resident_create(tpm2_device *d, tpm2_ref *r) KMS_MUST_CHECK;
+int kms_tpm2_resident_create(tpm2_device *d, tpm2_ref *r, const TPM2B_AUTH *auth) KMS_MUST_CHECK;
 
 /* Loads r's key (a check that it belongs to this TPM) and keeps it as the
  * cached key of owner. */
-int kms_tpm2_resident_load(tpm2_device *d, uint64_t owner, const tpm2_ref *r) KMS_MUST_CHECK;
+int kms_tpm2_resident_load(tpm2_device *d, uint64_t owner, const tpm2_ref *r,
+                           const TPM2B_AUTH *auth) KMS_MUST_CHECK;
 
 /* Flushes the cached key if it is version (key_id, version). */
 void kms_tpm2_resident_forget(tpm2_device *d, const uint8_t key_id[KMS_KEY_ID_LEN],
@@ -231,7 +274,8 @@ void kms_tpm2_resident_forget(tpm2_device *d, const uint8_t key_id[KMS_KEY_ID_LE
 /* key = HMAC_TPM(r's key, label || key id || version BE || iv); the caller
  * wipes key. Reloads the key if it is not the cached one. */
 int kms_tpm2_resident_derive(tpm2_device *d, uint64_t owner, const tpm2_ref *r,
-                             const uint8_t iv[KMS_GCM_IV_LEN], uint8_t key[32]) KMS_MUST_CHECK;
+                             const TPM2B_AUTH *auth, const uint8_t iv[KMS_GCM_IV_LEN],
+                             uint8_t key[32]) KMS_MUST_CHECK;
 
 /* ---- the state-integrity key (tpm2_state.c); lock held, context ready ---- */
 

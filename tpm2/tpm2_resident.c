@@ -14,7 +14,7 @@
 
 #include "tpm2_internal.h"
 
-int kms_tpm2_resident_create(tpm2_device *d, tpm2_ref *r)
+int kms_tpm2_resident_create(tpm2_device *d, tpm2_ref *r, const TPM2B_AUTH *auth)
 {
     TPM2B_SENSITIVE_CREATE sens;
     memset(&sens, 0, sizeof(sens));
@@ -24,7 +24,7 @@ int kms_tpm2_resident_create(tpm2_device *d, tpm2_ref *r)
                                        TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_NODA;
     tmpl.publicArea.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_HMAC;
     tmpl.publicArea.parameters.keyedHashDetail.scheme.details.hmac.hashAlg = TPM2_ALG_SHA256;
-    KMS_GUARD(kms_tpm2_object_auth(d, r, &sens.sensitive.userAuth));
+    sens.sensitive.userAuth = *auth;
     TSS2_RC rc;
     TPM2_RUN(d, rc, kms_tpm2_create_object(d, &sens, &tmpl, &r->pub, &r->priv));
     OPENSSL_cleanse(&sens, sizeof(sens));
@@ -34,22 +34,16 @@ int kms_tpm2_resident_create(tpm2_device *d, tpm2_ref *r)
 }
 
 /* Makes r's key (opened as owner) the loaded one. */
-static TSS2_RC cache_load(tpm2_device *d, uint64_t owner, const tpm2_ref *r)
+static TSS2_RC cache_load(tpm2_device *d, uint64_t owner, const tpm2_ref *r, const TPM2B_AUTH *auth)
 {
     if (d->res_h != ESYS_TR_NONE && d->res_owner == owner)
         return TSS2_RC_SUCCESS;
     kms_tpm2_drop_cached(d);
     ESYS_TR h = ESYS_TR_NONE;
     TSS2_RC rc = kms_tpm2_load(d, &r->pub, &r->priv, &h);
-    if (rc == TSS2_RC_SUCCESS && r->auth) {
-        /* The authValue was derived when the version was opened or
-         * created; a failure here means no secret: refuse to use it. */
-        TPM2B_AUTH auth;
-        if (kms_tpm2_object_auth(d, r, &auth) != 0)
-            rc = TSS2_ESYS_RC_BAD_VALUE;
-        else
-            rc = Esys_TR_SetAuth(d->esys, h, &auth);
-        OPENSSL_cleanse(&auth, sizeof(auth));
+    if (rc == TSS2_RC_SUCCESS && kms_tpm2_ref_has_auth(r)) {
+        /* The authValue was derived when the version was opened. */
+        rc = Esys_TR_SetAuth(d->esys, h, auth);
         if (rc != TSS2_RC_SUCCESS)
             (void)Esys_FlushContext(d->esys, h);
     }
@@ -62,13 +56,11 @@ static TSS2_RC cache_load(tpm2_device *d, uint64_t owner, const tpm2_ref *r)
     return rc;
 }
 
-int kms_tpm2_resident_load(tpm2_device *d, uint64_t owner, const tpm2_ref *r)
+int kms_tpm2_resident_load(tpm2_device *d, uint64_t owner, const tpm2_ref *r,
+                           const TPM2B_AUTH *auth)
 {
-    TPM2B_AUTH auth;
-    KMS_GUARD(kms_tpm2_object_auth(d, r, &auth)); /* KMS_EPRECOND without the secret */
-    OPENSSL_cleanse(&auth, sizeof(auth));
     TSS2_RC rc;
-    TPM2_RUN(d, rc, cache_load(d, owner, r));
+    TPM2_RUN(d, rc, cache_load(d, owner, r, auth));
     if (rc != TSS2_RC_SUCCESS)
         return kms_tpm2_error(d, rc, "load resident key");
     return KMS_OK;
@@ -82,13 +74,13 @@ void kms_tpm2_resident_forget(tpm2_device *d, const uint8_t key_id[KMS_KEY_ID_LE
         kms_tpm2_drop_cached(d);
 }
 
-static TSS2_RC hmac_once(tpm2_device *d, uint64_t owner, const tpm2_ref *r,
+static TSS2_RC hmac_once(tpm2_device *d, uint64_t owner, const tpm2_ref *r, const TPM2B_AUTH *auth,
                          const TPM2B_MAX_BUFFER *msg, TPM2B_DIGEST **mac)
 {
     TSS2_RC rc = TSS2_RC_SUCCESS;
     for (int fresh = 0; fresh < 2; fresh++) {
         int cached = d->res_h != ESYS_TR_NONE && d->res_owner == owner;
-        rc = cache_load(d, owner, r);
+        rc = cache_load(d, owner, r, auth);
         if (rc != TSS2_RC_SUCCESS)
             return rc;
         /* Authorized by the salted session: the one-time key (the HMAC)
@@ -116,7 +108,8 @@ static TSS2_RC hmac_once(tpm2_device *d, uint64_t owner, const tpm2_ref *r,
 }
 
 int kms_tpm2_resident_derive(tpm2_device *d, uint64_t owner, const tpm2_ref *r,
-                             const uint8_t iv[KMS_GCM_IV_LEN], uint8_t key[32])
+                             const TPM2B_AUTH *auth, const uint8_t iv[KMS_GCM_IV_LEN],
+                             uint8_t key[32])
 {
     static const char label[] = TPM2_RESIDENT_LABEL;
     TPM2B_MAX_BUFFER msg;
@@ -134,7 +127,7 @@ int kms_tpm2_resident_derive(tpm2_device *d, uint64_t owner, const tpm2_ref *r,
     TPM2B_DIGEST *mac = NULL;
     TSS2_RC rc;
     int ret = KMS_OK;
-    TPM2_RUN(d, rc, hmac_once(d, owner, r, &msg, &mac));
+    TPM2_RUN(d, rc, hmac_once(d, owner, r, auth, &msg, &mac));
     if (rc != TSS2_RC_SUCCESS)
         ret = kms_tpm2_error(d, rc, "derive");
     else if (mac->size != 32)

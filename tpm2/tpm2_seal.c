@@ -78,7 +78,7 @@ static void pcr_names(uint32_t mask, char *out, size_t cap)
             n += (size_t)snprintf(out + n, cap - n, "%s%d", n ? "," : "", i);
 }
 
-int kms_tpm2_seal_create(tpm2_device *d, tpm2_ref *r)
+int kms_tpm2_seal_create(tpm2_device *d, tpm2_ref *r, const TPM2B_AUTH *auth)
 {
     TPM2B_SENSITIVE_CREATE sens;
     memset(&sens, 0, sizeof(sens));
@@ -90,16 +90,16 @@ int kms_tpm2_seal_create(tpm2_device *d, tpm2_ref *r)
     int ret = KMS_OK;
     if (r->pcr_mask != 0) {
         /* Policy only: no USERWITHAUTH, so the empty password cannot unseal. */
-        TPM2_RUN(d, rc, pcr_policy(d, r->pcr_mask, r->auth, &tmpl.publicArea.authPolicy));
+        TPM2_RUN(d, rc,
+                 pcr_policy(d, r->pcr_mask, kms_tpm2_ref_has_auth(r), &tmpl.publicArea.authPolicy));
         if (rc != TSS2_RC_SUCCESS)
             return kms_tpm2_error(d, rc, "PCR policy");
     } else {
         tmpl.publicArea.objectAttributes |= TPMA_OBJECT_USERWITHAUTH;
     }
     sens.sensitive.data.size = 32;
-    if ((ret = kms_tpm2_object_auth(d, r, &sens.sensitive.userAuth)) != 0) {
-        /* detail set */
-    } else if (RAND_priv_bytes(sens.sensitive.data.buffer, 32) != 1) {
+    sens.sensitive.userAuth = *auth;
+    if (RAND_priv_bytes(sens.sensitive.data.buffer, 32) != 1) {
         ret = kms_error_set(KMS_EINTERNAL, "tpm2: no random bytes for a key");
     } else {
         TPM2_RUN(d, rc, kms_tpm2_create_object(d, &sens, &tmpl, &r->pub, &r->priv));
@@ -118,10 +118,10 @@ static TSS2_RC unseal(tpm2_device *d, const tpm2_ref *r, const TPM2B_AUTH *auth,
 {
     ESYS_TR h = ESYS_TR_NONE, session = ESYS_TR_NONE, policy = ESYS_TR_NONE;
     TSS2_RC rc = kms_tpm2_load(d, &r->pub, &r->priv, &h);
-    if (rc == TSS2_RC_SUCCESS && r->auth)
+    if (rc == TSS2_RC_SUCCESS && kms_tpm2_ref_has_auth(r))
         rc = Esys_TR_SetAuth(d->esys, h, auth);
     if (rc == TSS2_RC_SUCCESS && r->pcr_mask != 0) {
-        rc = pcr_session(d, r->pcr_mask, r->auth, TPM2_SE_POLICY, &policy, NULL);
+        rc = pcr_session(d, r->pcr_mask, kms_tpm2_ref_has_auth(r), TPM2_SE_POLICY, &policy, NULL);
         session = policy;
     } else if (rc == TSS2_RC_SUCCESS) {
         rc = kms_tpm2_session(d, &session);
@@ -138,16 +138,13 @@ static TSS2_RC unseal(tpm2_device *d, const tpm2_ref *r, const TPM2B_AUTH *auth,
     return rc;
 }
 
-int kms_tpm2_seal_open(tpm2_device *d, const tpm2_ref *r, kms_secret **key)
+int kms_tpm2_seal_open(tpm2_device *d, const tpm2_ref *r, const TPM2B_AUTH *auth, kms_secret **key)
 {
     TPM2B_SENSITIVE_DATA *data = NULL;
     kms_secret *s = NULL;
-    TPM2B_AUTH auth;
     TSS2_RC rc;
     int ret;
-    KMS_GUARD(kms_tpm2_object_auth(d, r, &auth));
-    TPM2_RUN(d, rc, unseal(d, r, &auth, &data));
-    OPENSSL_cleanse(&auth, sizeof(auth));
+    TPM2_RUN(d, rc, unseal(d, r, auth, &data));
     if (rc != TSS2_RC_SUCCESS) {
         ret = kms_tpm2_error(d, rc, "unseal");
         if (ret == KMS_EPRECOND) {

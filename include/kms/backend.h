@@ -71,8 +71,9 @@ typedef struct kms_aead_io {
 #define KMS_BACKEND_CAP_KEY_NEVER_LEAVES (1u << 0)
 /* destroy_version erases the version on the device: afterwards no copy of
  * its ref (a database backup) opens it again (open_version answers
- * KMS_ENOTFOUND). Without it, count on nothing: on TPM2, destroy_version
- * only forgets what kmsd holds, and a saved ref still opens on that TPM. */
+ * KMS_ENOTFOUND). Without it, count on nothing. (TPM2 sets it; its
+ * versions made before TPM shredding existed are the documented exception:
+ * a saved ref of one still opens on that TPM.) */
 #define KMS_BACKEND_CAP_SHRED (1u << 1)
 /* The device holds a state-integrity key: state_key_create and state_mac
  * are implemented (never NULL). Without it both are NULL and the core must

@@ -22,9 +22,14 @@
 #include "kmsd/server/server.h"
 
 #include <openssl/crypto.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -76,7 +81,18 @@ struct kms_server {
     int started;        /* grpc_server_start was called */
     int stopped;        /* kms_server_shutdown finished */
     struct shutdown_tag shutdown_tag;
+    /* Mutual TLS: the key, certificate chain and client CA that gRPC's file
+     * watcher reads (as /proc/self/fd/N) every second; a reload puts new
+     * memory files at these descriptors (dup2). -1 when insecure. */
+    int tls_fd[3];
+    char tls_path[3][32];
 };
+
+#define TLS_KEY 0
+#define TLS_CERT 1
+#define TLS_CA 2
+/* How often gRPC's file watcher looks at the TLS files (its minimum). */
+#define TLS_REFRESH_SEC 1
 
 /* ---- call contexts ---------------------------------------------------------------- */
 
@@ -323,7 +339,7 @@ static int verify_sync(void *user_data, grpc_tls_custom_verification_check_reque
     (void)callback;
     (void)callback_arg;
     const char *pem = request != NULL ? request->peer_info.peer_cert : NULL;
-    if (pem != NULL && v->verify_peer(v->verify_app, pem) == 0) {
+    if (v->verify_peer == NULL || (pem != NULL && v->verify_peer(v->verify_app, pem) == 0)) {
         *sync_status = GRPC_STATUS_OK;
         return 1;
     }
@@ -343,10 +359,92 @@ static void verify_destruct(void *user_data)
     free(user_data);
 }
 
-/* TLS credentials with the same chain verification as the SSL ones plus
- * cfg->verify_peer in the handshake. */
-static grpc_server_credentials *make_tls_creds(const kms_server_config *cfg)
+/* ---- TLS material: checked, then put where gRPC's file watcher reads it ---- */
+
+/* The key matches the certificate (the chain's first), and the CA holds at
+ * least one certificate. */
+static int tls_check(const char *cert_pem, const char *key_pem, const char *ca_pem)
 {
+    if (cert_pem == NULL || key_pem == NULL || ca_pem == NULL)
+        return kms_error_set(KMS_EINVAL, "server: mutual TLS needs a certificate, its key and a "
+                                         "client CA");
+    BIO *cb = BIO_new_mem_buf(cert_pem, -1), *kb = BIO_new_mem_buf(key_pem, -1),
+        *ab = BIO_new_mem_buf(ca_pem, -1);
+    X509 *cert = cb ? PEM_read_bio_X509(cb, NULL, NULL, NULL) : NULL;
+    EVP_PKEY *key = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
+    X509 *ca = ab ? PEM_read_bio_X509(ab, NULL, NULL, NULL) : NULL;
+    int r = KMS_OK;
+    if (cert == NULL)
+        r = kms_error_set(KMS_EINVAL, "server: the TLS certificate is not a PEM certificate");
+    else if (key == NULL)
+        r = kms_error_set(KMS_EINVAL, "server: the TLS key is not a PEM private key");
+    else if (X509_check_private_key(cert, key) != 1)
+        r = kms_error_set(KMS_EINVAL, "server: the TLS key does not match the certificate");
+    else if (ca == NULL)
+        r = kms_error_set(KMS_EINVAL, "server: the client CA holds no PEM certificate");
+    X509_free(cert);
+    X509_free(ca);
+    EVP_PKEY_free(key);
+    BIO_free(cb);
+    BIO_free(kb);
+    BIO_free(ab);
+    return r;
+}
+
+/* A memory file (never on disk) holding text. */
+static int tls_memfile(const char *name, const char *text)
+{
+    int fd = memfd_create(name, MFD_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(text), done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, text + done, len - done);
+        if (n <= 0) {
+            close(fd);
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    return fd;
+}
+
+/* Makes the three memory files; with installed ones (fd[i] >= 0) puts the
+ * new ones at the same descriptors, CA first, so the watcher's next look
+ * sees them (a look between the certificate and the key sees a pair that
+ * does not match, which gRPC skips until the next one). */
+static int tls_install(int fd[3], const char *cert_pem, const char *key_pem, const char *ca_pem)
+{
+    static const char *const names[3] = {"kms-tls-key", "kms-tls-cert", "kms-tls-ca"};
+    const char *texts[3] = {key_pem, cert_pem, ca_pem};
+    int fresh[3] = {-1, -1, -1}, r = KMS_OK;
+    for (int i = 0; i < 3 && r == 0; i++)
+        if ((fresh[i] = tls_memfile(names[i], texts[i])) < 0)
+            r = kms_error_set(KMS_EUNAVAIL, "server: cannot make a memory file for TLS");
+    static const int order[3] = {TLS_CA, TLS_CERT, TLS_KEY};
+    for (int j = 0; j < 3 && r == 0; j++) {
+        int i = order[j];
+        if (fd[i] < 0) {
+            fd[i] = fresh[i];
+            fresh[i] = -1;
+        } else if (dup2(fresh[i], fd[i]) < 0) {
+            r = kms_error_set(KMS_EUNAVAIL, "server: cannot install the new TLS files");
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        if (fresh[i] >= 0)
+            close(fresh[i]);
+    return r;
+}
+
+/* TLS credentials with the same chain verification as the SSL ones plus
+ * cfg->verify_peer (if set) in the handshake; the identity and client CA
+ * come from gRPC's file watcher over s->tls_path, so a reload is seen by
+ * new handshakes within TLS_REFRESH_SEC while connections already up keep
+ * theirs. */
+static grpc_server_credentials *make_tls_creds(kms_server *s)
+{
+    const kms_server_config *cfg = &s->cfg;
     struct verifier *ver = calloc(1, sizeof(*ver));
     if (ver == NULL)
         return NULL;
@@ -356,10 +454,8 @@ static grpc_server_credentials *make_tls_creds(const kms_server_config *cfg)
                                                         .destruct = verify_destruct};
     ver->verify_peer = cfg->verify_peer;
     ver->verify_app = cfg->verify_app;
-    grpc_tls_identity_pairs *pairs = grpc_tls_identity_pairs_create();
-    grpc_tls_identity_pairs_add_pair(pairs, cfg->key_pem, cfg->cert_pem);
-    grpc_tls_certificate_provider *provider =
-        grpc_tls_certificate_provider_static_data_create(cfg->client_ca_pem, pairs);
+    grpc_tls_certificate_provider *provider = grpc_tls_certificate_provider_file_watcher_create(
+        s->tls_path[TLS_KEY], s->tls_path[TLS_CERT], s->tls_path[TLS_CA], TLS_REFRESH_SEC);
     if (provider == NULL) {
         free(ver);
         return NULL;
@@ -377,16 +473,20 @@ static grpc_server_credentials *make_tls_creds(const kms_server_config *cfg)
     return grpc_tls_server_credentials_create(opts);
 }
 
-static grpc_server_credentials *make_creds(const kms_server_config *cfg)
+static grpc_server_credentials *make_creds(kms_server *s)
 {
-    if (cfg->insecure)
+    if (s->cfg.insecure)
         return grpc_insecure_server_credentials_create();
-    if (cfg->verify_peer != NULL)
-        return make_tls_creds(cfg);
-    grpc_ssl_pem_key_cert_pair pair = {.private_key = cfg->key_pem, .cert_chain = cfg->cert_pem};
-    return grpc_ssl_server_credentials_create_ex(
-        cfg->client_ca_pem, &pair, 1, GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY,
-        NULL);
+    return make_tls_creds(s);
+}
+
+int kms_server_reload_tls(kms_server *s, const char *cert_pem, const char *key_pem,
+                          const char *ca_pem)
+{
+    if (s == NULL || s->tls_fd[TLS_KEY] < 0)
+        return kms_error_set(KMS_EINVAL, "server: no TLS listener to reload");
+    KMS_GUARD(tls_check(cert_pem, key_pem, ca_pem));
+    return tls_install(s->tls_fd, cert_pem, key_pem, ca_pem);
 }
 
 int kms_server_start(const kms_server_config *cfg, kms_server **out, int *port)
@@ -399,14 +499,14 @@ int kms_server_start(const kms_server_config *cfg, kms_server **out, int *port)
         cfg->methods == NULL || cfg->n_methods == 0 || cfg->workers == 0 || cfg->max_recv == 0 ||
         cfg->max_recv > INT32_MAX || cfg->max_send == 0 || cfg->max_send > INT32_MAX)
         return kms_error_set(KMS_EINVAL, "server: incomplete configuration");
-    if (!cfg->insecure &&
-        (cfg->cert_pem == NULL || cfg->key_pem == NULL || cfg->client_ca_pem == NULL))
-        return kms_error_set(KMS_EINVAL, "server: mutual TLS needs a certificate, its key and a "
-                                         "client CA");
+    if (!cfg->insecure)
+        KMS_GUARD(tls_check(cfg->cert_pem, cfg->key_pem, cfg->client_ca_pem));
 
     if ((s = calloc(1, sizeof(*s))) == NULL)
         return kms_error_set(KMS_ENOMEM, "out of memory");
     s->cfg = *cfg;
+    for (int i = 0; i < 3; i++)
+        s->tls_fd[i] = -1;
     s->shutdown_tag.kind = TAG_SHUTDOWN;
     s->slots = cfg->workers < MIN_SLOTS_PER_METHOD ? MIN_SLOTS_PER_METHOD : cfg->workers;
     pthread_mutex_init(&s->mu, NULL);
@@ -416,6 +516,12 @@ int kms_server_start(const kms_server_config *cfg, kms_server **out, int *port)
     if (s->handles == NULL || s->threads == NULL) {
         r = kms_error_set(KMS_ENOMEM, "out of memory");
         goto out;
+    }
+    if (!cfg->insecure) {
+        if ((r = tls_install(s->tls_fd, cfg->cert_pem, cfg->key_pem, cfg->client_ca_pem)) != 0)
+            goto out;
+        for (int i = 0; i < 3; i++)
+            snprintf(s->tls_path[i], sizeof(s->tls_path[i]), "/proc/self/fd/%d", s->tls_fd[i]);
     }
 
     const struct {
@@ -464,7 +570,7 @@ int kms_server_start(const kms_server_config *cfg, kms_server **out, int *port)
             goto out;
         }
     }
-    if ((creds = make_creds(cfg)) == NULL) {
+    if ((creds = make_creds(s)) == NULL) {
         r = kms_error_set(KMS_EINVAL, "server: TLS credentials refused (check the certificate, "
                                       "key and CA files)");
         goto out;
@@ -583,6 +689,9 @@ void kms_server_destroy(kms_server *s)
         grpc_completion_queue_destroy(s->cq);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
+    for (int i = 0; i < 3; i++)
+        if (s->tls_fd[i] >= 0)
+            close(s->tls_fd[i]);
     free(s->handles);
     free(s->threads);
     free(s);

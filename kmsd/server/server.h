@@ -70,8 +70,9 @@ typedef struct kms_server_config {
     /* Optional, with mutual TLS: called during every handshake, after the
      * chain verified against client_ca_pem, with the client's certificate
      * (PEM); nonzero refuses the handshake (the client sees UNAVAILABLE).
-     * Called on gRPC's threads, concurrently. With it the listener uses
-     * gRPC's TLS credentials (external verifier), without it the SSL ones. */
+     * Called on gRPC's threads, concurrently. The listener uses gRPC's TLS
+     * credentials (external verifier) with a file watcher over memory
+     * files, so kms_server_reload_tls can replace the material. */
     int (*verify_peer)(void *verify_app, const char *leaf_pem) KMS_MUST_CHECK;
     void *verify_app;
     unsigned workers;
@@ -95,6 +96,15 @@ typedef struct kms_server kms_server;
  * address cannot be bound. The config (and the strings it points to, except
  * the PEM strings, which gRPC copies) must outlive the server. */
 int kms_server_start(const kms_server_config *cfg, kms_server **out, int *port) KMS_MUST_CHECK;
+
+/* Replaces the server certificate chain, its key and the client CA (PEM,
+ * NUL-terminated) for new handshakes: gRPC's file watcher sees them within
+ * a second; connections already up and their calls are untouched. They are
+ * checked first (the key matches the certificate, the CA parses):
+ * KMS_EINVAL with a detail, and the old material stays. KMS_EINVAL on an
+ * insecure server. Not concurrently with itself. */
+int kms_server_reload_tls(kms_server *s, const char *cert_pem, const char *key_pem,
+                          const char *ca_pem) KMS_MUST_CHECK;
 
 /* Graceful stop, in the order the core requires: no new requests are
  * posted, the server shuts down and cancels the calls in flight, the queue

@@ -28,9 +28,9 @@
  *    the authority: creating again makes an independent version.
  *  - KMS_BACKEND_CAP_SHRED, as the backend's mode declares it: destroy
  *    removes the version (opening a saved ref or destroying it again is
- *    KMS_ENOTFOUND). Without it (TPM2) destroy has nothing to remove on the
- *    device (0, also the second time); crypto-shredding is then the store
- *    forgetting the reference.
+ *    KMS_ENOTFOUND). Every backend here declares it (TPM2: each version's
+ *    NV index is undefined); without it destroy would have nothing to
+ *    remove on the device (0, also the second time).
  *  - EMPTY_OK: an empty plaintext wraps (the tag still binds the AAD);
  *    otherwise wrap refuses it with KMS_EINVAL.
  *  - max_len / LIMIT: the largest plaintext the suite round-trips; with

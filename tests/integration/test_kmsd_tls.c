@@ -25,6 +25,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -440,12 +441,124 @@ static void unsafe_settings_refused(void **state)
     assert_non_null(strstr(out, "GRPC_VERBOSITY=debug: cleared"));
 }
 
+/* ---- rotating the server certificate on SIGHUP --------------------------------------- */
+
+/* The first certificate block of a PEM file. */
+static void first_cert(const char *path, char *out, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(out, 1, cap - 1, f);
+    fclose(f);
+    out[n] = '\0';
+    char *end = strstr(out, "-----END CERTIFICATE-----");
+    assert_non_null(end);
+    end[strlen("-----END CERTIFICATE-----")] = '\0';
+}
+
+/* 1 if a fresh TLS connection (openssl s_client, as app) is served `pem`. */
+static int served_cert_is(const char *pem)
+{
+    char cmd[2048], cert[400], key[400], ca[400];
+    kms_test_kmsd_pki(&K, "app.pem", cert, sizeof(cert));
+    kms_test_kmsd_pki(&K, "app-key.pem", key, sizeof(key));
+    kms_test_kmsd_pki(&K, "ca.pem", ca, sizeof(ca));
+    snprintf(cmd, sizeof(cmd),
+             "openssl s_client -connect %s -cert %s -key %s -CAfile %s -alpn h2 </dev/null "
+             "2>/dev/null",
+             K.target, cert, key, ca);
+    char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    static char out[65536];
+    (void)kms_test_run(argv, out, sizeof(out));
+    return strstr(out, pem) != NULL;
+}
+
+struct looper {
+    volatile int stop;
+    unsigned calls, failed;
+    int last_failure;
+};
+
+/* Health on one long-lived channel and on a fresh channel (a new
+ * handshake) in turn, until told to stop. */
+static void *loop_calls(void *arg)
+{
+    struct looper *l = arg;
+    kms_tc *kept = open_as("app");
+    while (!l->stop) {
+        int st = health(kept);
+        kms_tc *fresh = open_as("app");
+        int st2 = health(fresh);
+        kms_tc_close(fresh);
+        l->calls += 2;
+        if (st != GRPC_STATUS_OK || st2 != GRPC_STATUS_OK) {
+            l->failed++;
+            l->last_failure = st != GRPC_STATUS_OK ? st : st2;
+        }
+    }
+    kms_tc_close(kept);
+    return NULL;
+}
+
+/* SIGHUP replaces the server certificate and key while a client loops on a
+ * kept channel and on fresh ones: no call fails, and a new connection is
+ * served the new certificate. A key that does not match the certificate
+ * (a half-done rotation) keeps the old pair, and kmsd says why. The old
+ * code loaded the certificate once, at start. */
+static void server_certificate_rotation(void **state)
+{
+    (void)state;
+    static char before[8192], after[8192], path[400];
+    dev_pki("crl", "crl", "bob"); /* the CRLs are reloaded with the rest */
+    restart_with("tls:\n", "tls:\n  crl: pki/crl.pem\n");
+    first_cert(kms_test_kmsd_pki(&K, "server.pem", path, sizeof(path)), before, sizeof(before));
+    assert_true(served_cert_is(before));
+
+    struct looper l = {0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, loop_calls, &l), 0);
+    struct timespec ts = {0, 300 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    dev_pki("server", NULL, NULL); /* a new key and certificate, same CA */
+    first_cert(path, after, sizeof(after));
+    assert_string_not_equal(before, after);
+    assert_int_equal(kill(K.pid, SIGHUP), 0);
+    int seen = 0;
+    for (int i = 0; i < 50 && !(seen = served_cert_is(after)); i++)
+        nanosleep(&ts, NULL);
+    nanosleep(&ts, NULL);
+    l.stop = 1;
+    assert_int_equal(pthread_join(t, NULL), 0);
+    print_message("certificate rotation: %u calls while rotating, %u failed\n", l.calls, l.failed);
+    assert_true(seen);
+    assert_true(l.calls > 0);
+    if (l.failed != 0)
+        fail_msg("%u of %u calls failed (last status %d)", l.failed, l.calls, l.last_failure);
+    assert_int_equal(health_as("app"), GRPC_STATUS_OK);
+
+    /* A key of another certificate: refused, the current pair stays. */
+    char key[400], other[400], cmd[1000];
+    snprintf(cmd, sizeof(cmd), "cp %s %s",
+             kms_test_kmsd_pki(&K, "app-key.pem", other, sizeof(other)),
+             kms_test_kmsd_pki(&K, "server-key.pem", key, sizeof(key)));
+    char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    assert_int_equal(kms_test_run(argv, NULL, 0), 0);
+    assert_int_equal(kill(K.pid, SIGHUP), 0);
+    struct timespec two = {2, 0};
+    nanosleep(&two, NULL);
+    assert_true(served_cert_is(after));
+    assert_int_equal(health_as("app"), GRPC_STATUS_OK);
+    dev_pki("server", NULL, NULL);
+    restart_with(NULL, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(refused_callers),
         cmocka_unit_test(cn_identity),
         cmocka_unit_test(revocation),
+        cmocka_unit_test(server_certificate_rotation),
         cmocka_unit_test(handshake_timeout_bounds_fds),
         cmocka_unit_test(unsafe_settings_refused),
         cmocka_unit_test(insecure_dev_listener),

@@ -783,6 +783,187 @@ static void state_key_on_the_tpm(void **state)
     kms_test_swtpm_destroy(&other);
 }
 
+/* ---- shredding ------------------------------------------------------------------------ */
+
+/* The NV index a reference of format 3 or 4 names (docs/tpm2.md), 0 for
+ * older formats. */
+static uint32_t ref_nv_index(const kms_backend_ref *ref)
+{
+    if (ref->len < 33 || (ref->bytes[3] != 3 && ref->bytes[3] != 4))
+        return 0;
+    return (uint32_t)ref->bytes[29] << 24 | (uint32_t)ref->bytes[30] << 16 |
+           (uint32_t)ref->bytes[31] << 8 | ref->bytes[32];
+}
+
+/* Destroying a version shreds it: a copy of its reference taken before
+ * (what a database backup or WAL file holds) no longer opens, in either
+ * mode, PCR-bound or not, with or without the auth secret; nor does an
+ * index an attacker with owner access defines again at the same handle
+ * with other bytes (the object's authValue needs the destroyed bytes:
+ * the TPM refuses). Other versions keep working. The old code's destroy
+ * left the version usable from any copy of its reference. */
+static void destroy_shreds_saved_copies(void **state)
+{
+    (void)state;
+    kms_test_swtpm other;
+    kms_test_swtpm_start(&other);
+    char auth[600];
+    snprintf(auth, sizeof(auth), "%s/kms.tpm2-auth", other.dir);
+    kms_tpm2_config plain = {.tcti = other.tcti, .lock_dir = other.dir};
+    kms_tpm2_config with_auth = {.tcti = other.tcti, .lock_dir = other.dir, .auth_key_file = auth};
+    kms_tpm2_config pcr = with_auth;
+    pcr.pcr_mask = 1u << 16;
+    assert_int_equal(kms_tpm2_provision(&with_auth), 0);
+    const kms_tpm2_config *configs[] = {&plain, &with_auth, &pcr};
+    for (int c = 0; c < 3; c++) {
+        for (int resident = 0; resident < 2; resident++) {
+            kms_backend *s = NULL, *r = NULL;
+            assert_int_equal(kms_tpm2_open(configs[c], &s, &r), 0);
+            kms_backend *b = resident ? r : s;
+            assert_true(kms_backend_has_caps(b, KMS_BACKEND_CAP_SHRED));
+            uint32_t v = (uint32_t)(100 + 10 * c + 2 * resident);
+            kms_backend_ref ref, keep, copy;
+            assert_int_equal(b->ops->create_version(b, KEY_ID, v, &ref), 0);
+            assert_int_equal(b->ops->create_version(b, KEY_ID, v + 1, &keep), 0);
+            assert_int_equal(ref.bytes[3], c == 0 ? 3 : 4);
+            uint32_t index = ref_nv_index(&ref);
+            assert_true(index >= 0x013B0000u && index <= 0x013BFFFFu);
+            assert_int_not_equal(index, ref_nv_index(&keep));
+            assert_int_equal(use_ref(b, &ref), 0);
+            copy = ref; /* the backup */
+            kms_backend_key *open = NULL;
+            assert_int_equal(b->ops->open_version(b, &ref, &open), 0);
+
+            assert_int_equal(b->ops->destroy_version(b, &ref), 0);
+            assert_int_equal(use_ref(b, &copy), KMS_ENOTFOUND);
+            if (strstr(kms_error_detail(), "destroyed") == NULL)
+                fail_msg("detail: %s", kms_error_detail());
+            assert_int_equal(b->ops->destroy_version(b, &copy), KMS_ENOTFOUND);
+            uint8_t pt[16] = {1}, ct[16];
+            kms_aead_io io = {.in = pt, .in_len = sizeof(pt), .out = ct};
+            assert_int_equal(b->ops->wrap(b, open, &io), KMS_ENOTFOUND);
+            b->ops->release_version(b, open);
+            assert_int_equal(use_ref(b, &keep), 0);
+
+            /* The attacker defines the index again, as kms would, with
+             * bytes of their own. Without the auth secret (c == 0) the
+             * index's authValue is empty, so tpm2-tools can; kms then reads
+             * the attacker's bytes, and the TPM refuses the object. */
+            char args[700], bytes[600];
+            if (c == 0) {
+                uint8_t junk[32];
+                assert_int_equal(RAND_bytes(junk, sizeof(junk)), 1);
+                snprintf(bytes, sizeof(bytes), "%s/junk.bin", other.dir);
+                FILE *f = fopen(bytes, "wb");
+                assert_non_null(f);
+                assert_int_equal(fwrite(junk, 1, sizeof(junk), f), sizeof(junk));
+                assert_int_equal(fclose(f), 0);
+                snprintf(args, sizeof(args),
+                         "nvdefine 0x%08x -C o -s 32 -a \"authread|authwrite|no_da\"", index);
+                assert_int_equal(kms_test_swtpm_tool(&other, args), 0);
+                snprintf(args, sizeof(args), "nvwrite 0x%08x -i %s", index, bytes);
+                assert_int_equal(kms_test_swtpm_tool(&other, args), 0);
+                int rr = use_ref(b, &copy);
+                assert_int_not_equal(rr, 0);
+                assert_int_not_equal(rr, KMS_ENOTFOUND); /* the TPM itself refuses */
+                snprintf(args, sizeof(args), "nvundefine 0x%08x -C o", index);
+                assert_int_equal(kms_test_swtpm_tool(&other, args), 0);
+            }
+            s->ops->close(s);
+            r->ops->close(r);
+        }
+    }
+    kms_test_swtpm_destroy(&other);
+}
+
+/* When the TPM's NV memory is full, creating a version fails with
+ * KMS_EEXHAUSTED and a detail that says so (nothing half-made stays);
+ * destroying a version frees its index for the next one. */
+static void nv_full_is_a_clear_error(void **state)
+{
+    (void)state;
+    kms_test_swtpm other;
+    kms_test_swtpm_start(&other);
+    kms_tpm2_config c = {.tcti = other.tcti, .lock_dir = other.dir};
+    assert_int_equal(kms_tpm2_provision(&c), 0);
+    kms_backend *s = NULL, *r = NULL;
+    assert_int_equal(kms_tpm2_open(&c, &s, &r), 0);
+    enum { MAX = 4000 };
+    kms_backend_ref *refs = calloc(MAX, sizeof(*refs));
+    assert_non_null(refs);
+    int n = 0, rc = 0;
+    while (n < MAX && (rc = s->ops->create_version(s, KEY_ID, (uint32_t)n + 1, &refs[n])) == 0)
+        n++;
+    print_message("swtpm: %d versions (NV indices) fit\n", n);
+    assert_int_equal(rc, KMS_EEXHAUSTED);
+    assert_true(n > 0);
+    if (strstr(kms_error_detail(), "NV memory is full") == NULL)
+        fail_msg("detail: %s", kms_error_detail());
+    assert_int_equal(use_ref(s, &refs[0]), 0);
+    assert_int_equal(s->ops->destroy_version(s, &refs[0]), 0);
+    kms_backend_ref again;
+    assert_int_equal(s->ops->create_version(s, KEY_ID, 9999, &again), 0);
+    assert_int_equal(use_ref(s, &again), 0);
+    assert_int_equal(use_ref(s, &refs[n - 1]), 0);
+    free(refs);
+    s->ops->close(s);
+    r->ops->close(r);
+    kms_test_swtpm_destroy(&other);
+}
+
+static size_t read_all(const char *path, uint8_t *buf, size_t cap)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, cap, f);
+    assert_int_equal(fclose(f), 0);
+    assert_true(n > 0 && n < cap);
+    return n;
+}
+
+/* A sealed version made before shredding (reference format 1: no index,
+ * empty authValue; made here with tpm2-tools as kms made it) stays
+ * readable, and destroying it succeeds but shreds nothing: a copy of it
+ * still opens (docs/tpm2.md says so). */
+static void old_references_stay_readable_unshredded(void **state)
+{
+    (void)state;
+    char args[4096], pub[600], priv[600];
+    snprintf(pub, sizeof(pub), "%s/old.pub", T.dir);
+    snprintf(priv, sizeof(priv), "%s/old.priv", T.dir);
+    snprintf(args, sizeof(args), "getrandom 32 -o %s/old.key", T.dir);
+    assert_int_equal(kms_test_swtpm_tool(&T, args), 0);
+    snprintf(args, sizeof(args),
+             "create -C 0x81000101 -g sha256 -i %s/old.key -u %s -r %s "
+             "-a \"fixedtpm|fixedparent|noda|userwithauth\"",
+             T.dir, pub, priv);
+    assert_int_equal(kms_test_swtpm_tool(&T, args), 0);
+    uint8_t p[1024], q[1024];
+    size_t plen = read_all(pub, p, sizeof(p)), qlen = read_all(priv, q, sizeof(q));
+    kms_backend_ref old;
+    size_t n = 0;
+    memcpy(old.bytes, "KT2\x01\x01", 5);
+    n = 5;
+    memcpy(old.bytes + n, KEY_ID, 16);
+    n += 16;
+    static const uint8_t version_and_mask[8] = {0, 0, 0, 90, 0, 0, 0, 0};
+    memcpy(old.bytes + n, version_and_mask, 8);
+    n += 8;
+    old.bytes[n++] = (uint8_t)(plen >> 8);
+    old.bytes[n++] = (uint8_t)plen;
+    memcpy(old.bytes + n, p, plen);
+    n += plen;
+    old.bytes[n++] = (uint8_t)(qlen >> 8);
+    old.bytes[n++] = (uint8_t)qlen;
+    memcpy(old.bytes + n, q, qlen);
+    n += qlen;
+    old.len = n;
+    assert_int_equal(use_ref(SEALED, &old), 0);
+    kms_backend_ref copy = old;
+    assert_int_equal(SEALED->ops->destroy_version(SEALED, &old), 0);
+    assert_int_equal(use_ref(SEALED, &copy), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -794,6 +975,9 @@ int main(void)
         cmocka_unit_test(stopped_tpm_keeps_open_sealed_keys),
         cmocka_unit_test(one_process_per_tpm),
         cmocka_unit_test(other_tpm_refuses),
+        cmocka_unit_test(destroy_shreds_saved_copies),
+        cmocka_unit_test(nv_full_is_a_clear_error),
+        cmocka_unit_test(old_references_stay_readable_unshredded),
         cmocka_unit_test(replaced_primary_refused),
         cmocka_unit_test(bus_listener_learns_no_key),
         cmocka_unit_test(object_auth_needs_the_secret),

@@ -53,8 +53,37 @@ static void round_trip(void **state)
     assert_memory_equal(ref.bytes, "KT2\2\1", 5);
     assert_int_equal(kms_tpm2_ref_decode(&ref, &back), 0);
     assert_int_equal(back.auth, 1);
-    ref.bytes[3] = 3; /* no such format */
+    assert_int_equal(back.nv_index, 0);
+    ref.bytes[3] = 5; /* no such format */
     assert_int_equal(kms_tpm2_ref_decode(&ref, &back), KMS_ENOTFOUND);
+    /* With a shred index: format 4 (3 without the auth secret), the index
+     * after the PCR mask, and back. */
+    r.nv_index = TPM2_SHRED_NV_FIRST + 0x1234;
+    assert_int_equal(kms_tpm2_ref_encode(&r, &ref), 0);
+    assert_memory_equal(ref.bytes, "KT2\4\1", 5);
+    assert_memory_equal(ref.bytes + 29, "\x01\x3b\x12\x34", 4);
+    assert_int_equal(kms_tpm2_ref_decode(&ref, &back), 0);
+    assert_int_equal(back.auth, 1);
+    assert_int_equal(back.nv_index, r.nv_index);
+    r.auth = 0;
+    assert_int_equal(kms_tpm2_ref_encode(&r, &ref), 0);
+    assert_memory_equal(ref.bytes, "KT2\3\1", 5);
+    assert_int_equal(kms_tpm2_ref_decode(&ref, &back), 0);
+    assert_int_equal(back.auth, 0);
+    assert_int_equal(back.nv_index, r.nv_index);
+    /* An index outside kms's range is no reference of ours. */
+    ref.bytes[30] = 0x3c;
+    assert_int_equal(kms_tpm2_ref_decode(&ref, &back), KMS_ENOTFOUND);
+    ref.bytes[30] = 0x3a;
+    assert_int_equal(kms_tpm2_ref_decode(&ref, &back), KMS_ENOTFOUND);
+    ref.bytes[30] = 0x3b;
+    assert_int_equal(kms_tpm2_ref_decode(&ref, &back), 0);
+    /* Every truncation of a format-3 reference is refused too. */
+    for (size_t n = 0; n < ref.len; n++) {
+        kms_backend_ref cut = ref;
+        cut.len = n;
+        assert_int_equal(kms_tpm2_ref_decode(&cut, &back), KMS_ENOTFOUND);
+    }
 }
 
 static void malformed_refused(void **state)
