@@ -6,9 +6,10 @@
  * inside a real kmsd in test_secret_hygiene).
  *
  * Shown able to fail: with fail_now() in base/alloc.c returning 0 always,
- * nth_allocation_fails fails ("0x1 != 0" on the NULL check); with the
- * OPENSSL_cleanse removed from kms_pb_wiping_free,
- * freed_request_blocks_hold_no_key finds the key in 1 block. */
+ * the first five cases fail (the allocation meant to fail succeeded); with
+ * the OPENSSL_cleanse removed from kms_pb_wiping_free,
+ * freed_request_blocks_hold_no_key finds the key in 2 freed blocks.
+ */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
