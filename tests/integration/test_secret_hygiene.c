@@ -408,6 +408,13 @@ static void process_is_not_dumpable(void **state)
 static void core_dump_holds_no_freed_data_key(void **state)
 {
     (void)state;
+#ifdef KMS_SANITIZED
+    /* The sanitizers own free: kmsd/heap_wipe.c is not linked there, and
+     * the core of a process with shadow memory is huge. The release-like
+     * build runs this case. */
+    print_message("sanitizer build: kmsd does not wipe freed heap blocks here: skipped\n");
+    skip();
+#endif
     char prefix[400], core[420], pid[16], out[8192];
     kms_test_path(prefix, sizeof(prefix), DIR_, "core");
     snprintf(pid, sizeof(pid), "%d", (int)K.pid);
