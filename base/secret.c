@@ -1,4 +1,5 @@
 /* Secret memory: locked, undumpable pages, wiped in the free path. */
+#include "base/alloc.h"
 #include "base/secret.h"
 
 #include <openssl/crypto.h>
@@ -73,7 +74,7 @@ int kms_secret_new(size_t len, kms_secret **out)
         return kms_error_set(KMS_EINVAL, "secret length %zu out of range", len);
     pthread_once(&cache_once, cache_init);
 
-    kms_secret *s = calloc(1, sizeof(*s));
+    kms_secret *s = kms_calloc(1, sizeof(*s));
     if (s == NULL)
         return kms_error_set(KMS_ENOMEM, "out of memory");
     size_t map_len = (len + page_size - 1) / page_size * page_size;
@@ -83,7 +84,7 @@ int kms_secret_new(size_t len, kms_secret **out)
     } else {
         p = map_locked(map_len);
         if (p == NULL) {
-            free(s);
+            kms_free(s);
             return kms_error_set(
                 KMS_ENOMEM, "cannot lock %zu bytes of secret memory (RLIMIT_MEMLOCK?)", map_len);
         }
@@ -128,5 +129,5 @@ void kms_secret_free(kms_secret *s)
     else
         unmap_locked(s->data, s->map_len);
     OPENSSL_cleanse(s, sizeof(*s));
-    free(s);
+    kms_free(s);
 }

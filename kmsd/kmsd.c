@@ -39,6 +39,8 @@
 #include "kmsd/quorum/quorum.h"
 #include "kmsd/rpc_table.h"
 #include "base/secret.h"
+#include "base/alloc.h"
+#include "base/pb_alloc.h"
 #include "kmsd/server/crl.h"
 #include "kmsd/server/server.h"
 #include "kmsd/state/state.h"
@@ -265,8 +267,41 @@ static int harden_process(void)
     struct rlimit none = {0, 0};
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || setrlimit(RLIMIT_CORE, &none) != 0)
         return kms_error_set(KMS_EINTERNAL, "cannot disable core dumps: %s", strerror(errno));
+    /* Read back what the kernel now says, so the log states it (the
+     * secret-hygiene test checks this line) and a kernel that ignored the
+     * request stops kmsd instead of leaving it dumpable. */
+    struct rlimit core = {1, 1};
+    int dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+    if (dumpable != 0 || getrlimit(RLIMIT_CORE, &core) != 0 || core.rlim_cur != 0 ||
+        core.rlim_max != 0)
+        return kms_error_set(KMS_EINTERNAL, "core dumps are still enabled (dumpable %d)", dumpable);
+    kms_log_debug("process hardened: dumpable=0 core_limit=0");
     return KMS_OK;
 }
+
+#ifdef KMS_TEST_HOOKS
+/* Test build only, from the environment (one test each; a release kmsd
+ * does not know the names): KMS_TEST_ALLOC_FAIL_FILE names the control file
+ * of the allocation-failure tests (base/alloc.h, kms_alloc_test_control);
+ * KMS_TEST_PB_QUARANTINE=1 keeps the wiping allocator's freed blocks
+ * instead of reusing them (pb_alloc.h), so the secret-hygiene test's core
+ * dump shows what free left in every block a request used. */
+static void test_hooks_from_env(void)
+{
+    const char *alloc_file = getenv("KMS_TEST_ALLOC_FAIL_FILE");
+    if (alloc_file != NULL && alloc_file[0] != '\0') {
+        kms_log_warn("TEST ALLOCATION FAILURES: controlled by %s; never use this outside tests",
+                     alloc_file);
+        kms_alloc_test_control(alloc_file);
+    }
+    const char *quarantine = getenv("KMS_TEST_PB_QUARANTINE");
+    if (quarantine != NULL && strcmp(quarantine, "1") == 0) {
+        kms_log_warn(
+            "TEST QUARANTINE: freed request blocks are kept; never use this outside tests");
+        kms_pb_wiping_test_quarantine(1);
+    }
+}
+#endif
 
 /* Reads a PEM file into a NUL-terminated buffer: the private key as a
  * secret file (a kms_secret: locked, wiped on free; 0600, not a symlink,
@@ -936,6 +971,9 @@ int main(int argc, char **argv)
     status = EXIT_RUNTIME;
     if ((r = harden_process()) != 0)
         goto fail;
+#ifdef KMS_TEST_HOOKS
+    test_hooks_from_env();
+#endif
     r = provision ? cmd_tpm2_provision(&d)
         : init    ? cmd_init(&d)
         : seal    ? cmd_seal_state(&d)

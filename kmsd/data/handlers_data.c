@@ -13,6 +13,7 @@
 #include <grpc/status.h>
 
 #include "grpc/health/v1/health.pb-c.h"
+#include "base/alloc.h"
 #include "kmsd/keyring/blob.h"
 #include "kmsd/data/handlers_data.h"
 #include "kmsd/keyring/keyring.h"
@@ -285,7 +286,7 @@ static int collect_version(void *ctx, const kms_version_rec *v)
     struct versions *vs = ctx;
     if (vs->n == vs->cap) {
         size_t cap = vs->cap ? vs->cap * 2 : 8;
-        kms_version_rec *g = realloc(vs->v, cap * sizeof(*g));
+        kms_version_rec *g = kms_realloc(vs->v, cap * sizeof(*g));
         if (g == NULL)
             return kms_error_set(KMS_ENOMEM, "out of memory");
         vs->v = g;
@@ -392,7 +393,7 @@ static int key_metadata(kms_rpc_call *c, const kms_key_rec *rec, int officer,
     m->rotation = rot;
     m->deletion_at = rec->deletion_at;
 out:
-    free(vs.v);
+    kms_free(vs.v);
     kms_policy_clear(&kp);
     return r;
 }

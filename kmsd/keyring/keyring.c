@@ -16,6 +16,7 @@
  * version disabled) would leave a stale entry. kms_keyring_refresh, called
  * after every such change, bumps `gen` first; a load notes `gen` before its
  * store read and inserts only if it is unchanged, else reads again. */
+#include "base/alloc.h"
 #include "kmsd/keyring/keyring.h"
 
 #include <openssl/crypto.h>
@@ -138,14 +139,14 @@ static void maybe_grow(kms_keyring *kr)
         return;
     size_t old_n = kr->nbuckets;
     struct key_entry **old_name = kr->by_name;
-    struct key_entry **nn = calloc(old_n * 2, sizeof(*nn));
-    struct key_entry **ni = calloc(old_n * 2, sizeof(*ni));
+    struct key_entry **nn = kms_calloc(old_n * 2, sizeof(*nn));
+    struct key_entry **ni = kms_calloc(old_n * 2, sizeof(*ni));
     if (nn == NULL || ni == NULL) {
-        free(nn);
-        free(ni);
+        kms_free(nn);
+        kms_free(ni);
         return;
     }
-    free(kr->by_id);
+    kms_free(kr->by_id);
     kr->by_name = nn;
     kr->by_id = ni;
     kr->nbuckets = old_n * 2;
@@ -158,7 +159,7 @@ static void maybe_grow(kms_keyring *kr)
             e = next;
         }
     }
-    free(old_name);
+    kms_free(old_name);
 }
 
 /* ---- backend names ---------------------------------------------------------- */
@@ -227,9 +228,9 @@ static void entry_free(struct key_entry *e)
     for (size_t i = 0; i < e->nversions; i++)
         if (e->versions[i].bk)
             e->backend->ops->release_version(e->backend, e->versions[i].bk);
-    free(e->versions);
+    kms_free(e->versions);
     pthread_mutex_destroy(&e->mu);
-    free(e);
+    kms_free(e);
 }
 
 /* ---- loading from the store ------------------------------------------------ */
@@ -245,7 +246,7 @@ static int collect_version(void *ctx, const kms_version_rec *v)
     struct version_list *l = ctx;
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 4;
-        struct version_slot *s = realloc(l->slots, cap * sizeof(*s));
+        struct version_slot *s = kms_realloc(l->slots, cap * sizeof(*s));
         if (s == NULL)
             return kms_error_set(KMS_ENOMEM, "out of memory");
         l->slots = s;
@@ -268,14 +269,14 @@ static int load_entry(kms_keyring *kr, const kms_key_rec *rec, struct key_entry 
     if (b == NULL)
         return kms_error_set(KMS_EUNAVAIL, "key %s uses backend %s, which is not configured",
                              rec->name, rec->backend);
-    struct key_entry *e = calloc(1, sizeof(*e));
+    struct key_entry *e = kms_calloc(1, sizeof(*e));
     if (e == NULL)
         return kms_error_set(KMS_ENOMEM, "out of memory");
     struct version_list l = {0};
     int r = kr->store->ops->version_list(kr->store, rec->id, collect_version, &l);
     if (r != 0) {
-        free(l.slots);
-        free(e);
+        kms_free(l.slots);
+        kms_free(e);
         return r;
     }
     e->rec = *rec;
@@ -369,16 +370,16 @@ int kms_keyring_open(kms_store *store, const kms_keyring_config *cfg, kms_keyrin
     if (c.nonce_limit > KMS_NONCE_LIMIT || c.rotate_at > c.nonce_limit)
         return kms_error_set(KMS_EINVAL, "nonce limit above 2^32 or rotation point above it");
 
-    kms_keyring *kr = calloc(1, sizeof(*kr));
+    kms_keyring *kr = kms_calloc(1, sizeof(*kr));
     if (kr == NULL)
         return kms_error_set(KMS_ENOMEM, "out of memory");
     kr->nbuckets = 64;
-    kr->by_name = calloc(kr->nbuckets, sizeof(*kr->by_name));
-    kr->by_id = calloc(kr->nbuckets, sizeof(*kr->by_id));
+    kr->by_name = kms_calloc(kr->nbuckets, sizeof(*kr->by_name));
+    kr->by_id = kms_calloc(kr->nbuckets, sizeof(*kr->by_id));
     if (kr->by_name == NULL || kr->by_id == NULL) {
-        free(kr->by_name);
-        free(kr->by_id);
-        free(kr);
+        kms_free(kr->by_name);
+        kms_free(kr->by_id);
+        kms_free(kr);
         return kms_error_set(KMS_ENOMEM, "out of memory");
     }
     kr->store = store;
@@ -473,7 +474,7 @@ static int collect_name(void *ctx, const kms_key_rec *k)
         return KMS_OK;
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 16;
-        char(*names)[KMS_KEY_NAME_MAX + 1] = realloc(l->names, cap * sizeof(*names));
+        char(*names)[KMS_KEY_NAME_MAX + 1] = kms_realloc(l->names, cap * sizeof(*names));
         if (names == NULL)
             return kms_error_set(KMS_ENOMEM, "out of memory");
         l->names = names;
@@ -530,7 +531,7 @@ int kms_keyring_check_all(kms_keyring *kr, size_t *checked)
         }
         check_entry(e, &ok, &first, why, sizeof(why));
     }
-    free(l.names);
+    kms_free(l.names);
     if (r != 0)
         return r;
     if (first != 0)
@@ -552,14 +553,14 @@ void kms_keyring_close(kms_keyring *kr)
             e = next;
         }
     }
-    free(kr->by_name);
-    free(kr->by_id);
+    kms_free(kr->by_name);
+    kms_free(kr->by_id);
     pthread_rwlock_destroy(&kr->lock);
     /* After the keys: their opened versions were released above. */
     for (size_t i = kr->nbackends; i-- > 0;)
         if (kr->backends[i].owned)
             kr->backends[i].b->ops->close(kr->backends[i].b);
-    free(kr);
+    kms_free(kr);
 }
 
 void kms_keyring_set_rotation_recorder(kms_keyring *kr, kms_keyring_rotation_recorder rec,
@@ -725,7 +726,7 @@ static int rotate_locked(kms_keyring *kr, struct key_entry *e, const char *reaso
     uint32_t next = e->nversions ? e->versions[e->nversions - 1].version + 1 : 1;
     if (next == 0)
         return kms_error_set(KMS_EEXHAUSTED, "key %s has no version numbers left", e->rec.name);
-    struct version_slot *grown = realloc(e->versions, (e->nversions + 1) * sizeof(*grown));
+    struct version_slot *grown = kms_realloc(e->versions, (e->nversions + 1) * sizeof(*grown));
     if (grown == NULL)
         return kms_error_set(KMS_ENOMEM, "out of memory");
     e->versions = grown;
@@ -738,11 +739,11 @@ static int rotate_locked(kms_keyring *kr, struct key_entry *e, const char *reaso
     v.created_at = kms_clock_now(&kr->clock);
     kms_action_rec *record = NULL;
     if (reason != NULL && kr->recorder != NULL) {
-        if ((record = calloc(1, sizeof(*record))) == NULL)
+        if ((record = kms_calloc(1, sizeof(*record))) == NULL)
             return kms_error_set(KMS_ENOMEM, "out of memory");
         int r = kr->recorder(kr->recorder_ctx, e->rec.name, next, reason, record);
         if (r != 0) {
-            free(record);
+            kms_free(record);
             return r;
         }
     }
@@ -754,7 +755,7 @@ static int rotate_locked(kms_keyring *kr, struct key_entry *e, const char *reaso
         if (r != 0)
             discard_on_backend(kr->store, e->backend, e->rec.id, next, &v.ref);
     }
-    free(record);
+    kms_free(record);
     if (r != 0)
         return r;
     struct version_slot *slot = &e->versions[e->nversions++];

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
 #include "kmsd/quorum/quorum.h"
 #include "kmsd/quorum/handlers_quorum.h"
 #include "kms/v1/kms.pb-c.h"
@@ -169,7 +170,7 @@ int kms_handlers_list_actions(kms_rpc_call *c, const ProtobufCMessage *msg, Prot
     const kms_rpc_env *env = kms_rpc_env_of(c);
     uint8_t(*ids)[KMS_ACTION_ID_LEN] = kms_rpc_alloc(c, LIST_MAX * KMS_ACTION_ID_LEN);
     Kms__V1__ListActionsResponse *resp = kms_rpc_alloc(c, sizeof(*resp));
-    kms_action_rec *a = malloc(sizeof(*a));
+    kms_action_rec *a = kms_malloc(sizeof(*a));
     size_t n = 0;
     int r = ids && resp && a
                 ? env->store->ops->action_ids(env->store, req->pending_only != 0, ids, LIST_MAX, &n)
@@ -184,7 +185,7 @@ int kms_handlers_list_actions(kms_rpc_call *c, const ProtobufCMessage *msg, Prot
             (r = to_wire(c, a, &resp->actions[i])) == 0)
             resp->n_actions++;
     }
-    free(a);
+    kms_free(a);
     if (r == 0)
         *out = &resp->base;
     return r;

@@ -6,6 +6,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "base/alloc.h"
 #include "base/approval.h"
 #include "base/crashpoint.h"
 #include "base/log.h"
@@ -63,7 +64,7 @@ int kms_quorum_open(kms_store *store, kms_keyring *kr, kms_policy *policy,
 {
     if (store == NULL || kr == NULL || policy == NULL || out == NULL)
         return kms_error_set(KMS_EINVAL, "missing argument");
-    kms_quorum *q = calloc(1, sizeof(*q));
+    kms_quorum *q = kms_calloc(1, sizeof(*q));
     if (q == NULL)
         return kms_error_set(KMS_ENOMEM, "out of memory");
     q->store = store;
@@ -77,7 +78,7 @@ int kms_quorum_open(kms_store *store, kms_keyring *kr, kms_policy *policy,
         q->cfg.max_pending = KMS_QUORUM_DEFAULT_MAX_PENDING;
     int r = store->ops->instance_id(store, q->instance_id);
     if (r != 0) {
-        free(q);
+        kms_free(q);
         return r;
     }
     pthread_mutex_init(&q->exec_mu, NULL);
@@ -93,7 +94,7 @@ void kms_quorum_close(kms_quorum *q)
         return;
     pthread_mutex_destroy(&q->exec_mu);
     pthread_mutex_destroy(&q->propose_mu);
-    free(q);
+    kms_free(q);
 }
 
 int64_t kms_quorum_now(const kms_quorum *q)

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
 #include "base/buf.h"
 #include "base/crashpoint.h"
 #include "base/pb_check.h"
@@ -119,7 +120,7 @@ static int set_policy(const kms_action_env *env, const uint8_t key_id[KMS_KEY_ID
                       const Kms__V1__KeyPolicy *p)
 {
     static const size_t cap = 3 * POLICY_IDS_MAX;
-    kms_grant_rec *g = calloc(cap, sizeof(*g));
+    kms_grant_rec *g = kms_calloc(cap, sizeof(*g));
     size_t n = 0;
     int r = KMS_OK;
     if (g == NULL)
@@ -144,7 +145,7 @@ static int set_policy(const kms_action_env *env, const uint8_t key_id[KMS_KEY_ID
     }
     if (r == 0)
         r = env->store->ops->policy_set(env->store, key_id, g, n);
-    free(g);
+    kms_free(g);
     if (r == 0)
         kms_policy_invalidate(env->policy, key_id);
     return r;
@@ -158,7 +159,7 @@ static int set_string(char **field, const char *value)
     if (copy == NULL)
         return kms_error_set(KMS_ENOMEM, "out of memory");
     if (*field != protobuf_c_empty_string)
-        free(*field);
+        kms_free(*field);
     *field = copy;
     return KMS_OK;
 }

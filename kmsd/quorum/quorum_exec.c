@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
 #include "base/crashpoint.h"
 #include "base/log.h"
 #include "kmsd/quorum/quorum_internal.h"
@@ -82,8 +83,8 @@ int kms_quorum_execute_id(kms_quorum *q, const uint8_t id[KMS_ACTION_ID_LEN], km
 
 int kms_quorum_resume(kms_quorum *q)
 {
-    uint8_t(*ids)[KMS_ACTION_ID_LEN] = calloc(256, KMS_ACTION_ID_LEN);
-    kms_action_rec *a = malloc(sizeof(*a));
+    uint8_t(*ids)[KMS_ACTION_ID_LEN] = kms_calloc(256, KMS_ACTION_ID_LEN);
+    kms_action_rec *a = kms_malloc(sizeof(*a));
     size_t n = 0;
     int r = ids && a ? q->store->ops->action_ids(q->store, 1, ids, 256, &n)
                      : kms_error_set(KMS_ENOMEM, "out of memory");
@@ -95,8 +96,8 @@ int kms_quorum_resume(kms_quorum *q)
         kms_log_info("quorum: resuming an interrupted %s action", a->type);
         r = kms_quorum_execute_id(q, ids[i], a);
     }
-    free(ids);
-    free(a);
+    kms_free(ids);
+    kms_free(a);
     return r;
 }
 
@@ -163,7 +164,7 @@ int kms_quorum_sweep(kms_quorum *q)
     }
     if (r == 0)
         r = kms_quorum_resume(q);
-    struct due d = {q, now, calloc(64, KMS_KEY_NAME_MAX + 1), 0, 64, 0};
+    struct due d = {q, now, kms_calloc(64, KMS_KEY_NAME_MAX + 1), 0, 64, 0};
     if (d.names == NULL)
         return kms_error_set(KMS_ENOMEM, "out of memory");
     /* Keys only once every execution has run (a resumed CancelKeyDeletion
@@ -198,7 +199,7 @@ int kms_quorum_sweep(kms_quorum *q)
             }
         }
     }
-    free(d.names);
+    kms_free(d.names);
     if (r == 0 && first != 0)
         r = kms_error_set(first, "sweep: at least one key failed (each is logged)");
     return r;

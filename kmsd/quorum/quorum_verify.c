@@ -1,4 +1,5 @@
 /* Quorum re-verification before execution (contract: quorum_verify.h). */
+#include "base/alloc.h"
 #include "kmsd/quorum/quorum_verify.h"
 
 #include <openssl/crypto.h>
@@ -19,7 +20,7 @@ static int collect_officer(void *ctx, const kms_officer_rec *o)
     struct officers *l = ctx;
     if (l->n == l->cap) {
         size_t cap = l->cap ? 2 * l->cap : 8;
-        kms_officer_rec *v = realloc(l->v, cap * sizeof(*v));
+        kms_officer_rec *v = kms_realloc(l->v, cap * sizeof(*v));
         if (v == NULL)
             return kms_error_set(KMS_ENOMEM, "out of memory");
         l->v = v;
@@ -120,6 +121,6 @@ int kms_quorum_verify_approvals(kms_quorum *q, const kms_action_rec *a)
         r = refuse(a, id, why);
     }
 out:
-    free(l.v);
+    kms_free(l.v);
     return r;
 }

@@ -1,4 +1,5 @@
 /* The one wrapper every call goes through (rpc.h). */
+#include "base/alloc.h"
 #include "kmsd/server/rpc.h"
 
 #include <openssl/crypto.h>
@@ -54,7 +55,7 @@ void *kms_rpc_alloc(kms_rpc_call *c, size_t n)
 {
     if (c == NULL || n > SIZE_MAX - sizeof(struct block))
         return NULL;
-    struct block *b = calloc(1, sizeof(*b) + n);
+    struct block *b = kms_calloc(1, sizeof(*b) + n);
     if (b == NULL)
         return NULL;
     b->size = n;
@@ -88,7 +89,7 @@ static void call_release(kms_rpc_call *c)
         struct block *b = c->arena;
         c->arena = b->next;
         OPENSSL_cleanse(b->data, b->size);
-        free(b);
+        kms_free(b);
     }
     for (size_t i = 0; i < c->n_secrets; i++)
         kms_secret_free(c->secrets[i]);
@@ -162,7 +163,7 @@ static int authenticate(const kms_rpc_env *env, grpc_call *call, char *out, size
     grpc_auth_property_iterator it = grpc_auth_context_property_iterator(ctx);
     while (grpc_auth_property_iterator_next(&it) != NULL)
         n++;
-    if (n > 0 && (props = calloc(n, sizeof(*props))) == NULL) {
+    if (n > 0 && (props = kms_calloc(n, sizeof(*props))) == NULL) {
         r = kms_error_set(KMS_ENOMEM, "out of memory");
         goto out;
     }
@@ -178,7 +179,7 @@ static int authenticate(const kms_rpc_env *env, grpc_call *call, char *out, size
     r = kms_identity_from_peer(grpc_auth_context_peer_is_authenticated(ctx), flags, props, i, out,
                                cap);
 out:
-    free(props);
+    kms_free(props);
     grpc_auth_context_release(ctx);
     return r;
 }
@@ -244,12 +245,12 @@ static int authorize_targets(kms_rpc_call *c, const ProtobufCMessage *req)
 static int pack(const ProtobufCMessage *resp, uint8_t **body, size_t *len)
 {
     size_t n = protobuf_c_message_get_packed_size(resp);
-    uint8_t *buf = malloc(n ? n : 1);
+    uint8_t *buf = kms_malloc(n ? n : 1);
     if (buf == NULL)
         return kms_error_set(KMS_ENOMEM, "out of memory");
     if (protobuf_c_message_pack(resp, buf) != n) {
         OPENSSL_cleanse(buf, n);
-        free(buf);
+        kms_free(buf);
         return kms_error_set(KMS_EINTERNAL, "rpc: packed size mismatch");
     }
     *body = buf;
@@ -272,10 +273,14 @@ static int run(kms_rpc_call *c, const kms_server_call *in, uint8_t **body, size_
         r = kms_error_set_public(KMS_EINVAL, "a string field holds a NUL byte");
         goto out;
     }
+    (void)kms_pb_wiping_take_failure();
     req = protobuf_c_message_unpack(c->method->request, kms_pb_wiping_allocator(), in->req_len,
                                     in->req);
     if (req == NULL) {
-        r = kms_error_set(KMS_EINVAL, "request does not parse as %s", c->method->request->name);
+        r = kms_pb_wiping_take_failure()
+                ? kms_error_set(KMS_ENOMEM, "out of memory unpacking %s", c->method->request->name)
+                : kms_error_set(KMS_EINVAL, "request does not parse as %s",
+                                c->method->request->name);
         goto out;
     }
     if ((r = method_allowed(c)) != 0 || (r = authorize_targets(c, req)) != 0 ||
@@ -301,20 +306,24 @@ void kms_rpc_dispatch(void *app, const kms_server_call *in, kms_server_reply *re
     int r;
     gpr_timespec t0 = gpr_now(GPR_CLOCK_MONOTONIC);
 
+    kms_alloc_request_begin(); /* a test build's allocation-failure hook */
     kms_error_clear();
     if (in->method >= env->n_methods) {
         r = kms_error_set(KMS_EINTERNAL, "rpc: method index out of range");
         goto out;
     }
-    if ((c = calloc(1, sizeof(*c))) == NULL) {
+    if ((c = kms_calloc(1, sizeof(*c))) == NULL) {
         r = kms_error_set(KMS_ENOMEM, "out of memory");
         goto out;
     }
     c->env = env;
     c->method = &env->methods[in->method];
     if ((r = authenticate(env, in->call, c->identity, sizeof(c->identity))) != 0) {
-        kms_rpc_set_status(c, GRPC_STATUS_UNAUTHENTICATED,
-                           "client certificate does not carry a usable identity");
+        /* Out of memory is not the client's fault: it keeps its own status
+         * (RESOURCE_EXHAUSTED) so the client retries instead of giving up. */
+        if (r != KMS_ENOMEM)
+            kms_rpc_set_status(c, GRPC_STATUS_UNAUTHENTICATED,
+                               "client certificate does not carry a usable identity");
         goto out;
     }
     if (c->method->handler == NULL) {
@@ -389,12 +398,13 @@ out:
         reply->body_len = body_len;
     } else if (body != NULL) {
         OPENSSL_cleanse(body, body_len);
-        free(body);
+        kms_free(body);
     }
     reply->status = (grpc_status_code)status;
     reply->message = message;
     if (c != NULL) {
         OPENSSL_cleanse(c, sizeof(*c));
-        free(c);
+        kms_free(c);
     }
+    kms_alloc_request_end();
 }

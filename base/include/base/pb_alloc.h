@@ -24,4 +24,19 @@ ProtobufCAllocator *kms_pb_wiping_allocator(void);
 void *kms_pb_wiping_alloc(size_t n);
 void kms_pb_wiping_free(void *p);
 
+/* 1 if an allocation of this thread failed since the last call (which it
+ * clears): protobuf-c's unpack returns NULL both for bytes that do not
+ * parse and for an allocation that failed, and only the first is the
+ * client's fault. */
+int kms_pb_wiping_take_failure(void);
+
+/* Test hooks. kms_pb_wiping_test_quarantine(1): blocks freed from now on
+ * are wiped as always but kept (up to 4096) instead of being returned to
+ * the heap; (0): releases them and stops keeping. kms_pb_wiping_test_scan
+ * counts the kept blocks whose bytes contain needle (len bytes), and
+ * their number into *n_blocks when given: the check that free wiped what
+ * a request carried. */
+void kms_pb_wiping_test_quarantine(int on);
+size_t kms_pb_wiping_test_scan(const void *needle, size_t len, size_t *n_blocks);
+
 #endif
