@@ -70,6 +70,12 @@ static const struct setting {
     {"audit.max_bytes", T_SIZE, offsetof(kms_config, audit_max_bytes), 4096, 1ull << 40},
     {"audit.max_age", T_UINT, offsetof(kms_config, audit_max_age), 1, 366u * 86400u},
     {"audit.context_key", T_PATH, offsetof(kms_config, audit_context_key), 0, 0},
+    /* signed checkpoints of the audit log */
+    {"audit.checkpoint_records", T_UINT, offsetof(kms_config, audit_checkpoint_records), 1,
+     1000000},
+    {"audit.checkpoint_seconds", T_UINT, offsetof(kms_config, audit_checkpoint_seconds), 1,
+     86400},
+    {"audit.pubkey_file", T_PATH, offsetof(kms_config, audit_pubkey_file), 0, 0},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
