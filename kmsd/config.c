@@ -692,7 +692,7 @@ static int walk_settings(struct walk *w, yaml_node_t *map, const char *prefix)
             return kms_error_set(KMS_EINVAL, "line %lu: unknown setting", line_of(v));
         if (prefix[0] == '\0' &&
             (strcmp(k, "tls") == 0 || strcmp(k, "pkcs11") == 0 || strcmp(k, "quorum") == 0 ||
-             strcmp(k, "tpm2") == 0 || strcmp(k, "limits") == 0)) {
+             strcmp(k, "tpm2") == 0 || strcmp(k, "limits") == 0 || strcmp(k, "audit") == 0)) {
             char sub[NAME_MAX_LEN];
             snprintf(sub, sizeof(sub), "%s.", k);
             KMS_GUARD(walk_settings(w, v, sub));
