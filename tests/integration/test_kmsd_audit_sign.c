@@ -439,8 +439,11 @@ static void no_audit_key_refuses_start_until_audit_key(void **state)
         assert_int_equal(kms_test_run(argv, out, sizeof(out)), 0);
     }
     static char out[65536];
-    const char *run[] = {"--config", K.config, "--audit-dir", AUDIT, "run", NULL};
-    assert_int_not_equal(kms_test_kmsd_run(run, out, sizeof(out)), 0);
+    /* under timeout(1): a kmsd that wrongly started would serve forever */
+    char *run[] = {"/usr/bin/timeout", "20",  (char *)getenv("KMS_KMSD"), "--config", K.config,
+                   "--audit-dir",      AUDIT, "run",                      NULL};
+    assert_int_equal(kms_test_run(run, out, sizeof(out)), 1); /* refused, not 124: timed out */
+    assert_null(strstr(out, "kmsd ready on"));
     assert_non_null(strstr(out, "holds no audit signing key"));
     assert_non_null(strstr(out, "kmsd audit-key"));
 
