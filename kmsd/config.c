@@ -73,8 +73,7 @@ static const struct setting {
     /* signed checkpoints of the audit log */
     {"audit.checkpoint_records", T_UINT, offsetof(kms_config, audit_checkpoint_records), 1,
      1000000},
-    {"audit.checkpoint_seconds", T_UINT, offsetof(kms_config, audit_checkpoint_seconds), 1,
-     86400},
+    {"audit.checkpoint_seconds", T_UINT, offsetof(kms_config, audit_checkpoint_seconds), 1, 86400},
     {"audit.pubkey_file", T_PATH, offsetof(kms_config, audit_pubkey_file), 0, 0},
 };
 

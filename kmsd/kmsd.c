@@ -337,9 +337,9 @@ struct daemon {
     int sweeper_up, stopping;
     pthread_mutex_t sweep_mu;
     pthread_cond_t sweep_cv;
-    int db_lock;            /* the writer lock's descriptor + 1; 0: not held */
-    kms_audit_sink *audit;  /* NULL: no audit.dir */
-    char config_digest[65]; /* for the start and init records (config_digest) */
+    int db_lock;             /* the writer lock's descriptor + 1; 0: not held */
+    kms_audit_sink *audit;   /* NULL: no audit.dir */
+    char config_digest[65];  /* for the start and init records (config_digest) */
     kms_audit_signer signer; /* the audit key, when signer.b is set */
 };
 
@@ -957,11 +957,11 @@ int main(int argc, char **argv)
     status = EXIT_RUNTIME;
     if ((r = harden_process()) != 0)
         goto fail;
-    r = provision ? cmd_tpm2_provision(&d)
-        : init    ? cmd_init(&d)
-        : seal    ? cmd_seal_state(&d)
+    r = provision   ? cmd_tpm2_provision(&d)
+        : init      ? cmd_init(&d)
+        : seal      ? cmd_seal_state(&d)
         : audit_key ? cmd_audit_key(&d)
-                  : cmd_run(&d, &stop);
+                    : cmd_run(&d, &stop);
     if (r != 0)
         goto fail;
     close_core(&d);
@@ -969,10 +969,10 @@ int main(int argc, char **argv)
     return 0;
 fail:
     kms_log_error("%s: %s",
-                  init   ? "init"
-                  : seal ? "seal-state"
+                  init        ? "init"
+                  : seal      ? "seal-state"
                   : audit_key ? "audit-key"
-                         : "run",
+                              : "run",
                   kms_error_detail()[0] ? kms_error_detail() : kms_strerror(r));
     close_core(&d);
     kms_config_free(&d.cfg);

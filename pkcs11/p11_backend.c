@@ -531,9 +531,8 @@ static int audit_create_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, voi
     for (int half = 0; half < 2; half++) {
         int r = kms_p11_find_audit_key(p, s, half, &h);
         if (r == 0 || r == KMS_EKEYCHECK)
-            return kms_error_set(KMS_EEXISTS,
-                                 "pkcs11: the audit signing key is already on token \"%s\"",
-                                 p->label);
+            return kms_error_set(
+                KMS_EEXISTS, "pkcs11: the audit signing key is already on token \"%s\"", p->label);
         if (r != KMS_ENOTFOUND) {
             *lost = r == KMS_EUNAVAIL;
             return r;
@@ -555,23 +554,17 @@ static int audit_create_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, voi
         {CKA_LABEL, (void *)label, sizeof(label) - 1},
     };
     CK_ATTRIBUTE priv_tmpl[] = {
-        {CKA_TOKEN, &yes, sizeof(yes)},
-        {CKA_PRIVATE, &yes, sizeof(yes)},
-        {CKA_SENSITIVE, &yes, sizeof(yes)},
-        {CKA_EXTRACTABLE, &no, sizeof(no)},
-        {CKA_MODIFIABLE, &no, sizeof(no)},
-        {CKA_SIGN, &yes, sizeof(yes)},
-        {CKA_SIGN_RECOVER, &no, sizeof(no)},
-        {CKA_DECRYPT, &no, sizeof(no)},
-        {CKA_UNWRAP, &no, sizeof(no)},
-        {CKA_DERIVE, &no, sizeof(no)},
-        {CKA_ID, (void *)id, sizeof(id) - 1},
-        {CKA_LABEL, (void *)label, sizeof(label) - 1},
+        {CKA_TOKEN, &yes, sizeof(yes)},       {CKA_PRIVATE, &yes, sizeof(yes)},
+        {CKA_SENSITIVE, &yes, sizeof(yes)},   {CKA_EXTRACTABLE, &no, sizeof(no)},
+        {CKA_MODIFIABLE, &no, sizeof(no)},    {CKA_SIGN, &yes, sizeof(yes)},
+        {CKA_SIGN_RECOVER, &no, sizeof(no)},  {CKA_DECRYPT, &no, sizeof(no)},
+        {CKA_UNWRAP, &no, sizeof(no)},        {CKA_DERIVE, &no, sizeof(no)},
+        {CKA_ID, (void *)id, sizeof(id) - 1}, {CKA_LABEL, (void *)label, sizeof(label) - 1},
     };
     CK_MECHANISM mech = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
-    CK_RV rv = p->f->C_GenerateKeyPair(s, &mech, pub_tmpl, sizeof(pub_tmpl) / sizeof(pub_tmpl[0]),
-                                       priv_tmpl, sizeof(priv_tmpl) / sizeof(priv_tmpl[0]),
-                                       &pub_h, &h);
+    CK_RV rv =
+        p->f->C_GenerateKeyPair(s, &mech, pub_tmpl, sizeof(pub_tmpl) / sizeof(pub_tmpl[0]),
+                                priv_tmpl, sizeof(priv_tmpl) / sizeof(priv_tmpl[0]), &pub_h, &h);
     return rv_result(rv, lost, "C_GenerateKeyPair (audit signing key)");
 }
 
@@ -714,7 +707,7 @@ static void p11_close(kms_backend *b)
  * C_DestroyObject. */
 static const kms_backend_mode p11_modes[] = {
     {"", KMS_BACKEND_CAP_KEY_NEVER_LEAVES | KMS_BACKEND_CAP_SHRED | KMS_BACKEND_CAP_STATE_MAC |
-            KMS_BACKEND_CAP_AUDIT_SIGN},
+             KMS_BACKEND_CAP_AUDIT_SIGN},
 };
 
 static const kms_backend_ops p11_ops = {

@@ -310,8 +310,7 @@ static int check_ec_object(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE 
         if (kms_p11_rv_session_lost(rv))
             return call_failed(rv, "C_GetAttributeValue");
         char why[96];
-        snprintf(why, sizeof(why), "class, key type or curve unreadable (%s)",
-                 kms_p11_rv_name(rv));
+        snprintf(why, sizeof(why), "class, key type or curve unreadable (%s)", kms_p11_rv_name(rv));
         return refuse(P11_AUDIT_KEY_LABEL, why);
     }
     if (basic[0].ulValueLen != sizeof(cls) || cls != want_cls)

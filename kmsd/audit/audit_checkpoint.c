@@ -40,8 +40,9 @@ int kms_audit_checkpoint_message(const kms_audit_rec *rec, const char *log_id, c
     kms_audit_hex(rec->prev, KMS_AUDIT_HASH_LEN, chain);
     if (kms_audit_time_text(rec->time_us, t) != 0)
         return kms_error_set(KMS_EINVAL, "audit: checkpoint time out of range");
-    int n = snprintf(out, cap, "kms-audit-checkpoint-v1 log=%s seq=%llu chain=%s time=%s instance=%s\n",
-                     log_id, (unsigned long long)rec->seq, chain, t, rec->instance);
+    int n =
+        snprintf(out, cap, "kms-audit-checkpoint-v1 log=%s seq=%llu chain=%s time=%s instance=%s\n",
+                 log_id, (unsigned long long)rec->seq, chain, t, rec->instance);
     if (n <= 0 || (size_t)n >= cap)
         return kms_error_set(KMS_ETOOBIG, "audit: checkpoint message too long");
     *len = (size_t)n;
@@ -222,8 +223,8 @@ int kms_audit_pub_from_pem(const char *pem, size_t len, uint8_t pub[KMS_AUDIT_PU
     BIO *bio = len <= INT32_MAX ? BIO_new_mem_buf(pem, (int)len) : NULL;
     EVP_PKEY *pkey = bio != NULL ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
     int ok = pkey != NULL && EVP_PKEY_is_a(pkey, "EC") &&
-             EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group,
-                                            sizeof(group), &glen) == 1 &&
+             EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                            &glen) == 1 &&
              strcmp(group, "prime256v1") == 0 &&
              EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, point,
                                              sizeof(point), &plen) == 1 &&

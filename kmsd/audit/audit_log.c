@@ -342,7 +342,8 @@ static void wait_for_work(kms_audit *a)
             kms_error_clear();
             continue;
         }
-        struct timespec ts = {.tv_sec = (time_t)(due / 1000), .tv_nsec = (long)(due % 1000) * 1000000};
+        struct timespec ts = {.tv_sec = (time_t)(due / 1000),
+                              .tv_nsec = (long)(due % 1000) * 1000000};
         (void)pthread_cond_timedwait(&a->work_cv, &a->mu, &ts);
     }
 }
@@ -543,8 +544,8 @@ static int checkpoint_locked(kms_audit *a, struct waiter *w)
                          .error = none,
                          .detail = detail};
     stamp_locked(a, &rec);
-    int r = kms_audit_checkpoint_sign(&rec, a->log_id, a->sign, a->sign_ctx, detail,
-                                      sizeof(detail));
+    int r =
+        kms_audit_checkpoint_sign(&rec, a->log_id, a->sign, a->sign_ctx, detail, sizeof(detail));
     if (r == 0)
         r = kms_audit_rec_encode(&rec, line, sizeof(line), &len);
     if (r == 0)

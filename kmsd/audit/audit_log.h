@@ -49,9 +49,9 @@ typedef struct kms_audit_config {
      * NULL: no checkpoints (the caller has said why). */
     kms_audit_sign_fn sign;
     void *sign_ctx;
-    const char *log_id;           /* KMS_AUDIT_LOG_ID_HEX hex digits */
-    unsigned checkpoint_records;  /* 0: default */
-    unsigned checkpoint_seconds;  /* 0: default */
+    const char *log_id;          /* KMS_AUDIT_LOG_ID_HEX hex digits */
+    unsigned checkpoint_records; /* 0: default */
+    unsigned checkpoint_seconds; /* 0: default */
 } kms_audit_config;
 
 typedef struct kms_audit kms_audit;

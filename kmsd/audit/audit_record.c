@@ -71,8 +71,8 @@ int kms_audit_time_text(int64_t us, char out[KMS_AUDIT_TIME_TEXT_LEN + 1])
     if (gmtime_r(&secs, &tm) == NULL || tm.tm_year + 1900 > 9999)
         return KMS_EINVAL;
     int n = snprintf(out, KMS_AUDIT_TIME_TEXT_LEN + 1, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, frac);
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     frac);
     if (n != KMS_AUDIT_TIME_TEXT_LEN)
         return KMS_EINVAL;
     return KMS_OK;

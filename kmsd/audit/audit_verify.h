@@ -27,15 +27,15 @@
 #include "kms/error.h"
 
 typedef struct kms_audit_verify_result {
-    int intact;          /* 1: no break found */
-    uint64_t records;    /* records read up to the break (or all) */
-    uint64_t last_seq;   /* the last good seq */
-    uint64_t bad_seq;    /* if !intact: the first bad sequence number */
-    uint64_t unverified; /* records no signed checkpoint covers */
+    int intact;                    /* 1: no break found */
+    uint64_t records;              /* records read up to the break (or all) */
+    uint64_t last_seq;             /* the last good seq */
+    uint64_t bad_seq;              /* if !intact: the first bad sequence number */
+    uint64_t unverified;           /* records no signed checkpoint covers */
     uint64_t checkpoints;          /* checkpoint records read */
     uint64_t checkpoints_verified; /* of those, verified under the key given */
     uint64_t covered_seq;          /* the last verified checkpoint's seq, 0 if none */
-    char reason[512];    /* if !intact: what broke, where (file and line) */
+    char reason[512];              /* if !intact: what broke, where (file and line) */
 } kms_audit_verify_result;
 
 /* Verifies the n files in order. 0 with *res filled (intact or not);

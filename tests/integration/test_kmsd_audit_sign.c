@@ -201,8 +201,8 @@ static const char *forge(const struct log *l, uint64_t change, int resign)
     kms_test_path(dir, sizeof(dir), DIR_, "forged");
     kms_test_rmtree(dir);
     assert_int_equal(mkdir(dir, 0700), 0);
-    FILE *f = fopen(kms_test_path(path, sizeof(path), dir, "audit-00000000000000000001.jsonl"),
-                    "w");
+    FILE *f =
+        fopen(kms_test_path(path, sizeof(path), dir, "audit-00000000000000000001.jsonl"), "w");
     assert_non_null(f);
     for (size_t i = 0; i < l->n; i++) {
         assert_int_equal(kms_audit_rec_parse(l->line[i], strlen(l->line[i]), &p), 0);
@@ -213,9 +213,9 @@ static const char *forge(const struct log *l, uint64_t change, int resign)
             char log_id[KMS_AUDIT_LOG_ID_HEX + 1];
             memcpy(log_id, p.rec.detail + 4, KMS_AUDIT_LOG_ID_HEX);
             log_id[KMS_AUDIT_LOG_ID_HEX] = '\0';
-            assert_int_equal(kms_audit_checkpoint_sign(&p.rec, log_id, other_sign, NULL, detail,
-                                                       sizeof(detail)),
-                             0);
+            assert_int_equal(
+                kms_audit_checkpoint_sign(&p.rec, log_id, other_sign, NULL, detail, sizeof(detail)),
+                0);
             p.rec.detail = detail;
         }
         size_t len = 0;
@@ -440,8 +440,15 @@ static void no_audit_key_refuses_start_until_audit_key(void **state)
     }
     static char out[65536];
     /* under timeout(1): a kmsd that wrongly started would serve forever */
-    char *run[] = {"/usr/bin/timeout", "20",  (char *)getenv("KMS_KMSD"), "--config", K.config,
-                   "--audit-dir",      AUDIT, "run",                      NULL};
+    char *run[] = {"/usr/bin/timeout",
+                   "20",
+                   (char *)getenv("KMS_KMSD"),
+                   "--config",
+                   K.config,
+                   "--audit-dir",
+                   AUDIT,
+                   "run",
+                   NULL};
     assert_int_equal(kms_test_run(run, out, sizeof(out)), 1); /* refused, not 124: timed out */
     assert_null(strstr(out, "kmsd ready on"));
     assert_non_null(strstr(out, "holds no audit signing key"));
