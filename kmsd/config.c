@@ -73,6 +73,11 @@ static const struct setting {
     {"audit.max_bytes", T_SIZE, offsetof(kms_config, audit_max_bytes), 4096, 1ull << 40},
     {"audit.max_age", T_UINT, offsetof(kms_config, audit_max_age), 1, 366u * 86400u},
     {"audit.context_key", T_PATH, offsetof(kms_config, audit_context_key), 0, 0},
+    /* signed checkpoints of the audit log */
+    {"audit.checkpoint_records", T_UINT, offsetof(kms_config, audit_checkpoint_records), 1,
+     1000000},
+    {"audit.checkpoint_seconds", T_UINT, offsetof(kms_config, audit_checkpoint_seconds), 1, 86400},
+    {"audit.pubkey_file", T_PATH, offsetof(kms_config, audit_pubkey_file), 0, 0},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -691,7 +696,7 @@ static int walk_settings(struct walk *w, yaml_node_t *map, const char *prefix)
             return kms_error_set(KMS_EINVAL, "line %lu: unknown setting", line_of(v));
         if (prefix[0] == '\0' &&
             (strcmp(k, "tls") == 0 || strcmp(k, "pkcs11") == 0 || strcmp(k, "quorum") == 0 ||
-             strcmp(k, "tpm2") == 0 || strcmp(k, "limits") == 0)) {
+             strcmp(k, "tpm2") == 0 || strcmp(k, "limits") == 0 || strcmp(k, "audit") == 0)) {
             char sub[NAME_MAX_LEN];
             snprintf(sub, sizeof(sub), "%s.", k);
             KMS_GUARD(walk_settings(w, v, sub));

@@ -101,6 +101,10 @@ typedef struct kms_config {
     size_t audit_max_bytes;  /* 0: 64 MiB */
     unsigned audit_max_age;  /* seconds; 0: 86400 */
     char *audit_context_key; /* NULL: audit-context.key beside the database */
+    /* signed checkpoints (docs/audit.md) */
+    unsigned audit_checkpoint_records; /* 0: 1000 */
+    unsigned audit_checkpoint_seconds; /* 0: 60 */
+    char *audit_pubkey_file;           /* NULL: audit-signing-pub.pem beside the database */
 
     /* limits on every connection, before authentication (limits.*) */
     unsigned max_concurrent_streams; /* per connection */

@@ -5,6 +5,8 @@
  *   kmsd [--config FILE] [options] tpm2-provision   make the TPM's storage primary
  *   kmsd [--config FILE] [options] seal-state   make the state-integrity key (once, for a
  *                                               database initialised without one)
+ *   kmsd [--config FILE] [options] audit-key    make the audit signing key and write its
+ *                                               public key (a database from before it)
  *
  * Exit status: 0 success (including a clean shutdown on SIGTERM/SIGINT),
  * 1 runtime failure, 2 usage or configuration error. */
@@ -27,6 +29,7 @@
 #include <grpc/support/log.h>
 #include <openssl/evp.h>
 
+#include "kmsd/audit/audit_key.h"
 #include "kmsd/audit/audit_rpc.h"
 #include "kmsd/backends.h"
 #include "kmsd/ceremony.h"
@@ -60,7 +63,7 @@
 #define MAX_OPTS 1024
 
 static const char usage_text[] =
-    "usage: kmsd [--config FILE] [options] run|init|tpm2-provision|seal-state\n"
+    "usage: kmsd [--config FILE] [options] run|init|tpm2-provision|seal-state|audit-key\n"
     "\n"
     "  run    serve the kms API over mutual TLS (prints \"kmsd ready on HOST:PORT\")\n"
     "  init   the key ceremony: create the database, check the backends, register\n"
@@ -69,6 +72,8 @@ static const char usage_text[] =
     "         after init; init does it when tpm2.tcti is set)\n"
     "  seal-state   create the state-integrity key on the PKCS#11 token for a\n"
     "         database initialised before kmsd had one (once; trust on first use)\n"
+    "  audit-key    create the audit signing key on the PKCS#11 token if it has\n"
+    "         none, and write its public key to audit.pubkey_file\n"
     "\n"
     "settings (override the config file; docs/configuration.md). Backends: the\n"
     "pkcs11 settings, --tpm2-tcti, or both; at least one.\n"
@@ -367,9 +372,10 @@ struct daemon {
     int sweeper_up, stopping;
     pthread_mutex_t sweep_mu;
     pthread_cond_t sweep_cv;
-    int db_lock;            /* the writer lock's descriptor + 1; 0: not held */
-    kms_audit_sink *audit;  /* NULL: no audit.dir */
-    char config_digest[65]; /* for the start and init records (config_digest) */
+    int db_lock;             /* the writer lock's descriptor + 1; 0: not held */
+    kms_audit_sink *audit;   /* NULL: no audit.dir */
+    char config_digest[65];  /* for the start and init records (config_digest) */
+    kms_audit_signer signer; /* the audit key, when signer.b is set */
     /* For SIGHUP: the configuration file (NULL: none) and whether
      * --log-level fixed the level (then the file's is not taken). */
     const char *config_path;
@@ -518,12 +524,16 @@ static int cmd_tpm2_provision(struct daemon *d)
 static int start_audit(struct daemon *d, const char *event);
 static void stop_audit(struct daemon *d, const char *event);
 
+static int audit_key_setup(struct daemon *d);
+
 static int cmd_init(struct daemon *d)
 {
     int r;
     if ((r = open_core(d, 0)) != 0)
         return r;
     r = kms_ceremony_run(&d->cfg, d->store, d->keyring, kms_keyring_default_backend(d->keyring));
+    if (r == 0)
+        r = audit_key_setup(d);
     /* With audit.dir set, the log starts with the ceremony's record. */
     if (r == 0 && d->cfg.audit_dir != NULL && (r = start_audit(d, "init")) != 0)
         kms_log_error("init: the ceremony is done but its audit record failed");
@@ -610,6 +620,71 @@ static int config_digest(const char *config, int argc, char **argv, char out[65]
     return KMS_OK;
 }
 
+/* audit.pubkey_file, or audit-signing-pub.pem beside the database. */
+static int audit_pubkey_path(const kms_config *c, char *out, size_t cap)
+{
+    if (c->audit_pubkey_file != NULL) {
+        if ((size_t)snprintf(out, cap, "%s", c->audit_pubkey_file) >= cap)
+            return kms_error_set(KMS_EINVAL, "audit.pubkey_file: path too long");
+        return KMS_OK;
+    }
+    const char *slash = strrchr(c->database, '/');
+    int dir_len = slash ? (int)(slash - c->database) : 1;
+    const char *dir = slash ? c->database : ".";
+    if ((size_t)snprintf(out, cap, "%.*s/audit-signing-pub.pem", dir_len, dir) >= cap)
+        return kms_error_set(KMS_EINVAL, "database: path too long");
+    return KMS_OK;
+}
+
+/* At init and `kmsd audit-key`: the audit signing key and its public key
+ * file. A kmsd without a backend that can sign (TPM only) says so. */
+static int audit_key_setup(struct daemon *d)
+{
+    char path[4096];
+    KMS_GUARD(audit_pubkey_path(&d->cfg, path, sizeof(path)));
+    int r = kms_audit_key_setup(d->keyring, path);
+    if (r == KMS_EPRECOND) {
+        kms_log_warn("audit: checkpoints will NOT be signed: %s", kms_error_detail());
+        kms_error_clear();
+        return KMS_OK;
+    }
+    return r;
+}
+
+/* The audit signing key for a database made before kmsd had one. */
+static int cmd_audit_key(struct daemon *d)
+{
+    size_t officers = 0;
+    KMS_GUARD(open_core(d, 1));
+    KMS_GUARD(d->store->ops->officer_list(d->store, count_officer, &officers));
+    if (officers == 0)
+        return kms_error_set(KMS_EINVAL, "database %s is not initialised: run `kmsd init` first",
+                             d->cfg.database);
+    return audit_key_setup(d);
+}
+
+/* With an audit log, the checkpoints' signer: the audit key must be there
+ * (refuse to start otherwise, naming the step); only a kmsd without any
+ * backend able to sign runs with unsigned checkpoints, and says so. */
+static int audit_signer(struct daemon *d, kms_audit_config *ac)
+{
+    int r = kms_audit_key_load(d->keyring, &d->signer);
+    if (r == KMS_EPRECOND) {
+        kms_log_warn("audit: checkpoints are NOT signed: %s; `kmsctl audit verify` will report "
+                     "every record as an unverified tail",
+                     kms_error_detail());
+        kms_error_clear();
+        return KMS_OK;
+    }
+    KMS_GUARD(r);
+    ac->sign = kms_audit_signer_sign;
+    ac->sign_ctx = &d->signer;
+    ac->log_id = d->signer.log_id;
+    kms_log_info("audit: checkpoints signed on %s (log id %s)", d->signer.b->ops->name,
+                 d->signer.log_id);
+    return KMS_OK;
+}
+
 /* Opens the audit log (if audit.dir is set) and records event ("start",
  * "init"). Opened before the quorum, so that executions resumed after a
  * crash have their records too. */
@@ -622,7 +697,10 @@ static int start_audit(struct daemon *d, const char *event)
     }
     kms_audit_config ac = {.dir = d->cfg.audit_dir,
                            .max_bytes = d->cfg.audit_max_bytes,
-                           .max_age = d->cfg.audit_max_age};
+                           .max_age = d->cfg.audit_max_age,
+                           .checkpoint_records = d->cfg.audit_checkpoint_records,
+                           .checkpoint_seconds = d->cfg.audit_checkpoint_seconds};
+    KMS_GUARD(audit_signer(d, &ac));
     KMS_GUARD(audit_key_path(&d->cfg, key_path, sizeof(key_path)));
     KMS_GUARD(kms_audit_sink_open(&ac, key_path, &d->audit));
     char detail[96];
@@ -942,13 +1020,15 @@ int main(int argc, char **argv)
     }
     if (optind != argc - 1 ||
         (strcmp(argv[optind], "run") != 0 && strcmp(argv[optind], "init") != 0 &&
-         strcmp(argv[optind], "tpm2-provision") != 0 && strcmp(argv[optind], "seal-state") != 0)) {
+         strcmp(argv[optind], "tpm2-provision") != 0 && strcmp(argv[optind], "seal-state") != 0 &&
+         strcmp(argv[optind], "audit-key") != 0)) {
         fputs(usage_text, stderr);
         return EXIT_USAGE;
     }
     int init = strcmp(argv[optind], "init") == 0;
     int provision = strcmp(argv[optind], "tpm2-provision") == 0;
     int seal = strcmp(argv[optind], "seal-state") == 0;
+    int audit_key = strcmp(argv[optind], "audit-key") == 0;
 
     if ((r = kms_config_init(&d.cfg)) != 0 ||
         (config != NULL && (r = kms_config_load_file(&d.cfg, config)) != 0))
@@ -974,10 +1054,11 @@ int main(int argc, char **argv)
 #ifdef KMS_TEST_HOOKS
     test_hooks_from_env();
 #endif
-    r = provision ? cmd_tpm2_provision(&d)
-        : init    ? cmd_init(&d)
-        : seal    ? cmd_seal_state(&d)
-                  : cmd_run(&d, &stop);
+    r = provision   ? cmd_tpm2_provision(&d)
+        : init      ? cmd_init(&d)
+        : seal      ? cmd_seal_state(&d)
+        : audit_key ? cmd_audit_key(&d)
+                    : cmd_run(&d, &stop);
     if (r != 0)
         goto fail;
     close_core(&d);
@@ -985,9 +1066,10 @@ int main(int argc, char **argv)
     return 0;
 fail:
     kms_log_error("%s: %s",
-                  init   ? "init"
-                  : seal ? "seal-state"
-                         : "run",
+                  init        ? "init"
+                  : seal      ? "seal-state"
+                  : audit_key ? "audit-key"
+                              : "run",
                   kms_error_detail()[0] ? kms_error_detail() : kms_strerror(r));
     close_core(&d);
     kms_config_free(&d.cfg);

@@ -582,6 +582,134 @@ static int p11_state_mac(kms_backend *b, const uint8_t *in, size_t len,
     return with_session(impl(b), state_mac_op, &a);
 }
 
+/* ---- the audit signing key ------------------------------------------------------------ */
+
+static int audit_create_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg, int *lost)
+{
+    (void)gen;
+    (void)arg;
+    CK_OBJECT_HANDLE h, pub_h;
+    for (int half = 0; half < 2; half++) {
+        int r = kms_p11_find_audit_key(p, s, half, &h);
+        if (r == 0 || r == KMS_EKEYCHECK)
+            return kms_error_set(
+                KMS_EEXISTS, "pkcs11: the audit signing key is already on token \"%s\"", p->label);
+        if (r != KMS_ENOTFOUND) {
+            *lost = r == KMS_EUNAVAIL;
+            return r;
+        }
+    }
+    kms_error_clear();
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    static const char id[] = P11_AUDIT_KEY_ID, label[] = P11_AUDIT_KEY_LABEL;
+    CK_ATTRIBUTE pub_tmpl[] = {
+        {CKA_TOKEN, &yes, sizeof(yes)},
+        {CKA_PRIVATE, &no, sizeof(no)},
+        {CKA_MODIFIABLE, &no, sizeof(no)},
+        {CKA_VERIFY, &yes, sizeof(yes)},
+        {CKA_ENCRYPT, &no, sizeof(no)},
+        {CKA_WRAP, &no, sizeof(no)},
+        {CKA_DERIVE, &no, sizeof(no)},
+        {CKA_EC_PARAMS, (void *)kms_p11_p256_params, P11_P256_PARAMS_LEN},
+        {CKA_ID, (void *)id, sizeof(id) - 1},
+        {CKA_LABEL, (void *)label, sizeof(label) - 1},
+    };
+    CK_ATTRIBUTE priv_tmpl[] = {
+        {CKA_TOKEN, &yes, sizeof(yes)},       {CKA_PRIVATE, &yes, sizeof(yes)},
+        {CKA_SENSITIVE, &yes, sizeof(yes)},   {CKA_EXTRACTABLE, &no, sizeof(no)},
+        {CKA_MODIFIABLE, &no, sizeof(no)},    {CKA_SIGN, &yes, sizeof(yes)},
+        {CKA_SIGN_RECOVER, &no, sizeof(no)},  {CKA_DECRYPT, &no, sizeof(no)},
+        {CKA_UNWRAP, &no, sizeof(no)},        {CKA_DERIVE, &no, sizeof(no)},
+        {CKA_ID, (void *)id, sizeof(id) - 1}, {CKA_LABEL, (void *)label, sizeof(label) - 1},
+    };
+    CK_MECHANISM mech = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    CK_RV rv =
+        p->f->C_GenerateKeyPair(s, &mech, pub_tmpl, sizeof(pub_tmpl) / sizeof(pub_tmpl[0]),
+                                priv_tmpl, sizeof(priv_tmpl) / sizeof(priv_tmpl[0]), &pub_h, &h);
+    return rv_result(rv, lost, "C_GenerateKeyPair (audit signing key)");
+}
+
+static int p11_audit_key_create(kms_backend *b)
+{
+    int r = with_session(impl(b), audit_create_op, NULL);
+    if (r == 0)
+        kms_log_info("pkcs11: created %s on token \"%s\"", P11_AUDIT_KEY_LABEL, impl(b)->label);
+    return r;
+}
+
+static int audit_public_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg, int *lost)
+{
+    (void)gen;
+    CK_OBJECT_HANDLE priv, pub;
+    int r;
+    if ((r = kms_p11_find_audit_key(p, s, 0, &priv)) != 0 ||
+        (r = kms_p11_check_audit_key(p, s, priv)) != 0 ||
+        (r = kms_p11_find_audit_key(p, s, 1, &pub)) != 0 ||
+        (r = kms_p11_audit_point(p, s, pub, arg)) != 0) {
+        *lost = r == KMS_EUNAVAIL;
+        return r;
+    }
+    return KMS_OK;
+}
+
+static int p11_audit_key_public(kms_backend *b, uint8_t pub[KMS_AUDIT_PUB_LEN])
+{
+    uint8_t got[KMS_AUDIT_PUB_LEN];
+    if (pub == NULL)
+        return kms_error_set(KMS_EINVAL, "pkcs11: missing argument");
+    KMS_GUARD(with_session(impl(b), audit_public_op, got));
+    memcpy(pub, got, KMS_AUDIT_PUB_LEN);
+    return KMS_OK;
+}
+
+struct audit_sign_arg {
+    const uint8_t *digest;
+    uint8_t *sig;
+};
+
+/* Found and checked at every signature: a checkpoint is signed every
+ * thousand records or so, and the check is a few attribute reads. */
+static int audit_sign_op(struct p11 *p, CK_SESSION_HANDLE s, unsigned gen, void *arg, int *lost)
+{
+    (void)gen;
+    struct audit_sign_arg *a = arg;
+    CK_OBJECT_HANDLE h;
+    int r;
+    if ((r = kms_p11_find_audit_key(p, s, 0, &h)) != 0 ||
+        (r = kms_p11_check_audit_key(p, s, h)) != 0) {
+        *lost = r == KMS_EUNAVAIL;
+        return r;
+    }
+    CK_MECHANISM mech = {CKM_ECDSA, NULL, 0};
+    CK_RV rv = p->f->C_SignInit(s, &mech, h);
+    if (rv != CKR_OK) {
+        if (stuck(rv))
+            *lost = 1;
+        return rv_result(rv, lost, "C_SignInit (audit signing key)");
+    }
+    uint8_t sig[KMS_AUDIT_SIG_LEN + 8];
+    CK_ULONG n = sizeof(sig);
+    rv = p->f->C_Sign(s, (CK_BYTE_PTR)a->digest, KMS_AUDIT_DIGEST_LEN, sig, &n);
+    if (rv != CKR_OK) {
+        if (stuck(rv))
+            *lost = 1;
+        return rv_result(rv, lost, "C_Sign (audit signing key)");
+    }
+    if (n != KMS_AUDIT_SIG_LEN)
+        return kms_error_set(KMS_EINTERNAL, "pkcs11: C_Sign (ECDSA) returned %lu bytes", n);
+    memcpy(a->sig, sig, KMS_AUDIT_SIG_LEN);
+    return KMS_OK;
+}
+
+static int p11_audit_sign(kms_backend *b, const uint8_t digest[KMS_AUDIT_DIGEST_LEN],
+                          uint8_t sig[KMS_AUDIT_SIG_LEN])
+{
+    if (digest == NULL || sig == NULL)
+        return kms_error_set(KMS_EINVAL, "pkcs11: missing argument");
+    struct audit_sign_arg a = {digest, sig};
+    return with_session(impl(b), audit_sign_op, &a);
+}
+
 /* ---- random / health / close -------------------------------------------------------- */
 
 struct random_arg {
@@ -639,7 +767,8 @@ static void p11_close(kms_backend *b)
 /* One mode: a token object that never leaves the token and is deleted by
  * C_DestroyObject. */
 static const kms_backend_mode p11_modes[] = {
-    {"", KMS_BACKEND_CAP_KEY_NEVER_LEAVES | KMS_BACKEND_CAP_SHRED | KMS_BACKEND_CAP_STATE_MAC},
+    {"", KMS_BACKEND_CAP_KEY_NEVER_LEAVES | KMS_BACKEND_CAP_SHRED | KMS_BACKEND_CAP_STATE_MAC |
+             KMS_BACKEND_CAP_AUDIT_SIGN},
 };
 
 static const kms_backend_ops p11_ops = {
@@ -657,6 +786,9 @@ static const kms_backend_ops p11_ops = {
     .close = p11_close,
     .state_key_create = p11_state_key_create,
     .state_mac = p11_state_mac,
+    .audit_key_create = p11_audit_key_create,
+    .audit_key_public = p11_audit_key_public,
+    .audit_sign = p11_audit_sign,
 };
 
 int kms_p11_open(const kms_p11_config *cfg, kms_backend **out)

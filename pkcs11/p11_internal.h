@@ -19,6 +19,11 @@
  * with "kms:" as every version's does. */
 #define P11_STATE_KEY_ID "kms-state-integrity"
 #define P11_STATE_KEY_LABEL "kms-state-integrity"
+/* The audit signing key pair's CKA_ID and label (17 bytes: never a
+ * version's or the state key's). */
+#define P11_AUDIT_KEY_ID "kms-audit-signing"
+#define P11_AUDIT_KEY_LABEL "kms-audit-signing"
+#define P11_P256_PARAMS_LEN 10
 #define P11_DATA_MAX 4096 /* largest wrap/unwrap input (API: plaintext ≤ 4 KiB, docs/api.md) */
 
 /* The session pool. `gen` counts healings: object handles found under an
@@ -138,6 +143,21 @@ int kms_p11_find_state_key(struct p11 *p, CK_SESSION_HANDLE s,
  * was generated on the token, that may sign and do nothing else but
  * verify. KMS_EKEYCHECK naming the attribute. */
 int kms_p11_check_state_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h) KMS_MUST_CHECK;
+
+/* CKA_EC_PARAMS of P-256: the DER of its OID. */
+extern const uint8_t kms_p11_p256_params[P11_P256_PARAMS_LEN];
+/* The audit key's private half (public_half 0) or public half (1), as
+ * kms_p11_find_key. */
+int kms_p11_find_audit_key(struct p11 *p, CK_SESSION_HANDLE s, int public_half,
+                           CK_OBJECT_HANDLE *out) KMS_MUST_CHECK;
+/* Checks the private half is a safe audit key: EC P-256, private token
+ * object, sensitive and never extractable since it was generated on the
+ * token, not modifiable, may sign and nothing else. KMS_EKEYCHECK naming
+ * the attribute. */
+int kms_p11_check_audit_key(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h) KMS_MUST_CHECK;
+/* The public half's point (checked: EC P-256, uncompressed). */
+int kms_p11_audit_point(struct p11 *p, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                        uint8_t pub[KMS_AUDIT_PUB_LEN]) KMS_MUST_CHECK;
 
 /* "kms:<32 hex key id>:v<version>" for a CKA_ID; cap ≥ P11_LABEL_MAX. */
 void kms_p11_label(const uint8_t id[P11_ID_LEN], char *out, size_t cap);

@@ -81,6 +81,18 @@ typedef struct kms_aead_io {
  * backend and says so. */
 #define KMS_BACKEND_CAP_STATE_MAC (1u << 2)
 
+/* The device holds the audit signing key, an ECDSA P-256 key pair whose
+ * private half never leaves it: audit_key_create, audit_key_public and
+ * audit_sign are implemented (never NULL). Without it all three are NULL
+ * and the audit log's checkpoints cannot be signed on this backend. */
+#define KMS_BACKEND_CAP_AUDIT_SIGN (1u << 3)
+
+/* The audit key's public point, uncompressed (0x04 ‖ X ‖ Y), and a raw
+ * ECDSA P-256 signature (r ‖ s, 32 bytes each, big-endian). */
+#define KMS_AUDIT_PUB_LEN 65
+#define KMS_AUDIT_SIG_LEN 64
+#define KMS_AUDIT_DIGEST_LEN 32
+
 /* Length of a state MAC (HMAC-SHA-256). */
 #define KMS_STATE_MAC_LEN 32
 /* Largest input state_mac takes. */
@@ -164,6 +176,26 @@ typedef struct kms_backend_ops {
      * KMS_STATE_MAC_INPUT_MAX. out is written only on success. */
     int (*state_mac)(kms_backend *b, const uint8_t *in, size_t len,
                      uint8_t out[KMS_STATE_MAC_LEN]) KMS_MUST_CHECK;
+
+    /* ---- audit signing: only with KMS_BACKEND_CAP_AUDIT_SIGN, else NULL ---- */
+
+    /* Creates the device's one audit signing key: an ECDSA P-256 key pair
+     * generated on the device whose private key is sensitive, never
+     * extractable, not modifiable and may only sign. KMS_EEXISTS if it is
+     * already there (it is never replaced: the public key is the auditors'
+     * trust anchor). KMS_EUNAVAIL if the device does not answer. */
+    int (*audit_key_create)(kms_backend *b) KMS_MUST_CHECK;
+
+    /* The audit key's public point into pub. KMS_ENOTFOUND if the device has
+     * no audit key; KMS_EKEYCHECK (naming the attribute) if the private key
+     * found is not safe or the public half is not a P-256 point. */
+    int (*audit_key_public)(kms_backend *b, uint8_t pub[KMS_AUDIT_PUB_LEN]) KMS_MUST_CHECK;
+
+    /* ECDSA P-256 over a SHA-256 digest the caller computed, on the device:
+     * the raw signature r ‖ s into sig. Errors as audit_key_public; sig is
+     * written only on success. */
+    int (*audit_sign)(kms_backend *b, const uint8_t digest[KMS_AUDIT_DIGEST_LEN],
+                      uint8_t sig[KMS_AUDIT_SIG_LEN]) KMS_MUST_CHECK;
 } kms_backend_ops;
 
 struct kms_backend {

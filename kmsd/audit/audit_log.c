@@ -33,8 +33,10 @@ struct batch {
     size_t len, cap;
     uint64_t first_seq, last_seq;
     uint8_t end_hash[KMS_AUDIT_HASH_LEN];
-    struct waiter *head, *tail;
+    struct waiter *head, *tail; /* a checkpoint may have no waiter */
     uint64_t count;
+    int sealed;   /* ends its file: appenders wait until the writer took it */
+    int new_file; /* its first record starts a new file */
 };
 
 struct kms_audit {
@@ -42,6 +44,10 @@ struct kms_audit {
     uint64_t max_bytes;
     unsigned max_age;
     char instance[17];
+    kms_audit_sign_fn sign; /* NULL: no checkpoints */
+    void *sign_ctx;
+    char log_id[KMS_AUDIT_LOG_ID_HEX + 1];
+    unsigned cp_records, cp_seconds;
 
     pthread_mutex_t mu;
     pthread_cond_t work_cv, done_cv;
@@ -57,11 +63,17 @@ struct kms_audit {
     uint8_t durable_hash[KMS_AUDIT_HASH_LEN];
     int ready;
     uint64_t records, syncs;
+    /* under mu: what the files will hold once the queue is written */
+    uint64_t plan_size;   /* bytes in the current file */
+    int64_t plan_opened;  /* when its first record was queued (monotonic s) */
+    uint64_t since_cp;    /* records queued since the last checkpoint */
+    int64_t uncovered_ms; /* when the first of those was queued (monotonic ms) */
+    int64_t cp_retry_ms;  /* after a failed signature: not before this */
+    int sign_failed;      /* logged once */
 
     /* the writer thread's own */
     int fd;
     uint64_t file_size;
-    int64_t file_opened;
 };
 
 static int64_t now_us(void)
@@ -76,6 +88,13 @@ static int64_t now_mono(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (int64_t)t.tv_sec;
+}
+
+static int64_t now_mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
 /* "audit-%020llu.jsonl" without printf into a path we then trust. */
@@ -250,7 +269,6 @@ static int open_file(kms_audit *a, uint64_t first_seq)
     sync_dir(a);
     a->fd = fd;
     a->file_size = 0;
-    a->file_opened = now_mono();
     return KMS_OK;
 }
 
@@ -258,8 +276,9 @@ static int write_batch(kms_audit *a, const struct batch *b)
 {
     struct stat st;
     int r;
-    if (a->fd >= 0 && a->file_size > 0 &&
-        (a->file_size + b->len > a->max_bytes || now_mono() - a->file_opened >= a->max_age)) {
+    /* Rotation was decided when the records were queued (the file before
+     * ended with its checkpoint). */
+    if (a->fd >= 0 && b->new_file) {
         close(a->fd);
         a->fd = -1;
     }
@@ -304,17 +323,43 @@ static void finish(struct waiter *w, int result)
     }
 }
 
+static int checkpoint_locked(kms_audit *a, struct waiter *w);
+
+/* Waits for work; a quiet log gets its checkpoint checkpoint_seconds after
+ * the first record no checkpoint covers. Under mu. */
+static void wait_for_work(kms_audit *a)
+{
+    while (a->q.count == 0 && !a->stopping) {
+        if (a->sign == NULL || a->since_cp == 0) {
+            pthread_cond_wait(&a->work_cv, &a->mu);
+            continue;
+        }
+        int64_t due = a->uncovered_ms + (int64_t)a->cp_seconds * 1000;
+        if (due < a->cp_retry_ms)
+            due = a->cp_retry_ms;
+        if (now_mono_ms() >= due) {
+            (void)checkpoint_locked(a, NULL); /* a failure is logged and retried later */
+            kms_error_clear();
+            continue;
+        }
+        struct timespec ts = {.tv_sec = (time_t)(due / 1000),
+                              .tv_nsec = (long)(due % 1000) * 1000000};
+        (void)pthread_cond_timedwait(&a->work_cv, &a->mu, &ts);
+    }
+}
+
 static void *writer_loop(void *arg)
 {
     kms_audit *a = arg;
     pthread_mutex_lock(&a->mu);
     for (;;) {
-        while (a->q.head == NULL && !a->stopping)
-            pthread_cond_wait(&a->work_cv, &a->mu);
-        if (a->q.head == NULL)
+        wait_for_work(a);
+        if (a->q.count == 0)
             break;
         struct batch b = a->q;
         memset(&a->q, 0, sizeof(a->q));
+        /* appenders waiting for a sealed batch to be taken */
+        pthread_cond_broadcast(&a->done_cv);
         pthread_mutex_unlock(&a->mu);
 
         int r = write_batch(a, &b);
@@ -342,6 +387,12 @@ static void *writer_loop(void *arg)
             memset(&a->q, 0, sizeof(a->q));
             a->next_seq = a->durable_seq + 1;
             memcpy(a->tail_hash, a->durable_hash, KMS_AUDIT_HASH_LEN);
+            /* The next batch starts a new file; what is durable may not be
+             * covered by a checkpoint any more. */
+            a->plan_size = 0;
+            if (a->durable_seq > 0 && a->since_cp == 0)
+                a->uncovered_ms = now_mono_ms();
+            a->since_cp = a->durable_seq > 0;
         }
         pthread_cond_broadcast(&a->done_cv);
         free(b.buf);
@@ -364,10 +415,27 @@ int kms_audit_open(const kms_audit_config *cfg, kms_audit **out)
     a->fd = -1;
     a->max_bytes = cfg->max_bytes ? cfg->max_bytes : KMS_AUDIT_DEFAULT_MAX_BYTES;
     a->max_age = cfg->max_age ? cfg->max_age : KMS_AUDIT_DEFAULT_MAX_AGE;
+    a->cp_records =
+        cfg->checkpoint_records ? cfg->checkpoint_records : KMS_AUDIT_DEFAULT_CHECKPOINT_RECORDS;
+    a->cp_seconds =
+        cfg->checkpoint_seconds ? cfg->checkpoint_seconds : KMS_AUDIT_DEFAULT_CHECKPOINT_SECONDS;
     a->ready = 1;
     pthread_mutex_init(&a->mu, NULL);
-    pthread_cond_init(&a->work_cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the checkpoint timer */
+    pthread_cond_init(&a->work_cv, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_cond_init(&a->done_cv, NULL);
+    if (cfg->sign != NULL) {
+        if (cfg->log_id == NULL || strlen(cfg->log_id) != KMS_AUDIT_LOG_ID_HEX) {
+            r = kms_error_set(KMS_EINVAL, "audit: checkpoints need the log id");
+            goto fail;
+        }
+        a->sign = cfg->sign;
+        a->sign_ctx = cfg->sign_ctx;
+        memcpy(a->log_id, cfg->log_id, KMS_AUDIT_LOG_ID_HEX + 1);
+    }
     if (RAND_bytes(id, sizeof(id)) != 1) {
         r = kms_error_set(KMS_EINTERNAL, "audit: no randomness for the instance id");
         goto fail;
@@ -410,6 +478,102 @@ static int queue_line(struct batch *q, const char *line, size_t len)
     return KMS_OK;
 }
 
+/* Fixes rec's place in the chain: seq, prev, time, instance. Under mu. */
+static void stamp_locked(kms_audit *a, kms_audit_rec *rec)
+{
+    rec->instance = a->instance;
+    rec->seq = a->next_seq;
+    memcpy(rec->prev, a->tail_hash, KMS_AUDIT_HASH_LEN);
+    rec->time_us = now_us();
+}
+
+/* Queues the line of a stamped record, with its waiter (NULL: nobody waits
+ * for it). Under mu. */
+static int queue_locked(kms_audit *a, const kms_audit_rec *rec, const char *line, size_t len,
+                        struct waiter *w)
+{
+    uint8_t next_hash[KMS_AUDIT_HASH_LEN];
+    KMS_GUARD(kms_audit_chain_next(rec->prev, line, len, next_hash));
+    KMS_GUARD(queue_line(&a->q, line, len));
+    if (a->q.count == 0)
+        a->q.first_seq = rec->seq;
+    if (w != NULL) {
+        if (a->q.head == NULL)
+            a->q.head = w;
+        else
+            a->q.tail->next = w;
+        a->q.tail = w;
+    }
+    a->q.last_seq = rec->seq;
+    a->q.count++;
+    memcpy(a->q.end_hash, next_hash, KMS_AUDIT_HASH_LEN);
+    memcpy(a->tail_hash, next_hash, KMS_AUDIT_HASH_LEN);
+    a->next_seq++;
+    if (a->plan_size == 0)
+        a->plan_opened = now_mono();
+    a->plan_size += len;
+    if (strcmp(rec->type, KMS_AUDIT_CHECKPOINT_TYPE) == 0) {
+        a->since_cp = 0;
+    } else if (a->since_cp++ == 0) {
+        a->uncovered_ms = now_mono_ms();
+    }
+    pthread_cond_signal(&a->work_cv);
+    return KMS_OK;
+}
+
+/* Signs and queues a checkpoint if records were queued since the last one.
+ * A failed signature is logged once and not tried again for a second. The
+ * HSM call runs under mu: the checkpoint's place in the chain is fixed
+ * before it is signed. Under mu. */
+static int checkpoint_locked(kms_audit *a, struct waiter *w)
+{
+    static const char none[] = "";
+    char detail[KMS_AUDIT_FIELD_MAX + 1], line[KMS_AUDIT_CHECKPOINT_LINE_MAX];
+    size_t len = 0;
+    if (a->sign == NULL || a->since_cp == 0)
+        return KMS_OK;
+    if (now_mono_ms() < a->cp_retry_ms)
+        return kms_error_set(KMS_EUNAVAIL, "audit: checkpoint signing is backing off");
+    kms_audit_rec rec = {.type = KMS_AUDIT_CHECKPOINT_TYPE,
+                         .identity = none,
+                         .peer = none,
+                         .method = none,
+                         .key = none,
+                         .action = none,
+                         .context_hmac = none,
+                         .error = none,
+                         .detail = detail};
+    stamp_locked(a, &rec);
+    int r =
+        kms_audit_checkpoint_sign(&rec, a->log_id, a->sign, a->sign_ctx, detail, sizeof(detail));
+    if (r == 0)
+        r = kms_audit_rec_encode(&rec, line, sizeof(line), &len);
+    if (r == 0)
+        r = queue_locked(a, &rec, line, len, w);
+    if (r != 0) {
+        if (!a->sign_failed)
+            kms_log_error("audit: a checkpoint could not be signed: %s; the records stay durable "
+                          "but unsigned until one is",
+                          kms_error_detail());
+        a->sign_failed = 1;
+        a->cp_retry_ms = now_mono_ms() + 1000;
+        return r;
+    }
+    if (a->sign_failed)
+        kms_log_info("audit: checkpoints are signed again (seq %llu)", (unsigned long long)rec.seq);
+    a->sign_failed = 0;
+    return KMS_OK;
+}
+
+/* The current file must end before a line of len bytes: it would grow past
+ * max_bytes (with room kept for its checkpoint) or it is max_age old. */
+static int rotation_due(const kms_audit *a, size_t len)
+{
+    uint64_t reserve = a->sign != NULL ? KMS_AUDIT_CHECKPOINT_LINE_MAX : 0;
+    return a->plan_size > 0 && (a->plan_size + len + reserve > a->max_bytes ||
+                                now_mono() - a->plan_opened >= (int64_t)a->max_age);
+}
+
 int kms_audit_append(kms_audit *a, const kms_audit_rec *in)
 {
     char line[KMS_AUDIT_LINE_MAX];
@@ -418,40 +582,74 @@ int kms_audit_append(kms_audit *a, const kms_audit_rec *in)
     kms_audit_rec rec = *in;
     int r;
 
-    rec.instance = a->instance;
     pthread_mutex_lock(&a->mu);
-    if (a->stopping) {
-        pthread_mutex_unlock(&a->mu);
-        return kms_error_set(KMS_EUNAVAIL, "audit: the log is closed");
+    for (;;) {
+        while (a->q.sealed && !a->stopping)
+            pthread_cond_wait(&a->done_cv, &a->mu);
+        if (a->stopping) {
+            pthread_mutex_unlock(&a->mu);
+            return kms_error_set(KMS_EUNAVAIL, "audit: the log is closed");
+        }
+        stamp_locked(a, &rec);
+        if ((r = kms_audit_rec_encode(&rec, line, sizeof(line), &len)) != 0) {
+            pthread_mutex_unlock(&a->mu);
+            return r;
+        }
+        if (!rotation_due(a, len))
+            break;
+        /* The file ends with its checkpoint (unsigned records if signing
+         * fails: logged) and is closed once what is queued is durable; this
+         * record starts the next file. */
+        (void)checkpoint_locked(a, NULL);
+        kms_error_clear();
+        if (a->q.count > 0) {
+            a->q.sealed = 1;
+            pthread_cond_signal(&a->work_cv);
+            continue;
+        }
+        a->q.new_file = 1;
+        a->plan_size = 0;
+        break;
     }
-    rec.seq = a->next_seq;
-    memcpy(rec.prev, a->tail_hash, KMS_AUDIT_HASH_LEN);
-    rec.time_us = now_us();
-    uint8_t next_hash[KMS_AUDIT_HASH_LEN];
-    if ((r = kms_audit_rec_encode(&rec, line, sizeof(line), &len)) != 0 ||
-        (r = kms_audit_chain_next(rec.prev, line, len, next_hash)) != 0 ||
-        (r = queue_line(&a->q, line, len)) != 0) {
+    if ((r = queue_locked(a, &rec, line, len, &w)) != 0) {
         pthread_mutex_unlock(&a->mu);
         return r;
     }
-    if (a->q.head == NULL) {
-        a->q.first_seq = rec.seq;
-        a->q.head = &w;
-    } else {
-        a->q.tail->next = &w;
+    if (a->since_cp >= a->cp_records) {
+        (void)checkpoint_locked(a, NULL);
+        kms_error_clear();
     }
-    a->q.tail = &w;
-    a->q.last_seq = rec.seq;
-    a->q.count++;
-    memcpy(a->q.end_hash, next_hash, KMS_AUDIT_HASH_LEN);
-    memcpy(a->tail_hash, next_hash, KMS_AUDIT_HASH_LEN);
-    a->next_seq++;
-    pthread_cond_signal(&a->work_cv);
     while (!w.done)
         pthread_cond_wait(&a->done_cv, &a->mu);
     pthread_mutex_unlock(&a->mu);
     if (w.result != 0)
         return kms_error_set(KMS_EUNAVAIL, "audit: the record could not be made durable");
+    return KMS_OK;
+}
+
+int kms_audit_checkpoint_now(kms_audit *a)
+{
+    struct waiter w = {0};
+    pthread_mutex_lock(&a->mu);
+    while (a->q.sealed && !a->stopping)
+        pthread_cond_wait(&a->done_cv, &a->mu);
+    if (a->stopping) {
+        pthread_mutex_unlock(&a->mu);
+        return kms_error_set(KMS_EUNAVAIL, "audit: the log is closed");
+    }
+    if (a->sign == NULL || a->since_cp == 0) {
+        pthread_mutex_unlock(&a->mu);
+        return KMS_OK;
+    }
+    a->cp_retry_ms = 0; /* asked for: no back-off */
+    int r = checkpoint_locked(a, &w);
+    while (r == 0 && !w.done)
+        pthread_cond_wait(&a->done_cv, &a->mu);
+    pthread_mutex_unlock(&a->mu);
+    if (r != 0)
+        return r;
+    if (w.result != 0)
+        return kms_error_set(KMS_EUNAVAIL, "audit: the checkpoint could not be made durable");
     return KMS_OK;
 }
 
@@ -482,6 +680,10 @@ void kms_audit_close(kms_audit *a)
         return;
     if (a->writer_up) {
         pthread_mutex_lock(&a->mu);
+        /* The log ends with a checkpoint (a failure is logged). */
+        a->cp_retry_ms = 0;
+        if (!a->stopping && checkpoint_locked(a, NULL) != 0)
+            kms_error_clear();
         a->stopping = 1;
         pthread_cond_signal(&a->work_cv);
         pthread_mutex_unlock(&a->mu);

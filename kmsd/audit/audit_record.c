@@ -61,7 +61,7 @@ static int put_str(kms_buf_writer *w, const char *s)
     return r != 0 ? r : kms_buf_put_u8(w, '"');
 }
 
-static int put_time(kms_buf_writer *w, int64_t us)
+int kms_audit_time_text(int64_t us, char out[KMS_AUDIT_TIME_TEXT_LEN + 1])
 {
     time_t secs = (time_t)(us / 1000000);
     long frac = (long)(us % 1000000);
@@ -70,12 +70,23 @@ static int put_time(kms_buf_writer *w, int64_t us)
     struct tm tm;
     if (gmtime_r(&secs, &tm) == NULL || tm.tm_year + 1900 > 9999)
         return KMS_EINVAL;
-    char t[40];
-    int n = snprintf(t, sizeof(t), "\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\"", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
-    if (n <= 0 || (size_t)n >= sizeof(t))
+    int n = snprintf(out, KMS_AUDIT_TIME_TEXT_LEN + 1, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     frac);
+    if (n != KMS_AUDIT_TIME_TEXT_LEN)
         return KMS_EINVAL;
-    return kms_buf_put_bytes(w, t, (size_t)n);
+    return KMS_OK;
+}
+
+static int put_time(kms_buf_writer *w, int64_t us)
+{
+    char t[KMS_AUDIT_TIME_TEXT_LEN + 1];
+    if (kms_audit_time_text(us, t) != 0)
+        return KMS_EINVAL;
+    int r = kms_buf_put_u8(w, '"');
+    if (r == 0)
+        r = kms_buf_put_bytes(w, t, KMS_AUDIT_TIME_TEXT_LEN);
+    return r != 0 ? r : kms_buf_put_u8(w, '"');
 }
 
 int kms_audit_rec_encode(const kms_audit_rec *rec, char *out, size_t cap, size_t *len)

@@ -82,6 +82,12 @@ int kms_audit_rec_parse(const char *line, size_t len, kms_audit_parsed *out) KMS
 int kms_audit_chain_next(const uint8_t prev[KMS_AUDIT_HASH_LEN], const char *line, size_t len,
                          uint8_t hash_out[KMS_AUDIT_HASH_LEN]) KMS_MUST_CHECK;
 
+/* A record's time as written (without the quotes):
+ * "YYYY-MM-DDTHH:MM:SS.uuuuuuZ", always KMS_AUDIT_TIME_TEXT_LEN bytes + NUL.
+ * KMS_EINVAL for a time before 1970 or after 9999. */
+#define KMS_AUDIT_TIME_TEXT_LEN 27
+int kms_audit_time_text(int64_t us, char out[KMS_AUDIT_TIME_TEXT_LEN + 1]) KMS_MUST_CHECK;
+
 /* Lowercase hex of n bytes into out (2n+1 bytes, NUL-terminated). */
 void kms_audit_hex(const uint8_t *in, size_t n, char *out);
 

@@ -8,6 +8,7 @@
 
 #include <openssl/crypto.h>
 
+#include "kmsd/audit/audit_checkpoint.h"
 #include "kmsd/audit/audit_record.h"
 
 /* One line of one file, kept so the verifier can look one record ahead. */
@@ -117,6 +118,12 @@ static void bad(kms_audit_verify_result *res, uint64_t seq, const char *const *p
 
 int kms_audit_verify_files(const char *const *paths, size_t n, kms_audit_verify_result *res)
 {
+    return kms_audit_verify_files_signed(paths, n, NULL, res);
+}
+
+int kms_audit_verify_files_signed(const char *const *paths, size_t n, const uint8_t *pub,
+                                  kms_audit_verify_result *res)
+{
     struct lines l = {0};
     kms_audit_parsed *p = NULL, *ahead = NULL;
     uint8_t hash[KMS_AUDIT_HASH_LEN] = {0};
@@ -190,15 +197,32 @@ int kms_audit_verify_files(const char *const *paths, size_t n, kms_audit_verify_
                     (unsigned long long)(seq - 1), (unsigned long long)seq);
             goto out;
         }
+        if (strcmp(p->rec.type, KMS_AUDIT_CHECKPOINT_TYPE) == 0) {
+            res->checkpoints++;
+            /* In the chain, but forged or signed by another key: it vouches
+             * for nothing, and whoever could write it could rewrite what it
+             * claims to cover. */
+            if (pub != NULL && kms_audit_checkpoint_verify(p, pub) != 0) {
+                bad(res, seq, paths, ln, "checkpoint %llu is not valid: %s",
+                    (unsigned long long)seq, kms_error_detail());
+                kms_error_clear();
+                goto out;
+            }
+            if (pub != NULL) {
+                res->checkpoints_verified++;
+                res->covered_seq = seq;
+            }
+        }
         if ((r = kms_audit_chain_next(hash, ln->bytes, ln->len, hash)) != 0)
             goto out;
         res->records++;
         res->last_seq = seq;
         expect = seq + 1;
     }
-    /* No signed checkpoints yet: every chained record is an unverified tail. */
-    res->unverified = res->records;
 out:
+    /* Records after the last verified checkpoint (all of them without a
+     * key): chained, but nothing signed vouches for them. */
+    res->unverified = res->records - (res->covered_seq <= res->records ? res->covered_seq : 0);
     free(p);
     free(ahead);
     lines_free(&l);

@@ -12,10 +12,12 @@
  *   - a deleted record, a missing or truncated file: the first missing seq;
  *   - an inserted, repeated or reordered record: the seq expected where
  *     the wrong one stands.
- * Without signed checkpoints, records are chained but not signed: they are
- * all reported as an unverified tail (a rewrite of the whole log from
- * some record on, or a cut at its end, cannot be seen from the files
- * alone). */
+ * Given the audit key's public point, every checkpoint record is verified
+ * too (audit_checkpoint.h): one that is not valid (forged, signed by
+ * another key, a changed signed field) is a failure named by its seq.
+ * Records after the last verified checkpoint, or all of them without a
+ * key, are reported as an unverified tail: a rewrite of the log from some
+ * record on, or a cut at its end, cannot be seen from the chain alone. */
 #ifndef KMS_AUDIT_VERIFY_H
 #define KMS_AUDIT_VERIFY_H
 
@@ -25,17 +27,25 @@
 #include "kms/error.h"
 
 typedef struct kms_audit_verify_result {
-    int intact;          /* 1: no break found */
-    uint64_t records;    /* records read up to the break (or all) */
-    uint64_t last_seq;   /* the last good seq */
-    uint64_t bad_seq;    /* if !intact: the first bad sequence number */
-    uint64_t unverified; /* records no signed checkpoint covers */
-    char reason[512];    /* if !intact: what broke, where (file and line) */
+    int intact;                    /* 1: no break found */
+    uint64_t records;              /* records read up to the break (or all) */
+    uint64_t last_seq;             /* the last good seq */
+    uint64_t bad_seq;              /* if !intact: the first bad sequence number */
+    uint64_t unverified;           /* records no signed checkpoint covers */
+    uint64_t checkpoints;          /* checkpoint records read */
+    uint64_t checkpoints_verified; /* of those, verified under the key given */
+    uint64_t covered_seq;          /* the last verified checkpoint's seq, 0 if none */
+    char reason[512];              /* if !intact: what broke, where (file and line) */
 } kms_audit_verify_result;
 
 /* Verifies the n files in order. 0 with *res filled (intact or not);
  * KMS_ENOTFOUND if a file cannot be read (named in the detail), KMS_ENOMEM. */
 int kms_audit_verify_files(const char *const *paths, size_t n,
                            kms_audit_verify_result *res) KMS_MUST_CHECK;
+
+/* As kms_audit_verify_files, and verifies every checkpoint under pub
+ * (KMS_AUDIT_PUB_LEN bytes: 0x04 ‖ X ‖ Y); pub NULL verifies none. */
+int kms_audit_verify_files_signed(const char *const *paths, size_t n, const uint8_t *pub,
+                                  kms_audit_verify_result *res) KMS_MUST_CHECK;
 
 #endif

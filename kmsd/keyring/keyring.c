@@ -443,6 +443,14 @@ kms_backend *kms_keyring_state_backend(const kms_keyring *kr)
     return NULL;
 }
 
+kms_backend *kms_keyring_audit_backend(const kms_keyring *kr)
+{
+    for (size_t i = 0; i < kr->nbackends; i++)
+        if (kms_backend_has_caps(kr->backends[i].b, KMS_BACKEND_CAP_AUDIT_SIGN))
+            return kr->backends[i].b;
+    return NULL;
+}
+
 int kms_keyring_health(kms_keyring *kr)
 {
     int r = KMS_OK;

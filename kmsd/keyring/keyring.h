@@ -69,6 +69,11 @@ const char *kms_keyring_default_backend(const kms_keyring *kr);
  * keyring keeps owning it. */
 kms_backend *kms_keyring_state_backend(const kms_keyring *kr);
 
+/* The first registered backend instance that can hold the audit signing
+ * key (KMS_BACKEND_CAP_AUDIT_SIGN), NULL if none can (a TPM-only kmsd).
+ * The keyring keeps owning it. */
+kms_backend *kms_keyring_audit_backend(const kms_keyring *kr);
+
 /* 0 if every registered backend answers now; else KMS_EUNAVAIL naming the
  * first that does not (each one down is logged). */
 int kms_keyring_health(kms_keyring *kr) KMS_MUST_CHECK;

@@ -49,7 +49,13 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
 #include "backend_fake.h"
 #include "group_run.h"
@@ -313,6 +319,11 @@ static int group_setup(void **state)
     int state_mac = kms_backend_has_caps(E.b, KMS_BACKEND_CAP_STATE_MAC);
     assert_int_equal(o->state_key_create != NULL, state_mac);
     assert_int_equal(o->state_mac != NULL, state_mac);
+    /* So are the audit-signing ops. */
+    int audit_sign = kms_backend_has_caps(E.b, KMS_BACKEND_CAP_AUDIT_SIGN);
+    assert_int_equal(o->audit_key_create != NULL, audit_sign);
+    assert_int_equal(o->audit_key_public != NULL, audit_sign);
+    assert_int_equal(o->audit_sign != NULL, audit_sign);
     return 0;
 }
 
@@ -604,6 +615,69 @@ static void state_mac_long_and_reopened(void **state)
     assert_int_equal(E.b->ops->state_mac(E.b, NULL, 0, e1), KMS_OK);
     assert_memory_equal(e0, e1, KMS_STATE_MAC_LEN);
     free(big);
+}
+
+/* OpenSSL's own verdict on a raw r ‖ s signature of digest under the
+ * uncompressed P-256 point pub: 1 valid, 0 not. */
+static int openssl_verifies(const uint8_t *pub, const uint8_t *digest, const uint8_t *raw)
+{
+    EVP_PKEY *pkey = NULL;
+    EVP_PKEY_CTX *kctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)"prime256v1", 0),
+        OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)pub, KMS_AUDIT_PUB_LEN),
+        OSSL_PARAM_construct_end()};
+    assert_true(kctx != NULL && EVP_PKEY_fromdata_init(kctx) == 1 &&
+                EVP_PKEY_fromdata(kctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) == 1);
+    ECDSA_SIG *sig = ECDSA_SIG_new();
+    assert_int_equal(ECDSA_SIG_set0(sig, BN_bin2bn(raw, 32, NULL), BN_bin2bn(raw + 32, 32, NULL)),
+                     1);
+    uint8_t *der = NULL;
+    int der_len = i2d_ECDSA_SIG(sig, &der);
+    assert_true(der_len > 0);
+    EVP_PKEY_CTX *vctx = EVP_PKEY_CTX_new(pkey, NULL);
+    assert_true(vctx != NULL && EVP_PKEY_verify_init(vctx) == 1);
+    int ok = EVP_PKEY_verify(vctx, der, (size_t)der_len, digest, 32) == 1;
+    EVP_PKEY_CTX_free(vctx);
+    OPENSSL_free(der);
+    ECDSA_SIG_free(sig);
+    EVP_PKEY_free(pkey);
+    EVP_PKEY_CTX_free(kctx);
+    return ok;
+}
+
+/* With KMS_BACKEND_CAP_AUDIT_SIGN: the key pair is made once (then
+ * EEXISTS), its public point is a stable uncompressed P-256 point, and a
+ * signature is exactly KMS_AUDIT_SIG_LEN bytes that OpenSSL verifies under
+ * it for that digest and no other. Without: nothing to check (group_setup
+ * saw the three ops NULL). */
+static void audit_sign_when_capable(void **state)
+{
+    (void)state;
+    kms_backend *b = E.b;
+    if (!kms_backend_has_caps(b, KMS_BACKEND_CAP_AUDIT_SIGN))
+        return;
+    int r = b->ops->audit_key_create(b);
+    assert_true(r == KMS_OK || r == KMS_EEXISTS);
+    assert_int_equal(b->ops->audit_key_create(b), KMS_EEXISTS);
+    uint8_t pub[KMS_AUDIT_PUB_LEN], again[KMS_AUDIT_PUB_LEN];
+    assert_int_equal(b->ops->audit_key_public(b, pub), KMS_OK);
+    assert_int_equal(b->ops->audit_key_public(b, again), KMS_OK);
+    assert_int_equal(pub[0], 0x04);
+    assert_memory_equal(pub, again, KMS_AUDIT_PUB_LEN);
+
+    uint8_t d1[KMS_AUDIT_DIGEST_LEN], d2[KMS_AUDIT_DIGEST_LEN];
+    SHA256((const uint8_t *)"checkpoint one", 14, d1);
+    SHA256((const uint8_t *)"checkpoint two", 14, d2);
+    uint8_t s1[KMS_AUDIT_SIG_LEN + 1], s2[KMS_AUDIT_SIG_LEN];
+    s1[KMS_AUDIT_SIG_LEN] = 0xA5;
+    assert_int_equal(b->ops->audit_sign(b, d1, s1), KMS_OK);
+    assert_int_equal(s1[KMS_AUDIT_SIG_LEN], 0xA5); /* exactly KMS_AUDIT_SIG_LEN written */
+    assert_int_equal(b->ops->audit_sign(b, d1, s2), KMS_OK);
+    assert_true(openssl_verifies(pub, d1, s1));
+    assert_true(openssl_verifies(pub, d1, s2));
+    assert_memory_not_equal(s1, s2, KMS_AUDIT_SIG_LEN); /* ECDSA: a fresh nonce each time */
+    assert_false(openssl_verifies(pub, d2, s1));
 }
 
 static void health_while_up(void **state)
@@ -1124,6 +1198,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(random_bytes),
         cmocka_unit_test(state_mac_when_capable),
         cmocka_unit_test(state_mac_long_and_reopened),
+        cmocka_unit_test(audit_sign_when_capable),
         cmocka_unit_test(tampering_fails_and_wipes),
         cmocka_unit_test(versions_are_distinct),
         cmocka_unit_test(malformed_refs_refused),

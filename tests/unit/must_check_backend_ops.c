@@ -61,5 +61,20 @@ int must_check_backend_ops(kms_backend *b, kms_backend_key *k, kms_aead_io *io,
 #else
     r |= b->ops->state_mac(b, buf, 16, buf);
 #endif
+#if KMS_OP == 9 /* audit_key_create */
+    b->ops->audit_key_create(b);
+#else
+    r |= b->ops->audit_key_create(b);
+#endif
+#if KMS_OP == 10 /* audit_key_public */
+    b->ops->audit_key_public(b, buf);
+#else
+    r |= b->ops->audit_key_public(b, buf);
+#endif
+#if KMS_OP == 11 /* audit_sign */
+    b->ops->audit_sign(b, buf, buf);
+#else
+    r |= b->ops->audit_sign(b, buf, buf);
+#endif
     return r;
 }
