@@ -5,6 +5,7 @@
  *   kmsd [--config FILE] [options] tpm2-provision   make the TPM's storage primary
  *   kmsd [--config FILE] [options] seal-state   make the state-integrity key (once, for a
  *                                               database initialised without one)
+ *   kmsd [--config FILE] [options] verify-state   verify the state's MACs without serving
  *
  * Exit status: 0 success (including a clean shutdown on SIGTERM/SIGINT),
  * 1 runtime failure, 2 usage or configuration error. */
@@ -37,6 +38,7 @@
 #include "base/log.h"
 #include "kmsd/policy/policy.h"
 #include "kmsd/quorum/quorum.h"
+#include "kmsd/quorum/quorum_actions.h"
 #include "kmsd/rpc_table.h"
 #include "base/secret.h"
 #include "kmsd/server/crl.h"
@@ -58,7 +60,8 @@
 #define MAX_OPTS 1024
 
 static const char usage_text[] =
-    "usage: kmsd [--config FILE] [options] run|init|tpm2-provision|seal-state\n"
+    "usage: kmsd [--config FILE] [options] run|init|tpm2-provision|seal-state|\n"
+    "            verify-state\n"
     "\n"
     "  run    serve the kms API over mutual TLS (prints \"kmsd ready on HOST:PORT\")\n"
     "  init   the key ceremony: create the database, check the backends, register\n"
@@ -67,6 +70,8 @@ static const char usage_text[] =
     "         after init; init does it when tpm2.tcti is set)\n"
     "  seal-state   create the state-integrity key on the PKCS#11 token for a\n"
     "         database initialised before kmsd had one (once; trust on first use)\n"
+    "  verify-state   check every row MAC and the state digest without serving:\n"
+    "         one line per failure, exit 0 only if all verify\n"
     "\n"
     "settings (override the config file; docs/configuration.md). Backends: the\n"
     "pkcs11 settings, --tpm2-tcti, or both; at least one.\n"
@@ -501,22 +506,77 @@ static int cmd_seal_state(struct daemon *d)
     if (officers == 0)
         return kms_error_set(KMS_EINVAL, "database %s is not initialised: run `kmsd init` first",
                              d->cfg.database);
-    return kms_state_key_seal(d->keyring);
+    return kms_state_key_seal(d->keyring, d->store);
 }
 
-/* At start: the state-integrity key must be safe if it is there. Its
- * absence is only warned about for now (nothing is authenticated under it
- * yet); an unsafe object or a device that does not answer refuses. */
-static int check_state_key(struct daemon *d)
+/* One failed state check, logged as an error (run) and printed on stdout
+ * (verify-state) as "state: FAIL <table> (<row>): <check>". */
+static int report_state_failure(void *ctx, const char *table, const char *row, const char *check)
 {
+    int *print = ctx;
+    kms_log_error("state integrity: %s (%s): %s", table, row, check);
+    if (*print)
+        printf("state: FAIL %s (%s): %s\n", table, row, check);
+    return KMS_OK;
+}
+
+/* Every quorum action type has a threshold row: a missing one is refused,
+ * never defaulted. */
+static int check_thresholds(struct daemon *d, int print, size_t *failures)
+{
+    for (size_t a = 0; a < kms_quorum_n_actions; a++) {
+        const char *type = kms_quorum_actions[a].type;
+        uint32_t t = 0;
+        int r = d->store->ops->threshold_get(d->store, type, &t);
+        if (r == KMS_ENOTFOUND) {
+            char row[KMS_ACTION_TYPE_MAX + 16];
+            snprintf(row, sizeof(row), "action_type=%s", type);
+            (*failures)++;
+            KMS_GUARD(report_state_failure(&print, "thresholds", row,
+                                           "missing: no threshold for this action type "
+                                           "(refused, never a default)"));
+        } else if (r != 0) {
+            return r;
+        }
+    }
+    return KMS_OK;
+}
+
+/* The state checks of `run` and `verify-state`: the state-integrity key,
+ * then every row MAC, the digest and the thresholds. Without a backend that
+ * can hold the key, or without a key (run `kmsd seal-state`), the state is
+ * not authenticated: `run` warns and goes on, verify-state refuses. An
+ * unsafe key, a device that does not answer or any failed check refuses. */
+static int check_state(struct daemon *d, int print)
+{
+    size_t failures = 0;
+    uint64_t generation = 0;
     int r = kms_state_key_check(d->keyring);
-    if (r == KMS_ENOTFOUND || r == KMS_EPRECOND) {
+    if ((r == KMS_ENOTFOUND || r == KMS_EPRECOND) && !print) {
         kms_log_warn("state integrity: %s", kms_error_detail());
         return KMS_OK;
     }
-    if (r == 0)
-        kms_log_info("state integrity: state-integrity key present and safe");
-    return r;
+    KMS_GUARD(r);
+    KMS_GUARD(kms_state_attach(d->keyring, d->store));
+    KMS_GUARD(kms_state_verify(d->store, report_state_failure, &print, &failures, &generation));
+    KMS_GUARD(check_thresholds(d, print, &failures));
+    if (failures > 0)
+        return kms_error_set(KMS_EAUTH,
+                             "state integrity: %zu check(s) failed (listed above); refusing to "
+                             "act on unauthenticated state",
+                             failures);
+    kms_log_info("state integrity: every row and the state digest verify (generation %llu)",
+                 (unsigned long long)generation);
+    if (print)
+        printf("state: ok, generation %llu\n", (unsigned long long)generation);
+    return KMS_OK;
+}
+
+/* `kmsd verify-state`: the start-up checks without serving. */
+static int cmd_verify_state(struct daemon *d)
+{
+    KMS_GUARD(open_core(d, 1));
+    return check_state(d, 1);
 }
 
 /* The host part of "host:port" (what precedes the last ':'). */
@@ -712,7 +772,9 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
     int r, port = 0, grpc_up = 0, sig = 0;
 
     pthread_rwlock_init(&rv.lock, NULL);
-    if ((r = open_core(d, 1)) != 0 || (r = kms_policy_open(d->store, &d->policy)) != 0 ||
+    /* The state is verified before anything reads it into a cache. */
+    if ((r = open_core(d, 1)) != 0 || (r = check_state(d, 0)) != 0 ||
+        (r = kms_policy_open(d->store, &d->policy)) != 0 ||
         (r = d->store->ops->officer_list(d->store, count_officer, &officers)) != 0)
         goto out;
     if (officers == 0) {
@@ -720,7 +782,7 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
                           d->cfg.database);
         goto out;
     }
-    if ((r = check_keys(d)) != 0 || (r = check_state_key(d)) != 0 ||
+    if ((r = check_keys(d)) != 0 ||
         (r = start_audit(d, "start")) != 0 || (r = start_quorum(d)) != 0)
         goto out;
     if (d->cfg.insecure_dev) {
@@ -851,13 +913,15 @@ int main(int argc, char **argv)
     }
     if (optind != argc - 1 ||
         (strcmp(argv[optind], "run") != 0 && strcmp(argv[optind], "init") != 0 &&
-         strcmp(argv[optind], "tpm2-provision") != 0 && strcmp(argv[optind], "seal-state") != 0)) {
+         strcmp(argv[optind], "tpm2-provision") != 0 && strcmp(argv[optind], "seal-state") != 0 &&
+         strcmp(argv[optind], "verify-state") != 0)) {
         fputs(usage_text, stderr);
         return EXIT_USAGE;
     }
     int init = strcmp(argv[optind], "init") == 0;
     int provision = strcmp(argv[optind], "tpm2-provision") == 0;
     int seal = strcmp(argv[optind], "seal-state") == 0;
+    int verify = strcmp(argv[optind], "verify-state") == 0;
 
     if ((r = kms_config_init(&d.cfg)) != 0 ||
         (config != NULL && (r = kms_config_load_file(&d.cfg, config)) != 0))
@@ -880,6 +944,7 @@ int main(int argc, char **argv)
     r = provision ? cmd_tpm2_provision(&d)
         : init    ? cmd_init(&d)
         : seal    ? cmd_seal_state(&d)
+        : verify  ? cmd_verify_state(&d)
                   : cmd_run(&d, &stop);
     if (r != 0)
         goto fail;
@@ -890,6 +955,7 @@ fail:
     kms_log_error("%s: %s",
                   init   ? "init"
                   : seal ? "seal-state"
+                  : verify ? "verify-state"
                          : "run",
                   kms_error_detail()[0] ? kms_error_detail() : kms_strerror(r));
     close_core(&d);

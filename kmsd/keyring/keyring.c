@@ -590,6 +590,9 @@ static int create_on_backend(kms_store *store, kms_backend *b, const uint8_t *id
                                  version);
         if (g != KMS_ENOTFOUND)
             return g;
+        /* Only on verified state: a version row deleted from the file
+         * fails the state digest here. */
+        KMS_GUARD(store->ops->state_verify_key(store, id));
         kms_log_warn("destroying an orphan device object (version %u) left by a crash", version);
         r = b->ops->destroy_version(b, ref);
         if (r == 0)
@@ -813,6 +816,8 @@ int kms_keyring_destroy_key(kms_keyring *kr, const char *name, unsigned *destroy
     pthread_mutex_lock(&e->mu);
     if (e->rec.deletion_at == 0)
         r = kms_error_set(KMS_EPRECOND, "key %s is not scheduled for deletion", name);
+    else /* the rows right before destroying: a row changed under us is not acted on */
+        r = kr->store->ops->state_verify_key(kr->store, e->rec.id);
     for (size_t i = 0; r == 0 && i < e->nversions; i++) {
         struct version_slot *v = &e->versions[i];
         if (v->state == KMS_VERSION_DESTROYED)

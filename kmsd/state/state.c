@@ -15,7 +15,7 @@ static int probe_mac(kms_backend *b)
     return b->ops->state_mac(b, probe, sizeof(probe) - 1, mac);
 }
 
-int kms_state_key_init(kms_keyring *kr)
+int kms_state_key_init(kms_keyring *kr, kms_store *store)
 {
     kms_backend *b = kms_keyring_state_backend(kr);
     if (b == NULL) {
@@ -32,26 +32,36 @@ int kms_state_key_init(kms_keyring *kr)
     else if (r != 0)
         return r;
     KMS_GUARD(probe_mac(b));
+    KMS_GUARD(kms_state_attach(kr, store));
     printf("state-integrity key on %s\n", b->ops->name);
     return KMS_OK;
 }
 
-int kms_state_key_seal(kms_keyring *kr)
+int kms_state_key_seal(kms_keyring *kr, kms_store *store)
 {
     kms_backend *b = kms_keyring_state_backend(kr);
+    int sealed = 0;
     if (b == NULL)
         return kms_error_set(KMS_EPRECOND, "seal-state refused: %s", KMS_STATE_NO_BACKEND);
+    KMS_GUARD(store->ops->state_sealed(store, &sealed));
+    if (sealed)
+        return kms_error_set(KMS_EEXISTS,
+                             "seal-state refused: the state is sealed already (it has a state "
+                             "digest); the state is sealed once and never again");
+    /* A key made by an earlier build's `kmsd init`, before rows had MACs,
+     * is adopted: the rows were never sealed under it. */
     int r = b->ops->state_key_create(b);
     if (r == KMS_EEXISTS)
-        return kms_error_set(KMS_EEXISTS,
-                             "seal-state refused: the %s backend already holds a state-integrity "
-                             "key; the state is sealed once and never again",
-                             b->ops->name);
-    KMS_GUARD(r);
+        kms_log_info("seal-state: using the %s backend's existing state-integrity key",
+                     b->ops->name);
+    else if (r != 0)
+        return r;
     KMS_GUARD(probe_mac(b));
+    KMS_GUARD(kms_state_attach(kr, store));
+    KMS_GUARD(store->ops->state_seal_all(store));
     kms_log_warn("state sealed by trust on first use: the database's contents are taken as "
                  "they are now");
-    printf("state-integrity key created on %s\n", b->ops->name);
+    printf("state sealed under the state-integrity key on %s\n", b->ops->name);
     return KMS_OK;
 }
 

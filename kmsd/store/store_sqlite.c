@@ -473,6 +473,11 @@ static const kms_store_ops sqlite_ops = {
     .action_cancel = kms_sqlite_action_cancel,
     .action_expire = kms_sqlite_action_expire,
     .action_count_pending = kms_sqlite_action_count_pending,
+    .state_attach = kms_sqlite_state_attach,
+    .state_sealed = kms_sqlite_state_sealed,
+    .state_seal_all = kms_sqlite_state_seal_all,
+    .state_verify = kms_sqlite_state_verify,
+    .state_verify_key = kms_sqlite_state_verify_key,
     .close = store_close,
 };
 
