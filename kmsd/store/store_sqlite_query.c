@@ -203,7 +203,8 @@ int kms_sq_run(struct sqlite_store *s, enum stmt_id id, const kms_sq_param *para
     kms_sq q;
     /* A write outside a transaction gets one of its own when the state is
      * authenticated, so its row MACs and the digest commit with it. */
-    int wrap = s->mac_fn != NULL && s->st[id] != NULL && !sqlite3_stmt_readonly(s->st[id]) &&
+    int wrap = s->mac_fn != NULL && id != ST_BEGIN && id != ST_COMMIT && id != ST_ROLLBACK &&
+               s->st[id] != NULL && !sqlite3_stmt_readonly(s->st[id]) &&
                sqlite3_get_autocommit(s->db);
     int r = wrap ? kms_sqlite_tx_begin(s) : KMS_OK;
     if (r != 0)
