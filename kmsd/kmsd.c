@@ -535,8 +535,8 @@ static int check_thresholds(struct daemon *d, int print, size_t *failures)
             KMS_GUARD(report_state_failure(&print, "thresholds", row,
                                            "missing: no threshold for this action type "
                                            "(refused, never a default)"));
-        } else if (r != 0) {
-            return r;
+        } else if (r != 0 && *failures == 0) {
+            return r; /* with failures already listed, an unreadable row is one of them */
         }
     }
     return KMS_OK;
@@ -782,8 +782,8 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
                           d->cfg.database);
         goto out;
     }
-    if ((r = check_keys(d)) != 0 ||
-        (r = start_audit(d, "start")) != 0 || (r = start_quorum(d)) != 0)
+    if ((r = check_keys(d)) != 0 || (r = start_audit(d, "start")) != 0 ||
+        (r = start_quorum(d)) != 0)
         goto out;
     if (d->cfg.insecure_dev) {
         kms_log_warn("INSECURE: --insecure-dev serves plaintext gRPC without client "
@@ -953,10 +953,10 @@ int main(int argc, char **argv)
     return 0;
 fail:
     kms_log_error("%s: %s",
-                  init   ? "init"
-                  : seal ? "seal-state"
+                  init     ? "init"
+                  : seal   ? "seal-state"
                   : verify ? "verify-state"
-                         : "run",
+                           : "run",
                   kms_error_detail()[0] ? kms_error_detail() : kms_strerror(r));
     close_core(&d);
     kms_config_free(&d.cfg);

@@ -71,7 +71,6 @@ int kms_sqlite_state_sealed(kms_store *store, int *sealed) KMS_MUST_CHECK;
 int kms_sqlite_state_seal_all(kms_store *store) KMS_MUST_CHECK;
 int kms_sqlite_state_verify(kms_store *store, kms_store_state_failure_cb cb, void *ctx,
                             size_t *failures, uint64_t *generation) KMS_MUST_CHECK;
-int kms_sqlite_state_verify_key(kms_store *store,
-                                const uint8_t id[KMS_KEY_ID_LEN]) KMS_MUST_CHECK;
+int kms_sqlite_state_verify_key(kms_store *store, const uint8_t id[KMS_KEY_ID_LEN]) KMS_MUST_CHECK;
 
 #endif

@@ -118,8 +118,7 @@ static int encode_row(const struct mac_table *t, sqlite3_stmt *st, int first, ui
 
 /* "key_id=ab12..., version=3": the primary key of st's row (columns from
  * first on), printable (control bytes become '?'). */
-static void row_name(const struct mac_table *t, sqlite3_stmt *st, int first, char *out,
-                     size_t cap)
+static void row_name(const struct mac_table *t, sqlite3_stmt *st, int first, char *out, size_t cap)
 {
     static const char hex[] = "0123456789abcdef";
     const char *col = t->cols;
@@ -183,8 +182,7 @@ static int seal_row(struct sqlite_store *s, const struct mac_table *t, sqlite3_i
         r = kms_sqlite_error(s->db, rc, "state integrity: read row");
         goto out;
     }
-    if ((r = encode_row(t, st, 0, buf, ROW_MAX, &len)) != 0 ||
-        (r = mac_of(s, buf, len, mac)) != 0)
+    if ((r = encode_row(t, st, 0, buf, ROW_MAX, &len)) != 0 || (r = mac_of(s, buf, len, mac)) != 0)
         goto out;
     sqlite3_finalize(st);
     snprintf(sql, sizeof(sql), "UPDATE main.%s SET mac = ?1 WHERE rowid = ?2", t->name);
@@ -273,14 +271,15 @@ static int state_mac(struct sqlite_store *s, uint64_t generation, const uint8_t 
     int r;
     kms_buf_writer_init(&w, buf, sizeof(buf));
     if ((r = kms_buf_put_lv32(&w, STATE_LABEL, sizeof(STATE_LABEL) - 1)) != 0 ||
-        (r = kms_buf_put_u64be(&w, generation)) != 0 || (r = kms_buf_put_bytes(&w, digest, 32)) != 0)
+        (r = kms_buf_put_u64be(&w, generation)) != 0 ||
+        (r = kms_buf_put_bytes(&w, digest, 32)) != 0)
         return r;
     return mac_of(s, buf, w.len, mac);
 }
 
 /* The digest row: *found 0 if absent. */
-static int read_state(struct sqlite_store *s, int *found, uint64_t *generation,
-                      uint8_t digest[32], uint8_t mac[KMS_STATE_MAC_LEN])
+static int read_state(struct sqlite_store *s, int *found, uint64_t *generation, uint8_t digest[32],
+                      uint8_t mac[KMS_STATE_MAC_LEN])
 {
     sqlite3_stmt *st = NULL;
     int r = KMS_OK, rc;
@@ -407,8 +406,7 @@ int kms_sqlite_state_attach(kms_store *store, kms_store_mac_fn mac, void *ctx)
                  " BEGIN INSERT INTO kms_dirty VALUES (%d, NEW.rowid); END;"
                  "CREATE TEMP TRIGGER kms_del_%d AFTER DELETE ON main.%s"
                  " BEGIN INSERT INTO kms_dirty VALUES (%d, NULL); END;",
-                 t, tables[t].name, t, t, tables[t].cols, tables[t].name, t, t, tables[t].name,
-                 t);
+                 t, tables[t].name, t, t, tables[t].cols, tables[t].name, t, t, tables[t].name, t);
         r = kms_sq_script(s->db, sql, "state integrity: triggers");
     }
     if (r == 0) {
