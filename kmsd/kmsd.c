@@ -337,9 +337,10 @@ struct daemon {
     int sweeper_up, stopping;
     pthread_mutex_t sweep_mu;
     pthread_cond_t sweep_cv;
-    int db_lock;            /* the writer lock's descriptor + 1; 0: not held */
-    kms_audit_sink *audit;  /* NULL: no audit.dir */
-    char config_digest[65]; /* for the start and init records (config_digest) */
+    int db_lock;               /* the writer lock's descriptor + 1; 0: not held */
+    kms_audit_sink *audit;     /* NULL: no audit.dir */
+    char config_digest[65];    /* for the start and init records (config_digest) */
+    uint64_t state_generation; /* verified at start; 0: state not authenticated */
 };
 
 static void *sweep_loop(void *arg)
@@ -569,6 +570,7 @@ static int check_state(struct daemon *d, int print)
                  (unsigned long long)generation);
     if (print)
         printf("state: ok, generation %llu\n", (unsigned long long)generation);
+    d->state_generation = generation;
     return KMS_OK;
 }
 
@@ -646,8 +648,14 @@ static int start_audit(struct daemon *d, const char *event)
                            .max_age = d->cfg.audit_max_age};
     KMS_GUARD(audit_key_path(&d->cfg, key_path, sizeof(key_path)));
     KMS_GUARD(kms_audit_sink_open(&ac, key_path, &d->audit));
-    char detail[96];
-    snprintf(detail, sizeof(detail), "config_sha256=%s", d->config_digest);
+    char detail[160];
+    /* The verified state generation ties the log to the database: a later
+     * start with a lower one is a rollback of the whole file. */
+    if (d->state_generation > 0)
+        snprintf(detail, sizeof(detail), "config_sha256=%s state_generation=%llu", d->config_digest,
+                 (unsigned long long)d->state_generation);
+    else
+        snprintf(detail, sizeof(detail), "config_sha256=%s", d->config_digest);
     KMS_GUARD(kms_audit_sink_event(d->audit, event, detail));
     kms_log_info("audit log in %s", d->cfg.audit_dir);
     return KMS_OK;

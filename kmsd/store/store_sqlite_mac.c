@@ -316,13 +316,14 @@ int kms_sqlite_state_seal(struct sqlite_store *s)
 
     if (s->mac_fn == NULL)
         return KMS_OK;
-    if ((r = prepare(s->db, "SELECT DISTINCT tbl, rid FROM temp.kms_dirty", &st)) != 0)
-        goto out;
+    st = s->dirty_st;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (n == cap) {
             size_t ncap = cap ? 2 * cap : 16;
             void *p = realloc(dirty, ncap * sizeof(*dirty));
             if (p == NULL) {
+                sqlite3_reset(st);
+                st = NULL; /* kept prepared, never finalized here */
                 r = kms_error_set(KMS_ENOMEM, "out of memory");
                 goto out;
             }
@@ -334,12 +335,12 @@ int kms_sqlite_state_seal(struct sqlite_store *s)
         dirty[n][1] = sqlite3_column_type(st, 1) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 1);
         n++;
     }
+    sqlite3_reset(st);
+    st = NULL;
     if (rc != SQLITE_DONE) {
         r = kms_sqlite_error(s->db, rc, "state integrity: changed rows");
         goto out;
     }
-    sqlite3_finalize(st);
-    st = NULL;
     if (n == 0)
         goto out;
     if ((buf = malloc(ROW_MAX)) == NULL) {
@@ -409,6 +410,8 @@ int kms_sqlite_state_attach(kms_store *store, kms_store_mac_fn mac, void *ctx)
                  t, tables[t].name, t, t, tables[t].cols, tables[t].name, t, t, tables[t].name, t);
         r = kms_sq_script(s->db, sql, "state integrity: triggers");
     }
+    if (r == 0)
+        r = prepare(s->db, "SELECT DISTINCT tbl, rid FROM temp.kms_dirty", &s->dirty_st);
     if (r == 0) {
         s->mac_fn = mac;
         s->mac_ctx = ctx;

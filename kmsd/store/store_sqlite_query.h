@@ -100,6 +100,8 @@ struct sqlite_store {
      * before it commits. NULL: the state is not authenticated. */
     kms_store_mac_fn mac_fn;
     void *mac_ctx;
+    sqlite3_stmt *dirty_st; /* the rows the open transaction wrote (kept prepared:
+                               every usage reservation commits through it) */
 };
 
 struct sqlite_store *kms_sqlite_impl(kms_store *s);
