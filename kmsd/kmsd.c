@@ -780,9 +780,7 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
     int r, port = 0, grpc_up = 0, sig = 0;
 
     pthread_rwlock_init(&rv.lock, NULL);
-    /* The state is verified before anything reads it into a cache. */
-    if ((r = open_core(d, 1)) != 0 || (r = check_state(d, 0)) != 0 ||
-        (r = kms_policy_open(d->store, &d->policy)) != 0 ||
+    if ((r = open_core(d, 1)) != 0 ||
         (r = d->store->ops->officer_list(d->store, count_officer, &officers)) != 0)
         goto out;
     if (officers == 0) {
@@ -790,6 +788,9 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
                           d->cfg.database);
         goto out;
     }
+    /* The state is verified before anything reads it into a cache. */
+    if ((r = check_state(d, 0)) != 0 || (r = kms_policy_open(d->store, &d->policy)) != 0)
+        goto out;
     if ((r = check_keys(d)) != 0 || (r = start_audit(d, "start")) != 0 ||
         (r = start_quorum(d)) != 0)
         goto out;

@@ -51,13 +51,16 @@ int kms_state_key_seal(kms_keyring *kr, kms_store *store)
     if (b == NULL)
         return kms_error_set(KMS_EPRECOND, "seal-state refused: %s", KMS_STATE_NO_BACKEND);
     KMS_GUARD(store->ops->state_sealed(store, &sealed));
-    if (sealed)
-        return kms_error_set(KMS_EEXISTS,
-                             "seal-state refused: the state is sealed already (it has a state "
-                             "digest); the state is sealed once and never again");
-    /* A key made by an earlier build's `kmsd init`, before rows had MACs,
-     * is adopted: the rows were never sealed under it. */
     int r = b->ops->state_key_create(b);
+    if (r == KMS_EEXISTS && sealed)
+        return kms_error_set(KMS_EEXISTS,
+                             "seal-state refused: the %s backend already holds a state-integrity "
+                             "key and the state is sealed under it; the state is sealed once and "
+                             "never again",
+                             b->ops->name);
+    /* A key made by an earlier build's `kmsd init`, before rows had MACs,
+     * is adopted (after its safety check); a new key re-seals a database
+     * whose key is gone. Either way: trust on first use. */
     if (r == KMS_EEXISTS)
         kms_log_info("seal-state: using the %s backend's existing state-integrity key",
                      b->ops->name);

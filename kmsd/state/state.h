@@ -30,8 +30,9 @@ int kms_state_key_init(kms_keyring *kr, kms_store *store) KMS_MUST_CHECK;
  * contents are taken as they are now). Makes the state-integrity key if the
  * backend has none, then MACs every row and writes the state digest.
  * KMS_EPRECOND on a kmsd without a backend that can hold the key;
- * KMS_EEXISTS (saying so) if the state is sealed already: the step is
- * never run twice. */
+ * KMS_EEXISTS (saying so) if the key is there and the state is sealed
+ * already: the step is never run twice. (A key that is gone, a token
+ * reset, makes a new one and seals the file again: trust on first use.) */
 int kms_state_key_seal(kms_keyring *kr, kms_store *store) KMS_MUST_CHECK;
 
 /* `kmsd run`: 0 if the key is there and safe; KMS_ENOTFOUND if the backend
