@@ -267,8 +267,10 @@ typedef struct kms_store_ops {
 
     /* From now on every write MACs the rows it changes (canonical row
      * encoding) and the state digest, with the next generation, in its own
-     * transaction. mac must outlive the store. */
-    int (*state_attach)(kms_store *s, kms_store_mac_fn mac, void *ctx) KMS_MUST_CHECK;
+     * transaction. On success the store owns ctx and calls ctx_free(ctx)
+     * (if not NULL) when it closes; on failure the caller keeps it. */
+    int (*state_attach)(kms_store *s, kms_store_mac_fn mac, void *ctx,
+                        void (*ctx_free)(void *ctx)) KMS_MUST_CHECK;
     /* *sealed: 1 if the state digest row exists (the state was sealed). */
     int (*state_sealed)(kms_store *s, int *sealed) KMS_MUST_CHECK;
     /* Trust on first use: MACs every row as it is now and writes the digest,

@@ -433,6 +433,8 @@ static void store_close(kms_store *store)
     struct sqlite_store *s = kms_sqlite_impl(store);
     kms_sqlite_finalize_all(s);
     sqlite3_finalize(s->dirty_st);
+    if (s->mac_ctx_free != NULL)
+        s->mac_ctx_free(s->mac_ctx); /* wipes the state subkey */
     if (s->db != NULL && sqlite3_close(s->db) != SQLITE_OK)
         kms_log_error("store: close failed: %s", sqlite3_errmsg(s->db));
     if (s->mu_ready)

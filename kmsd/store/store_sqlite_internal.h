@@ -66,7 +66,8 @@ int kms_sqlite_action_count_pending(kms_store *store, const char *proposer, int6
                                     uint32_t *n) KMS_MUST_CHECK;
 
 /* State integrity (store_sqlite_mac.c), see store.h. */
-int kms_sqlite_state_attach(kms_store *store, kms_store_mac_fn mac, void *ctx) KMS_MUST_CHECK;
+int kms_sqlite_state_attach(kms_store *store, kms_store_mac_fn mac, void *ctx,
+                            void (*ctx_free)(void *ctx)) KMS_MUST_CHECK;
 int kms_sqlite_state_sealed(kms_store *store, int *sealed) KMS_MUST_CHECK;
 int kms_sqlite_state_seal_all(kms_store *store) KMS_MUST_CHECK;
 int kms_sqlite_state_verify(kms_store *store, kms_store_state_failure_cb cb, void *ctx,

@@ -382,7 +382,8 @@ out:
 
 /* ---- ops ----------------------------------------------------------------------------- */
 
-int kms_sqlite_state_attach(kms_store *store, kms_store_mac_fn mac, void *ctx)
+int kms_sqlite_state_attach(kms_store *store, kms_store_mac_fn mac, void *ctx,
+                            void (*ctx_free)(void *ctx))
 {
     struct sqlite_store *s;
     char sql[1024];
@@ -415,6 +416,7 @@ int kms_sqlite_state_attach(kms_store *store, kms_store_mac_fn mac, void *ctx)
     if (r == 0) {
         s->mac_fn = mac;
         s->mac_ctx = ctx;
+        s->mac_ctx_free = ctx_free;
     }
 out:
     kms_sqlite_unlock(s);

@@ -100,8 +100,9 @@ struct sqlite_store {
      * before it commits. NULL: the state is not authenticated. */
     kms_store_mac_fn mac_fn;
     void *mac_ctx;
-    sqlite3_stmt *dirty_st; /* the rows the open transaction wrote (kept prepared:
-                               every usage reservation commits through it) */
+    void (*mac_ctx_free)(void *ctx); /* called at close */
+    sqlite3_stmt *dirty_st;          /* the rows the open transaction wrote (kept prepared:
+                                        every usage reservation commits through it) */
 };
 
 struct sqlite_store *kms_sqlite_impl(kms_store *s);

@@ -73,7 +73,7 @@ static int teardown(void **state)
 
 static void attach(struct fx *f)
 {
-    assert_int_equal(f->s->ops->state_attach(f->s, soft_mac, &f->calls), KMS_OK);
+    assert_int_equal(f->s->ops->state_attach(f->s, soft_mac, &f->calls, NULL), KMS_OK);
 }
 
 static void reopen_attached(struct fx *f)
