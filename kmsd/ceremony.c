@@ -250,7 +250,7 @@ int kms_ceremony_run(const kms_config *cfg, kms_store *store, kms_keyring *kr, c
         goto out;
     }
 
-    if ((r = kms_state_key_init(kr)) != 0)
+    if ((r = kms_state_key_init(kr, store)) != 0)
         goto out;
     for (size_t a = 0; a < kms_quorum_n_actions; a++)
         if ((r = store->ops->threshold_set(store, kms_quorum_actions[a].type, thresholds[a])) != 0)

@@ -7,6 +7,7 @@
  *                                               database initialised without one)
  *   kmsd [--config FILE] [options] audit-key    make the audit signing key and write its
  *                                               public key (a database from before it)
+ *   kmsd [--config FILE] [options] verify-state   verify the state's MACs without serving
  *
  * Exit status: 0 success (including a clean shutdown on SIGTERM/SIGINT),
  * 1 runtime failure, 2 usage or configuration error. */
@@ -40,6 +41,7 @@
 #include "base/log.h"
 #include "kmsd/policy/policy.h"
 #include "kmsd/quorum/quorum.h"
+#include "kmsd/quorum/quorum_actions.h"
 #include "kmsd/rpc_table.h"
 #include "base/secret.h"
 #include "base/alloc.h"
@@ -63,7 +65,8 @@
 #define MAX_OPTS 1024
 
 static const char usage_text[] =
-    "usage: kmsd [--config FILE] [options] run|init|tpm2-provision|seal-state|audit-key\n"
+    "usage: kmsd [--config FILE] [options] run|init|tpm2-provision|seal-state|audit-key|\n"
+    "            verify-state\n"
     "\n"
     "  run    serve the kms API over mutual TLS (prints \"kmsd ready on HOST:PORT\")\n"
     "  init   the key ceremony: create the database, check the backends, register\n"
@@ -74,6 +77,8 @@ static const char usage_text[] =
     "         database initialised before kmsd had one (once; trust on first use)\n"
     "  audit-key    create the audit signing key on the PKCS#11 token if it has\n"
     "         none, and write its public key to audit.pubkey_file\n"
+    "  verify-state   check every row MAC and the state digest without serving:\n"
+    "         one line per failure, exit 0 only if all verify\n"
     "\n"
     "settings (override the config file; docs/configuration.md). Backends: the\n"
     "pkcs11 settings, --tpm2-tcti, or both; at least one.\n"
@@ -372,10 +377,11 @@ struct daemon {
     int sweeper_up, stopping;
     pthread_mutex_t sweep_mu;
     pthread_cond_t sweep_cv;
-    int db_lock;             /* the writer lock's descriptor + 1; 0: not held */
-    kms_audit_sink *audit;   /* NULL: no audit.dir */
-    char config_digest[65];  /* for the start and init records (config_digest) */
-    kms_audit_signer signer; /* the audit key, when signer.b is set */
+    int db_lock;               /* the writer lock's descriptor + 1; 0: not held */
+    kms_audit_sink *audit;     /* NULL: no audit.dir */
+    char config_digest[65];    /* for the start and init records (config_digest) */
+    kms_audit_signer signer;   /* the audit key, when signer.b is set */
+    uint64_t state_generation; /* verified at start; 0: state not authenticated */
     /* For SIGHUP: the configuration file (NULL: none) and whether
      * --log-level fixed the level (then the file's is not taken). */
     const char *config_path;
@@ -550,22 +556,78 @@ static int cmd_seal_state(struct daemon *d)
     if (officers == 0)
         return kms_error_set(KMS_EINVAL, "database %s is not initialised: run `kmsd init` first",
                              d->cfg.database);
-    return kms_state_key_seal(d->keyring);
+    return kms_state_key_seal(d->keyring, d->store);
 }
 
-/* At start: the state-integrity key must be safe if it is there. Its
- * absence is only warned about for now (nothing is authenticated under it
- * yet); an unsafe object or a device that does not answer refuses. */
-static int check_state_key(struct daemon *d)
+/* One failed state check, logged as an error (run) and printed on stdout
+ * (verify-state) as "state: FAIL <table> (<row>): <check>". */
+static int report_state_failure(void *ctx, const char *table, const char *row, const char *check)
 {
+    int *print = ctx;
+    kms_log_error("state integrity: %s (%s): %s", table, row, check);
+    if (*print)
+        printf("state: FAIL %s (%s): %s\n", table, row, check);
+    return KMS_OK;
+}
+
+/* Every quorum action type has a threshold row: a missing one is refused,
+ * never defaulted. */
+static int check_thresholds(struct daemon *d, int print, size_t *failures)
+{
+    for (size_t a = 0; a < kms_quorum_n_actions; a++) {
+        const char *type = kms_quorum_actions[a].type;
+        uint32_t t = 0;
+        int r = d->store->ops->threshold_get(d->store, type, &t);
+        if (r == KMS_ENOTFOUND) {
+            char row[KMS_ACTION_TYPE_MAX + 16];
+            snprintf(row, sizeof(row), "action_type=%s", type);
+            (*failures)++;
+            KMS_GUARD(report_state_failure(&print, "thresholds", row,
+                                           "missing: no threshold for this action type "
+                                           "(refused, never a default)"));
+        } else if (r != 0 && *failures == 0) {
+            return r; /* with failures already listed, an unreadable row is one of them */
+        }
+    }
+    return KMS_OK;
+}
+
+/* The state checks of `run` and `verify-state`: the state-integrity key,
+ * then every row MAC, the digest and the thresholds. Without a backend that
+ * can hold the key, or without a key (run `kmsd seal-state`), the state is
+ * not authenticated: `run` warns and goes on, verify-state refuses. An
+ * unsafe key, a device that does not answer or any failed check refuses. */
+static int check_state(struct daemon *d, int print)
+{
+    size_t failures = 0;
+    uint64_t generation = 0;
     int r = kms_state_key_check(d->keyring);
-    if (r == KMS_ENOTFOUND || r == KMS_EPRECOND) {
+    if ((r == KMS_ENOTFOUND || r == KMS_EPRECOND) && !print) {
         kms_log_warn("state integrity: %s", kms_error_detail());
         return KMS_OK;
     }
-    if (r == 0)
-        kms_log_info("state integrity: state-integrity key present and safe");
-    return r;
+    KMS_GUARD(r);
+    KMS_GUARD(kms_state_attach(d->keyring, d->store));
+    KMS_GUARD(kms_state_verify(d->store, report_state_failure, &print, &failures, &generation));
+    KMS_GUARD(check_thresholds(d, print, &failures));
+    if (failures > 0)
+        return kms_error_set(KMS_EAUTH,
+                             "state integrity: %zu check(s) failed (listed above); refusing to "
+                             "act on unauthenticated state",
+                             failures);
+    kms_log_info("state integrity: every row and the state digest verify (generation %llu)",
+                 (unsigned long long)generation);
+    if (print)
+        printf("state: ok, generation %llu\n", (unsigned long long)generation);
+    d->state_generation = generation;
+    return KMS_OK;
+}
+
+/* `kmsd verify-state`: the start-up checks without serving. */
+static int cmd_verify_state(struct daemon *d)
+{
+    KMS_GUARD(open_core(d, 1));
+    return check_state(d, 1);
 }
 
 /* The host part of "host:port" (what precedes the last ':'). */
@@ -703,8 +765,14 @@ static int start_audit(struct daemon *d, const char *event)
     KMS_GUARD(audit_signer(d, &ac));
     KMS_GUARD(audit_key_path(&d->cfg, key_path, sizeof(key_path)));
     KMS_GUARD(kms_audit_sink_open(&ac, key_path, &d->audit));
-    char detail[96];
-    snprintf(detail, sizeof(detail), "config_sha256=%s", d->config_digest);
+    char detail[160];
+    /* The verified state generation ties the log to the database: a later
+     * start with a lower one is a rollback of the whole file. */
+    if (d->state_generation > 0)
+        snprintf(detail, sizeof(detail), "config_sha256=%s state_generation=%llu", d->config_digest,
+                 (unsigned long long)d->state_generation);
+    else
+        snprintf(detail, sizeof(detail), "config_sha256=%s", d->config_digest);
     KMS_GUARD(kms_audit_sink_event(d->audit, event, detail));
     kms_log_info("audit log in %s", d->cfg.audit_dir);
     return KMS_OK;
@@ -882,7 +950,7 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
     int r, port = 0, grpc_up = 0, sig = 0;
 
     pthread_rwlock_init(&rv.lock, NULL);
-    if ((r = open_core(d, 1)) != 0 || (r = kms_policy_open(d->store, &d->policy)) != 0 ||
+    if ((r = open_core(d, 1)) != 0 ||
         (r = d->store->ops->officer_list(d->store, count_officer, &officers)) != 0)
         goto out;
     if (officers == 0) {
@@ -890,8 +958,11 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
                           d->cfg.database);
         goto out;
     }
-    if ((r = check_keys(d)) != 0 || (r = check_state_key(d)) != 0 ||
-        (r = start_audit(d, "start")) != 0 || (r = start_quorum(d)) != 0)
+    /* The state is verified before anything reads it into a cache. */
+    if ((r = check_state(d, 0)) != 0 || (r = kms_policy_open(d->store, &d->policy)) != 0)
+        goto out;
+    if ((r = check_keys(d)) != 0 || (r = start_audit(d, "start")) != 0 ||
+        (r = start_quorum(d)) != 0)
         goto out;
     if (d->cfg.insecure_dev) {
         kms_log_warn("INSECURE: --insecure-dev serves plaintext gRPC without client "
@@ -1021,7 +1092,7 @@ int main(int argc, char **argv)
     if (optind != argc - 1 ||
         (strcmp(argv[optind], "run") != 0 && strcmp(argv[optind], "init") != 0 &&
          strcmp(argv[optind], "tpm2-provision") != 0 && strcmp(argv[optind], "seal-state") != 0 &&
-         strcmp(argv[optind], "audit-key") != 0)) {
+         strcmp(argv[optind], "audit-key") != 0 && strcmp(argv[optind], "verify-state") != 0)) {
         fputs(usage_text, stderr);
         return EXIT_USAGE;
     }
@@ -1029,6 +1100,7 @@ int main(int argc, char **argv)
     int provision = strcmp(argv[optind], "tpm2-provision") == 0;
     int seal = strcmp(argv[optind], "seal-state") == 0;
     int audit_key = strcmp(argv[optind], "audit-key") == 0;
+    int verify = strcmp(argv[optind], "verify-state") == 0;
 
     if ((r = kms_config_init(&d.cfg)) != 0 ||
         (config != NULL && (r = kms_config_load_file(&d.cfg, config)) != 0))
@@ -1058,6 +1130,7 @@ int main(int argc, char **argv)
         : init      ? cmd_init(&d)
         : seal      ? cmd_seal_state(&d)
         : audit_key ? cmd_audit_key(&d)
+        : verify    ? cmd_verify_state(&d)
                     : cmd_run(&d, &stop);
     if (r != 0)
         goto fail;
@@ -1069,6 +1142,7 @@ fail:
                   init        ? "init"
                   : seal      ? "seal-state"
                   : audit_key ? "audit-key"
+                  : verify    ? "verify-state"
                               : "run",
                   kms_error_detail()[0] ? kms_error_detail() : kms_strerror(r));
     close_core(&d);

@@ -634,6 +634,9 @@ static int create_on_backend(kms_store *store, kms_backend *b, const uint8_t *id
     ref->len = 0;
     int r = b->ops->create_version(b, id, version, ref);
     if (r == KMS_EEXISTS && ref->len > 0) {
+        /* Only on verified state: a version row deleted from the file
+         * fails the state digest here. */
+        KMS_GUARD(store->ops->state_verify_key(store, id));
         struct unrecorded u = {b, id, version, ref, 1};
         int g = store->ops->version_unrecorded_do(store, id, version, destroy_unrecorded, &u);
         if (g == KMS_EEXISTS)
@@ -874,9 +877,13 @@ int kms_keyring_destroy_key(kms_keyring *kr, const char *name, unsigned *destroy
     pthread_mutex_lock(&e->mu);
     if (e->rec.deletion_at == 0)
         r = kms_error_set(KMS_EPRECOND, "key %s is not scheduled for deletion", name);
-    /* A version that fails is logged and left for the next sweep; the
-     * others are destroyed now. The first failure is returned. */
-    for (size_t i = 0; e->rec.deletion_at != 0 && i < e->nversions; i++) {
+    else /* the rows right before destroying: a row changed under us is not acted on */
+        r = kr->store->ops->state_verify_key(kr->store, e->rec.id);
+    /* On verified rows only. A version that fails is logged and left for
+     * the next sweep; the others are destroyed now. The first failure is
+     * returned. */
+    int verified = r == 0;
+    for (size_t i = 0; verified && i < e->nversions; i++) {
         struct version_slot *v = &e->versions[i];
         if (v->state == KMS_VERSION_DESTROYED)
             continue;

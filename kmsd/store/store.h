@@ -121,6 +121,15 @@ typedef struct kms_action_rec {
 
 typedef struct kms_store kms_store;
 
+/* The state-integrity MAC (HMAC-SHA-256 under a key the backend holds) of
+ * in[0..len) into out; 0 or a negative KMS_E*. */
+typedef int (*kms_store_mac_fn)(void *ctx, const uint8_t *in, size_t len,
+                                uint8_t out[KMS_STATE_MAC_LEN]) KMS_MUST_CHECK;
+/* One failed check of state_verify: the table, the row (its primary key,
+ * printable) and the check. A non-zero return stops the walk. */
+typedef int (*kms_store_state_failure_cb)(void *ctx, const char *table, const char *row,
+                                          const char *check) KMS_MUST_CHECK;
+
 typedef int (*kms_store_key_cb)(void *ctx, const kms_key_rec *k) KMS_MUST_CHECK;
 typedef int (*kms_store_version_cb)(void *ctx, const kms_version_rec *v) KMS_MUST_CHECK;
 typedef int (*kms_store_grant_cb)(void *ctx, const kms_grant_rec *g) KMS_MUST_CHECK;
@@ -262,6 +271,29 @@ typedef struct kms_store_ops {
      * expired at now. */
     int (*action_count_pending)(kms_store *s, const char *proposer, int64_t now,
                                 uint32_t *n) KMS_MUST_CHECK;
+
+    /* ---- state integrity (schema 4, docs/storage.md "State integrity") ---- */
+
+    /* From now on every write MACs the rows it changes (canonical row
+     * encoding) and the state digest, with the next generation, in its own
+     * transaction. On success the store owns ctx and calls ctx_free(ctx)
+     * (if not NULL) when it closes; on failure the caller keeps it. */
+    int (*state_attach)(kms_store *s, kms_store_mac_fn mac, void *ctx,
+                        void (*ctx_free)(void *ctx)) KMS_MUST_CHECK;
+    /* *sealed: 1 if the state digest row exists (the state was sealed). */
+    int (*state_sealed)(kms_store *s, int *sealed) KMS_MUST_CHECK;
+    /* Trust on first use: MACs every row as it is now and writes the digest,
+     * in one transaction. Attached first (KMS_EPRECOND otherwise). */
+    int (*state_seal_all)(kms_store *s) KMS_MUST_CHECK;
+    /* Checks every row MAC, the digest's own MAC and the digest against the
+     * rows; cb gets each failure; *failures how many; *generation the state
+     * generation (0 if there is no digest row). Attached first. */
+    int (*state_verify)(kms_store *s, kms_store_state_failure_cb cb, void *ctx, size_t *failures,
+                        uint64_t *generation) KMS_MUST_CHECK;
+    /* Right before destroying anything of key id: its row, its versions'
+     * rows and the digest verify now. KMS_EAUTH (detail naming table, row
+     * and check) otherwise; 0 when not attached (unauthenticated state). */
+    int (*state_verify_key)(kms_store *s, const uint8_t id[KMS_KEY_ID_LEN]) KMS_MUST_CHECK;
 
     /* Releases everything. NULL-safe. */
     void (*close)(kms_store *s);

@@ -463,6 +463,9 @@ static void store_close(kms_store *store)
         return;
     struct sqlite_store *s = kms_sqlite_impl(store);
     kms_sqlite_finalize_all(s);
+    sqlite3_finalize(s->dirty_st);
+    if (s->mac_ctx_free != NULL)
+        s->mac_ctx_free(s->mac_ctx); /* wipes the state subkey */
     if (s->db != NULL && sqlite3_close(s->db) != SQLITE_OK)
         kms_log_error("store: close failed: %s", sqlite3_errmsg(s->db));
     if (s->mu_ready)
@@ -505,6 +508,11 @@ static const kms_store_ops sqlite_ops = {
     .action_cancel = kms_sqlite_action_cancel,
     .action_expire = kms_sqlite_action_expire,
     .action_count_pending = kms_sqlite_action_count_pending,
+    .state_attach = kms_sqlite_state_attach,
+    .state_sealed = kms_sqlite_state_sealed,
+    .state_seal_all = kms_sqlite_state_seal_all,
+    .state_verify = kms_sqlite_state_verify,
+    .state_verify_key = kms_sqlite_state_verify_key,
     .close = store_close,
 };
 

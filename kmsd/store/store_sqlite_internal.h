@@ -65,4 +65,13 @@ int kms_sqlite_action_expire(kms_store *store, int64_t now, size_t *n) KMS_MUST_
 int kms_sqlite_action_count_pending(kms_store *store, const char *proposer, int64_t now,
                                     uint32_t *n) KMS_MUST_CHECK;
 
+/* State integrity (store_sqlite_mac.c), see store.h. */
+int kms_sqlite_state_attach(kms_store *store, kms_store_mac_fn mac, void *ctx,
+                            void (*ctx_free)(void *ctx)) KMS_MUST_CHECK;
+int kms_sqlite_state_sealed(kms_store *store, int *sealed) KMS_MUST_CHECK;
+int kms_sqlite_state_seal_all(kms_store *store) KMS_MUST_CHECK;
+int kms_sqlite_state_verify(kms_store *store, kms_store_state_failure_cb cb, void *ctx,
+                            size_t *failures, uint64_t *generation) KMS_MUST_CHECK;
+int kms_sqlite_state_verify_key(kms_store *store, const uint8_t id[KMS_KEY_ID_LEN]) KMS_MUST_CHECK;
+
 #endif

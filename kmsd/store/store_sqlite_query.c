@@ -201,11 +201,19 @@ int kms_sq_run(struct sqlite_store *s, enum stmt_id id, const kms_sq_param *para
                int *changes)
 {
     kms_sq q;
-    int r = kms_sq_open(&q, s, id, params, n);
+    /* A write outside a transaction gets one of its own when the state is
+     * authenticated, so its row MACs and the digest commit with it. */
+    int wrap = s->mac_fn != NULL && id != ST_BEGIN && id != ST_COMMIT && id != ST_ROLLBACK &&
+               s->st[id] != NULL && !sqlite3_stmt_readonly(s->st[id]) &&
+               sqlite3_get_autocommit(s->db);
+    int r = wrap ? kms_sqlite_tx_begin(s) : KMS_OK;
+    if (r != 0)
+        return r;
+    r = kms_sq_open(&q, s, id, params, n);
     if (r == 0)
         r = kms_sq_exec(&q, changes);
     kms_sq_close(&q);
-    return r;
+    return wrap ? kms_sqlite_tx_end(s, r) : r;
 }
 
 int kms_sqlite_tx_begin(struct sqlite_store *s)
@@ -216,6 +224,8 @@ int kms_sqlite_tx_begin(struct sqlite_store *s)
 /* Commits if r is 0, else (or if the commit fails) rolls back. */
 int kms_sqlite_tx_end(struct sqlite_store *s, int r)
 {
+    if (r == 0)
+        r = kms_sqlite_state_seal(s);
     if (r == 0)
         r = kms_sq_run(s, ST_COMMIT, KMS_SQ_NO_ARGS, NULL);
     if (r != 0 && !sqlite3_get_autocommit(s->db)) {

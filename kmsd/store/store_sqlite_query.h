@@ -95,6 +95,14 @@ struct sqlite_store {
     pthread_mutex_t mu;
     int mu_ready;
     sqlite3_stmt *st[ST_COUNT]; /* prepared at open, by kms_sqlite_prepare_all */
+    /* The state-integrity MAC once attached (store_sqlite_mac.c): every
+     * write transaction then MACs the rows it changed and the state digest
+     * before it commits. NULL: the state is not authenticated. */
+    kms_store_mac_fn mac_fn;
+    void *mac_ctx;
+    void (*mac_ctx_free)(void *ctx); /* called at close */
+    sqlite3_stmt *dirty_st;          /* the rows the open transaction wrote (kept prepared:
+                                        every usage reservation commits through it) */
 };
 
 struct sqlite_store *kms_sqlite_impl(kms_store *s);
@@ -129,6 +137,11 @@ int kms_sqlite_detail_restore(const struct kms_sqlite_detail *d, int r) KMS_MUST
  * statement closed. */
 int kms_sqlite_tx_begin(struct sqlite_store *s) KMS_MUST_CHECK;
 int kms_sqlite_tx_end(struct sqlite_store *s, int r) KMS_MUST_CHECK;
+
+/* With the state MAC attached: MACs every row the open transaction wrote,
+ * then the state digest with the next generation (store_sqlite_mac.c).
+ * tx_end calls it before COMMIT; a no-op without the MAC or changes. */
+int kms_sqlite_state_seal(struct sqlite_store *s) KMS_MUST_CHECK;
 
 /* 0 if the key exists, KMS_ENOTFOUND ("<what>: no such key") if not.
  * Lock held. */

@@ -158,6 +158,34 @@ static const struct migration migrations[] = {
      "  approved_at INTEGER NOT NULL CHECK (typeof(approved_at) = 'integer'),"
      "  PRIMARY KEY (action_id, officer_id)"
      ");"},
+    /* 3 -> 4: a row MAC under the state-integrity key on every row of the
+     * security state (NULL until sealed), and the state digest: one row
+     * with the generation, the digest over every row MAC and its own MAC
+     * (docs/storage.md, "State integrity"). */
+    {"row MACs and the state digest",
+     "ALTER TABLE keys ADD COLUMN mac BLOB"
+     "  CHECK (mac IS NULL OR (typeof(mac) = 'blob' AND length(mac) = 32));"
+     "ALTER TABLE key_versions ADD COLUMN mac BLOB"
+     "  CHECK (mac IS NULL OR (typeof(mac) = 'blob' AND length(mac) = 32));"
+     "ALTER TABLE key_policies ADD COLUMN mac BLOB"
+     "  CHECK (mac IS NULL OR (typeof(mac) = 'blob' AND length(mac) = 32));"
+     "ALTER TABLE officers ADD COLUMN mac BLOB"
+     "  CHECK (mac IS NULL OR (typeof(mac) = 'blob' AND length(mac) = 32));"
+     "ALTER TABLE thresholds ADD COLUMN mac BLOB"
+     "  CHECK (mac IS NULL OR (typeof(mac) = 'blob' AND length(mac) = 32));"
+     "ALTER TABLE instance ADD COLUMN mac BLOB"
+     "  CHECK (mac IS NULL OR (typeof(mac) = 'blob' AND length(mac) = 32));"
+     "ALTER TABLE actions ADD COLUMN mac BLOB"
+     "  CHECK (mac IS NULL OR (typeof(mac) = 'blob' AND length(mac) = 32));"
+     "ALTER TABLE approvals ADD COLUMN mac BLOB"
+     "  CHECK (mac IS NULL OR (typeof(mac) = 'blob' AND length(mac) = 32));"
+     "CREATE TABLE state_digest ("
+     "  id INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),"
+     "  generation INTEGER NOT NULL"
+     "    CHECK (typeof(generation) = 'integer' AND generation >= 1),"
+     "  digest BLOB NOT NULL CHECK (typeof(digest) = 'blob' AND length(digest) = 32),"
+     "  mac BLOB NOT NULL CHECK (typeof(mac) = 'blob' AND length(mac) = 32)"
+     ");"},
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -1,10 +1,16 @@
-/* Tampered state on a stopped kmsd, against real parts (kmsd over mutual
- * TLS, SoftHSM2 token, SQLite file): an action put in the EXECUTING state
- * with `sqlite3`-style writes, or given approvals copied from another
- * officer or another action, is not executed when kmsd starts; it fails
- * with a message naming the action and the check, and the token's objects
- * (pkcs11-tool) and the key's versions are unchanged. The legitimate
- * flow, approved and executed, still works. */
+/* Authenticated state, against real parts (kmsd over mutual TLS,
+ * SoftHSM2 token, SQLite file). Each case tampers with the database of a
+ * stopped kmsd, as `sqlite3` would: an action put in the EXECUTING state,
+ * approvals copied from another officer or action, a digest that does not
+ * match, an officer re-enrolled after approving, `deletion_at = 1` on every
+ * key, an added policy identity, an added officer with a fresh key, a
+ * lowered or deleted threshold, a key-version row rolled back to an older
+ * valid copy, a deleted row. For each: `kmsd verify-state` names the table,
+ * row and check and exits non-zero, `kmsd run` refuses to serve (it exits
+ * with the same message instead of getting ready), and the token's kms
+ * objects are unchanged. The database is then put back as it was and the
+ * legitimate flows go on: approved actions execute, a crashed execution
+ * resumes and executes exactly once, and verify-state passes. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -13,11 +19,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <grpc/grpc.h>
 #include <grpc/status.h>
+#include <openssl/bio.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
@@ -183,58 +193,207 @@ static int token_objects(void)
 #define DEMO_VERSIONS                                                                              \
     "SELECT count(*) FROM key_versions v JOIN keys k ON k.id = v.key_id WHERE k.name = 'demo'"
 
-/* Starts kmsd on the tampered database and checks the action failed, not
- * executed, with a message naming it and the check (why), and nothing
- * changed on the token or among demo's versions. */
-static void expect_not_executed(const Kms__V1__Action *a, int objects, int versions,
-                                const char *why)
+/* ---- saving and restoring the database (kmsd stopped) -------------------------------- */
+
+static void copy_file(const char *from, const char *to)
 {
-    start();
-    Kms__V1__Action *now = get_action(&a->id);
-    if (now->state != KMS__V1__ACTION_STATE__FAILED ||
-        strstr(now->result, "not executed") == NULL || strstr(now->result, why) == NULL)
-        fail_msg("tampered action: state %d, result \"%s\" (want FAILED, \"%s\")", now->state,
-                 now->result, why);
-    free_action(now);
+    FILE *in = fopen(from, "rb"), *out = NULL;
+    if (in == NULL) {
+        unlink(to);
+        return;
+    }
+    out = fopen(to, "wb");
+    assert_non_null(out);
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    assert_int_equal(fclose(out), 0);
+}
+
+static void db_files(const char *suffix_from, const char *suffix_to)
+{
+    static const char *const ext[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char a[400], b[400];
+        snprintf(a, sizeof(a), "%s%s%s", K.db, ext[i], suffix_from);
+        snprintf(b, sizeof(b), "%s%s%s", K.db, ext[i], suffix_to);
+        copy_file(a, b);
+    }
+}
+
+static void db_save(void)
+{
+    db_files("", ".saved");
+}
+
+static void db_restore(void)
+{
+    db_files(".saved", "");
+}
+
+/* ---- refusals ----------------------------------------------------------------------------- */
+
+/* `kmsd run` on the tampered database, its stdout and stderr into out:
+ * it must exit (non-zero) on its own within 60 s instead of serving. */
+static void run_must_refuse(char *out, size_t cap)
+{
+    char log[400];
+    snprintf(log, sizeof(log), "%s.run.log", K.db);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+            _exit(127);
+        execl(getenv("KMS_KMSD"), "kmsd", "--config", K.config, "run", (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    pid_t done = 0;
+    for (int i = 0; i < 600 && (done = waitpid(pid, &status, WNOHANG)) == 0; i++)
+        usleep(100 * 1000);
+    if (done == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fail_msg("kmsd served the tampered database (still running after 60 s)");
+    }
+    FILE *f = fopen(log, "r");
+    assert_non_null(f);
+    size_t n = fread(out, 1, cap - 1, f);
+    out[n] = '\0';
+    fclose(f);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) == 0)
+        fail_msg("kmsd run on the tampered database: status %d\n%s", status, out);
+}
+
+/* The tampered database is refused: verify-state prints a failure line
+ * naming table and check (and row, if row is not NULL) and exits non-zero;
+ * run logs the same and refuses to serve; the token's objects stay. Then
+ * the database is restored and kmsd started again. */
+static void expect_refused(const char *table, const char *row, const char *check, int objects)
+{
+    char out[16384], line[512];
+    const char *verify[] = {"--config", K.config, "verify-state", NULL};
+    int st = kms_test_kmsd_run(verify, out, sizeof(out));
+    snprintf(line, sizeof(line), "state: FAIL %s (", table);
+    const char *at = strstr(out, line);
+    const char *eol = at ? strchr(at, '\n') : NULL;
+    if (st == 0 || at == NULL || eol == NULL ||
+        (row != NULL && (strstr(at, row) == NULL || strstr(at, row) > eol)) ||
+        strstr(at, check) == NULL || strstr(at, check) > eol)
+        fail_msg("verify-state: exit %d, want a line \"%s%s): ...%s\" in:\n%s", st, line,
+                 row ? row : "", check, out);
+    run_must_refuse(out, sizeof(out));
+    snprintf(line, sizeof(line), "state integrity: %s (", table);
+    if (strstr(out, line) == NULL || strstr(out, check) == NULL ||
+        strstr(out, "refusing to act on unauthenticated state") == NULL)
+        fail_msg("kmsd run: want \"%s...%s\" and the refusal in:\n%s", line, check, out);
     assert_int_equal(token_objects(), objects);
-    assert_int_equal(count_rows(DEMO_VERSIONS), versions);
+    db_restore();
+    start();
+}
+
+#define CHANGED "row MAC does not verify"
+#define UNMACED "row has no MAC"
+#define DIGEST "digest does not match the rows"
+
+/* Stops kmsd and saves its database; the token's object count. */
+static int stop_and_save(void)
+{
+    stop();
+    db_save();
+    return token_objects();
+}
+
+/* Runs a script of sqlite3 statements without parameters. */
+static void tamper_script(const char *sql)
+{
+    sqlite3 *db = NULL;
+    char *err = NULL;
+    assert_int_equal(sqlite3_open_v2(K.db, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+        fail_msg("%s: %s", sql, err);
+    assert_true(sqlite3_changes(db) >= 1);
+    sqlite3_close(db);
+}
+
+/* `kmsd verify-state` passes; the generation it prints (> 0). */
+static unsigned long long verify_ok(void)
+{
+    char out[16384];
+    const char *verify[] = {"--config", K.config, "verify-state", NULL};
+    int st = kms_test_kmsd_run(verify, out, sizeof(out));
+    const char *ok = strstr(out, "state: ok, generation ");
+    if (st != 0 || ok == NULL)
+        fail_msg("verify-state: exit %d:\n%s", st, out);
+    unsigned long long g = strtoull(ok + strlen("state: ok, generation "), NULL, 10);
+    assert_true(g > 0);
+    return g;
+}
+
+static char *hex_id(const ProtobufCBinaryData *id, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < id->len; i++) {
+        out[2 * i] = hex[id->data[i] >> 4];
+        out[2 * i + 1] = hex[id->data[i] & 15];
+    }
+    out[2 * id->len] = '\0';
+    return out;
 }
 
 /* ---- the tests ------------------------------------------------------------------------------ */
+
+/* The legitimate flow: two approvals execute the rotation (once). */
+static void approved_action_executes(void **state)
+{
+    (void)state;
+    int versions = count_rows(DEMO_VERSIONS);
+    Kms__V1__Action *a = propose_rotation("demo");
+    approve(O1, "officer1", a);
+    approve(O2, "officer2", a);
+    Kms__V1__Action *now = get_action(&a->id);
+    assert_int_equal(now->state, KMS__V1__ACTION_STATE__EXECUTED);
+    assert_int_equal(count_rows(DEMO_VERSIONS), versions + 1);
+    free_action(now);
+    free_action(a);
+}
 
 /* A pending action put in the EXECUTING state, with no approval at all. */
 static void executing_action_without_approvals(void **state)
 {
     (void)state;
+    char row[40];
     Kms__V1__Action *a = propose_rotation("demo");
-    stop();
-    int objects = token_objects(), versions = count_rows(DEMO_VERSIONS);
+    int objects = stop_and_save();
     tamper("UPDATE actions SET state = 6 WHERE id = ?1", &a->id, NULL);
-    expect_not_executed(a, objects, versions, "0 valid approvals");
+    expect_refused("actions", hex_id(&a->id, row), CHANGED, objects);
+    Kms__V1__Action *now = get_action(&a->id);
+    assert_int_equal(now->state, KMS__V1__ACTION_STATE__PENDING);
+    free_action(now);
     free_action(a);
 }
 
-/* One real approval, and officer2's row copied as officer3's: a signature
- * that does not verify under officer3's key (the same as an officer
- * removed and re-added with a new key, whose old approvals stay). */
+/* One real approval, and officer2's row copied as officer3's. */
 static void approval_copied_to_another_officer(void **state)
 {
     (void)state;
     Kms__V1__Action *a = propose_rotation("demo");
     approve(O2, "officer2", a);
-    stop();
-    int objects = token_objects(), versions = count_rows(DEMO_VERSIONS);
-    tamper("INSERT INTO approvals (action_id, officer_id, signature, approved_at)"
-           " SELECT action_id, 'officer3', signature, approved_at + 1 FROM approvals"
+    int objects = stop_and_save();
+    tamper("INSERT INTO approvals (action_id, officer_id, signature, approved_at, mac)"
+           " SELECT action_id, 'officer3', signature, approved_at + 1, mac FROM approvals"
            " WHERE action_id = ?1 AND officer_id = 'officer2'",
            &a->id, NULL);
     tamper("UPDATE actions SET state = 6 WHERE id = ?1", &a->id, NULL);
-    expect_not_executed(a, objects, versions, "1 valid approvals");
+    expect_refused("approvals", "officer_id=officer3", CHANGED, objects);
     free_action(a);
 }
 
 /* One real approval, and officer3's real approval of another action copied
- * onto it: signed over the other action's digest. */
+ * onto it, its row MAC with it. */
 static void approval_copied_from_another_action(void **state)
 {
     (void)state;
@@ -242,14 +401,12 @@ static void approval_copied_from_another_action(void **state)
     Kms__V1__Action *other = propose_rotation("second");
     approve(O2, "officer2", a);
     approve(O3, "officer3", other);
-    stop();
-    int objects = token_objects(), versions = count_rows(DEMO_VERSIONS);
-    tamper("INSERT INTO approvals (action_id, officer_id, signature, approved_at)"
-           " SELECT ?1, officer_id, signature, approved_at FROM approvals"
+    int objects = stop_and_save();
+    tamper("INSERT INTO approvals (action_id, officer_id, signature, approved_at, mac)"
+           " SELECT ?1, officer_id, signature, approved_at, mac FROM approvals"
            " WHERE action_id = ?2 AND officer_id = 'officer3'",
            &a->id, &other->id);
-    tamper("UPDATE actions SET state = 6 WHERE id = ?1", &a->id, NULL);
-    expect_not_executed(a, objects, versions, "1 valid approvals");
+    expect_refused("approvals", "officer_id=officer3", CHANGED, objects);
     free_action(a);
     free_action(other);
 }
@@ -258,23 +415,18 @@ static void approval_copied_from_another_action(void **state)
 static void digest_that_does_not_match(void **state)
 {
     (void)state;
-    Kms__V1__Action *a = propose_rotation("demo");
-    approve(O2, "officer2", a);
-    approve(O3, "officer3", a); /* executes: a new version of demo */
+    char row[40];
     Kms__V1__Action *b = propose_rotation("demo");
-    stop();
-    int objects = token_objects(), versions = count_rows(DEMO_VERSIONS);
+    int objects = stop_and_save();
     tamper("UPDATE actions SET digest = zeroblob(32), state = 6 WHERE id = ?1", &b->id, NULL);
-    expect_not_executed(b, objects, versions, "digest does not match");
-    free_action(a);
+    expect_refused("actions", hex_id(&b->id, row), CHANGED, objects);
     free_action(b);
 }
 
 /* Two valid approvals, kmsd killed once the second committed (the action
- * is EXECUTING); then officer2 re-enrolled after approving (its
- * created_at moved past its approval, as a RemoveOfficer and AddOfficer
- * with the same key would leave it). The resumed action must not count the
- * old approval. Without the change, the same crash resumes and executes. */
+ * is EXECUTING); then officer2's enrollment moved past its approval. The
+ * officer row is refused. Restored, the crashed execution resumes and
+ * executes exactly once. */
 static void approval_from_an_earlier_enrollment(void **state)
 {
     (void)state;
@@ -292,27 +444,159 @@ static void approval_from_an_earlier_enrollment(void **state)
     kms_tc_close(O3);
     assert_int_equal(kms_test_kmsd_stop(&K, SIGTERM), 128 + SIGKILL);
     assert_int_equal(count_rows("SELECT count(*) FROM actions WHERE state = 6"), 1);
+    db_save();
     int objects = token_objects(), versions = count_rows(DEMO_VERSIONS);
     tamper("UPDATE officers SET created_at = (SELECT approved_at + 1 FROM approvals"
            " WHERE action_id = ?1 AND officer_id = 'officer2') WHERE id = 'officer2'",
            &a->id, NULL);
-    expect_not_executed(a, objects, versions, "1 valid approvals");
+    expect_refused("officers", "id=officer2", CHANGED, objects);
+    /* restored: the resumed execution ran exactly once */
+    Kms__V1__Action *now = get_action(&a->id);
+    assert_int_equal(now->state, KMS__V1__ACTION_STATE__EXECUTED);
+    assert_int_equal(count_rows(DEMO_VERSIONS), versions + 1);
+    assert_int_equal(count_rows("SELECT count(*) FROM actions WHERE state = 6"), 0);
+    free_action(now);
     free_action(a);
 }
 
-/* The legitimate flow: two approvals execute the rotation (once). */
-static void approved_action_executes(void **state)
+/* UPDATE keys SET deletion_at = 1: the sweep would shred every key. */
+static void deletion_at_on_every_key(void **state)
 {
     (void)state;
-    int versions = count_rows(DEMO_VERSIONS);
-    Kms__V1__Action *a = propose_rotation("demo");
+    int objects = stop_and_save();
+    tamper_script("UPDATE keys SET deletion_at = 1");
+    expect_refused("keys", "id=", CHANGED, objects);
+    assert_int_equal(count_rows("SELECT count(*) FROM keys WHERE deletion_at != 0"), 0);
+}
+
+static void added_policy_identity(void **state)
+{
+    (void)state;
+    int objects = stop_and_save();
+    tamper_script("INSERT INTO key_policies (key_id, action, identity)"
+                  " SELECT id, 2, 'spiffe://kms.local/intruder' FROM keys WHERE name = 'locked'");
+    expect_refused("key_policies", "identity=spiffe://kms.local/intruder", UNMACED, objects);
+}
+
+/* An officer with a fresh P-256 key of the intruder's. */
+static void added_officer_with_a_fresh_key(void **state)
+{
+    (void)state;
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    assert_non_null(k);
+    BIO *b = BIO_new(BIO_s_mem());
+    assert_int_equal(PEM_write_bio_PUBKEY(b, k), 1);
+    char *pem = NULL;
+    long n = BIO_get_mem_data(b, &pem);
+    char sql[2048];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO officers (id, identity, signing_key_pem, created_at)"
+             " VALUES ('intruder', 'spiffe://kms.local/intruder', '%.*s', 0)",
+             (int)n, pem);
+    BIO_free(b);
+    EVP_PKEY_free(k);
+    int objects = stop_and_save();
+    tamper_script(sql);
+    expect_refused("officers", "id=intruder", UNMACED, objects);
+}
+
+/* The CHECK constraint (threshold >= 2) is no obstacle to sqlite3. */
+static void lowered_threshold(void **state)
+{
+    (void)state;
+    int objects = stop_and_save();
+    tamper_script("PRAGMA ignore_check_constraints = ON;"
+                  " UPDATE thresholds SET threshold = 1 WHERE action_type = 'ScheduleKeyDeletion'");
+    expect_refused("thresholds", "action_type=ScheduleKeyDeletion", CHANGED, objects);
+}
+
+/* A deleted threshold row: the digest fails and the missing row is named. */
+static void deleted_threshold_row(void **state)
+{
+    (void)state;
+    int objects = stop_and_save();
+    tamper_script("DELETE FROM thresholds WHERE action_type = 'RemoveOfficer'");
+    expect_refused("state_digest", "id=1", DIGEST, objects);
+    stop();
+    db_save();
+    tamper_script("DELETE FROM thresholds WHERE action_type = 'RemoveOfficer'");
+    expect_refused("thresholds", "action_type=RemoveOfficer", "missing", objects);
+}
+
+/* A deleted row of a table (a grant): only the digest sees it. */
+static void deleted_row(void **state)
+{
+    (void)state;
+    int objects = stop_and_save();
+    tamper_script("DELETE FROM key_policies WHERE identity = 'spiffe://kms.local/someone-else'"
+                  " AND action = 2");
+    expect_refused("state_digest", "id=1", DIGEST, objects);
+}
+
+#define DEMO_V1 " JOIN keys k ON k.id = v.key_id WHERE k.name = 'demo' AND v.version = 1"
+
+/* demo's version 1 disabled by an approved action, then its row put back
+ * as it was before (ENABLED, with its then valid MAC). */
+static void key_version_rolled_back(void **state)
+{
+    (void)state;
+    Kms__V1__SetKeyVersionState sv = KMS__V1__SET_KEY_VERSION_STATE__INIT;
+    Kms__V1__ActionBody body = KMS__V1__ACTION_BODY__INIT;
+    sv.key_name = "demo";
+    sv.version = 1;
+    sv.state = KMS__V1__KEY_VERSION_STATE__DISABLED;
+    body.action_case = KMS__V1__ACTION_BODY__ACTION_SET_KEY_VERSION_STATE;
+    body.set_key_version_state = &sv;
+    Kms__V1__ProposeActionRequest req = KMS__V1__PROPOSE_ACTION_REQUEST__INIT;
+    req.action = &body;
+    Kms__V1__Action *a = NULL;
+    assert_int_equal(kms_tc_call(O1, QU "ProposeAction", &req.base, &kms__v1__action__descriptor,
+                                 (ProtobufCMessage **)&a, NULL, 0),
+                     GRPC_STATUS_OK);
+    /* the row before: ENABLED, its MAC valid */
+    uint8_t old_mac[32];
+    ProtobufCBinaryData mac = {sizeof(old_mac), old_mac};
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open_v2(K.db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT v.state, v.mac FROM key_versions v" DEMO_V1, -1, &st, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 1);
+    assert_int_equal(sqlite3_column_bytes(st, 1), 32);
+    memcpy(old_mac, sqlite3_column_blob(st, 1), 32);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
     approve(O1, "officer1", a);
     approve(O2, "officer2", a);
     Kms__V1__Action *now = get_action(&a->id);
     assert_int_equal(now->state, KMS__V1__ACTION_STATE__EXECUTED);
-    assert_int_equal(count_rows(DEMO_VERSIONS), versions + 1);
     free_action(now);
+    int objects = stop_and_save();
+    assert_int_equal(count_rows("SELECT v.state FROM key_versions v" DEMO_V1), 2);
+    tamper("UPDATE key_versions SET state = 1, mac = ?1"
+           " WHERE rowid = (SELECT v.rowid FROM key_versions v" DEMO_V1 ")",
+           &mac, NULL);
+    expect_refused("state_digest", "id=1", DIGEST, objects);
     free_action(a);
+}
+
+/* After the legitimate changes above, the state verifies and each admin
+ * change moved the generation on. */
+static void legitimate_state_verifies(void **state)
+{
+    (void)state;
+    stop();
+    unsigned long long g = verify_ok();
+    start();
+    Kms__V1__Action *a = propose_rotation("second");
+    approve(O1, "officer1", a);
+    approve(O3, "officer3", a);
+    free_action(a);
+    stop();
+    assert_true(verify_ok() > g);
+    start();
 }
 
 int main(void)
@@ -326,6 +610,14 @@ int main(void)
         cmocka_unit_test(approval_copied_from_another_action),
         cmocka_unit_test(digest_that_does_not_match),
         cmocka_unit_test(approval_from_an_earlier_enrollment),
+        cmocka_unit_test(deletion_at_on_every_key),
+        cmocka_unit_test(added_policy_identity),
+        cmocka_unit_test(added_officer_with_a_fresh_key),
+        cmocka_unit_test(lowered_threshold),
+        cmocka_unit_test(deleted_threshold_row),
+        cmocka_unit_test(deleted_row),
+        cmocka_unit_test(key_version_rolled_back),
+        cmocka_unit_test(legitimate_state_verifies),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }

@@ -1243,7 +1243,9 @@ static void schema_1_file_migrates(void **state)
     kms_key_rec a = add_alpha(f->s, 2);
     close_store(f);
     sqlite3 *db = raw_open(f);
-    raw_exec(db, "DROP TABLE approvals; DROP TABLE actions; DROP TABLE instance;"
+    raw_exec(db, "DROP TABLE state_digest;"
+                 "ALTER TABLE keys DROP COLUMN mac; ALTER TABLE key_versions DROP COLUMN mac;"
+                 "DROP TABLE approvals; DROP TABLE actions; DROP TABLE instance;"
                  "ALTER TABLE keys DROP COLUMN rotation_period_days;"
                  "ALTER TABLE keys DROP COLUMN deletion_at;"
                  "DROP TABLE key_policies; DROP TABLE officers; DROP TABLE thresholds;"
