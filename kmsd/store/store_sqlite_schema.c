@@ -158,6 +158,15 @@ static const struct migration migrations[] = {
      "  approved_at INTEGER NOT NULL CHECK (typeof(approved_at) = 'integer'),"
      "  PRIMARY KEY (action_id, officer_id)"
      ");"},
+    /* 3 -> 4 here, 4 -> 5 once authenticated state's migration is merged
+     * before it: this step uses no column of that one, so it applies after
+     * it unchanged. */
+    {"auditors",
+     "CREATE TABLE auditors ("
+     "  identity TEXT NOT NULL PRIMARY KEY"
+     "    CHECK (typeof(identity) = 'text' AND length(CAST(identity AS BLOB)) BETWEEN 1 AND 1024),"
+     "  created_at INTEGER NOT NULL CHECK (typeof(created_at) = 'integer')"
+     ");"},
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
