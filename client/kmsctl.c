@@ -48,7 +48,8 @@ static const struct {
     {"approve", kmsctl_cmd_approve, "ID [--signing-key FILE|pkcs11:URI] [--yes]"},
     {"cancel", kmsctl_cmd_cancel, "ID"},
     {"audit", kmsctl_cmd_audit,
-     "verify FILE...  |  hash-context --key-file FILE K=V...   (offline; docs/audit.md)"},
+     "verify FILE...  |  hash-context --key-file FILE K=V...   (offline; docs/audit.md)\n"
+     "                        tail [-f] [--json] [--from SEQ] [-n N]   (auditors)"},
 };
 
 static void usage(FILE *f)

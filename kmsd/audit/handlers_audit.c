@@ -145,8 +145,9 @@ int kms_handlers_read_audit_log(kms_rpc_call *c, const ProtobufCMessage *req,
     if (out == NULL || rp.records == NULL)
         return kms_error_set(KMS_ENOMEM, "out of memory");
     kms__v1__read_audit_log_response__init(out);
-    KMS_GUARD(kms_audit_read(kms_audit_dir(log), in->from_seq, kms_audit_durable_seq(log), limit,
-                             take, &rp, NULL));
+    uint64_t last = kms_audit_durable_seq(log);
+    KMS_GUARD(kms_audit_read(kms_audit_dir(log), in->from_seq, last, limit, take, &rp, NULL));
+    out->last_seq = last;
     out->records = rp.records;
     out->n_records = rp.n;
     *resp = &out->base;
