@@ -6,6 +6,7 @@
 
 #include <string.h>
 
+#include "base/log.h"
 #include "kmsd/audit/audit_log.h"
 #include "kmsd/audit/audit_reader.h"
 #include "kmsd/audit/audit_rpc.h"
@@ -146,7 +147,14 @@ int kms_handlers_read_audit_log(kms_rpc_call *c, const ProtobufCMessage *req,
         return kms_error_set(KMS_ENOMEM, "out of memory");
     kms__v1__read_audit_log_response__init(out);
     uint64_t last = kms_audit_durable_seq(log);
-    KMS_GUARD(kms_audit_read(kms_audit_dir(log), in->from_seq, last, limit, take, &rp, NULL));
+    int r = kms_audit_read(kms_audit_dir(log), in->from_seq, last, limit, take, &rp, NULL);
+    if (r == KMS_ESTORE) {
+        /* The detail (file and line) is for kmsd's log, not the caller. */
+        kms_log_error("ReadAuditLog: %s", kms_error_detail());
+        return kms_error_set_public(KMS_EINTERNAL, "the audit log cannot be read in order: run "
+                                                   "`kmsctl audit verify` on its files");
+    }
+    KMS_GUARD(r);
     out->last_seq = last;
     out->records = rp.records;
     out->n_records = rp.n;
