@@ -346,8 +346,7 @@ const kmsctl_action kmsctl_actions[] = {
     ROW("set-threshold", SET_THRESHOLD, KMSCTL_NEEDS_ACTION, set_threshold,
         "--action TYPE --threshold N"),
     ROW("add-auditor", ADD_AUDITOR, KMSCTL_NEEDS_IDENTITY, add_auditor, "--identity URI"),
-    ROW("remove-auditor", REMOVE_AUDITOR, KMSCTL_NEEDS_IDENTITY, remove_auditor,
-        "--identity URI"),
+    ROW("remove-auditor", REMOVE_AUDITOR, KMSCTL_NEEDS_IDENTITY, remove_auditor, "--identity URI"),
 };
 const size_t kmsctl_n_actions = sizeof(kmsctl_actions) / sizeof(kmsctl_actions[0]);
 

@@ -118,7 +118,6 @@ out:
     return r;
 }
 
-
 /* ---- tail: records read from kmsd -------------------------------------------------- */
 
 #define TAIL_DEFAULT 10

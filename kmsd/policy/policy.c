@@ -355,8 +355,8 @@ int kms_policy_is_auditor(kms_policy *p, const char *identity)
     if (p == NULL || identity == NULL)
         return 0;
     pthread_rwlock_rdlock(&p->lock);
-    int r = p->n_auditors > 0 && bsearch(&identity, p->auditors, p->n_auditors,
-                                         sizeof(*p->auditors), cmp_str) != NULL;
+    int r = p->n_auditors > 0 &&
+            bsearch(&identity, p->auditors, p->n_auditors, sizeof(*p->auditors), cmp_str) != NULL;
     pthread_rwlock_unlock(&p->lock);
     return r;
 }

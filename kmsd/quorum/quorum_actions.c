@@ -501,9 +501,8 @@ static int validate_add_officer(const kms_action_env *env, Kms__V1__ActionBody *
         return kms_error_set_public(KMS_EEXISTS, "identity %.128s is an officer already",
                                     a->identity);
     if (kms_policy_is_auditor(env->policy, a->identity))
-        return kms_error_set_public(KMS_EINVAL,
-                                    "identity %.128s is an auditor: remove it as auditor first",
-                                    a->identity);
+        return kms_error_set_public(
+            KMS_EINVAL, "identity %.128s is an auditor: remove it as auditor first", a->identity);
     return KMS_OK;
 }
 

@@ -50,8 +50,7 @@ int kms_sqlite_auditor_remove(kms_store *store, const char *identity)
     return r;
 }
 
-static int auditor_page(struct sqlite_store *s, const char *after, kms_auditor_rec *page,
-                        size_t *n)
+static int auditor_page(struct sqlite_store *s, const char *after, kms_auditor_rec *page, size_t *n)
 {
     kms_sq q;
     sqlite3_int64 created = 0;

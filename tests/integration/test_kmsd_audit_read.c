@@ -113,8 +113,8 @@ static int read_log_as(kms_tc *c, uint64_t from, uint32_t limit,
     req.from_seq = from;
     req.limit = limit;
     ProtobufCMessage *m = NULL;
-    int st =
-        kms_tc_call(c, READ, &req.base, &kms__v1__read_audit_log_response__descriptor, &m, msg, cap);
+    int st = kms_tc_call(c, READ, &req.base, &kms__v1__read_audit_log_response__descriptor, &m, msg,
+                         cap);
     if (out != NULL)
         *out = (Kms__V1__ReadAuditLogResponse *)m;
     else if (m != NULL)
@@ -146,9 +146,8 @@ static void free_resp(Kms__V1__ReadAuditLogResponse *r)
 static int propose_and_approve(const char *action, const char *identity)
 {
     char id[64];
-    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", O1, "propose", action, "--identity",
-                                       identity, NULL),
-                     0);
+    assert_int_equal(
+        kms_test_kmsctl_l(&IO, "--config", O1, "propose", action, "--identity", identity, NULL), 0);
     kms_test_field(OUT, "action", 1, id, sizeof(id));
     assert_int_equal(kms_test_kmsctl_l(&IO, "--config", O1, "approve", id, "--yes", NULL), 0);
     return kms_test_kmsctl_l(&IO, "--config", O2, "approve", id, "--yes", NULL);
@@ -172,7 +171,8 @@ static int group_setup(void **state)
                          kms_test_kmsd_pki(&K, "officer1-signing-key.pem", k1, sizeof(k1)));
     kms_test_kmsctl_conf(&K, kms_test_path(O2, sizeof(O2), DIR_, "officer2.conf"), "officer2", NULL,
                          kms_test_kmsd_pki(&K, "officer2-signing-key.pem", k2, sizeof(k2)));
-    kms_test_kmsctl_conf(&K, kms_test_path(AUDITOR_CONF, sizeof(AUDITOR_CONF), DIR_, "auditor.conf"),
+    kms_test_kmsctl_conf(&K,
+                         kms_test_path(AUDITOR_CONF, sizeof(AUDITOR_CONF), DIR_, "auditor.conf"),
                          "auditor", NULL, NULL);
     kms_test_kmsctl_conf(&K, kms_test_path(BOB_CONF, sizeof(BOB_CONF), DIR_, "bob.conf"), "bob",
                          NULL, NULL);
@@ -260,9 +260,9 @@ static void the_auditor_is_refused_every_other_method(void **state)
 {
     (void)state;
     uint8_t empty[1] = {0};
-    const char *methods[] = {KM "GenerateDataKey", KM "Encrypt",        KM "Decrypt",
-                             KM "ReEncrypt",       KM "DescribeKey",    KM "ListKeys",
-                             QU "ProposeAction",   QU "ApproveAction",  QU "GetAction",
+    const char *methods[] = {KM "GenerateDataKey", KM "Encrypt",       KM "Decrypt",
+                             KM "ReEncrypt",       KM "DescribeKey",   KM "ListKeys",
+                             QU "ProposeAction",   QU "ApproveAction", QU "GetAction",
                              QU "ListActions",     QU "CancelAction"};
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
         char msg[256] = "";
@@ -471,9 +471,8 @@ static void tail_json_is_the_records_lines(void **state)
     assert_int_equal(strncmp(OUT, "1 ", 2), 0);
     assert_non_null(strstr(OUT, " start "));
     /* bad arguments */
-    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", AUDITOR_CONF, "audit", "tail", "--from",
-                                       "0", NULL),
-                     2);
+    assert_int_equal(
+        kms_test_kmsctl_l(&IO, "--config", AUDITOR_CONF, "audit", "tail", "--from", "0", NULL), 2);
     assert_int_equal(
         kms_test_kmsctl_l(&IO, "--config", AUDITOR_CONF, "audit", "tail", "-n", "x", NULL), 2);
     /* the app may not */
@@ -494,8 +493,8 @@ static void tail_follow_prints_new_records(void **state)
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    char *argv[] = {(char *)kmsctl, "--config", AUDITOR_CONF, "--json", "audit", "tail",
-                    "-f",           "-n",       "0",          NULL};
+    char *argv[] = {(char *)kmsctl, "--config", AUDITOR_CONF, "--json", "audit",
+                    "tail",         "-f",       "-n",         "0",      NULL};
     pid_t pid;
     assert_int_equal(posix_spawn(&pid, kmsctl, &fa, NULL, argv, environ), 0);
     posix_spawn_file_actions_destroy(&fa);
