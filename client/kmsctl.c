@@ -49,7 +49,8 @@ static const struct {
     {"cancel", kmsctl_cmd_cancel, "ID"},
     {"audit", kmsctl_cmd_audit,
      "verify FILE... [--pubkey PEM]  |  pubkey PEM  |  hash-context --key-file FILE K=V...   "
-     "(offline; docs/audit.md)"},
+     "(offline; docs/audit.md)\n"
+     "                        tail [-f] [--json] [--from SEQ] [-n N]   (auditors)"},
 };
 
 static void usage(FILE *f)

@@ -22,6 +22,8 @@ struct kmsctl_body {
         Kms__V1__AddOfficer add_officer;
         Kms__V1__RemoveOfficer remove_officer;
         Kms__V1__SetThreshold set_threshold;
+        Kms__V1__AddAuditor add_auditor;
+        Kms__V1__RemoveAuditor remove_auditor;
     } m;
     Kms__V1__KeyPolicy policy;
     Kms__V1__RotationPolicy rotation;
@@ -285,6 +287,34 @@ static void print_set_threshold(kmsctl_out *o, const Kms__V1__ActionBody *b)
     kmsctl_out_num(o, "threshold", b->set_threshold->threshold);
 }
 
+static int fill_add_auditor(kmsctl *k, const kmsctl_proposal *p, kmsctl_body *o)
+{
+    (void)k;
+    kms__v1__add_auditor__init(&o->m.add_auditor);
+    o->m.add_auditor.identity = p->identity;
+    o->b.add_auditor = &o->m.add_auditor;
+    return 0;
+}
+
+static void print_add_auditor(kmsctl_out *o, const Kms__V1__ActionBody *b)
+{
+    kmsctl_out_str(o, "identity", b->add_auditor->identity);
+}
+
+static int fill_remove_auditor(kmsctl *k, const kmsctl_proposal *p, kmsctl_body *o)
+{
+    (void)k;
+    kms__v1__remove_auditor__init(&o->m.remove_auditor);
+    o->m.remove_auditor.identity = p->identity;
+    o->b.remove_auditor = &o->m.remove_auditor;
+    return 0;
+}
+
+static void print_remove_auditor(kmsctl_out *o, const Kms__V1__ActionBody *b)
+{
+    kmsctl_out_str(o, "identity", b->remove_auditor->identity);
+}
+
 /* ---- the table -------------------------------------------------------------------------- */
 
 #define ROW(cli, CASE, needs, name, synopsis)                                                      \
@@ -315,6 +345,8 @@ const kmsctl_action kmsctl_actions[] = {
     ROW("remove-officer", REMOVE_OFFICER, KMSCTL_NEEDS_ID, remove_officer, "--id ID"),
     ROW("set-threshold", SET_THRESHOLD, KMSCTL_NEEDS_ACTION, set_threshold,
         "--action TYPE --threshold N"),
+    ROW("add-auditor", ADD_AUDITOR, KMSCTL_NEEDS_IDENTITY, add_auditor, "--identity URI"),
+    ROW("remove-auditor", REMOVE_AUDITOR, KMSCTL_NEEDS_IDENTITY, remove_auditor, "--identity URI"),
 };
 const size_t kmsctl_n_actions = sizeof(kmsctl_actions) / sizeof(kmsctl_actions[0]);
 

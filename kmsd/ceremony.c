@@ -160,6 +160,42 @@ static int check_keys(const kms_config *cfg)
     return KMS_OK;
 }
 
+/* Auditors: valid identities, listed once, none an officer (an auditor
+ * may only read the audit log; the roles stay apart) and none granted a
+ * key (it could not use the grant). Officers are written after auditors, so
+ * the auditors are checked against the configuration. */
+static int check_auditors(const kms_config *cfg)
+{
+    for (size_t i = 0; i < cfg->auditors.n; i++) {
+        const char *a = cfg->auditors.v[i];
+        if (!valid_identity(a))
+            return kms_error_set(KMS_EINVAL,
+                                 "auditor \"%.128s\": identity empty, too long or with "
+                                 "control characters",
+                                 a);
+        if (is_officer_identity(cfg, a))
+            return kms_error_set(KMS_EINVAL,
+                                 "auditor %.128s is an officer: an auditor may only read the audit "
+                                 "log, so the roles stay apart",
+                                 a);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(cfg->auditors.v[j], a) == 0)
+                return kms_error_set(KMS_EINVAL, "auditor %.128s is listed twice", a);
+        for (size_t k = 0; k < cfg->n_keys; k++) {
+            const kms_config_key *key = &cfg->keys[k];
+            const kms_strlist *lists[] = {&key->encrypt, &key->decrypt, &key->reencrypt};
+            for (size_t l = 0; l < 3; l++)
+                for (size_t m = 0; m < lists[l]->n; m++)
+                    if (strcmp(lists[l]->v[m], a) == 0)
+                        return kms_error_set(KMS_EINVAL,
+                                             "key %s grants auditor %.128s: an auditor may "
+                                             "only read the audit log",
+                                             key->name, a);
+        }
+    }
+    return KMS_OK;
+}
+
 static int count_one(void *ctx, const void *unused)
 {
     (void)unused;
@@ -218,7 +254,7 @@ int kms_ceremony_run(const kms_config *cfg, kms_store *store, kms_keyring *kr, c
     if ((thresholds = calloc(kms_quorum_n_actions, sizeof(*thresholds))) == NULL)
         return kms_error_set(KMS_ENOMEM, "out of memory");
     if ((r = check_officers(cfg)) != 0 || (r = check_thresholds(cfg, thresholds)) != 0 ||
-        (r = check_keys(cfg)) != 0)
+        (r = check_keys(cfg)) != 0 || (r = check_auditors(cfg)) != 0)
         goto out;
     if ((officers = calloc(cfg->n_officers, sizeof(*officers))) == NULL) {
         r = kms_error_set(KMS_ENOMEM, "out of memory");
@@ -264,6 +300,15 @@ int kms_ceremony_run(const kms_config *cfg, kms_store *store, kms_keyring *kr, c
         if ((r = store->ops->officer_add(store, &officers[i])) != 0)
             goto out;
         printf("officer %s registered: %s\n", officers[i].id, officers[i].identity);
+    }
+    for (size_t i = 0; i < cfg->auditors.n; i++) {
+        kms_auditor_rec au;
+        memset(&au, 0, sizeof(au));
+        memcpy(au.identity, cfg->auditors.v[i], strlen(cfg->auditors.v[i]) + 1);
+        au.created_at = (int64_t)time(NULL);
+        if ((r = store->ops->auditor_add(store, &au)) != 0)
+            goto out;
+        printf("auditor registered: %s\n", au.identity);
     }
     for (size_t a = 0; a < kms_quorum_n_actions; a++)
         printf("threshold %s: %u of %zu\n", kms_quorum_actions[a].type, thresholds[a],

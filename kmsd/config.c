@@ -254,6 +254,7 @@ void kms_config_free(kms_config *c)
     }
     officers_free(c);
     keys_free(c);
+    strlist_free(&c->auditors);
     for (size_t i = 0; i < c->n_thresholds; i++)
         free(c->thresholds[i].action);
     free(c->thresholds);
@@ -507,6 +508,19 @@ int kms_config_add_grant(kms_config *c, const char *action, const char *identity
     return strlist_add(l, identity);
 }
 
+int kms_config_add_auditor(kms_config *c, const char *identity)
+{
+    if (c == NULL || identity == NULL || identity[0] == '\0')
+        return kms_error_set(KMS_EINVAL, "auditor: no identity");
+    if (!c->cli_auditors) { /* the command line replaces the file's list */
+        strlist_free(&c->auditors);
+        c->cli_auditors = 1;
+    }
+    if (c->auditors.n >= KMS_CONFIG_MAX_AUDITORS)
+        return kms_error_set(KMS_EINVAL, "more than %d auditors", KMS_CONFIG_MAX_AUDITORS);
+    return strlist_add(&c->auditors, identity);
+}
+
 /* ---- YAML walk ----------------------------------------------------------------- */
 
 struct walk {
@@ -674,7 +688,14 @@ static int walk_init(struct walk *w, yaml_node_t *map)
         } else if (strcmp(k, "keys") == 0 && !w->c->cli_keys) {
             keys_free(w->c);
             KMS_GUARD(walk_keys(w, v));
-        } else if (strcmp(k, "officers") != 0 && strcmp(k, "keys") != 0) {
+        } else if (strcmp(k, "auditors") == 0 && !w->c->cli_auditors) {
+            strlist_free(&w->c->auditors);
+            KMS_GUARD(walk_strlist(w, v, "init.auditors", &w->c->auditors));
+            if (w->c->auditors.n > KMS_CONFIG_MAX_AUDITORS)
+                return kms_error_set(KMS_EINVAL, "line %lu: more than %d auditors", line_of(v),
+                                     KMS_CONFIG_MAX_AUDITORS);
+        } else if (strcmp(k, "officers") != 0 && strcmp(k, "keys") != 0 &&
+                   strcmp(k, "auditors") != 0) {
             return kms_error_set(KMS_EINVAL, "line %lu: unknown setting init.%s",
                                  line_of(node(w, p->key)), k);
         }

@@ -118,10 +118,12 @@ typedef struct kms_config {
     size_t n_thresholds;
     kms_config_key *keys;
     size_t n_keys;
+    kms_strlist auditors; /* identities that may read the audit log (init.auditors) */
 
     /* private: which settings came from the command line, so a second
      * --officer appends rather than replaces */
     int cli_officers, cli_keys;
+    int cli_auditors;
 } kms_config;
 
 typedef enum kms_config_mode { KMS_CONFIG_RUN = 0, KMS_CONFIG_INIT = 1 } kms_config_mode;
@@ -155,6 +157,10 @@ const char *kms_config_setting_name(size_t i);
 int kms_config_add_officer(kms_config *c, const char *spec) KMS_MUST_CHECK;
 int kms_config_add_threshold(kms_config *c, const char *spec) KMS_MUST_CHECK;
 int kms_config_add_key(kms_config *c, const char *name) KMS_MUST_CHECK;
+/* An auditor identity for init (--auditor; the command line replaces the
+ * file's init.auditors). At most KMS_CONFIG_MAX_AUDITORS. */
+#define KMS_CONFIG_MAX_AUDITORS 64
+int kms_config_add_auditor(kms_config *c, const char *identity) KMS_MUST_CHECK;
 /* action: "encrypt", "decrypt" or "reencrypt". KMS_EINVAL without a key. */
 int kms_config_add_grant(kms_config *c, const char *action, const char *identity) KMS_MUST_CHECK;
 

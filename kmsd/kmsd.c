@@ -114,7 +114,8 @@ static const char usage_text[] =
     "  --create-key NAME                  create a key now (repeat)\n"
     "  --allow-encrypt IDENTITY           grant on the last --create-key (repeat)\n"
     "  --allow-decrypt IDENTITY\n"
-    "  --allow-reencrypt IDENTITY\n";
+    "  --allow-reencrypt IDENTITY\n"
+    "  --auditor IDENTITY                 may read the audit log, nothing else (repeat)\n";
 
 enum {
     OPT_CONFIG = 256,
@@ -144,6 +145,7 @@ enum {
     OPT_TPM2_PCRS,
     OPT_AUDIT_DIR,
     OPT_AUDIT_MAX_BYTES,
+    OPT_AUDITOR,
     OPT_HELP,
 };
 
@@ -177,6 +179,7 @@ static const struct option long_options[] = {
     {"tpm2-pcrs", required_argument, NULL, OPT_TPM2_PCRS},
     {"audit-dir", required_argument, NULL, OPT_AUDIT_DIR},
     {"audit-max-bytes", required_argument, NULL, OPT_AUDIT_MAX_BYTES},
+    {"auditor", required_argument, NULL, OPT_AUDITOR},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -248,6 +251,8 @@ static int apply_option(kms_config *c, int opt, const char *arg)
         return kms_config_add_grant(c, "decrypt", arg);
     case OPT_ALLOW_REENCRYPT:
         return kms_config_add_grant(c, "reencrypt", arg);
+    case OPT_AUDITOR:
+        return kms_config_add_auditor(c, arg);
     default:
         return kms_error_set(KMS_EINVAL, "unknown option");
     }

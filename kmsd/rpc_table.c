@@ -7,6 +7,7 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "kms/v1/kms.pb-c.h"
+#include "kmsd/audit/handlers_audit.h"
 #include "kmsd/data/handlers_data.h"
 #include "kmsd/quorum/handlers_quorum.h"
 
@@ -36,9 +37,8 @@ static const kms_rpc_method methods[] = {
      kms_handlers_list_actions, 0},
     {QU "CancelAction", KMS_PERM_OFFICER, &kms__v1__cancel_action_request__descriptor, NULL,
      kms_handlers_cancel_action, 0},
-    /* Audit is not served yet: there is no audit log. */
     {"/kms.v1.Audit/ReadAuditLog", KMS_PERM_AUDITOR, &kms__v1__read_audit_log_request__descriptor,
-     NULL, NULL, 0},
+     NULL, kms_handlers_read_audit_log, 0},
     {"/grpc.health.v1.Health/Check", KMS_PERM_PEER,
      &grpc__health__v1__health_check_request__descriptor, NULL, kms_handlers_health_check,
      KMS_RPC_HEALTH_PROBE},

@@ -213,6 +213,35 @@ KMS_CLIENT_API void kms_client_key_list_free(kms_client_key_list *list);
 KMS_CLIENT_API int kms_client_health(kms_client *c, const char *service,
                                      kms_client_error *err) KMS_CLIENT_MUST_CHECK;
 
+/* ---- Audit: for auditors (docs/audit.md) ---- */
+
+/* One audit record as kmsd read it from its log. line is the record's
+ * exact JSON line (NUL-terminated, without its final LF): what the files
+ * hold, byte for byte. hash = SHA-256(prev_hash || line || LF). */
+typedef struct kms_client_audit_record {
+    uint64_t seq;
+    int64_t time_us; /* unix microseconds, UTC */
+    char *instance, *type, *identity, *peer, *method, *key_name, *error, *detail;
+    uint32_t key_version;
+    int32_t status; /* gRPC status code of the call recorded */
+    uint64_t duration_us;
+    uint8_t prev_hash[32], hash[32];
+    char *line;
+} kms_client_audit_record;
+
+/* Audit.ReadAuditLog: records from_seq, from_seq + 1, ... (0: from the
+ * oldest kept), at most limit (0: the server's default, 100; at most
+ * 1000), possibly fewer (the end of the durable log, or a reply size
+ * bound): ask again from the last seq + 1. Only auditors may call it.
+ * *out is an array of *n records (NULL when 0), freed with
+ * kms_client_audit_records_free. last_seq (may be NULL) receives the seq
+ * of the log's last durable record when kmsd read it (0: none). */
+KMS_CLIENT_API int kms_client_read_audit_log(kms_client *c, uint64_t from_seq, uint32_t limit,
+                                             kms_client_audit_record **out, size_t *n,
+                                             uint64_t *last_seq,
+                                             kms_client_error *err) KMS_CLIENT_MUST_CHECK;
+KMS_CLIENT_API void kms_client_audit_records_free(kms_client_audit_record *r, size_t n);
+
 /* ---- Quorum: for security officers (docs/officers.md, docs/approvals.md) ---- */
 
 typedef enum kms_client_action_state {

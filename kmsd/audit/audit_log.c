@@ -666,6 +666,19 @@ const char *kms_audit_instance(const kms_audit *a)
     return a->instance;
 }
 
+uint64_t kms_audit_durable_seq(kms_audit *a)
+{
+    pthread_mutex_lock(&a->mu);
+    uint64_t seq = a->durable_seq;
+    pthread_mutex_unlock(&a->mu);
+    return seq;
+}
+
+const char *kms_audit_dir(const kms_audit *a)
+{
+    return a->dir;
+}
+
 void kms_audit_stats(kms_audit *a, uint64_t *records, uint64_t *syncs)
 {
     pthread_mutex_lock(&a->mu);

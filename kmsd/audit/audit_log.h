@@ -75,6 +75,13 @@ int kms_audit_ready(kms_audit *a) KMS_MUST_CHECK;
 /* The instance id written into every record (16 hex digits). */
 const char *kms_audit_instance(const kms_audit *a);
 
+/* The sequence number of the last durable record (0: none yet), for
+ * readers (audit_reader.h): a record past it may still be rolled back by a
+ * failed batch, so it is never returned. */
+uint64_t kms_audit_durable_seq(kms_audit *a) KMS_MUST_CHECK;
+/* The log's directory (audit.dir), as opened. */
+const char *kms_audit_dir(const kms_audit *a);
+
 /* Counters for benchmarks: records made durable and fdatasync calls. */
 void kms_audit_stats(kms_audit *a, uint64_t *records, uint64_t *syncs);
 

@@ -36,6 +36,10 @@ struct kms_policy {
     struct entry *by_name[NBUCKETS];
     char **officers; /* sorted */
     size_t n_officers;
+    char **auditors; /* sorted */
+    size_t n_auditors;
+    atomic_uint_fast64_t auditor_reads; /* numbers auditor reloads */
+    uint_fast64_t auditors_from;        /* the reload the set came from (under the lock) */
     atomic_uint_fast64_t gen;           /* bumped by every invalidation (under the lock) */
     atomic_uint_fast64_t officer_reads; /* numbers officer reloads */
     uint_fast64_t officers_from;        /* the reload the set came from (under the lock) */
@@ -349,6 +353,65 @@ int kms_policy_is_officer(kms_policy *p, const char *identity)
     return r;
 }
 
+/* ---- auditors ------------------------------------------------------------------ */
+
+static int collect_auditor(void *ctx, const kms_auditor_rec *a)
+{
+    struct officer_list *l = ctx;
+    char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
+    if (v == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    l->v = v;
+    size_t len = strnlen(a->identity, sizeof(a->identity) - 1);
+    if ((v[l->n] = malloc(len + 1)) == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    memcpy(v[l->n], a->identity, len);
+    v[l->n][len] = '\0';
+    l->n++;
+    return KMS_OK;
+}
+
+int kms_policy_reload_auditors(kms_policy *p)
+{
+    if (p == NULL)
+        return kms_error_set(KMS_EINVAL, "no policy");
+    struct officer_list l = {0};
+    uint_fast64_t mine = atomic_fetch_add(&p->auditor_reads, 1) + 1;
+    int r = p->store->ops->auditor_list(p->store, collect_auditor, &l);
+    if (r != 0) {
+        officers_free(l.v, l.n);
+        return r;
+    }
+    if (l.n > 1)
+        qsort(l.v, l.n, sizeof(*l.v), cmp_str);
+    pthread_rwlock_wrlock(&p->lock);
+    if (mine < p->auditors_from) {
+        /* A reload that started later (so read later) installed already. */
+        pthread_rwlock_unlock(&p->lock);
+        officers_free(l.v, l.n);
+        return KMS_OK;
+    }
+    char **old = p->auditors;
+    size_t old_n = p->n_auditors;
+    p->auditors = l.v;
+    p->n_auditors = l.n;
+    p->auditors_from = mine;
+    pthread_rwlock_unlock(&p->lock);
+    officers_free(old, old_n);
+    return KMS_OK;
+}
+
+int kms_policy_is_auditor(kms_policy *p, const char *identity)
+{
+    if (p == NULL || identity == NULL)
+        return 0;
+    pthread_rwlock_rdlock(&p->lock);
+    int r = p->n_auditors > 0 &&
+            bsearch(&identity, p->auditors, p->n_auditors, sizeof(*p->auditors), cmp_str) != NULL;
+    pthread_rwlock_unlock(&p->lock);
+    return r;
+}
+
 /* ---- public ----------------------------------------------------------------------- */
 
 int kms_policy_open(kms_store *store, kms_policy **out)
@@ -364,6 +427,8 @@ int kms_policy_open(kms_store *store, kms_policy **out)
         return kms_error_set(KMS_ENOMEM, "cannot create lock");
     }
     int r = kms_policy_reload_officers(p);
+    if (r == 0)
+        r = kms_policy_reload_auditors(p);
     if (r != 0) {
         kms_policy_close(p);
         return r;
@@ -385,6 +450,7 @@ void kms_policy_close(kms_policy *p)
         }
     }
     officers_free(p->officers, p->n_officers);
+    officers_free(p->auditors, p->n_auditors);
     pthread_rwlock_destroy(&p->lock);
     free(p);
 }

@@ -28,7 +28,7 @@ typedef enum kms_perm {
     KMS_PERM_DESCRIBE = 4,  /* any grant on the key, or an officer */
     KMS_PERM_LIST = 5,      /* any identity; the answer is filtered per key */
     KMS_PERM_OFFICER = 6,   /* a registered officer (Quorum) */
-    KMS_PERM_AUDITOR = 7    /* an auditor (Audit; not served yet: no audit log) */
+    KMS_PERM_AUDITOR = 7    /* a registered auditor (Audit.ReadAuditLog) */
 } kms_perm;
 
 /* Name of a permission for logs ("encrypt"); "?" for unknown values. */
@@ -84,5 +84,13 @@ int kms_policy_get(kms_policy *p, const uint8_t key_id[KMS_KEY_ID_LEN],
 void kms_policy_invalidate(kms_policy *p, const uint8_t key_id[KMS_KEY_ID_LEN]);
 /* Reloads the officer set from the store; on failure the old set stays. */
 int kms_policy_reload_officers(kms_policy *p) KMS_MUST_CHECK;
+
+/* 1 if identity is a registered auditor (schema 5). An auditor may read
+ * the audit log and nothing else: the RPC wrapper refuses it every other
+ * method, whatever a key policy or the officer set says. */
+int kms_policy_is_auditor(kms_policy *p, const char *identity) KMS_MUST_CHECK;
+/* Reloads the auditor set from the store (kms_policy_open loads it too);
+ * on failure the old set stays. */
+int kms_policy_reload_auditors(kms_policy *p) KMS_MUST_CHECK;
 
 #endif

@@ -501,6 +501,9 @@ static int validate_add_officer(const kms_action_env *env, Kms__V1__ActionBody *
     if (kms_policy_is_officer(env->policy, a->identity))
         return kms_error_set_public(KMS_EEXISTS, "identity %.128s is an officer already",
                                     a->identity);
+    if (kms_policy_is_auditor(env->policy, a->identity))
+        return kms_error_set_public(
+            KMS_EINVAL, "identity %.128s is an auditor: remove it as auditor first", a->identity);
     return KMS_OK;
 }
 
@@ -580,6 +583,65 @@ static int execute_set_threshold(const kms_action_env *env, const Kms__V1__Actio
     return kms_policy_reload_officers(env->policy);
 }
 
+/* ---- auditors ------------------------------------------------------------------------- */
+
+/* An auditor reads the audit log and nothing else (the RPC wrapper refuses
+ * it every other method), so an officer's identity is refused: it would
+ * lose its officer rights, and the roles stay apart. */
+static int validate_add_auditor(const kms_action_env *env, Kms__V1__ActionBody *b)
+{
+    const char *id = b->add_auditor->identity;
+    size_t n = strlen(id);
+    if (n == 0 || n > KMS_IDENTITY_MAX)
+        return kms_error_set_public(KMS_EINVAL, "auditor identity empty or too long");
+    if (kms_policy_is_officer(env->policy, id))
+        return kms_error_set_public(KMS_EINVAL,
+                                    "identity %.128s is an officer: an auditor may only read the "
+                                    "audit log, so the roles stay apart",
+                                    id);
+    if (kms_policy_is_auditor(env->policy, id))
+        return kms_error_set_public(KMS_EEXISTS, "identity %.128s is an auditor already", id);
+    return KMS_OK;
+}
+
+static int execute_add_auditor(const kms_action_env *env, const Kms__V1__ActionBody *b,
+                               const kms_action_run *run)
+{
+    kms_auditor_rec rec;
+    memset(&rec, 0, sizeof(rec));
+    snprintf(rec.identity, sizeof(rec.identity), "%s", b->add_auditor->identity);
+    rec.created_at = env->now;
+    int r = env->store->ops->auditor_add(env->store, &rec);
+    if (r == KMS_EEXISTS && run->resumed) /* added by this action before a crash */
+        r = KMS_OK;
+    KMS_GUARD(r);
+    snprintf(run->result, run->cap, "auditor %.128s enrolled", rec.identity);
+    return kms_policy_reload_auditors(env->policy);
+}
+
+static int validate_remove_auditor(const kms_action_env *env, Kms__V1__ActionBody *b)
+{
+    const char *id = b->remove_auditor->identity;
+    size_t n = strlen(id);
+    if (n == 0 || n > KMS_IDENTITY_MAX)
+        return kms_error_set_public(KMS_EINVAL, "auditor identity empty or too long");
+    if (!kms_policy_is_auditor(env->policy, id))
+        return kms_error_set_public(KMS_ENOTFOUND, "no auditor %.128s", id);
+    return KMS_OK;
+}
+
+static int execute_remove_auditor(const kms_action_env *env, const Kms__V1__ActionBody *b,
+                                  const kms_action_run *run)
+{
+    const char *id = b->remove_auditor->identity;
+    int r = env->store->ops->auditor_remove(env->store, id);
+    if (r == KMS_ENOTFOUND && run->resumed) /* removed by this action before a crash */
+        r = KMS_OK;
+    KMS_GUARD(r);
+    snprintf(run->result, run->cap, "auditor %.128s removed", id);
+    return kms_policy_reload_auditors(env->policy);
+}
+
 /* ---- the table ------------------------------------------------------------------------- */
 
 #define ROW(CASE, type, name, plan)                                                                \
@@ -601,6 +663,8 @@ const kms_quorum_action kms_quorum_actions[] = {
     ROW(ADD_OFFICER, "AddOfficer", add_officer, plan_started),
     ROW(REMOVE_OFFICER, "RemoveOfficer", remove_officer, plan_started),
     ROW(SET_THRESHOLD, "SetThreshold", set_threshold, plan_started),
+    ROW(ADD_AUDITOR, "AddAuditor", add_auditor, plan_started),
+    ROW(REMOVE_AUDITOR, "RemoveAuditor", remove_auditor, plan_started),
 };
 const size_t kms_quorum_n_actions = sizeof(kms_quorum_actions) / sizeof(kms_quorum_actions[0]);
 

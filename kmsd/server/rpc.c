@@ -200,6 +200,12 @@ static const char *log_safe(const char *s, char *buf, size_t cap)
 
 static int method_allowed(const kms_rpc_call *c)
 {
+    /* An auditor reads the log and does nothing else: not even the calls
+     * any identity may make (ListKeys), whatever a key policy names. Only
+     * Health, which any peer may ask, stays open to it. */
+    if (c->method->perm != KMS_PERM_AUDITOR && c->method->perm != KMS_PERM_PEER &&
+        kms_policy_is_auditor(c->env->policy, c->identity))
+        return kms_error_set(KMS_EDENIED, "auditors may only read the audit log");
     switch (c->method->perm) {
     case KMS_PERM_PEER:
     case KMS_PERM_LIST:
@@ -213,6 +219,9 @@ static int method_allowed(const kms_rpc_call *c)
             return KMS_OK;
         return kms_error_set(KMS_EDENIED, "not an officer");
     case KMS_PERM_AUDITOR:
+        if (kms_policy_is_auditor(c->env->policy, c->identity))
+            return KMS_OK;
+        return kms_error_set(KMS_EDENIED, "not an auditor");
     default:
         return kms_error_set(KMS_EDENIED, "%s permission not granted",
                              kms_policy_perm_name(c->method->perm));

@@ -71,6 +71,12 @@ typedef struct kms_officer_rec {
     int64_t created_at;
 } kms_officer_rec;
 
+/* An auditor (schema 5): may read the audit log and nothing else. */
+typedef struct kms_auditor_rec {
+    char identity[KMS_IDENTITY_MAX + 1];
+    int64_t created_at;
+} kms_auditor_rec;
+
 /* Quorum actions (schema 3, docs/approvals.md). */
 #define KMS_INSTANCE_ID_LEN 16
 #define KMS_ACTION_ID_LEN 16
@@ -134,6 +140,7 @@ typedef int (*kms_store_key_cb)(void *ctx, const kms_key_rec *k) KMS_MUST_CHECK;
 typedef int (*kms_store_version_cb)(void *ctx, const kms_version_rec *v) KMS_MUST_CHECK;
 typedef int (*kms_store_grant_cb)(void *ctx, const kms_grant_rec *g) KMS_MUST_CHECK;
 typedef int (*kms_store_officer_cb)(void *ctx, const kms_officer_rec *o) KMS_MUST_CHECK;
+typedef int (*kms_store_auditor_cb)(void *ctx, const kms_auditor_rec *a) KMS_MUST_CHECK;
 typedef int (*kms_store_threshold_cb)(void *ctx, const char *action_type,
                                       uint32_t threshold) KMS_MUST_CHECK;
 
@@ -209,6 +216,16 @@ typedef struct kms_store_ops {
     int (*officer_remove)(kms_store *s, const char *officer_id) KMS_MUST_CHECK;
     /* In id order. */
     int (*officer_list)(kms_store *s, kms_store_officer_cb cb, void *ctx) KMS_MUST_CHECK;
+
+    /* ---- auditors (schema 5) ---- */
+
+    /* KMS_EEXISTS if the identity is an auditor already; KMS_EINVAL for an
+     * empty or unterminated identity. */
+    int (*auditor_add)(kms_store *s, const kms_auditor_rec *a) KMS_MUST_CHECK;
+    /* KMS_ENOTFOUND if there is no such auditor. */
+    int (*auditor_remove)(kms_store *s, const char *identity) KMS_MUST_CHECK;
+    /* In identity order. */
+    int (*auditor_list)(kms_store *s, kms_store_auditor_cb cb, void *ctx) KMS_MUST_CHECK;
 
     /* Sets (inserts or replaces) the approval threshold of an action type.
      * KMS_EINVAL if threshold < KMS_THRESHOLD_MIN or the name is empty or

@@ -35,6 +35,11 @@ int kms_sqlite_threshold_get(kms_store *store, const char *action_type,
 int kms_sqlite_threshold_list(kms_store *store, kms_store_threshold_cb cb,
                               void *ctx) KMS_MUST_CHECK;
 
+/* Auditor ops (store_sqlite_auditors.c), see store.h. */
+int kms_sqlite_auditor_add(kms_store *store, const kms_auditor_rec *a) KMS_MUST_CHECK;
+int kms_sqlite_auditor_remove(kms_store *store, const char *identity) KMS_MUST_CHECK;
+int kms_sqlite_auditor_list(kms_store *store, kms_store_auditor_cb cb, void *ctx) KMS_MUST_CHECK;
+
 /* Quorum and lifecycle ops (store_sqlite_quorum.c), see store.h. */
 int kms_sqlite_instance_id(kms_store *store, uint8_t out[KMS_INSTANCE_ID_LEN]) KMS_MUST_CHECK;
 int kms_sqlite_key_set_min_decrypt(kms_store *store, const uint8_t id[KMS_KEY_ID_LEN],

@@ -54,6 +54,7 @@ static const struct mac_table tables[] = {
     {"actions", 1, 11,
      "id, type, body, digest, proposer, state, threshold, created_at, expires_at, result, plan"},
     {"approvals", 2, 4, "action_id, officer_id, signature, approved_at"},
+    {"auditors", 1, 2, "identity, created_at"},
 };
 #define N_TABLES ((int)(sizeof(tables) / sizeof(tables[0])))
 

@@ -186,6 +186,16 @@ static const struct migration migrations[] = {
      "  digest BLOB NOT NULL CHECK (typeof(digest) = 'blob' AND length(digest) = 32),"
      "  mac BLOB NOT NULL CHECK (typeof(mac) = 'blob' AND length(mac) = 32)"
      ");"},
+    /* 4 -> 5: the auditors, who may read the audit log and nothing else
+     * (docs/audit.md, "Auditors"). Their rows carry a MAC like the rest of
+     * the security state (store_sqlite_mac.c). */
+    {"auditors",
+     "CREATE TABLE auditors ("
+     "  identity TEXT NOT NULL PRIMARY KEY"
+     "    CHECK (typeof(identity) = 'text' AND length(CAST(identity AS BLOB)) BETWEEN 1 AND 1024),"
+     "  created_at INTEGER NOT NULL CHECK (typeof(created_at) = 'integer'),"
+     "  mac BLOB CHECK (mac IS NULL OR (typeof(mac) = 'blob' AND length(mac) = 32))"
+     ");"},
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))

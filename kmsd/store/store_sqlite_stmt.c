@@ -72,6 +72,11 @@ const struct kms_sqlite_sql kms_sqlite_sql[ST_COUNT] = {
     [ST_THRESHOLD_PAGE] = {"threshold list",
                            "SELECT action_type, threshold FROM thresholds"
                            " WHERE action_type > ?1 ORDER BY action_type LIMIT ?2"},
+    [ST_AUDITOR_INSERT] = {"auditor add",
+                           "INSERT INTO auditors (identity, created_at) VALUES (?1, ?2)"},
+    [ST_AUDITOR_DELETE] = {"auditor remove", "DELETE FROM auditors WHERE identity = ?1"},
+    [ST_AUDITOR_PAGE] = {"auditor list", "SELECT identity, created_at FROM auditors"
+                                         " WHERE identity > ?1 ORDER BY identity LIMIT ?2"},
 
     /* quorum */
     [ST_INSTANCE_ID] = {"instance id", "SELECT id FROM instance"},

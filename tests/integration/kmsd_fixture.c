@@ -122,6 +122,7 @@ static void write_config(kms_test_kmsd *k, const char *p11_extra)
             "signing_key: pki/officer2-signing-pub.pem}\n"
             "    - {id: officer3, identity: \"spiffe://kms.local/officer3\", "
             "signing_key: pki/officer3-signing-pub.pem}\n"
+            "  auditors: [\"" KMS_TEST_AUDITOR_ID "\"]\n"
             "  thresholds:\n"
             "    default: 2\n"
             "    RemoveOfficer: 3\n"
@@ -195,12 +196,14 @@ static void setup_in(kms_test_kmsd *k, const char *p11_extra)
     const char *two[] = {"client", "twouri", KMS_TEST_APP_ID, KMS_TEST_BOB_ID, NULL};
     const char *two_cn[] = {"client-cn", "twocn", "cnonly", "other", NULL};
     const char *spoof[] = {"client-cn", "cnspoof", "spiffe://kms.local/officer1", NULL};
+    const char *auditor[] = {"client", "auditor", KMS_TEST_AUDITOR_ID, NULL};
     pki(k, all);
     pki(k, bob);
     pki(k, cn);
     pki(k, two);
     pki(k, two_cn);
     pki(k, spoof);
+    pki(k, auditor);
     write_config(k, p11_extra);
 
     const char *init[] = {"--config", k->config, "init", NULL};

@@ -15,7 +15,8 @@
  * KMS_DEV_PKI (scripts/dev-pki) in the environment, plus what the token
  * fixture needs; ctest sets them all.
  *
- * `kmsd init` registers officer1..3 (threshold 2) and the keys:
+ * `kmsd init` registers officer1..3 (threshold 2), the auditor
+ * spiffe://kms.local/auditor (dev-PKI client `auditor`) and the keys:
  *   demo    encrypt, decrypt, reencrypt: spiffe://kms.local/app
  *   second  encrypt, decrypt, reencrypt: spiffe://kms.local/app
  *   locked  encrypt, decrypt: spiffe://kms.local/someone-else
@@ -33,6 +34,7 @@
 
 #define KMS_TEST_APP_ID "spiffe://kms.local/app"
 #define KMS_TEST_BOB_ID "spiffe://kms.local/bob"
+#define KMS_TEST_AUDITOR_ID "spiffe://kms.local/auditor"
 
 typedef struct kms_test_kmsd {
     kms_test_token token;

@@ -216,6 +216,47 @@ static void officer_in_a_policy_refused(void **state)
     assert_int_equal(officers + keys, 0);
 }
 
+static int collect_auditor(void *ctx, const kms_auditor_rec *a)
+{
+    char *buf = ctx;
+    size_t n = strlen(buf);
+    snprintf(buf + n, 4096 - n, "%s;", a->identity);
+    return 0;
+}
+
+/* The fixture's config names one auditor; --auditor replaces the list, and
+ * an officer, a repeated identity or one a key grants is refused. */
+static void auditors_at_init(void **state)
+{
+    (void)state;
+    char got[4096] = "";
+    kms_store *s = NULL;
+    assert_int_equal(kms_store_sqlite_open(K.db, &s), KMS_OK);
+    assert_int_equal(s->ops->auditor_list(s, collect_auditor, got), KMS_OK);
+    s->ops->close(s);
+    assert_string_equal(got, KMS_TEST_AUDITOR_ID ";");
+
+    const char *officer_too[] = {"--auditor", "spiffe://kms.local/officer2", NULL};
+    expect_refused("t6.db", officer_too, "the roles stay apart");
+    const char *twice[] = {"--auditor", "spiffe://x/a", "--auditor", "spiffe://x/a", NULL};
+    expect_refused("t6.db", twice, "auditor spiffe://x/a is listed twice");
+    const char *granted[] = {
+        "--auditor", "spiffe://x/a", "--create-key", "k", "--allow-encrypt", "spiffe://x/a", NULL};
+    expect_refused("t6.db", granted, "key k grants auditor spiffe://x/a");
+    int officers, keys;
+    contents("t6.db", &officers, &keys);
+    assert_int_equal(officers + keys, 0);
+
+    const char *two[] = {"--auditor", "spiffe://x/a", "--auditor", "spiffe://x/b", NULL};
+    assert_int_equal(init_with("t7.db", two), 0);
+    assert_non_null(strstr(out, "auditor registered: spiffe://x/b"));
+    got[0] = '\0';
+    assert_int_equal(kms_store_sqlite_open(path("t7.db"), &s), KMS_OK);
+    assert_int_equal(s->ops->auditor_list(s, collect_auditor, got), KMS_OK);
+    s->ops->close(s);
+    assert_string_equal(got, "spiffe://x/a;spiffe://x/b;"); /* the file's auditor replaced */
+}
+
 /* The ceremony from flags alone (what a client-library test would run),
  * then `kmsd run` on it serves the key to the granted identity only. */
 static void ceremony_from_flags_serves_its_key(void **state)
@@ -506,6 +547,7 @@ int main(void)
         cmocka_unit_test(impossible_thresholds_refused),
         cmocka_unit_test(bad_officers_refused),
         cmocka_unit_test(officer_in_a_policy_refused),
+        cmocka_unit_test(auditors_at_init),
         cmocka_unit_test(ceremony_from_flags_serves_its_key),
         cmocka_unit_test(run_refusals_and_usage),
         cmocka_unit_test(state_integrity_key),

@@ -454,6 +454,44 @@ static void every_setting_documented(void **state)
     assert_null(kms_config_setting_name(count + 1));
 }
 
+/* init.auditors: a list of identities; the first --auditor replaces it,
+ * later ones append; empty entries, a non-list and too many are refused. */
+static void init_auditors(void **state)
+{
+    (void)state;
+    kms_config c;
+    assert_int_equal(kms_config_init(&c), KMS_OK);
+    assert_int_equal(load(&c, "init:\n  auditors: [\"spiffe://x/a\", \"cn:b\"]\n"), KMS_OK);
+    assert_int_equal(c.auditors.n, 2);
+    assert_string_equal(c.auditors.v[0], "spiffe://x/a");
+    assert_string_equal(c.auditors.v[1], "cn:b");
+    assert_int_equal(kms_config_add_auditor(&c, "spiffe://x/c"), KMS_OK);
+    assert_int_equal(kms_config_add_auditor(&c, "spiffe://x/d"), KMS_OK);
+    assert_int_equal(c.auditors.n, 2);
+    assert_string_equal(c.auditors.v[0], "spiffe://x/c");
+    assert_int_equal(kms_config_add_auditor(&c, ""), KMS_EINVAL);
+    /* the command line wins over a file read afterwards */
+    assert_int_equal(load(&c, "init:\n  auditors: [\"spiffe://x/z\"]\n"), KMS_OK);
+    assert_int_equal(c.auditors.n, 2);
+    assert_string_equal(c.auditors.v[1], "spiffe://x/d");
+    kms_config_free(&c);
+
+    assert_int_equal(kms_config_init(&c), KMS_OK);
+    assert_int_equal(load(&c, "init:\n  auditors: [\"\"]\n"), KMS_EINVAL);
+    kms_config_free(&c);
+    assert_int_equal(kms_config_init(&c), KMS_OK);
+    assert_int_equal(load(&c, "init:\n  auditors: spiffe://x/a\n"), KMS_EINVAL);
+    kms_config_free(&c);
+    assert_int_equal(kms_config_init(&c), KMS_OK);
+    for (int i = 0; i < KMS_CONFIG_MAX_AUDITORS; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "spiffe://x/%d", i);
+        assert_int_equal(kms_config_add_auditor(&c, id), KMS_OK);
+    }
+    assert_int_equal(kms_config_add_auditor(&c, "spiffe://x/one-too-many"), KMS_EINVAL);
+    kms_config_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -462,6 +500,7 @@ int main(void)
         cmocka_unit_test(every_setting),
         cmocka_unit_test(quorum_and_tpm2_settings),
         cmocka_unit_test(command_line_overrides),
+        cmocka_unit_test(init_auditors),
         cmocka_unit_test(bad_command_line_values),
         cmocka_unit_test(pkcs11_init_args_and_nonlocal),
         cmocka_unit_test(refused_files),

@@ -1235,6 +1235,52 @@ static void authorization_checks_in_the_file(void **state)
     sqlite3_close(db);
 }
 
+struct auditor_names {
+    char v[8][64];
+    size_t n;
+};
+
+static int collect_auditor(void *ctx, const kms_auditor_rec *a)
+{
+    struct auditor_names *l = ctx;
+    assert_true(l->n < 8);
+    snprintf(l->v[l->n++], sizeof(l->v[0]), "%.63s", a->identity);
+    return 0;
+}
+
+/* Auditors (the audit-reader migration): add, list in identity order,
+ * remove; duplicates, unknown and empty identities refused; the file's
+ * CHECKs hold against a writer that bypasses the store. */
+static void auditors_add_list_remove(void **state)
+{
+    struct fx *f = *state;
+    kms_auditor_rec a = {.identity = "spiffe://t/b", .created_at = 7};
+    struct auditor_names l = {0};
+    assert_int_equal(f->s->ops->auditor_add(f->s, &a), KMS_OK);
+    assert_int_equal(f->s->ops->auditor_add(f->s, &a), KMS_EEXISTS);
+    snprintf(a.identity, sizeof(a.identity), "spiffe://t/a");
+    assert_int_equal(f->s->ops->auditor_add(f->s, &a), KMS_OK);
+    a.identity[0] = '\0';
+    assert_int_equal(f->s->ops->auditor_add(f->s, &a), KMS_EINVAL);
+    assert_int_equal(f->s->ops->auditor_list(f->s, collect_auditor, &l), KMS_OK);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.v[0], "spiffe://t/a");
+    assert_string_equal(l.v[1], "spiffe://t/b");
+    assert_int_equal(f->s->ops->auditor_remove(f->s, "spiffe://t/a"), KMS_OK);
+    assert_int_equal(f->s->ops->auditor_remove(f->s, "spiffe://t/a"), KMS_ENOTFOUND);
+    assert_int_equal(f->s->ops->auditor_remove(f->s, ""), KMS_EINVAL);
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(f->s->ops->auditor_list(f->s, collect_auditor, &l), KMS_OK);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.v[0], "spiffe://t/b");
+    sqlite3 *db = raw_open(f);
+    assert_int_not_equal(sqlite3_exec(db, "INSERT INTO auditors VALUES ('', 0)", NULL, NULL, NULL),
+                         SQLITE_OK);
+    assert_int_not_equal(
+        sqlite3_exec(db, "INSERT INTO auditors VALUES ('x', 'soon')", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
 /* A file at schema 1 (keys only) migrates to the current schema with its
  * keys intact. */
 static void schema_1_file_migrates(void **state)
@@ -1249,6 +1295,7 @@ static void schema_1_file_migrates(void **state)
                  "ALTER TABLE keys DROP COLUMN rotation_period_days;"
                  "ALTER TABLE keys DROP COLUMN deletion_at;"
                  "DROP TABLE key_policies; DROP TABLE officers; DROP TABLE thresholds;"
+                 "DROP TABLE auditors;"
                  "UPDATE schema_version SET version = 1;");
     sqlite3_close(db);
 
@@ -1674,6 +1721,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(officer_list_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(thresholds_set_get_list, setup, teardown),
         cmocka_unit_test_setup_teardown(authorization_checks_in_the_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(auditors_add_list_remove, setup, teardown),
         cmocka_unit_test_setup_teardown(schema_1_file_migrates, setup, teardown),
         cmocka_unit_test_setup_teardown(authorization_ops_refuse_bad_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(version_add_recorded_is_atomic, setup, teardown),
