@@ -5,6 +5,7 @@
  * PCR-bound sealed key refused after the PCR changed while kmsd stays up.
  * Then a TPM-only kmsd (no PKCS#11 section) on a second swtpm: init, serve,
  * Health; and a configuration naming no backend, refused. */
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -381,6 +383,15 @@ static void insert_executing_rotation(const char *db_path, const char *key)
     sqlite3_close(db);
 }
 
+/* Deletes every action row from db_path (undoing insert_executing_rotation). */
+static void remove_actions(const char *db_path)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DELETE FROM actions", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
 /* The first column of the first row of sql on db_path, as text, into out. */
 static void query_text(const char *db_path, const char *sql, char *out, size_t cap)
 {
@@ -473,22 +484,46 @@ static void tpm_only_kmsd(void **state)
     assert_int_equal(kms_test_kmsd_stop(&K2, SIGTERM), 0);
 
     /* A tampered database: a RotateKey of on-tpm put straight into the
-     * EXECUTING state with no approval (and a made-up digest). The
-     * restarted TPM-only kmsd (its state key checked at start) fails it,
-     * rotates nothing, and serves. */
+     * EXECUTING state with no approval (and a made-up digest). The row has
+     * no MAC under the TPM's state key: verify-state names it, and `kmsd
+     * run` refuses to start instead of serving (or executing it). */
     insert_executing_rotation(K2.db, "on-tpm");
-    kms_test_kmsd_start(&K2, NULL);
+    const char *verify[] = {"--config", K2.config, "verify-state", NULL};
+    if (kms_test_kmsd_run(verify, out, sizeof(out)) == 0 ||
+        strstr(out, "state: FAIL actions (id=5a5a5a5a") == NULL ||
+        strstr(out, "row has no MAC") == NULL)
+        fail_msg("verify-state on the tampered TPM-only database: %s", out);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0) {
+            dup2(devnull, STDOUT_FILENO);
+            dup2(devnull, STDERR_FILENO);
+        }
+        execl(getenv("KMS_KMSD"), "kmsd", "--config", K2.config, "run", (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    pid_t done = 0;
+    for (int i = 0; i < 600 && (done = waitpid(pid, &status, WNOHANG)) == 0; i++)
+        usleep(100 * 1000);
+    if (done == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fail_msg("a TPM-only kmsd served the tampered database (still running after 60 s)");
+    }
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
     char got[512];
-    query_text(K2.db, "SELECT state || ' ' || result FROM actions WHERE type = 'RotateKey'", got,
-               sizeof(got));
-    if (strncmp(got, "5 ", 2) != 0 || strstr(got, "not executed") == NULL)
-        fail_msg("tampered EXECUTING action on a TPM-only kmsd: %s (want FAILED, not executed)",
-                 got);
     query_text(K2.db,
                "SELECT count(*) FROM key_versions v JOIN keys k ON k.id = v.key_id "
                "WHERE k.name = 'on-tpm'",
                got, sizeof(got));
     assert_string_equal(got, "1");
+    /* The forged row removed, the state verifies again and kmsd serves the
+     * key as before: nothing was rotated. */
+    remove_actions(K2.db);
+    kms_test_kmsd_start(&K2, NULL);
     app = open_on(&K2, "app");
     assert_int_equal(kms_client_decrypt(app, ct.blob, ct.blob_len, CTX, 1, &pt, &err), 0);
     assert_memory_equal(pt.plaintext, msg, sizeof(msg));
