@@ -290,8 +290,8 @@ static int fake_disrupt(env *e, int how)
 static const target TARGETS[] = {
     {"pkcs11", ON_DEVICE | LIMIT, 4096, p11_open, p11_close, p11_lose, p11_restore, p11_disrupt,
      p11_reopen},
-    {"pkcs11-nss", ON_DEVICE | LIMIT, 4096, nss_open, nss_close, p11_lose, p11_restore,
-     p11_disrupt, nss_reopen},
+    {"pkcs11-nss", ON_DEVICE | LIMIT, 4096, nss_open, nss_close, p11_lose, p11_restore, p11_disrupt,
+     nss_reopen},
     {"tpm2-sealed", EMPTY_OK, 65536, tpm2_sealed_open, tpm2_close, tpm2_lose, tpm2_restore,
      tpm2_disrupt, tpm2_reopen},
     {"tpm2-resident", EMPTY_OK, 65536, tpm2_resident_open, tpm2_close, tpm2_lose, tpm2_restore,
