@@ -12,6 +12,7 @@
  * Linked into the kmsd executables only (not the libraries, not the
  * client), and not into sanitizer builds, whose runtimes own malloc and
  * free. The cost is one memset per free; see docs/design.md. */
+#include <errno.h>
 #include <malloc.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -67,7 +68,9 @@ void *realloc(void *p, size_t n)
 
 void *reallocarray(void *p, size_t n, size_t size)
 {
-    if (size != 0 && n > SIZE_MAX / size)
+    if (size != 0 && n > SIZE_MAX / size) {
+        errno = ENOMEM; /* as glibc's reallocarray */
         return NULL;
+    }
     return realloc(p, n * size);
 }
