@@ -12,11 +12,17 @@
  * at the end (target: < 5 % growth), kmsd's open fds and the module's open
  * PKCS#11 sessions at the start and at the end (quiet, no client
  * connected), and the calls by status. Exits 1 on a wrong answer, a status
- * other than OK / UNAVAILABLE, no rotation executed, kmsd not exiting 0 on SIGTERM, or fds or
- * sessions not back where they started; RSS growth is printed against its
- * target, not asserted (noisy in short runs).
+ * other than OK / UNAVAILABLE, no rotation executed (when rotating), kmsd not exiting 0 on SIGTERM,
+ * or fds or sessions not back where they started; RSS growth is printed against its target, not
+ * asserted (noisy in short runs).
+ *
+ * With KMS_SOAK_TRACE=1 it prints kmsd's RSS every 10 s, split into
+ * anonymous memory (the heap and thread stacks) and file-backed pages
+ * (code and libraries mapped in), and the rotations so far: growth that
+ * follows the rotations is held state, growth without them is not.
  *
  *   KMS_SOAK_SECONDS=30 bench_soak
+ *   KMS_SOAK_SECONDS=120 KMS_SOAK_ROTATE_MS=0 KMS_SOAK_TRACE=1 bench_soak
  * Needs what the kmsd tests need (run through scripts/test or ctest, which
  * set KMS_KMSD, KMS_DEV_PKI, KMS_SOFTHSM_*, KMS_P11SHIM). */
 #include <dirent.h>
@@ -39,7 +45,8 @@
 
 #define KM "/kms.v1.KeyManagement/"
 #define QU "/kms.v1.Quorum/"
-#define ROTATE_EVERY_MS 15000
+#define ROTATE_EVERY_MS 15000 /* KMS_SOAK_ROTATE_MS changes it; 0: no rotation */
+#define TRACE_EVERY_MS 10000
 #define THREADS 8
 #define RECONNECT_EVERY 200
 #define NSTATUS 17
@@ -292,6 +299,14 @@ int main(void)
         fprintf(stderr, "bench_soak: KMS_P11SHIM (the fault module) must be set\n");
         return 2;
     }
+    const char *rot_env = getenv("KMS_SOAK_ROTATE_MS");
+    unsigned long rotate_ms = rot_env ? strtoul(rot_env, &end, 10) : ROTATE_EVERY_MS;
+    if (rot_env != NULL &&
+        (end == rot_env || *end != '\0' || (rotate_ms != 0 && rotate_ms < 1000))) {
+        fprintf(stderr, "bench_soak: KMS_SOAK_ROTATE_MS must be 0 or a number >= 1000\n");
+        return 2;
+    }
+    int trace = getenv("KMS_SOAK_TRACE") != NULL && strcmp(getenv("KMS_SOAK_TRACE"), "1") == 0;
     grpc_init();
     kms_test_kmsd_setup(&K);
     char dir[320];
@@ -315,21 +330,31 @@ int main(void)
     for (uintptr_t i = 0; i < THREADS; i++)
         pthread_create(&t[i], NULL, client, (void *)i);
     uint64_t t0 = now_ms(), warm = secs * 100 > 5000 ? secs * 100 : 5000;
-    long rss_warm = -1;
+    long rss_warm = -1, anon_warm = -1;
     size_t phase = 0;
-    uint64_t next_phase = t0 + 10000, next_rotation = t0 + 5000;
+    uint64_t next_phase = t0 + 10000, next_rotation = t0 + 5000, next_trace = t0;
     kms_tc *o1 = kms_test_kmsd_open_as(&K, "officer1"), *o2 = kms_test_kmsd_open_as(&K, "officer2");
     int rotations = 0, rotations_failed = 0;
     while (now_ms() - t0 < secs * 1000) {
-        if (now_ms() >= next_rotation) {
+        if (rotate_ms != 0 && now_ms() >= next_rotation) {
             if (rotate(o1, o2))
                 rotations++;
             else
                 rotations_failed++;
-            next_rotation += ROTATE_EVERY_MS;
+            next_rotation += rotate_ms;
         }
-        if (rss_warm < 0 && now_ms() - t0 >= warm)
+        if (trace && now_ms() >= next_trace) {
+            printf("  t=%3llu s: RSS %ld KiB (anon %ld, file %ld), %d rotations\n",
+                   (unsigned long long)((now_ms() - t0) / 1000), kms_test_proc_kib(K.pid, "VmRSS:"),
+                   kms_test_proc_kib(K.pid, "RssAnon:"), kms_test_proc_kib(K.pid, "RssFile:"),
+                   rotations);
+            fflush(stdout);
+            next_trace += TRACE_EVERY_MS;
+        }
+        if (rss_warm < 0 && now_ms() - t0 >= warm) {
             rss_warm = kms_test_proc_kib(K.pid, "VmRSS:");
+            anon_warm = kms_test_proc_kib(K.pid, "RssAnon:");
+        }
         if (now_ms() >= next_phase) {
             phase = (phase + 1) % (sizeof(phases) / sizeof(phases[0]));
             schedule(phases[phase]);
@@ -339,6 +364,7 @@ int main(void)
     }
     schedule("");
     long rss_end = kms_test_proc_kib(K.pid, "VmRSS:");
+    long anon_end = kms_test_proc_kib(K.pid, "RssAnon:");
     atomic_store(&stop, 1);
     for (int i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
@@ -361,8 +387,9 @@ int main(void)
     printf(
         "soak: %lu s, %d client threads reconnecting every %d calls, faults cycling every 10 s\n",
         secs, THREADS, RECONNECT_EVERY);
-    printf("  kmsd RSS after warm-up %ld KiB, at the end %ld KiB: %+.2f %% (target < 5 %%)\n",
-           rss_warm, rss_end, growth);
+    printf("  kmsd RSS after warm-up %ld KiB, at the end %ld KiB: %+.2f %% (target < 5 %%); "
+           "anonymous %ld -> %ld KiB\n",
+           rss_warm, rss_end, growth, anon_warm, anon_end);
     printf("  rotations of demo through the quorum: %d executed, %d not (refused during "
            "faults)\n",
            rotations, rotations_failed);
@@ -392,7 +419,8 @@ int main(void)
     kms_test_kmsd_teardown(&K);
     kms_tc_grpc_shutdown();
     int bad = atomic_load(&wrong_answers) != 0 || other != 0 || exit_status != 0 || fds1 != fds0 ||
-              sess1 != sess0 || atomic_load(&by_status[0]) == 0 || rotations == 0;
+              sess1 != sess0 || atomic_load(&by_status[0]) == 0 ||
+              (rotate_ms != 0 && rotations == 0);
     printf("soak: %s\n", bad ? "FAILED" : "ok");
     return bad ? 1 : 0;
 }

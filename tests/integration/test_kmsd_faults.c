@@ -17,7 +17,12 @@
  * serving again: every heal's C_OpenSession keeps failing, 63 ok and 9260
  * UNAVAILABLE in the window); with the module's count skipping the
  * sessions C_CloseAllSessions ends, no_session_leaked fails (opens 614,
- * closes 0: kmsd closes its pool with C_CloseAllSessions). */
+ * closes 0: kmsd closes its pool with C_CloseAllSessions). The workers'
+ * wrong-plaintext check: with the PKCS#11 backend's unwrap passing on what
+ * the token left in its output buffer when C_Decrypt returned
+ * CKR_DEVICE_REMOVED (as if it had succeeded; unwrap_op in
+ * pkcs11/p11_backend.c), session_loss_window fails with "thread 2: wrong
+ * plaintext for a known blob" (3 wrong in 624 OK answers, 0x3 != 0). */
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
