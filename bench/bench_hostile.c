@@ -5,6 +5,10 @@
  * every 2 s, opened from a second thread while the client measures. Prints the legitimate client's
  * p50/p99 (Health and Encrypt, one call at a time) before and during the attack, the ratio against
  * the 2x target, and kmsd's open fd count before, at the peak and after the handshake timeout.
+ * Where the CPU went during the attack: kmsd's CPU time by thread name (from /proc/PID/task), the
+ * attacker thread's and the rest of this process's (the legitimate client and its gRPC threads),
+ * against the wall time and the machine's load average: on a 2-core machine that shares its cores
+ * with the attacker, a p99 ratio above 2x is read against these.
  *
  *   bench_hostile [seconds]   (default 5, at most 8: the legitimate client
  *                              measures from the first hostile connect until
@@ -24,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -63,6 +68,83 @@ static int kmsd_fds(void)
         n += e->d_name[0] != '.';
     closedir(d);
     return n;
+}
+
+/* kmsd's CPU time (clock ticks) per thread name: a snapshot of every
+ * thread in /proc/PID/task, summed by comm. */
+#define MAX_GROUPS 32
+typedef struct cpu_groups {
+    char name[MAX_GROUPS][20];
+    long long ticks[MAX_GROUPS];
+    int n;
+} cpu_groups;
+
+static void kmsd_cpu(cpu_groups *g)
+{
+    char path[320], buf[512];
+    memset(g, 0, sizeof(*g));
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)K.pid);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d/task/%s/stat", (int)K.pid, e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        /* pid (comm) state ... field 14 utime, 15 stime */
+        char *open = strchr(buf, '('), *close = strrchr(buf, ')');
+        if (open == NULL || close == NULL || close < open)
+            continue;
+        char comm[20];
+        size_t cl = (size_t)(close - open - 1) < sizeof(comm) - 1 ? (size_t)(close - open - 1)
+                                                                  : sizeof(comm) - 1;
+        memcpy(comm, open + 1, cl);
+        comm[cl] = '\0';
+        /* digits at the end of a name (worker threads numbered) do not split groups */
+        while (cl > 0 && comm[cl - 1] >= '0' && comm[cl - 1] <= '9')
+            comm[--cl] = '\0';
+        long long field[16] = {0};
+        char *p = close + 2;
+        for (int i = 3; i <= 15 && p != NULL && *p != '\0'; i++) {
+            field[i] = strtoll(p, &p, 10);
+            if (i == 3) { /* state is a letter */
+                while (*p == ' ')
+                    p++;
+                p++;
+            }
+        }
+        int k = 0;
+        while (k < g->n && strcmp(g->name[k], comm) != 0)
+            k++;
+        if (k == g->n) {
+            if (g->n == MAX_GROUPS)
+                continue;
+            snprintf(g->name[g->n++], sizeof(g->name[0]), "%s", comm);
+        }
+        g->ticks[k] += field[14] + field[15];
+    }
+    closedir(d);
+}
+
+static double process_cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static int tcp_connect(void)
@@ -130,6 +212,7 @@ struct attack {
     SSL_CTX *ctx;
     pthread_mutex_t mu; /* guards what follows */
     double opened_at;   /* when the last connection was open (0: not yet) */
+    double cpu_s;       /* the attacker thread's CPU time, at stop */
     int handshakes;
     int stop;
 };
@@ -163,6 +246,9 @@ static void *attack_run(void *arg)
         struct timespec ts = {0, 100 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
+    pthread_mutex_lock(&a->mu);
+    a->cpu_s = thread_cpu_s();
+    pthread_mutex_unlock(&a->mu);
     return NULL;
 }
 
@@ -207,6 +293,9 @@ int main(int argc, char **argv)
     SSL_CTX_set_alpn_protos(ctx, (const unsigned char *)"\x02h2", 3);
     struct attack a = {.ctx = ctx, .mu = PTHREAD_MUTEX_INITIALIZER};
     pthread_t attacker;
+    cpu_groups cpu0, cpu1;
+    kmsd_cpu(&cpu0);
+    double self0 = process_cpu_s();
     double t_attack = now_s();
     if (pthread_create(&attacker, NULL, attack_run, &a) != 0) {
         fprintf(stderr, "bench_hostile: cannot start the attacker\n");
@@ -230,6 +319,10 @@ int main(int argc, char **argv)
     double opened = a.opened_at - t_attack, last_open = a.opened_at;
     pthread_mutex_unlock(&a.mu);
     pthread_join(attacker, NULL);
+    double t_measured = now_s() - t_attack, self1 = process_cpu_s();
+    kmsd_cpu(&cpu1);
+    double loadavg[1] = {0};
+    (void)getloadavg(loadavg, 1);
     /* Past the 10 s handshake timeout of the last connection opened. */
     double wait = last_open + 11.0 - now_s();
     if (wait > 0) {
@@ -254,6 +347,25 @@ int main(int argc, char **argv)
     printf("  kmsd open fds: %d before, %d at the peak (sampled each second), %d 11 s after the "
            "last connect (handshake timeout 10 s)\n",
            fds_before, fds_peak, fds_after);
+
+    long hz = sysconf(_SC_CLK_TCK);
+    double kmsd_total = 0;
+    printf("  CPU during the attack (%.1f s wall, 2 cores = %.1f core-s; load average %.1f):\n",
+           t_measured, 2 * t_measured, loadavg[0]);
+    for (int i = 0; i < cpu1.n; i++) {
+        long long before = 0;
+        for (int j = 0; j < cpu0.n; j++)
+            if (strcmp(cpu0.name[j], cpu1.name[i]) == 0)
+                before = cpu0.ticks[j];
+        double sec = (double)(cpu1.ticks[i] - before) / (double)hz;
+        kmsd_total += sec;
+        if (sec >= 0.01)
+            printf("    kmsd thread %-16s %6.2f s\n", cpu1.name[i], sec);
+    }
+    printf("    kmsd total              %6.2f s\n", kmsd_total);
+    printf("    attacker thread         %6.2f s (its TLS handshakes)\n", a.cpu_s);
+    printf("    legitimate client       %6.2f s (the rest of this process)\n",
+           self1 - self0 - a.cpu_s);
 
     for (int i = 0; i < IDLE_TLS; i++) {
         SSL_free(idle_ssl[i]);

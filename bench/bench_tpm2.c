@@ -1,6 +1,11 @@
 /* Wrap/unwrap through the TPM2 backend (sealed and resident mode, on a
  * swtpm) next to the PKCS#11 backend (SoftHSM2), in the same run, one
- * thread, 32-byte payloads.
+ * thread, 32-byte payloads. Then a version's life cycle, timed step by
+ * step over LIFE_ROUNDS versions per backend: create_version (on the TPM:
+ * define and write the version's shred NV index, then create the object),
+ * its first open_version (NV read, derive, unseal or load) and
+ * destroy_version (undefine the index); the NV index is what shredding
+ * adds to each step.
  *
  *   bench_tpm2 [seconds-per-case]      (default 2)
  *
@@ -20,6 +25,7 @@
 #include "tpm2/kms_tpm2.h"
 
 #define MAX_SAMPLES 4000000
+#define LIFE_ROUNDS 20
 
 static uint64_t now_ns(void)
 {
@@ -122,6 +128,36 @@ int main(int argc, char **argv)
             printf("%-24s %-7s %12.0f %10.1f %10.1f %11.0f%%\n", names[i], u ? "unwrap" : "wrap",
                    res[i][u].rate, res[i][u].p50, res[i][u].p99,
                    100.0 * res[i][u].rate / res[0][u].rate);
+    /* Version life cycle: mean ms per step over LIFE_ROUNDS versions. */
+    double life[3][3] = {{0}};
+    for (int i = 0; i < 3; i++)
+        for (uint32_t v = 0; v < LIFE_ROUNDS; v++) {
+            kms_backend_ref ref;
+            kms_backend_key *k = NULL;
+            uint64_t t0 = now_ns();
+            int r = bs[i]->ops->create_version(bs[i], id, 100 + v, &ref);
+            uint64_t t1 = now_ns();
+            if (r == 0)
+                r = bs[i]->ops->open_version(bs[i], &ref, &k);
+            uint64_t t2 = now_ns();
+            if (r == 0) {
+                bs[i]->ops->release_version(bs[i], k);
+                t2 = now_ns();
+                uint64_t t3 = now_ns();
+                r = bs[i]->ops->destroy_version(bs[i], &ref);
+                life[i][2] += (double)(now_ns() - t3) / 1e6 / LIFE_ROUNDS;
+            }
+            if (r != 0) {
+                fprintf(stderr, "bench_tpm2: version life cycle failed: %s\n", kms_error_detail());
+                return 1;
+            }
+            life[i][0] += (double)(t1 - t0) / 1e6 / LIFE_ROUNDS;
+            life[i][1] += (double)(t2 - t1) / 1e6 / LIFE_ROUNDS;
+        }
+    printf("\nversion life cycle, mean ms over %d versions:\n", LIFE_ROUNDS);
+    printf("%-24s %10s %12s %10s\n", "backend", "create", "first open", "destroy");
+    for (int i = 0; i < 3; i++)
+        printf("%-24s %10.2f %12.2f %10.2f\n", names[i], life[i][0], life[i][1], life[i][2]);
     printf("\ntarget: TPM2 sealed within 10 %% of the PKCS#11 path: wrap %s, "
            "unwrap %s\n",
            res[1][0].rate >= 0.9 * res[0][0].rate ? "met" : "NOT met",

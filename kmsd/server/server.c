@@ -314,6 +314,10 @@ static void handle_call(kms_server *s, struct call_ctx *c)
 static void *worker(void *arg)
 {
     kms_server *s = arg;
+    /* Named, so that per-thread CPU (top -H, /proc/PID/task) tells the
+     * workers, which also run gRPC's polling and TLS handshakes, from the
+     * rest of kmsd. */
+    (void)pthread_setname_np(pthread_self(), "kmsd-worker");
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)

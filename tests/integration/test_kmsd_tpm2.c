@@ -534,6 +534,199 @@ static void tpm_only_kmsd(void **state)
     kms_test_swtpm_destroy(&T2);
 }
 
+/* Copies src to dst (dst replaced); a missing src removes dst: a -wal that
+ * is not there is copied as "no -wal". */
+static void copy_file(const char *src, const char *dst)
+{
+    FILE *in = fopen(src, "rb");
+    if (in == NULL) {
+        unlink(dst);
+        return;
+    }
+    FILE *out = fopen(dst, "wb");
+    assert_non_null(out);
+    char buf[8192];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    assert_int_equal(fclose(out), 0);
+}
+
+/* The database file and its -wal, from -> to (suffixes added to both). */
+static void copy_db(const char *from, const char *to)
+{
+    char s[450], d[450];
+    copy_file(from, to);
+    snprintf(s, sizeof(s), "%s-wal", from);
+    snprintf(d, sizeof(d), "%s-wal", to);
+    copy_file(s, d);
+    snprintf(d, sizeof(d), "%s-shm", to);
+    unlink(d);
+}
+
+/* Proposes body on kmsd k as officer1 and approves it 2 of 3 there. */
+static void pass_on(const kms_test_kmsd *k, Kms__V1__ActionBody *b, char *result, size_t cap)
+{
+    kms_client *o1 = open_on(k, "officer1"), *o2 = open_on(k, "officer2");
+    size_t len = protobuf_c_message_get_packed_size(&b->base);
+    uint8_t buf[4096];
+    assert_true(len <= sizeof(buf));
+    protobuf_c_message_pack(&b->base, buf);
+    kms_client_action a, d1, d2;
+    kms_client_error err;
+    if (kms_client_propose(o1, buf, len, &a, &err) != 0)
+        fail_msg("propose: %s", err.message);
+    d1 = approve_as(o1, 1, &a);
+    d2 = approve_as(o2, 2, &a);
+    if (d2.state != KMS_CLIENT_ACTION_EXECUTED)
+        fail_msg("not executed: %s", d2.result);
+    snprintf(result, cap, "%s", d2.result);
+    kms_client_action_free(&a);
+    kms_client_action_free(&d1);
+    kms_client_action_free(&d2);
+    kms_client_close(o1);
+    kms_client_close(o2);
+}
+
+/* Writes t to the test clock file at path (aside, then renamed). */
+static void set_clock_file(const char *path, int64_t t)
+{
+    char tmp[450];
+    snprintf(tmp, sizeof(tmp), "%s.new", path);
+    FILE *f = fopen(tmp, "w");
+    assert_non_null(f);
+    fprintf(f, "%lld\n", (long long)t);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(rename(tmp, path), 0);
+}
+
+/* Crypto-shredding end to end on a TPM-only kmsd (own swtpm): two sealed
+ * keys, a blob under each; the database file and its -wal copied aside (a
+ * backup taken while kmsd runs); "doomed" scheduled for deletion through
+ * the quorum and destroyed by the sweep once the test clock passes its
+ * window. kmsd stopped, the old copy put back and kmsd started on it: the
+ * copy is an older consistent state, so it verifies and kmsd serves, and
+ * in it "doomed" is still enabled with its sealed object. Yet the blob
+ * made under it no longer decrypts (its version's NV index is gone from
+ * the TPM), while the blob under "kept" still does. */
+static void shredding_beats_saved_copy(void **state)
+{
+    (void)state;
+    kms_test_swtpm T3;
+    kms_test_kmsd K3 = K;
+    char out[16384], clock[400], saved[400];
+    const int64_t now = 1900000000;
+    kms_test_swtpm_start(&T3);
+    snprintf(K3.config, sizeof(K3.config), "%s/shred.yaml", K.token.dir);
+    snprintf(K3.db, sizeof(K3.db), "%s/shred.db", K.token.dir);
+    snprintf(clock, sizeof(clock), "%s/shred.clock", K.token.dir);
+    snprintf(saved, sizeof(saved), "%s/shred-saved.db", K.token.dir);
+    K3.pid = 0;
+    set_clock_file(clock, now);
+    FILE *f = fopen(K3.config, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "listen: 127.0.0.1:0\n"
+            "tls: {cert: pki/server.pem, key: pki/server-key.pem, client_ca: pki/ca.pem}\n"
+            "database: shred.db\n"
+            "tpm2: {tcti: \"%s\", lock_dir: %s}\n"
+            "workers: 2\n"
+            "log_level: warn\n"
+            "quorum:\n"
+            "  sweep_interval_ms: 50\n"
+            "init:\n"
+            "  officers:\n"
+            "    - {id: officer1, identity: \"spiffe://kms.local/officer1\", "
+            "signing_key: pki/officer1-signing-pub.pem}\n"
+            "    - {id: officer2, identity: \"spiffe://kms.local/officer2\", "
+            "signing_key: pki/officer2-signing-pub.pem}\n"
+            "  keys:\n"
+            "    - name: doomed\n"
+            "      encrypt: [\"" KMS_TEST_APP_ID "\"]\n"
+            "      decrypt: [\"" KMS_TEST_APP_ID "\"]\n"
+            "    - name: kept\n"
+            "      encrypt: [\"" KMS_TEST_APP_ID "\"]\n"
+            "      decrypt: [\"" KMS_TEST_APP_ID "\"]\n",
+            T3.tcti, T3.dir);
+    fclose(f);
+    const char *init[] = {"--config", K3.config, "init", NULL};
+    if (kms_test_kmsd_run(init, out, sizeof(out)) != 0)
+        fail_msg("init: %s", out);
+    const char *extra[] = {"--test-clock", clock, NULL};
+    kms_test_kmsd_start(&K3, extra);
+    kms_client *app = open_on(&K3, "app");
+    kms_client_error err;
+    static const uint8_t msg[] = "shred me";
+    kms_client_result doomed, kept, pt;
+    assert_int_equal(kms_client_encrypt(app, "doomed", msg, sizeof(msg), CTX, 1, &doomed, &err), 0);
+    assert_int_equal(kms_client_encrypt(app, "kept", msg, sizeof(msg), CTX, 1, &kept, &err), 0);
+
+    /* The backup: the file and its -wal, kmsd still running. */
+    copy_db(K3.db, saved);
+
+    Kms__V1__ScheduleKeyDeletion sd = KMS__V1__SCHEDULE_KEY_DELETION__INIT;
+    Kms__V1__ActionBody b = KMS__V1__ACTION_BODY__INIT;
+    sd.key_name = "doomed";
+    sd.pending_window_days = 7;
+    b.action_case = KMS__V1__ACTION_BODY__ACTION_SCHEDULE_KEY_DELETION;
+    b.schedule_key_deletion = &sd;
+    char res[300];
+    pass_on(&K3, &b, res, sizeof(res));
+    set_clock_file(clock, now + 7 * 86400 + 60);
+    kms_client_key k;
+    int destroyed = 0;
+    for (int i = 0; i < 200 && !destroyed; i++) {
+        usleep(100 * 1000);
+        assert_int_equal(kms_client_describe_key(app, "doomed", &k, &err), 0);
+        destroyed = k.n_versions > 0 && k.versions[0].state == KMS_CLIENT_VERSION_DESTROYED;
+        kms_client_key_free(&k);
+    }
+    if (!destroyed)
+        fail_msg("the sweep did not destroy doomed within 20 s");
+    assert_int_equal(kms_client_decrypt(app, kept.blob, kept.blob_len, CTX, 1, &pt, &err), 0);
+    kms_client_result_free(&pt);
+    kms_client_close(app);
+    assert_int_equal(kms_test_kmsd_stop(&K3, SIGTERM), 0);
+
+    /* The old copy back, the clock back to before the deletion was even
+     * proposed: the copy verifies and kmsd serves from it. */
+    copy_db(saved, K3.db);
+    set_clock_file(clock, now);
+    const char *verify[] = {"--config", K3.config, "verify-state", NULL};
+    if (kms_test_kmsd_run(verify, out, sizeof(out)) != 0)
+        fail_msg("verify-state on the saved copy: %s", out);
+    kms_test_kmsd_start(&K3, extra);
+    app = open_on(&K3, "app");
+    assert_int_equal(kms_client_describe_key(app, "doomed", &k, &err), 0);
+    assert_true(k.n_versions == 1 && k.versions[0].state == KMS_CLIENT_VERSION_ENABLED);
+    kms_client_key_free(&k);
+    /* The copy still holds doomed's sealed object; the chip does not hold
+     * its NV index any more, so nothing unseals it. */
+    int r = kms_client_decrypt(app, doomed.blob, doomed.blob_len, CTX, 1, &pt, &err);
+    if (r == 0) {
+        kms_client_result_free(&pt);
+        (void)kms_test_kmsd_stop(&K3, SIGTERM);
+        fail_msg("a blob under the destroyed key decrypted from the saved copy");
+    }
+    /* NOT_FOUND, as for any destroyed version (kmsd logs "its NV index ...
+     * is gone from the TPM"). */
+    if (r != KMS_CLIENT_NOT_FOUND) {
+        (void)kms_test_kmsd_stop(&K3, SIGTERM);
+        fail_msg("decrypt under the shredded key: %d %s", r, err.message);
+    }
+    /* The other key, untouched. */
+    assert_int_equal(kms_client_decrypt(app, kept.blob, kept.blob_len, CTX, 1, &pt, &err), 0);
+    assert_int_equal(pt.plaintext_len, sizeof(msg));
+    assert_memory_equal(pt.plaintext, msg, sizeof(msg));
+    kms_client_result_free(&pt);
+    kms_client_result_free(&doomed);
+    kms_client_result_free(&kept);
+    kms_client_close(app);
+    assert_int_equal(kms_test_kmsd_stop(&K3, SIGTERM), 0);
+    kms_test_swtpm_destroy(&T3);
+}
+
 /* A configuration that names no backend at all is refused up front, by
  * init and by run, with a message that says what to set; no database is
  * made. */
@@ -564,7 +757,8 @@ int main(void)
         cmocka_unit_test(keys_on_the_tpm),        cmocka_unit_test(rotation),
         cmocka_unit_test(reset_stop_restart),     cmocka_unit_test(health_follows_the_tpm),
         cmocka_unit_test(second_process_refused), cmocka_unit_test(pcr_bound_key),
-        cmocka_unit_test(tpm_only_kmsd),          cmocka_unit_test(no_backend_refused),
+        cmocka_unit_test(tpm_only_kmsd),          cmocka_unit_test(shredding_beats_saved_copy),
+        cmocka_unit_test(no_backend_refused),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);
 }
