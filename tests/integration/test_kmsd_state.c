@@ -145,6 +145,23 @@ static Kms__V1__Action *get_action(const ProtobufCBinaryData *id)
     return a;
 }
 
+/* GetAction as officer3: the action, or NULL (status in *st if not NULL). */
+static Kms__V1__Action *get_action_status(const ProtobufCBinaryData *id, int *st)
+{
+    Kms__V1__GetActionRequest req = KMS__V1__GET_ACTION_REQUEST__INIT;
+    req.action_id = *id;
+    Kms__V1__Action *a = NULL;
+    int s = kms_tc_call(O3, QU "GetAction", &req.base, &kms__v1__action__descriptor,
+                        (ProtobufCMessage **)&a, NULL, 0);
+    if (st != NULL)
+        *st = s;
+    if (s != GRPC_STATUS_OK && a != NULL) {
+        protobuf_c_message_free_unpacked(&a->base, NULL);
+        a = NULL;
+    }
+    return a;
+}
+
 static void free_action(Kms__V1__Action *a)
 {
     if (a != NULL)
@@ -582,6 +599,126 @@ static void key_version_rolled_back(void **state)
     free_action(a);
 }
 
+/* ---- tampering under a running kmsd ------------------------------------------------------ */
+
+#define KM "/kms.v1.KeyManagement/"
+
+/* Runs a script of sqlite3 statements on the running kmsd's database, as
+ * a second connection (waits out kmsd's write lock). */
+static void live_script(const char *sql)
+{
+    sqlite3 *db = NULL;
+    char *err = NULL;
+    assert_int_equal(sqlite3_open_v2(K.db, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+        fail_msg("%s: %s", sql, err);
+    assert_true(sqlite3_changes(db) >= 1);
+    sqlite3_close(db);
+}
+
+/* GenerateDataKey on key as c: the gRPC status. */
+static int generate(kms_tc *c, const char *key)
+{
+    Kms__V1__GenerateDataKeyRequest req = KMS__V1__GENERATE_DATA_KEY_REQUEST__INIT;
+    req.key_name = (char *)key;
+    req.key_spec = KMS__V1__KEY_SPEC__AES_256;
+    req.without_plaintext = 1;
+    ProtobufCMessage *m = NULL;
+    int st = kms_tc_call(c, KM "GenerateDataKey", &req.base,
+                         &kms__v1__generate_data_key_response__descriptor, &m, NULL, 0);
+    if (m != NULL)
+        protobuf_c_message_free_unpacked(m, NULL);
+    return st;
+}
+
+#define LIVE_GRANT                                                                                 \
+    " key_policies (key_id, action, identity) SELECT id, 1, '" KMS_TEST_APP_ID "' FROM keys"       \
+    " WHERE name = 'locked'"
+
+/* app may not use "locked"; a grant inserted while kmsd runs is read on
+ * the first load of locked's policy and must get app nothing. Removing it
+ * puts the state back as sealed: kmsd serves again, without a restart. */
+static void live_added_policy_identity(void **state)
+{
+    (void)state;
+    kms_tc *app = kms_test_kmsd_open_as(&K, "app");
+    assert_int_equal(generate(app, "demo"), GRPC_STATUS_OK);
+    live_script("INSERT INTO" LIVE_GRANT);
+    assert_int_not_equal(generate(app, "locked"), GRPC_STATUS_OK);
+    live_script("DELETE FROM key_policies WHERE identity = '" KMS_TEST_APP_ID "'"
+                " AND key_id = (SELECT id FROM keys WHERE name = 'locked')");
+    assert_int_equal(generate(app, "demo"), GRPC_STATUS_OK);
+    assert_int_equal(generate(app, "locked"), GRPC_STATUS_PERMISSION_DENIED);
+    kms_tc_close(app);
+}
+
+/* An officers row for bob inserted while kmsd runs, then a legitimate
+ * AddOfficer (which reloads the officer set when it executes): the
+ * approval that would execute it is refused, and bob never becomes an
+ * officer. */
+static void live_added_officer(void **state)
+{
+    (void)state;
+    char pem[1024], sql[2048];
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    assert_non_null(k);
+    BIO *b = BIO_new(BIO_s_mem());
+    assert_int_equal(PEM_write_bio_PUBKEY(b, k), 1);
+    char *p = NULL;
+    long n = BIO_get_mem_data(b, &p);
+    assert_true(n > 0 && (size_t)n < sizeof(pem));
+    memcpy(pem, p, (size_t)n);
+    pem[n] = '\0';
+    BIO_free(b);
+    EVP_PKEY_free(k);
+
+    Kms__V1__AddOfficer ao = KMS__V1__ADD_OFFICER__INIT;
+    Kms__V1__ActionBody body = KMS__V1__ACTION_BODY__INIT;
+    ao.officer_id = "officer4";
+    ao.identity = "spiffe://kms.local/officer4";
+    ao.signing_key_pem = pem;
+    body.action_case = KMS__V1__ACTION_BODY__ACTION_ADD_OFFICER;
+    body.add_officer = &ao;
+    Kms__V1__ProposeActionRequest req = KMS__V1__PROPOSE_ACTION_REQUEST__INIT;
+    req.action = &body;
+    Kms__V1__Action *a = NULL;
+    assert_int_equal(kms_tc_call(O1, QU "ProposeAction", &req.base, &kms__v1__action__descriptor,
+                                 (ProtobufCMessage **)&a, NULL, 0),
+                     GRPC_STATUS_OK);
+    approve(O1, "officer1", a);
+
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO officers (id, identity, signing_key_pem, created_at)"
+             " VALUES ('intruder', '" KMS_TEST_BOB_ID "', '%s', 0)",
+             pem);
+    live_script(sql);
+    assert_int_not_equal(approve_status(O2, "officer2", a), GRPC_STATUS_OK);
+    kms_tc *bob = kms_test_kmsd_open_as(&K, "bob");
+    Kms__V1__Action *mine = NULL;
+    assert_int_not_equal(kms_tc_call(bob, QU "ProposeAction", &req.base,
+                                     &kms__v1__action__descriptor, (ProtobufCMessage **)&mine, NULL,
+                                     0),
+                         GRPC_STATUS_OK);
+    free_action(mine);
+    Kms__V1__Action *now = get_action_status(&a->id, NULL);
+    assert_null(now);
+
+    /* The intruder's row gone, the state verifies again; the legitimate
+     * action is left pending (officer1's approval only). */
+    live_script("DELETE FROM officers WHERE id = 'intruder'");
+    now = get_action(&a->id);
+    assert_int_equal(now->state, KMS__V1__ACTION_STATE__PENDING);
+    free_action(now);
+    mine = NULL;
+    assert_int_equal(kms_tc_call(bob, QU "ProposeAction", &req.base, &kms__v1__action__descriptor,
+                                 (ProtobufCMessage **)&mine, NULL, 0),
+                     GRPC_STATUS_PERMISSION_DENIED);
+    free_action(mine);
+    kms_tc_close(bob);
+    free_action(a);
+}
+
 /* After the legitimate changes above, the state verifies and each admin
  * change moved the generation on. */
 static void legitimate_state_verifies(void **state)
@@ -617,6 +754,8 @@ int main(void)
         cmocka_unit_test(deleted_threshold_row),
         cmocka_unit_test(deleted_row),
         cmocka_unit_test(key_version_rolled_back),
+        cmocka_unit_test(live_added_policy_identity),
+        cmocka_unit_test(live_added_officer),
         cmocka_unit_test(legitimate_state_verifies),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);
