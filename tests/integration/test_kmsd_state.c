@@ -719,6 +719,101 @@ static void live_added_officer(void **state)
     free_action(a);
 }
 
+/* RotateKey's threshold by an approved SetThreshold (officer1, officer2). */
+static void set_rotate_threshold(uint32_t threshold)
+{
+    Kms__V1__SetThreshold th = KMS__V1__SET_THRESHOLD__INIT;
+    Kms__V1__ActionBody body = KMS__V1__ACTION_BODY__INIT;
+    th.action_type = "RotateKey";
+    th.threshold = threshold;
+    body.action_case = KMS__V1__ACTION_BODY__ACTION_SET_THRESHOLD;
+    body.set_threshold = &th;
+    Kms__V1__ProposeActionRequest req = KMS__V1__PROPOSE_ACTION_REQUEST__INIT;
+    req.action = &body;
+    Kms__V1__Action *a = NULL;
+    assert_int_equal(kms_tc_call(O1, QU "ProposeAction", &req.base, &kms__v1__action__descriptor,
+                                 (ProtobufCMessage **)&a, NULL, 0),
+                     GRPC_STATUS_OK);
+    approve(O1, "officer1", a);
+    approve(O2, "officer2", a);
+    Kms__V1__Action *now = get_action(&a->id);
+    assert_int_equal(now->state, KMS__V1__ACTION_STATE__EXECUTED);
+    free_action(now);
+    free_action(a);
+}
+
+/* RotateKey's thresholds row: its threshold and MAC. */
+static int rotate_threshold_row(uint8_t mac[32])
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open_v2(K.db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT threshold, mac FROM thresholds"
+                                        " WHERE action_type = 'RotateKey'",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int threshold = sqlite3_column_int(st, 0);
+    assert_int_equal(sqlite3_column_bytes(st, 1), 32);
+    memcpy(mac, sqlite3_column_blob(st, 1), 32);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return threshold;
+}
+
+/* Puts RotateKey's row back to threshold with mac, under the running kmsd. */
+static void live_set_rotate_row(int threshold, const uint8_t mac[32])
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open_v2(K.db, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "UPDATE thresholds SET threshold = ?1, mac = ?2"
+                                        " WHERE action_type = 'RotateKey'",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_int(st, 1, threshold);
+    sqlite3_bind_blob(st, 2, mac, 32, SQLITE_TRANSIENT);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    assert_int_equal(sqlite3_changes(db), 1);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+/* RotateKey's threshold raised to 3 by the quorum, then its old row (2,
+ * with its then valid MAC) put back while kmsd runs: every row MAC
+ * verifies, only the digest sees the replay, and a rotation proposed on
+ * the old threshold is refused. The raised row put back, kmsd serves. */
+static void live_replayed_threshold_row(void **state)
+{
+    (void)state;
+    uint8_t old_mac[32], new_mac[32];
+    int old = rotate_threshold_row(old_mac);
+    assert_int_equal(old, 2);
+    set_rotate_threshold(3);
+    assert_int_equal(rotate_threshold_row(new_mac), 3);
+
+    live_set_rotate_row(old, old_mac);
+    Kms__V1__RotateKey rk = KMS__V1__ROTATE_KEY__INIT;
+    Kms__V1__ActionBody b = KMS__V1__ACTION_BODY__INIT;
+    rk.key_name = "second";
+    b.action_case = KMS__V1__ACTION_BODY__ACTION_ROTATE_KEY;
+    b.rotate_key = &rk;
+    Kms__V1__ProposeActionRequest req = KMS__V1__PROPOSE_ACTION_REQUEST__INIT;
+    req.action = &b;
+    Kms__V1__Action *a = NULL;
+    assert_int_not_equal(kms_tc_call(O1, QU "ProposeAction", &req.base,
+                                     &kms__v1__action__descriptor, (ProtobufCMessage **)&a, NULL,
+                                     0),
+                         GRPC_STATUS_OK);
+    free_action(a);
+
+    live_set_rotate_row(3, new_mac);
+    set_rotate_threshold(2);
+}
+
 /* After the legitimate changes above, the state verifies and each admin
  * change moved the generation on. */
 static void legitimate_state_verifies(void **state)
@@ -756,6 +851,7 @@ int main(void)
         cmocka_unit_test(key_version_rolled_back),
         cmocka_unit_test(live_added_policy_identity),
         cmocka_unit_test(live_added_officer),
+        cmocka_unit_test(live_replayed_threshold_row),
         cmocka_unit_test(legitimate_state_verifies),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);
