@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/buf.h"
 #include "base/log.h"
@@ -657,6 +658,7 @@ int kms_sqlite_state_guard(struct sqlite_store *s)
     sqlite3_int64 v = 0;
     uint64_t g = 0;
     size_t n = 0;
+    struct timespec t0, t1;
     int r, wrap;
 
     if (s->mac_fn == NULL || s->data_version_st == NULL || !s->armed)
@@ -669,6 +671,7 @@ int kms_sqlite_state_guard(struct sqlite_store *s)
         return KMS_OK;
     if ((buf = malloc(ROW_MAX)) == NULL)
         return kms_error_set(KMS_ENOMEM, "out of memory");
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     /* Inside a write transaction the snapshot is already held; else one
      * read transaction covers rows and digest. */
     wrap = sqlite3_get_autocommit(s->db);
@@ -691,9 +694,11 @@ out:
                       "refusing every operation on it: %s",
                       kms_error_detail());
     s->failing = r != 0;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
     if (r == 0)
-        kms_log_info("state integrity: the state verifies at generation %" PRIu64
-                     " (checked again: another connection wrote the database)",
-                     g);
+        kms_log_info(
+            "state integrity: the state verifies at generation %" PRIu64
+            " (checked again in %.1f ms: another connection wrote the database)",
+            g, (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
     return r;
 }
