@@ -464,6 +464,7 @@ static void store_close(kms_store *store)
     struct sqlite_store *s = kms_sqlite_impl(store);
     kms_sqlite_finalize_all(s);
     sqlite3_finalize(s->dirty_st);
+    sqlite3_finalize(s->data_version_st);
     if (s->mac_ctx_free != NULL)
         s->mac_ctx_free(s->mac_ctx); /* wipes the state subkey */
     if (s->db != NULL && sqlite3_close(s->db) != SQLITE_OK)

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/buf.h"
 #include "base/log.h"
@@ -383,6 +384,8 @@ out:
 
 /* ---- ops ----------------------------------------------------------------------------- */
 
+static int data_version(struct sqlite_store *s, sqlite3_int64 *v);
+
 int kms_sqlite_state_attach(kms_store *store, kms_store_mac_fn mac, void *ctx,
                             void (*ctx_free)(void *ctx))
 {
@@ -414,6 +417,8 @@ int kms_sqlite_state_attach(kms_store *store, kms_store_mac_fn mac, void *ctx,
     }
     if (r == 0)
         r = prepare(s->db, "SELECT DISTINCT tbl, rid FROM temp.kms_dirty", &s->dirty_st);
+    if (r == 0)
+        r = prepare(s->db, "PRAGMA data_version", &s->data_version_st);
     if (r == 0) {
         s->mac_fn = mac;
         s->mac_ctx = ctx;
@@ -454,6 +459,7 @@ int kms_sqlite_state_seal_all(kms_store *store)
         r = kms_error_set(KMS_EPRECOND, "store: no state MAC attached");
         goto out;
     }
+    /* Sealing takes the rows as they are (trust on first use): no guard. */
     if ((r = kms_sqlite_tx_begin(s)) != 0)
         goto out;
     /* Every row counts as written: tx_end MACs them all and the digest. */
@@ -463,6 +469,9 @@ int kms_sqlite_state_seal_all(kms_store *store)
         r = kms_sq_script(s->db, sql, "state integrity: seal");
     }
     r = kms_sqlite_tx_end(s, r);
+    /* Sealed: verified by construction, as of this connection's view. */
+    if (r == 0 && data_version(s, &s->verified_version) == 0)
+        s->verified = s->armed = 1;
 out:
     kms_sqlite_unlock(s);
     return r;
@@ -548,6 +557,7 @@ int kms_sqlite_state_verify(kms_store *store, kms_store_state_failure_cb cb, voi
     uint8_t *buf = NULL;
     size_t n = 0;
     uint64_t g = 0;
+    sqlite3_int64 v = 0;
     int r = KMS_OK;
 
     if (store == NULL || cb == NULL || failures == NULL || generation == NULL)
@@ -561,7 +571,8 @@ int kms_sqlite_state_verify(kms_store *store, kms_store_state_failure_cb cb, voi
         goto out;
     }
     /* One read transaction: rows and digest from the same snapshot. */
-    if ((r = kms_sq_script(s->db, "BEGIN", "state integrity: verify")) != 0)
+    if ((r = data_version(s, &v)) != 0 ||
+        (r = kms_sq_script(s->db, "BEGIN", "state integrity: verify")) != 0)
         goto out;
     for (int t = 0; t < N_TABLES && r == 0; t++)
         r = verify_rows(s, &tables[t], NULL, NULL, buf, cb, ctx, &n);
@@ -569,6 +580,11 @@ int kms_sqlite_state_verify(kms_store *store, kms_store_state_failure_cb cb, voi
         r = verify_digest(s, cb, ctx, &n, &g);
     if (kms_sq_script(s->db, "COMMIT", "state integrity: verify end") != 0 && r == 0)
         r = KMS_ESTORE;
+    /* A clean start-up check is the run-time guard's first check. */
+    s->verified = r == 0 && n == 0;
+    s->verified_version = v;
+    if (s->verified)
+        s->armed = 1;
 out:
     kms_sqlite_unlock(s);
     free(buf);
@@ -621,5 +637,68 @@ int kms_sqlite_state_verify_key(kms_store *store, const uint8_t id[KMS_KEY_ID_LE
 out:
     kms_sqlite_unlock(s);
     free(buf);
+    return r;
+}
+
+/* ---- run-time guard ------------------------------------------------------------------ */
+
+static int data_version(struct sqlite_store *s, sqlite3_int64 *v)
+{
+    int rc = sqlite3_step(s->data_version_st);
+    if (rc == SQLITE_ROW)
+        *v = sqlite3_column_int64(s->data_version_st, 0);
+    sqlite3_reset(s->data_version_st);
+    return rc == SQLITE_ROW ? KMS_OK : kms_sqlite_error(s->db, rc, "state integrity: data_version");
+}
+
+int kms_sqlite_state_guard(struct sqlite_store *s)
+{
+    struct first_failure f = {{0}};
+    uint8_t *buf = NULL;
+    sqlite3_int64 v = 0;
+    uint64_t g = 0;
+    size_t n = 0;
+    struct timespec t0, t1;
+    int r, wrap;
+
+    if (s->mac_fn == NULL || s->data_version_st == NULL || !s->armed)
+        return KMS_OK;
+    /* Read before the check: a commit racing it moves the version again
+     * and the next statement checks again. */
+    if ((r = data_version(s, &v)) != 0)
+        return r;
+    if (s->verified && v == s->verified_version)
+        return KMS_OK;
+    if ((buf = malloc(ROW_MAX)) == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    /* Inside a write transaction the snapshot is already held; else one
+     * read transaction covers rows and digest. */
+    wrap = sqlite3_get_autocommit(s->db);
+    if (wrap && (r = kms_sq_script(s->db, "BEGIN", "state integrity: check")) != 0)
+        goto out;
+    for (int t = 0; t < N_TABLES && r == 0; t++)
+        r = verify_rows(s, &tables[t], NULL, NULL, buf, keep_first, &f, &n);
+    if (r == 0)
+        r = verify_digest(s, keep_first, &f, &n, &g);
+    if (wrap && kms_sq_script(s->db, "COMMIT", "state integrity: check end") != 0 && r == 0)
+        r = KMS_ESTORE;
+    if (r == 0 && n > 0)
+        r = kms_error_set(KMS_EAUTH, "state integrity: %s", f.text);
+out:
+    free(buf);
+    s->verified = r == 0;
+    s->verified_version = v;
+    if (r != 0 && !s->failing)
+        kms_log_error("state integrity: the database changed under kmsd and no longer verifies; "
+                      "refusing every operation on it: %s",
+                      kms_error_detail());
+    s->failing = r != 0;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (r == 0)
+        kms_log_info(
+            "state integrity: the state verifies at generation %" PRIu64
+            " (checked again in %.1f ms: another connection wrote the database)",
+            g, (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
     return r;
 }

@@ -122,6 +122,10 @@ int kms_sq_open(kms_sq *q, struct sqlite_store *s, enum stmt_id id, const kms_sq
     memset(q, 0, sizeof(*q));
     if ((unsigned)id >= ST_COUNT || s->st[id] == NULL)
         return kms_error_set(KMS_ESTORE, "store: statement %d is not prepared", (int)id);
+    /* Every read and write of the state acts only on verified state. */
+    if (id != ST_BEGIN && id != ST_COMMIT && id != ST_ROLLBACK &&
+        (r = kms_sqlite_state_guard(s)) != 0)
+        return r;
     q->db = s->db;
     q->st = s->st[id];
     q->what = kms_sqlite_sql[id].what;

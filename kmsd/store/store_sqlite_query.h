@@ -106,6 +106,16 @@ struct sqlite_store {
     void (*mac_ctx_free)(void *ctx); /* called at close */
     sqlite3_stmt *dirty_st;          /* the rows the open transaction wrote (kept prepared:
                                         every usage reservation commits through it) */
+    /* The run-time guard (kms_sqlite_state_guard): PRAGMA data_version,
+     * kept prepared, and its value when the whole state last verified;
+     * verified is 0 until then and after any failure. Armed by the first
+     * clean full check (start-up) or seal; before that (verify-state, a
+     * start-up that is about to refuse) reads are not guarded. */
+    sqlite3_stmt *data_version_st;
+    int armed;
+    sqlite3_int64 verified_version;
+    int verified;
+    int failing; /* logged once per run of failures */
 };
 
 struct sqlite_store *kms_sqlite_impl(kms_store *s);
@@ -145,6 +155,17 @@ int kms_sqlite_tx_end(struct sqlite_store *s, int r) KMS_MUST_CHECK;
  * then the state digest with the next generation (store_sqlite_mac.c).
  * tx_end calls it before COMMIT; a no-op without the MAC or changes. */
 int kms_sqlite_state_seal(struct sqlite_store *s) KMS_MUST_CHECK;
+
+/* With the state MAC attached: 0 if the state is as last verified, else
+ * KMS_EAUTH naming the table, row and check that failed. Another
+ * connection's commit (sqlite3 on the file, a second process) moves
+ * PRAGMA data_version; then every row MAC and the digest are verified
+ * again before the statement runs. This connection's own commits are
+ * sealed as they are written and keep the state verified. A failure
+ * holds until a full check passes again. Inactive until the start-up
+ * check (kms_sqlite_state_verify) passed or the state was sealed.
+ * kms_sq_open calls it; lock held. */
+int kms_sqlite_state_guard(struct sqlite_store *s) KMS_MUST_CHECK;
 
 /* 0 if the key exists, KMS_ENOTFOUND ("<what>: no such key") if not.
  * Lock held. */

@@ -145,6 +145,23 @@ static Kms__V1__Action *get_action(const ProtobufCBinaryData *id)
     return a;
 }
 
+/* GetAction as officer3: the action, or NULL (status in *st if not NULL). */
+static Kms__V1__Action *get_action_status(const ProtobufCBinaryData *id, int *st)
+{
+    Kms__V1__GetActionRequest req = KMS__V1__GET_ACTION_REQUEST__INIT;
+    req.action_id = *id;
+    Kms__V1__Action *a = NULL;
+    int s = kms_tc_call(O3, QU "GetAction", &req.base, &kms__v1__action__descriptor,
+                        (ProtobufCMessage **)&a, NULL, 0);
+    if (st != NULL)
+        *st = s;
+    if (s != GRPC_STATUS_OK && a != NULL) {
+        protobuf_c_message_free_unpacked(&a->base, NULL);
+        a = NULL;
+    }
+    return a;
+}
+
 static void free_action(Kms__V1__Action *a)
 {
     if (a != NULL)
@@ -582,6 +599,221 @@ static void key_version_rolled_back(void **state)
     free_action(a);
 }
 
+/* ---- tampering under a running kmsd ------------------------------------------------------ */
+
+#define KM "/kms.v1.KeyManagement/"
+
+/* Runs a script of sqlite3 statements on the running kmsd's database, as
+ * a second connection (waits out kmsd's write lock). */
+static void live_script(const char *sql)
+{
+    sqlite3 *db = NULL;
+    char *err = NULL;
+    assert_int_equal(sqlite3_open_v2(K.db, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+        fail_msg("%s: %s", sql, err);
+    assert_true(sqlite3_changes(db) >= 1);
+    sqlite3_close(db);
+}
+
+/* GenerateDataKey on key as c: the gRPC status. */
+static int generate(kms_tc *c, const char *key)
+{
+    Kms__V1__GenerateDataKeyRequest req = KMS__V1__GENERATE_DATA_KEY_REQUEST__INIT;
+    req.key_name = (char *)key;
+    req.key_spec = KMS__V1__KEY_SPEC__AES_256;
+    req.without_plaintext = 1;
+    ProtobufCMessage *m = NULL;
+    int st = kms_tc_call(c, KM "GenerateDataKey", &req.base,
+                         &kms__v1__generate_data_key_response__descriptor, &m, NULL, 0);
+    if (m != NULL)
+        protobuf_c_message_free_unpacked(m, NULL);
+    return st;
+}
+
+#define LIVE_GRANT                                                                                 \
+    " key_policies (key_id, action, identity) SELECT id, 1, '" KMS_TEST_APP_ID "' FROM keys"       \
+    " WHERE name = 'locked'"
+
+/* app may not use "locked"; a grant inserted while kmsd runs is read on
+ * the first load of locked's policy and must get app nothing. Removing it
+ * puts the state back as sealed: kmsd serves again, without a restart. */
+static void live_added_policy_identity(void **state)
+{
+    (void)state;
+    kms_tc *app = kms_test_kmsd_open_as(&K, "app");
+    assert_int_equal(generate(app, "demo"), GRPC_STATUS_OK);
+    live_script("INSERT INTO" LIVE_GRANT);
+    assert_int_not_equal(generate(app, "locked"), GRPC_STATUS_OK);
+    live_script("DELETE FROM key_policies WHERE identity = '" KMS_TEST_APP_ID "'"
+                " AND key_id = (SELECT id FROM keys WHERE name = 'locked')");
+    assert_int_equal(generate(app, "demo"), GRPC_STATUS_OK);
+    assert_int_equal(generate(app, "locked"), GRPC_STATUS_PERMISSION_DENIED);
+    kms_tc_close(app);
+}
+
+/* An officers row for bob inserted while kmsd runs, then a legitimate
+ * AddOfficer (which reloads the officer set when it executes): the
+ * approval that would execute it is refused, and bob never becomes an
+ * officer. */
+static void live_added_officer(void **state)
+{
+    (void)state;
+    char pem[1024], sql[2048];
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    assert_non_null(k);
+    BIO *b = BIO_new(BIO_s_mem());
+    assert_int_equal(PEM_write_bio_PUBKEY(b, k), 1);
+    char *p = NULL;
+    long n = BIO_get_mem_data(b, &p);
+    assert_true(n > 0 && (size_t)n < sizeof(pem));
+    memcpy(pem, p, (size_t)n);
+    pem[n] = '\0';
+    BIO_free(b);
+    EVP_PKEY_free(k);
+
+    Kms__V1__AddOfficer ao = KMS__V1__ADD_OFFICER__INIT;
+    Kms__V1__ActionBody body = KMS__V1__ACTION_BODY__INIT;
+    ao.officer_id = "officer4";
+    ao.identity = "spiffe://kms.local/officer4";
+    ao.signing_key_pem = pem;
+    body.action_case = KMS__V1__ACTION_BODY__ACTION_ADD_OFFICER;
+    body.add_officer = &ao;
+    Kms__V1__ProposeActionRequest req = KMS__V1__PROPOSE_ACTION_REQUEST__INIT;
+    req.action = &body;
+    Kms__V1__Action *a = NULL;
+    assert_int_equal(kms_tc_call(O1, QU "ProposeAction", &req.base, &kms__v1__action__descriptor,
+                                 (ProtobufCMessage **)&a, NULL, 0),
+                     GRPC_STATUS_OK);
+    approve(O1, "officer1", a);
+
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO officers (id, identity, signing_key_pem, created_at)"
+             " VALUES ('intruder', '" KMS_TEST_BOB_ID "', '%s', 0)",
+             pem);
+    live_script(sql);
+    assert_int_not_equal(approve_status(O2, "officer2", a), GRPC_STATUS_OK);
+    kms_tc *bob = kms_test_kmsd_open_as(&K, "bob");
+    Kms__V1__Action *mine = NULL;
+    assert_int_not_equal(kms_tc_call(bob, QU "ProposeAction", &req.base,
+                                     &kms__v1__action__descriptor, (ProtobufCMessage **)&mine, NULL,
+                                     0),
+                         GRPC_STATUS_OK);
+    free_action(mine);
+    Kms__V1__Action *now = get_action_status(&a->id, NULL);
+    assert_null(now);
+
+    /* The intruder's row gone, the state verifies again; the legitimate
+     * action is left pending (officer1's approval only). */
+    live_script("DELETE FROM officers WHERE id = 'intruder'");
+    now = get_action(&a->id);
+    assert_int_equal(now->state, KMS__V1__ACTION_STATE__PENDING);
+    free_action(now);
+    mine = NULL;
+    assert_int_equal(kms_tc_call(bob, QU "ProposeAction", &req.base, &kms__v1__action__descriptor,
+                                 (ProtobufCMessage **)&mine, NULL, 0),
+                     GRPC_STATUS_PERMISSION_DENIED);
+    free_action(mine);
+    kms_tc_close(bob);
+    free_action(a);
+}
+
+/* RotateKey's threshold by an approved SetThreshold (officer1, officer2). */
+static void set_rotate_threshold(uint32_t threshold)
+{
+    Kms__V1__SetThreshold th = KMS__V1__SET_THRESHOLD__INIT;
+    Kms__V1__ActionBody body = KMS__V1__ACTION_BODY__INIT;
+    th.action_type = "RotateKey";
+    th.threshold = threshold;
+    body.action_case = KMS__V1__ACTION_BODY__ACTION_SET_THRESHOLD;
+    body.set_threshold = &th;
+    Kms__V1__ProposeActionRequest req = KMS__V1__PROPOSE_ACTION_REQUEST__INIT;
+    req.action = &body;
+    Kms__V1__Action *a = NULL;
+    assert_int_equal(kms_tc_call(O1, QU "ProposeAction", &req.base, &kms__v1__action__descriptor,
+                                 (ProtobufCMessage **)&a, NULL, 0),
+                     GRPC_STATUS_OK);
+    approve(O1, "officer1", a);
+    approve(O2, "officer2", a);
+    Kms__V1__Action *now = get_action(&a->id);
+    assert_int_equal(now->state, KMS__V1__ACTION_STATE__EXECUTED);
+    free_action(now);
+    free_action(a);
+}
+
+/* RotateKey's thresholds row: its threshold and MAC. */
+static int rotate_threshold_row(uint8_t mac[32])
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open_v2(K.db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT threshold, mac FROM thresholds"
+                                        " WHERE action_type = 'RotateKey'",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int threshold = sqlite3_column_int(st, 0);
+    assert_int_equal(sqlite3_column_bytes(st, 1), 32);
+    memcpy(mac, sqlite3_column_blob(st, 1), 32);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return threshold;
+}
+
+/* Puts RotateKey's row back to threshold with mac, under the running kmsd. */
+static void live_set_rotate_row(int threshold, const uint8_t mac[32])
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open_v2(K.db, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "UPDATE thresholds SET threshold = ?1, mac = ?2"
+                                        " WHERE action_type = 'RotateKey'",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_int(st, 1, threshold);
+    sqlite3_bind_blob(st, 2, mac, 32, SQLITE_TRANSIENT);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    assert_int_equal(sqlite3_changes(db), 1);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+/* RotateKey's threshold raised to 3 by the quorum, then its old row (2,
+ * with its then valid MAC) put back while kmsd runs: every row MAC
+ * verifies, only the digest sees the replay, and a rotation proposed on
+ * the old threshold is refused. The raised row put back, kmsd serves. */
+static void live_replayed_threshold_row(void **state)
+{
+    (void)state;
+    uint8_t old_mac[32], new_mac[32];
+    int old = rotate_threshold_row(old_mac);
+    assert_int_equal(old, 2);
+    set_rotate_threshold(3);
+    assert_int_equal(rotate_threshold_row(new_mac), 3);
+
+    live_set_rotate_row(old, old_mac);
+    Kms__V1__RotateKey rk = KMS__V1__ROTATE_KEY__INIT;
+    Kms__V1__ActionBody b = KMS__V1__ACTION_BODY__INIT;
+    rk.key_name = "second";
+    b.action_case = KMS__V1__ACTION_BODY__ACTION_ROTATE_KEY;
+    b.rotate_key = &rk;
+    Kms__V1__ProposeActionRequest req = KMS__V1__PROPOSE_ACTION_REQUEST__INIT;
+    req.action = &b;
+    Kms__V1__Action *a = NULL;
+    assert_int_not_equal(kms_tc_call(O1, QU "ProposeAction", &req.base,
+                                     &kms__v1__action__descriptor, (ProtobufCMessage **)&a, NULL,
+                                     0),
+                         GRPC_STATUS_OK);
+    free_action(a);
+
+    live_set_rotate_row(3, new_mac);
+    set_rotate_threshold(2);
+}
+
 /* After the legitimate changes above, the state verifies and each admin
  * change moved the generation on. */
 static void legitimate_state_verifies(void **state)
@@ -617,6 +849,9 @@ int main(void)
         cmocka_unit_test(deleted_threshold_row),
         cmocka_unit_test(deleted_row),
         cmocka_unit_test(key_version_rolled_back),
+        cmocka_unit_test(live_added_policy_identity),
+        cmocka_unit_test(live_added_officer),
+        cmocka_unit_test(live_replayed_threshold_row),
         cmocka_unit_test(legitimate_state_verifies),
     };
     return KMS_RUN_GROUP(tests, group_setup, group_teardown);
