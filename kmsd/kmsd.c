@@ -315,6 +315,12 @@ static void test_hooks_from_env(void)
             "TEST QUARANTINE: freed request blocks are kept; never use this outside tests");
         kms_pb_wiping_test_quarantine(1);
     }
+    const char *unguard = getenv("KMS_TEST_NO_STATE_GUARD");
+    if (unguard != NULL && strcmp(unguard, "1") == 0) {
+        kms_log_warn("TEST: rows changed under the running kmsd are not verified; never use this "
+                     "outside tests");
+        kms_store_sqlite_test_unguard();
+    }
 }
 #endif
 

@@ -326,6 +326,12 @@ struct kms_store {
  * KMS_EUNSUPPORTED if the file's schema is newer than this build knows. */
 int kms_store_sqlite_open(const char *path, kms_store **out) KMS_MUST_CHECK;
 
+/* For kmsd's test builds only (KMS_TEST_NO_STATE_GUARD): turns off the
+ * run-time state guard of every store (rows changed by another connection
+ * are then used unverified until the next start). A test plays a hostile
+ * server this way; a release kmsd never calls it. */
+void kms_store_sqlite_test_unguard(void);
+
 /* Schema version this build writes. */
 int kms_store_sqlite_schema_version(void) KMS_MUST_CHECK;
 

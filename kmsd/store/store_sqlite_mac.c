@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -651,6 +652,16 @@ static int data_version(struct sqlite_store *s, sqlite3_int64 *v)
     return rc == SQLITE_ROW ? KMS_OK : kms_sqlite_error(s->db, rc, "state integrity: data_version");
 }
 
+/* Test builds only (kmsd's KMS_TEST_NO_STATE_GUARD): the run-time guard
+ * off, so a test can play a hostile server by rewriting rows under a
+ * running kmsd. Start-up verification is unaffected. */
+static atomic_int guard_off;
+
+void kms_store_sqlite_test_unguard(void)
+{
+    atomic_store(&guard_off, 1);
+}
+
 int kms_sqlite_state_guard(struct sqlite_store *s)
 {
     struct first_failure f = {{0}};
@@ -661,7 +672,7 @@ int kms_sqlite_state_guard(struct sqlite_store *s)
     struct timespec t0, t1;
     int r, wrap;
 
-    if (s->mac_fn == NULL || s->data_version_st == NULL || !s->armed)
+    if (s->mac_fn == NULL || s->data_version_st == NULL || !s->armed || atomic_load(&guard_off))
         return KMS_OK;
     /* Read before the check: a commit racing it moves the version again
      * and the next statement checks again. */
