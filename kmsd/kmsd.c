@@ -963,8 +963,8 @@ static int start_metrics(struct daemon *d, const kms_rpc_env *env, const char *c
         kms_metrics_name_method(i, env->methods[i].path);
     kms_metrics_note_server_cert(cert);
     kms_metrics_note_crl_files(d->cfg.insecure_dev ? NULL : d->cfg.tls_crl);
-    KMS_GUARD(kms_metrics_http_start(d->cfg.metrics_listen, d->cfg.metrics_allow_remote, out,
-                                     &port));
+    KMS_GUARD(
+        kms_metrics_http_start(d->cfg.metrics_listen, d->cfg.metrics_allow_remote, out, &port));
     kms_log_info("metrics on http://%.*s:%d/metrics", host_len(d->cfg.metrics_listen),
                  d->cfg.metrics_listen, port);
     printf("kmsd metrics on http://%.*s:%d/metrics\n", host_len(d->cfg.metrics_listen),

@@ -16,8 +16,8 @@
 #include "base/log.h"
 
 /* Upper bounds of the latency buckets, in microseconds (+Inf follows). */
-static const uint64_t bucket_us[] = {100,   250,    500,    1000,    2500,    5000,
-                                     10000, 25000,  50000,  100000,  250000,  500000,
+static const uint64_t bucket_us[] = {100,     250,     500,     1000,    2500,   5000,
+                                     10000,   25000,   50000,   100000,  250000, 500000,
                                      1000000, 2500000, 5000000, 10000000};
 #define NBUCKETS (sizeof(bucket_us) / sizeof(bucket_us[0]))
 
@@ -67,7 +67,7 @@ void kms_metrics_rpc(size_t method, int grpc_status, uint64_t duration_us)
     if (method >= reg.n_methods)
         return;
     size_t s = grpc_status >= 0 && grpc_status < KMS_METRICS_STATUSES ? (size_t)grpc_status
-                                                                       : KMS_METRICS_STATUSES;
+                                                                      : KMS_METRICS_STATUSES;
     atomic_fetch_add_explicit(&reg.calls[method][s], 1, memory_order_relaxed);
     observe(&reg.latency[method], duration_us);
 }
@@ -186,11 +186,10 @@ static void put_histogram(struct out *o, const char *name, const char *labels,
     for (size_t i = 0; i <= NBUCKETS; i++) {
         cum += atomic_load_explicit(&h->bucket[i], memory_order_relaxed);
         if (i < NBUCKETS)
-            put(o, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep,
-                (double)bucket_us[i] / 1e6, (unsigned long long)cum);
-        else
-            put(o, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
+            put(o, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, (double)bucket_us[i] / 1e6,
                 (unsigned long long)cum);
+        else
+            put(o, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep, (unsigned long long)cum);
     }
     double sum = (double)atomic_load_explicit(&h->sum_us, memory_order_relaxed) / 1e6;
     if (labels[0]) {
@@ -204,12 +203,23 @@ static void put_histogram(struct out *o, const char *name, const char *labels,
 
 static const char *status_name(size_t s)
 {
-    static const char *const names[KMS_METRICS_STATUSES] = {
-        "OK",        "CANCELLED",          "UNKNOWN",        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED", "NOT_FOUND",  "ALREADY_EXISTS", "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-        "UNIMPLEMENTED", "INTERNAL",        "UNAVAILABLE",    "DATA_LOSS",
-        "UNAUTHENTICATED"};
+    static const char *const names[KMS_METRICS_STATUSES] = {"OK",
+                                                            "CANCELLED",
+                                                            "UNKNOWN",
+                                                            "INVALID_ARGUMENT",
+                                                            "DEADLINE_EXCEEDED",
+                                                            "NOT_FOUND",
+                                                            "ALREADY_EXISTS",
+                                                            "PERMISSION_DENIED",
+                                                            "RESOURCE_EXHAUSTED",
+                                                            "FAILED_PRECONDITION",
+                                                            "ABORTED",
+                                                            "OUT_OF_RANGE",
+                                                            "UNIMPLEMENTED",
+                                                            "INTERNAL",
+                                                            "UNAVAILABLE",
+                                                            "DATA_LOSS",
+                                                            "UNAUTHENTICATED"};
     return s < KMS_METRICS_STATUSES ? names[s] : "OTHER";
 }
 

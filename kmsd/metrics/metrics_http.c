@@ -34,11 +34,13 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
     (void)state;
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
         static const char msg[] = "only GET\n";
-        resp = MHD_create_response_from_buffer(sizeof(msg) - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
+        resp =
+            MHD_create_response_from_buffer(sizeof(msg) - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
         code = MHD_HTTP_METHOD_NOT_ALLOWED;
     } else if (strcmp(url, "/metrics") != 0) {
         static const char msg[] = "not found: the metrics are at /metrics\n";
-        resp = MHD_create_response_from_buffer(sizeof(msg) - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
+        resp =
+            MHD_create_response_from_buffer(sizeof(msg) - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
         code = MHD_HTTP_NOT_FOUND;
     } else {
         char *body = NULL;
@@ -112,8 +114,7 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss)
     return KMS_OK;
 }
 
-int kms_metrics_http_start(const char *listen, int allow_remote, kms_metrics_http **out,
-                           int *port)
+int kms_metrics_http_start(const char *listen, int allow_remote, kms_metrics_http **out, int *port)
 {
     struct sockaddr_storage ss;
     KMS_GUARD(parse_listen(listen, &ss));
@@ -131,9 +132,8 @@ int kms_metrics_http_start(const char *listen, int allow_remote, kms_metrics_htt
         flags |= MHD_USE_IPv6;
     h->d = MHD_start_daemon(flags, 0, NULL, NULL, answer, NULL, MHD_OPTION_SOCK_ADDR,
                             (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT, 16u,
-                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, 8u,
-                            MHD_OPTION_CONNECTION_TIMEOUT, 10u,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768, MHD_OPTION_END);
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, 8u, MHD_OPTION_CONNECTION_TIMEOUT,
+                            10u, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768, MHD_OPTION_END);
     if (h->d == NULL) {
         free(h);
         return kms_error_set(KMS_EUNAVAIL, "metrics: cannot listen on %s", listen);

@@ -404,8 +404,9 @@ out:
                      log_safe(kms_error_detail(), detail_buf, sizeof(detail_buf)));
 
     /* A few relaxed atomic adds: no lock, no allocation. */
-    kms_metrics_rpc(in->method, status,
-                    (uint64_t)gpr_timespec_to_micros(gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), t0)));
+    kms_metrics_rpc(
+        in->method, status,
+        (uint64_t)gpr_timespec_to_micros(gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), t0)));
 
     if (status == GRPC_STATUS_OK) {
         reply->body = body;
