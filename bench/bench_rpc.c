@@ -5,6 +5,9 @@
  *
  *   bench_rpc [seconds-per-case [kmsd-workers]]   (default 3 s, kmsd's default workers)
  *
+ * Every case runs twice, against a kmsd without and then with Prometheus
+ * metrics (metrics.listen on loopback), and the rates are compared.
+ *
  * Starts its own kmsd (SoftHSM2 token, SQLite file and dev PKI in a temp
  * dir, through the integration-test fixture). One client thread drives an
  * asynchronous completion queue, keeping exactly N calls outstanding: a
@@ -221,21 +224,19 @@ static grpc_byte_buffer *make_decrypt_request(const kms_test_kmsd *k)
     return bb;
 }
 
-int main(int argc, char **argv)
+/* One kmsd, every case; metrics: with metrics.listen on loopback (kmsd
+ * refuses to start if the endpoint cannot listen). */
+static void bench(int metrics, double seconds, const char *workers, result res[N_METHODS][3])
 {
-    double seconds = argc > 1 ? strtod(argv[1], NULL) : 3.0;
-    if (!(seconds > 0 && seconds < 3600)) {
-        fprintf(stderr, "usage: bench_rpc [seconds-per-case [kmsd-workers]]\n");
-        return 2;
-    }
-    setenv("KMS_KMSD", KMS_BENCH_KMSD, 0);
-    setenv("KMS_DEV_PKI", KMS_BENCH_DEV_PKI, 0);
-    setenv("KMS_SOFTHSM_MODULE", KMS_SOFTHSM_MODULE_PATH, 0);
-    setenv("KMS_SOFTHSM_UTIL", KMS_SOFTHSM_UTIL_PATH, 0);
-
     static kms_test_kmsd k;
     kms_test_kmsd_setup(&k);
-    const char *workers = argc > 2 ? argv[2] : NULL;
+    if (metrics) {
+        FILE *f = fopen(k.config, "a");
+        if (f == NULL || fputs("metrics:\n  listen: 127.0.0.1:0\n", f) < 0 || fclose(f) != 0) {
+            fprintf(stderr, "bench_rpc: cannot turn metrics on\n");
+            exit(1);
+        }
+    }
     kms_test_kmsd_start(&k, (const char *const[]){"--log-level", "warn",
                                                   workers ? "--workers" : NULL, workers, NULL});
     grpc_init();
@@ -248,10 +249,10 @@ int main(int argc, char **argv)
                                              make_decrypt_request(&k)};
     uint32_t *lat = malloc(sizeof(uint32_t) * MAX_SAMPLES);
     static const int inflight[] = {1, 16, 64};
-    result res[N_METHODS][3];
 
-    printf("bench_rpc: kmsd over mutual TLS on %s, SoftHSM2, %.1f s per case, workers %s\n",
-           k.target, seconds, workers ? workers : "default");
+    printf("\nbench_rpc: kmsd over mutual TLS on %s, SoftHSM2, %.1f s per case, workers %s, "
+           "metrics %s\n",
+           k.target, seconds, workers ? workers : "default", metrics ? "ON" : "off");
     for (size_t i = 0; i < 3; i++)
         for (int m = 0; m < N_METHODS; m++)
             res[m][i] = run_case(ch, (enum method)m, requests[m], inflight[i], seconds, lat);
@@ -287,5 +288,32 @@ int main(int argc, char **argv)
     grpc_shutdown();
     kms_test_kmsd_stop(&k, SIGTERM);
     kms_test_kmsd_teardown(&k);
+}
+
+int main(int argc, char **argv)
+{
+    double seconds = argc > 1 ? strtod(argv[1], NULL) : 3.0;
+    if (!(seconds > 0 && seconds < 3600)) {
+        fprintf(stderr, "usage: bench_rpc [seconds-per-case [kmsd-workers]]\n");
+        return 2;
+    }
+    setenv("KMS_KMSD", KMS_BENCH_KMSD, 0);
+    setenv("KMS_DEV_PKI", KMS_BENCH_DEV_PKI, 0);
+    setenv("KMS_SOFTHSM_MODULE", KMS_SOFTHSM_MODULE_PATH, 0);
+    setenv("KMS_SOFTHSM_UTIL", KMS_SOFTHSM_UTIL_PATH, 0);
+    const char *workers = argc > 2 ? argv[2] : NULL;
+    static result off[N_METHODS][3], on[N_METHODS][3];
+
+    /* The same cases with metrics off, then on (docs/operations.md). */
+    bench(0, seconds, workers, off);
+    bench(1, seconds, workers, on);
+    printf("\nmetrics on vs off (calls/s; target: within 3 %%)\n");
+    static const int inflight[] = {1, 16, 64};
+    for (size_t i = 0; i < 3; i++)
+        for (int m = 0; m < N_METHODS; m++) {
+            double d = off[m][i].rate > 0 ? 100.0 * (on[m][i].rate / off[m][i].rate - 1) : 0;
+            printf("  %-22s %3d in flight: off %8.0f  on %8.0f  %+5.1f %%\n", method_names[m],
+                   inflight[i], off[m][i].rate, on[m][i].rate, d);
+        }
     return 0;
 }

@@ -78,6 +78,9 @@ static const struct setting {
      1000000},
     {"audit.checkpoint_seconds", T_UINT, offsetof(kms_config, audit_checkpoint_seconds), 1, 86400},
     {"audit.pubkey_file", T_PATH, offsetof(kms_config, audit_pubkey_file), 0, 0},
+    /* Prometheus metrics over HTTP: off unless metrics.listen is set */
+    {"metrics.listen", T_STRING, offsetof(kms_config, metrics_listen), 0, 0},
+    {"metrics.allow_remote", T_BOOL, offsetof(kms_config, metrics_allow_remote), 0, 0},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -717,7 +720,8 @@ static int walk_settings(struct walk *w, yaml_node_t *map, const char *prefix)
             return kms_error_set(KMS_EINVAL, "line %lu: unknown setting", line_of(v));
         if (prefix[0] == '\0' &&
             (strcmp(k, "tls") == 0 || strcmp(k, "pkcs11") == 0 || strcmp(k, "quorum") == 0 ||
-             strcmp(k, "tpm2") == 0 || strcmp(k, "limits") == 0 || strcmp(k, "audit") == 0)) {
+             strcmp(k, "tpm2") == 0 || strcmp(k, "limits") == 0 || strcmp(k, "audit") == 0 ||
+             strcmp(k, "metrics") == 0)) {
             char sub[NAME_MAX_LEN];
             snprintf(sub, sizeof(sub), "%s.", k);
             KMS_GUARD(walk_settings(w, v, sub));

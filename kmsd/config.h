@@ -105,6 +105,9 @@ typedef struct kms_config {
     unsigned audit_checkpoint_records; /* 0: 1000 */
     unsigned audit_checkpoint_seconds; /* 0: 60 */
     char *audit_pubkey_file;           /* NULL: audit-signing-pub.pem beside the database */
+    /* Prometheus metrics (metrics.*): NULL listen = off */
+    char *metrics_listen;     /* HOST:PORT, numeric host */
+    int metrics_allow_remote; /* a non-loopback metrics.listen is refused without it */
 
     /* limits on every connection, before authentication (limits.*) */
     unsigned max_concurrent_streams; /* per connection */

@@ -47,6 +47,7 @@
 #include "base/alloc.h"
 #include "base/pb_alloc.h"
 #include "kmsd/server/crl.h"
+#include "kmsd/metrics/metrics.h"
 #include "kmsd/server/server.h"
 #include "kmsd/state/state.h"
 #include "kmsd/state/writer_lock.h"
@@ -926,6 +927,10 @@ static void reload_tls(struct daemon *d, kms_server *srv, struct revocation *rv,
     }
     if (r == 0)
         r = kms_server_reload_tls(srv, cert, (const char *)key->data, new_ca);
+    if (r == 0 && d->cfg.metrics_listen != NULL) {
+        kms_metrics_note_server_cert(cert);
+        kms_metrics_note_crl_files(d->cfg.tls_crl);
+    }
     kms_secret_free(key);
     free(cert);
     if (r != 0) {
@@ -951,12 +956,35 @@ static void reload_tls(struct daemon *d, kms_server *srv, struct revocation *rv,
                  fresh != NULL ? ", and tls.crl" : "");
 }
 
+/* metrics.listen: the call counters are named and the endpoint serves
+ * before the first call; off, nothing listens and calls count nothing. */
+static int start_metrics(struct daemon *d, const kms_rpc_env *env, const char *cert,
+                         kms_metrics_http **out)
+{
+    int port = 0;
+    if (d->cfg.metrics_listen == NULL)
+        return KMS_OK;
+    KMS_GUARD(kms_metrics_init(env->n_methods));
+    for (size_t i = 0; i < env->n_methods; i++)
+        kms_metrics_name_method(i, env->methods[i].path);
+    kms_metrics_note_server_cert(cert);
+    kms_metrics_note_crl_files(d->cfg.insecure_dev ? NULL : d->cfg.tls_crl);
+    KMS_GUARD(
+        kms_metrics_http_start(d->cfg.metrics_listen, d->cfg.metrics_allow_remote, out, &port));
+    kms_log_info("metrics on http://%.*s:%d/metrics", host_len(d->cfg.metrics_listen),
+                 d->cfg.metrics_listen, port);
+    printf("kmsd metrics on http://%.*s:%d/metrics\n", host_len(d->cfg.metrics_listen),
+           d->cfg.metrics_listen, port);
+    return KMS_OK;
+}
+
 static int cmd_run(struct daemon *d, const sigset_t *stop)
 {
     struct revocation rv = {.cfg = &d->cfg};
     kms_secret *key = NULL;
     char *cert = NULL, *ca = NULL;
     kms_server *srv = NULL;
+    kms_metrics_http *metrics = NULL;
     size_t officers = 0;
     int r, port = 0, grpc_up = 0, sig = 0;
 
@@ -1013,6 +1041,8 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
                             .dispatch = kms_rpc_dispatch,
                             .app = &env};
     sc.methods = kms_rpc_server_methods(&sc.n_methods);
+    if ((r = start_metrics(d, &env, cert, &metrics)) != 0)
+        goto out;
 
     gpr_set_log_function(grpc_log_line);
     grpc_init();
@@ -1041,6 +1071,7 @@ static int cmd_run(struct daemon *d, const sigset_t *stop)
     kms_log_info("signal %d: shutting down", sig);
 out:
     kms_server_destroy(srv);
+    kms_metrics_http_stop(metrics);
     stop_quorum(d);
     stop_audit(d, "stop");
     if (grpc_up)

@@ -16,6 +16,7 @@
 #include <openssl/rand.h>
 
 #include "base/log.h"
+#include "kmsd/metrics/metrics.h"
 
 #define NAME_PREFIX "audit-"
 #define NAME_SUFFIX ".jsonl"
@@ -88,6 +89,13 @@ static int64_t now_mono(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (int64_t)t.tv_sec;
+}
+
+static int64_t now_mono_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
 }
 
 static int64_t now_mono_ms(void)
@@ -362,7 +370,9 @@ static void *writer_loop(void *arg)
         pthread_cond_broadcast(&a->done_cv);
         pthread_mutex_unlock(&a->mu);
 
+        int64_t t0 = now_mono_us();
         int r = write_batch(a, &b);
+        kms_metrics_audit_batch(b.count, (uint64_t)(now_mono_us() - t0), r == 0);
 
         pthread_mutex_lock(&a->mu);
         a->syncs++;

@@ -20,6 +20,7 @@
 #include "base/pb_alloc.h"
 #include "base/pb_check.h"
 #include "kms/v1/kms.pb-c.h"
+#include "kmsd/metrics/metrics.h"
 
 #define MAX_SECRETS 4
 #define LOG_FIELD_MAX 160
@@ -401,6 +402,11 @@ out:
                      log_safe(c ? c->key_name : "", key_buf, sizeof(key_buf)), status,
                      kms_error_name(r),
                      log_safe(kms_error_detail(), detail_buf, sizeof(detail_buf)));
+
+    /* A few relaxed atomic adds: no lock, no allocation. */
+    kms_metrics_rpc(
+        in->method, status,
+        (uint64_t)gpr_timespec_to_micros(gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), t0)));
 
     if (status == GRPC_STATUS_OK) {
         reply->body = body;

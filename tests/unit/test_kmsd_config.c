@@ -454,6 +454,34 @@ static void every_setting_documented(void **state)
     assert_null(kms_config_setting_name(count + 1));
 }
 
+/* Every setting is in kmsd.yaml(5)'s source as *name* (scdoc, '_' escaped). */
+static void every_setting_in_the_man_page(void **state)
+{
+    (void)state;
+    FILE *f = fopen(KMS_CONFIG_MAN, "r");
+    assert_non_null(f);
+    static char doc[128 * 1024];
+    size_t n = fread(doc, 1, sizeof(doc) - 1, f);
+    fclose(f);
+    doc[n] = '\0';
+    size_t count = 0;
+    for (const char *name; (name = kms_config_setting_name(count)) != NULL; count++) {
+        char want[128];
+        size_t w = 0;
+        want[w++] = '*';
+        for (const char *p = name; *p != '\0' && w + 3 < sizeof(want); p++) {
+            if (*p == '_')
+                want[w++] = '\\';
+            want[w++] = *p;
+        }
+        want[w++] = '*';
+        want[w] = '\0';
+        if (strstr(doc, want) == NULL)
+            fail_msg("setting %s is not in docs/man/kmsd.yaml.5.scd", name);
+    }
+    assert_true(count > 20);
+}
+
 /* init.auditors: a list of identities; the first --auditor replaces it,
  * later ones append; empty entries, a non-list and too many are refused. */
 static void init_auditors(void **state)
@@ -496,6 +524,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_setting_documented),
+        cmocka_unit_test(every_setting_in_the_man_page),
         cmocka_unit_test(defaults),
         cmocka_unit_test(every_setting),
         cmocka_unit_test(quorum_and_tpm2_settings),
