@@ -353,15 +353,53 @@ static int state_mac(kms_backend *b, const uint8_t *in, size_t len, uint8_t out[
     return r;
 }
 
+/* ---- the audit signing key (tpm2_audit.c) ------------------------------------------------ */
+
+static int audit_key_create(kms_backend *b)
+{
+    tpm2_device *d = impl(b)->dev;
+    pthread_mutex_lock(&d->mu);
+    int r = kms_tpm2_ready(d);
+    if (r == 0)
+        r = kms_tpm2_audit_create(d);
+    pthread_mutex_unlock(&d->mu);
+    return r;
+}
+
+static int audit_key_public(kms_backend *b, uint8_t pub[KMS_AUDIT_PUB_LEN])
+{
+    tpm2_device *d = impl(b)->dev;
+    pthread_mutex_lock(&d->mu);
+    int r = kms_tpm2_ready(d);
+    if (r == 0)
+        r = kms_tpm2_audit_public(d, pub);
+    pthread_mutex_unlock(&d->mu);
+    return r;
+}
+
+static int audit_sign(kms_backend *b, const uint8_t digest[KMS_AUDIT_DIGEST_LEN],
+                      uint8_t sig[KMS_AUDIT_SIG_LEN])
+{
+    tpm2_device *d = impl(b)->dev;
+    pthread_mutex_lock(&d->mu);
+    int r = kms_tpm2_ready(d);
+    if (r == 0)
+        r = kms_tpm2_audit_sign(d, digest, sig);
+    pthread_mutex_unlock(&d->mu);
+    return r;
+}
+
 /* Rows in kms_tpm2_mode order. Both modes shred: every new version's
  * authValue depends on its NV index, which destroying undefines
  * (versions from before shredding excepted: docs/tpm2.md). Both hold the
  * state-integrity key: one resident keyed-hash object per TPM, shared by
- * the two modes (tpm2_state.c). */
+ * the two modes (tpm2_state.c), and so do they the audit signing key, one
+ * persistent ECC P-256 key per TPM (tpm2_audit.c). */
 static const kms_backend_mode tpm2_modes[] = {
-    [KMS_TPM2_SEALED] = {"sealed", KMS_BACKEND_CAP_SHRED | KMS_BACKEND_CAP_STATE_MAC},
+    [KMS_TPM2_SEALED] = {"sealed", KMS_BACKEND_CAP_SHRED | KMS_BACKEND_CAP_STATE_MAC |
+                                       KMS_BACKEND_CAP_AUDIT_SIGN},
     [KMS_TPM2_RESIDENT] = {"resident", KMS_BACKEND_CAP_KEY_NEVER_LEAVES | KMS_BACKEND_CAP_SHRED |
-                                           KMS_BACKEND_CAP_STATE_MAC},
+                                           KMS_BACKEND_CAP_STATE_MAC | KMS_BACKEND_CAP_AUDIT_SIGN},
 };
 
 static const kms_backend_ops tpm2_ops = {
@@ -379,6 +417,9 @@ static const kms_backend_ops tpm2_ops = {
     .close = tpm_close,
     .state_key_create = state_key_create,
     .state_mac = state_mac,
+    .audit_key_create = audit_key_create,
+    .audit_key_public = audit_key_public,
+    .audit_sign = audit_sign,
 };
 
 static int make_backend(tpm2_device *d, kms_tpm2_mode mode, kms_backend **out)

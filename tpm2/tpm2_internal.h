@@ -8,6 +8,7 @@
  *   tpm2_resident.c resident mode: HMAC keys, per-operation key derivation
  *   tpm2_shred.c    per-version NV indices whose deletion shreds a version
  *   tpm2_state.c    the state-integrity key: a persistent keyed-hash object
+ *   tpm2_audit.c    the audit signing key: a persistent ECC P-256 key
  *   tpm2_backend.c  the kms_backend ops and AES-256-GCM in software */
 #ifndef KMS_TPM2_INTERNAL_H
 #define KMS_TPM2_INTERNAL_H
@@ -288,6 +289,23 @@ int kms_tpm2_state_create(tpm2_device *d) KMS_MUST_CHECK;
  * the handle is not a safe state key. out is written only on success. */
 int kms_tpm2_state_mac(tpm2_device *d, const uint8_t *in, size_t len,
                        uint8_t out[32]) KMS_MUST_CHECK;
+
+/* ---- the audit signing key (tpm2_audit.c); lock held, context ready ---- */
+
+/* Creates the persistent ECC P-256 signing key at primary_handle + 2
+ * (KMS_EEXISTS if an object is there already, whatever it is). */
+int kms_tpm2_audit_create(tpm2_device *d) KMS_MUST_CHECK;
+
+/* The audit key's uncompressed public point. KMS_ENOTFOUND if there is
+ * none; KMS_EKEYCHECK (naming the property) if the object at the handle is
+ * not a safe audit key or its point is not on P-256. */
+int kms_tpm2_audit_public(tpm2_device *d, uint8_t pub[KMS_AUDIT_PUB_LEN]) KMS_MUST_CHECK;
+
+/* ECDSA P-256 over digest with the audit key, in the TPM: r || s (each
+ * left-padded to 32 bytes) into sig, written only on success. Errors as
+ * kms_tpm2_audit_public. */
+int kms_tpm2_audit_sign(tpm2_device *d, const uint8_t digest[KMS_AUDIT_DIGEST_LEN],
+                        uint8_t sig[KMS_AUDIT_SIG_LEN]) KMS_MUST_CHECK;
 
 /* ---- tpm2_backend.c ---------------------------------------------------------------------- */
 

@@ -13,8 +13,7 @@
 
 #include "base/log.h"
 
-#define NO_BACKEND                                                                                 \
-    "no backend can hold the audit signing key (the PKCS#11 token can; a TPM cannot yet)"
+#define NO_BACKEND "no backend can hold the audit signing key (a PKCS#11 token or a TPM can)"
 
 int kms_audit_signer_sign(void *ctx, const uint8_t digest[KMS_AUDIT_DIGEST_LEN],
                           uint8_t sig[KMS_AUDIT_SIG_LEN])

@@ -410,6 +410,54 @@ static void query_text(const char *db_path, const char *sql, char *out, size_t c
  * swtpm. `kmsd init` provisions the TPM and creates the configured key on
  * it (TPM2 sealed, the only backend's default mode); `kmsd run` serves it,
  * and Health answers SERVING. The main kmsd's swtpm and token are not used. */
+/* The TPM-only kmsd's log (tpm_only_kmsd, below), kmsd stopped: every
+ * checkpoint signed in the TPM verifies with `kmsctl audit verify --pubkey`
+ * (no unverified tail: the stop wrote the last checkpoint), and one of them
+ * with the openssl command line alone, from the format in docs/audit.md;
+ * the same message changed by one byte does not. */
+static void tpm_signed_checkpoints(void)
+{
+    char audit[400], pub[400], sh[1400];
+    static char out[65536], err[65536];
+    snprintf(audit, sizeof(audit), "%s/tpm-audit", K.token.dir);
+    snprintf(pub, sizeof(pub), "%s/tpm-audit-pub.pem", K.token.dir);
+    snprintf(sh, sizeof(sh), "exec \"$KMS_KMSCTL\" audit verify %s/audit-*.jsonl --pubkey %s",
+             audit, pub);
+    char *verify[] = {"/bin/sh", "-c", sh, NULL};
+    int st = kms_test_run(verify, out, sizeof(out));
+    print_message("%s", out);
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(out, "unverified_tail: 0"));
+    assert_null(strstr(out, "checkpoints: 0\n"));
+    (void)err;
+    static const char script[] =
+        "set -e\n"
+        "line=$(cat \"$1\"/audit-*.jsonl | grep '\"type\":\"checkpoint\"' | sed -n 2p)\n"
+        "get() { printf '%s' \"$line\" | sed -n \"s/$1/\\1/p\"; }\n"
+        "seq=$(get '^{\"seq\":\\([0-9]*\\),.*')\n"
+        "chain=$(get '.*,\"prev\":\"\\([0-9a-f]*\\)\",.*')\n"
+        "time=$(get '.*,\"time\":\"\\([^\"]*\\)\",.*')\n"
+        "instance=$(get '.*,\"instance\":\"\\([0-9a-f]*\\)\",.*')\n"
+        "log=$(get '.*,\"detail\":\"log=\\([0-9a-f]*\\) sig=.*')\n"
+        "sig=$(get '.*,\"detail\":\"log=[0-9a-f]* sig=\\([0-9a-f]*\\)\",.*')\n"
+        "printf 'kms-audit-checkpoint-v1 log=%s seq=%s chain=%s time=%s instance=%s\\n' \\\n"
+        "  \"$log\" \"$seq\" \"$chain\" \"$time\" \"$instance\" > \"$3/msg\"\n"
+        "printf '%s' \"$sig\" | xxd -r -p > \"$3/sig.der\"\n"
+        "openssl dgst -sha256 -verify \"$2\" -signature \"$3/sig.der\" \"$3/msg\"\n"
+        "id=$(openssl pkey -pubin -in \"$2\" -outform DER | tail -c 65 | sha256sum | cut -c1-32)\n"
+        "test \"$id\" = \"$log\" && echo \"log id matches\"\n"
+        "printf 'x' >> \"$3/msg\"\n"
+        "if openssl dgst -sha256 -verify \"$2\" -signature \"$3/sig.der\" \"$3/msg\"; then\n"
+        "  echo 'a changed message verified'; exit 1; fi\n";
+    char *argv[] = {"/bin/sh", "-c", (char *)script, "sh", audit, pub, K.token.dir, NULL};
+    st = kms_test_run(argv, out, sizeof(out));
+    print_message("%s", out);
+    assert_int_equal(st, 0);
+    assert_non_null(strstr(out, "Verified OK"));
+    assert_non_null(strstr(out, "log id matches"));
+    assert_non_null(strstr(out, "Verification failure"));
+}
+
 static void tpm_only_kmsd(void **state)
 {
     (void)state;
@@ -429,6 +477,8 @@ static void tpm_only_kmsd(void **state)
             "tpm2: {tcti: \"%s\", lock_dir: %s}\n"
             "workers: 2\n"
             "log_level: warn\n"
+            "audit: {dir: tpm-audit, pubkey_file: tpm-audit-pub.pem, checkpoint_records: 3, "
+            "checkpoint_seconds: 1}\n"
             "init:\n"
             "  officers:\n"
             "    - {id: officer1, identity: \"spiffe://kms.local/officer1\", "
@@ -450,6 +500,10 @@ static void tpm_only_kmsd(void **state)
     if (strstr(out, "NOT authenticated") != NULL ||
         strstr(out, "state-integrity key on tpm2") == NULL)
         fail_msg("TPM-only init: no state-integrity key on the TPM: %s", out);
+    /* And the audit signing key (an ECC P-256 key made in the TPM): init
+     * makes it and writes its public key. */
+    if (strstr(out, "audit signing key on tpm2") == NULL || strstr(out, "NOT") != NULL)
+        fail_msg("TPM-only init: no audit signing key on the TPM: %s", out);
     const char *seal[] = {"--config", K2.config, "seal-state", NULL};
     if (kms_test_kmsd_run(seal, out, sizeof(out)) != 1 || strstr(out, "already holds") == NULL)
         fail_msg("TPM-only seal-state: %s", out);
@@ -482,6 +536,7 @@ static void tpm_only_kmsd(void **state)
     kms_client_result_free(&pt);
     kms_client_close(app);
     assert_int_equal(kms_test_kmsd_stop(&K2, SIGTERM), 0);
+    tpm_signed_checkpoints();
 
     /* A tampered database: a RotateKey of on-tpm put straight into the
      * EXECUTING state with no approval (and a made-up digest). The row has
