@@ -34,7 +34,7 @@
 static int audit_handle(const tpm2_device *d, TPM2_HANDLE *h)
 {
     uint32_t p = d->cfg.primary_handle;
-    if (p < TPM2_PERSISTENT_FIRST || p + 2 > TPM2_PERSISTENT_LAST)
+    if (p < KMS_TPM2_PERSISTENT_FIRST || p + 2 > KMS_TPM2_PERSISTENT_LAST)
         return kms_error_set(KMS_EINVAL,
                              "tpm2: no persistent handle two after the primary 0x%08x for the "
                              "audit signing key",

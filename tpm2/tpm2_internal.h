@@ -22,6 +22,12 @@
 #include "base/secret.h"
 #include "kms_tpm2.h"
 
+/* The persistent handle range, spelled out: the tss2 header's
+ * TPM2_PERSISTENT_FIRST shifts a promoted int into its sign bit (undefined
+ * behaviour that UBSan reports). */
+#define KMS_TPM2_PERSISTENT_FIRST UINT32_C(0x81000000)
+#define KMS_TPM2_PERSISTENT_LAST UINT32_C(0x81FFFFFF)
+
 #define TPM2_RESIDENT_LABEL "kms-tpm2-resident-v1"
 #define TPM2_MAX_TRIES 5
 

@@ -26,16 +26,10 @@
      TPMA_OBJECT_SIGN_ENCRYPT)
 #define STATE_FORBIDDEN (TPMA_OBJECT_DECRYPT | TPMA_OBJECT_RESTRICTED)
 
-/* The persistent handle range, spelled out: the tss2 header's
- * TPM2_PERSISTENT_FIRST shifts a promoted int into its sign bit (undefined
- * behaviour that UBSan reports). */
-#define PERSISTENT_FIRST UINT32_C(0x81000000)
-#define PERSISTENT_LAST UINT32_C(0x81FFFFFF)
-
 static int state_handle(const tpm2_device *d, TPM2_HANDLE *h)
 {
     uint32_t p = d->cfg.primary_handle;
-    if (p < PERSISTENT_FIRST || p >= PERSISTENT_LAST)
+    if (p < KMS_TPM2_PERSISTENT_FIRST || p >= KMS_TPM2_PERSISTENT_LAST)
         return kms_error_set(KMS_EINVAL,
                              "tpm2: no persistent handle after the primary 0x%08x for the "
                              "state-integrity key",
