@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -252,19 +253,73 @@ static void db_restore(void)
 
 /* ---- refusals ----------------------------------------------------------------------------- */
 
+/* The audit log of the refused starts (run_must_refuse): each leaves a
+ * `state.fail` record there. */
+static const char *refused_audit_dir(void)
+{
+    static char dir[420];
+    snprintf(dir, sizeof(dir), "%s.refused-audit", K.db);
+    return dir;
+}
+
+/* Empties the refused starts' audit log, so that each start's record is
+ * its own. */
+static void clear_refused_audit(void)
+{
+    DIR *dir = opendir(refused_audit_dir());
+    if (dir == NULL)
+        return;
+    struct dirent *e;
+    char path[700];
+    while ((e = readdir(dir)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", refused_audit_dir(), e->d_name);
+        unlink(path);
+    }
+    closedir(dir);
+}
+
+/* The last `state.fail` record in the refused starts' audit log, into out
+ * ("" if there is none). */
+static void last_state_failure(char *out, size_t cap)
+{
+    out[0] = '\0';
+    DIR *dir = opendir(refused_audit_dir());
+    if (dir == NULL)
+        return;
+    struct dirent *e;
+    char newest[256] = "";
+    while ((e = readdir(dir)) != NULL)
+        if (e->d_name[0] != '.' && strcmp(e->d_name, newest) > 0)
+            snprintf(newest, sizeof(newest), "%s", e->d_name);
+    closedir(dir);
+    char path[700], line[4096];
+    snprintf(path, sizeof(path), "%s/%s", refused_audit_dir(), newest);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (strstr(line, "\"type\":\"state.fail\"") != NULL)
+            snprintf(out, cap, "%s", line);
+    fclose(f);
+}
+
 /* `kmsd run` on the tampered database, its stdout and stderr into out:
  * it must exit (non-zero) on its own within 60 s instead of serving. */
 static void run_must_refuse(char *out, size_t cap)
 {
     char log[400];
     snprintf(log, sizeof(log), "%s.run.log", K.db);
+    clear_refused_audit();
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
             _exit(127);
-        execl(getenv("KMS_KMSD"), "kmsd", "--config", K.config, "run", (char *)NULL);
+        execl(getenv("KMS_KMSD"), "kmsd", "--config", K.config, "--audit-dir", refused_audit_dir(),
+              "run", (char *)NULL);
         _exit(127);
     }
     int status = 0;
@@ -307,6 +362,12 @@ static void expect_refused(const char *table, const char *row, const char *check
     if (strstr(out, line) == NULL || strstr(out, check) == NULL ||
         strstr(out, "refusing to act on unauthenticated state") == NULL)
         fail_msg("kmsd run: want \"%s...%s\" and the refusal in:\n%s", line, check, out);
+    /* The refused start is on the audit record, naming a failed check (the
+     * first one found, which need not be this one). */
+    char rec[4096];
+    last_state_failure(rec, sizeof(rec));
+    if (strstr(rec, "table=") == NULL || strstr(rec, "check=") == NULL)
+        fail_msg("no state.fail audit record for the refused start: \"%s\"", rec);
     assert_int_equal(token_objects(), objects);
     db_restore();
     start();
