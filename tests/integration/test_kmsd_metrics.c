@@ -221,7 +221,9 @@ static size_t parse_strict(const char *text)
         struct family *f = family_of(fam, nfam, name);
         if (f == NULL || f->type[0] == '\0' || !f->help)
             BAD("line %d: sample %s without HELP and TYPE before it", line, name);
-        if (strcmp(f->type, "counter") == 0 && strcmp(name + strlen(name) - 6, "_total") != 0)
+        size_t name_len = strlen(name);
+        if (strcmp(f->type, "counter") == 0 &&
+            (name_len < 6 || strcmp(name + name_len - 6, "_total") != 0))
             BAD("line %d: counter %s does not end in _total", line, name);
         f->samples++;
         char series[512], le[256] = "";
