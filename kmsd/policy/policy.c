@@ -277,20 +277,25 @@ struct officer_list {
     size_t n;
 };
 
-static int collect_officer(void *ctx, const kms_officer_rec *o)
+/* Appends a copy of identity (a bounded field of cap bytes) to l. */
+static int collect_identity(struct officer_list *l, const char *identity, size_t cap)
 {
-    struct officer_list *l = ctx;
     char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
     if (v == NULL)
         return kms_error_set(KMS_ENOMEM, "out of memory");
     l->v = v;
-    size_t len = strnlen(o->identity, sizeof(o->identity) - 1);
+    size_t len = strnlen(identity, cap - 1);
     if ((v[l->n] = malloc(len + 1)) == NULL)
         return kms_error_set(KMS_ENOMEM, "out of memory");
-    memcpy(v[l->n], o->identity, len);
+    memcpy(v[l->n], identity, len);
     v[l->n][len] = '\0';
     l->n++;
     return KMS_OK;
+}
+
+static int collect_officer(void *ctx, const kms_officer_rec *o)
+{
+    return collect_identity(ctx, o->identity, sizeof(o->identity));
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -305,6 +310,31 @@ static void officers_free(char **v, size_t n)
     free(v);
 }
 
+/* One identity set (officers, auditors) read afresh: l is what reload
+ * number `mine` read, sorted here and installed under the lock unless a
+ * later-started (so later-read) reload installed already. l is consumed. */
+static int install_set(kms_policy *p, struct officer_list *l, uint_fast64_t mine, char ***set,
+                       size_t *n, uint_fast64_t *from)
+{
+    if (l->n > 1)
+        qsort(l->v, l->n, sizeof(*l->v), cmp_str);
+    pthread_rwlock_wrlock(&p->lock);
+    if (mine < *from) {
+        pthread_rwlock_unlock(&p->lock);
+        officers_free(l->v, l->n);
+        return KMS_OK;
+    }
+    char **old = *set;
+    size_t old_n = *n;
+    *set = l->v;
+    *n = l->n;
+    *from = mine;
+    atomic_fetch_add(&p->gen, 1);
+    pthread_rwlock_unlock(&p->lock);
+    officers_free(old, old_n);
+    return KMS_OK;
+}
+
 int kms_policy_reload_officers(kms_policy *p)
 {
     if (p == NULL)
@@ -316,24 +346,7 @@ int kms_policy_reload_officers(kms_policy *p)
         officers_free(l.v, l.n);
         return r;
     }
-    if (l.n > 1)
-        qsort(l.v, l.n, sizeof(*l.v), cmp_str);
-    pthread_rwlock_wrlock(&p->lock);
-    if (mine < p->officers_from) {
-        /* A reload that started later (so read later) installed already. */
-        pthread_rwlock_unlock(&p->lock);
-        officers_free(l.v, l.n);
-        return KMS_OK;
-    }
-    char **old = p->officers;
-    size_t old_n = p->n_officers;
-    p->officers = l.v;
-    p->n_officers = l.n;
-    p->officers_from = mine;
-    atomic_fetch_add(&p->gen, 1);
-    pthread_rwlock_unlock(&p->lock);
-    officers_free(old, old_n);
-    return KMS_OK;
+    return install_set(p, &l, mine, &p->officers, &p->n_officers, &p->officers_from);
 }
 
 /* Caller holds the lock. */
@@ -357,18 +370,7 @@ int kms_policy_is_officer(kms_policy *p, const char *identity)
 
 static int collect_auditor(void *ctx, const kms_auditor_rec *a)
 {
-    struct officer_list *l = ctx;
-    char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
-    if (v == NULL)
-        return kms_error_set(KMS_ENOMEM, "out of memory");
-    l->v = v;
-    size_t len = strnlen(a->identity, sizeof(a->identity) - 1);
-    if ((v[l->n] = malloc(len + 1)) == NULL)
-        return kms_error_set(KMS_ENOMEM, "out of memory");
-    memcpy(v[l->n], a->identity, len);
-    v[l->n][len] = '\0';
-    l->n++;
-    return KMS_OK;
+    return collect_identity(ctx, a->identity, sizeof(a->identity));
 }
 
 int kms_policy_reload_auditors(kms_policy *p)
@@ -382,23 +384,7 @@ int kms_policy_reload_auditors(kms_policy *p)
         officers_free(l.v, l.n);
         return r;
     }
-    if (l.n > 1)
-        qsort(l.v, l.n, sizeof(*l.v), cmp_str);
-    pthread_rwlock_wrlock(&p->lock);
-    if (mine < p->auditors_from) {
-        /* A reload that started later (so read later) installed already. */
-        pthread_rwlock_unlock(&p->lock);
-        officers_free(l.v, l.n);
-        return KMS_OK;
-    }
-    char **old = p->auditors;
-    size_t old_n = p->n_auditors;
-    p->auditors = l.v;
-    p->n_auditors = l.n;
-    p->auditors_from = mine;
-    pthread_rwlock_unlock(&p->lock);
-    officers_free(old, old_n);
-    return KMS_OK;
+    return install_set(p, &l, mine, &p->auditors, &p->n_auditors, &p->auditors_from);
 }
 
 int kms_policy_is_auditor(kms_policy *p, const char *identity)
