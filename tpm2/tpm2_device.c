@@ -480,3 +480,24 @@ int kms_tpm2_provision(const kms_tpm2_config *cfg)
     free(d.tcti_conf);
     return r;
 }
+
+/* Create, load and persist; the transient copy is flushed either way. */
+TSS2_RC kms_tpm2_make_persistent(tpm2_device *d, const TPM2B_SENSITIVE_CREATE *sens,
+                                 const TPM2B_PUBLIC *tmpl, TPM2_HANDLE h)
+{
+    TPM2B_PUBLIC pub;
+    TPM2B_PRIVATE priv;
+    ESYS_TR t = ESYS_TR_NONE, persistent = ESYS_TR_NONE;
+    TSS2_RC rc = kms_tpm2_create_object(d, sens, tmpl, &pub, &priv);
+    if (rc == TSS2_RC_SUCCESS)
+        rc = kms_tpm2_load(d, &pub, &priv, &t);
+    if (rc == TSS2_RC_SUCCESS)
+        rc = Esys_EvictControl(d->esys, ESYS_TR_RH_OWNER, t, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                               ESYS_TR_NONE, h, &persistent);
+    if (t != ESYS_TR_NONE)
+        (void)Esys_FlushContext(d->esys, t);
+    if (persistent != ESYS_TR_NONE)
+        (void)Esys_TR_Close(d->esys, &persistent);
+    OPENSSL_cleanse(&priv, sizeof(priv));
+    return rc;
+}

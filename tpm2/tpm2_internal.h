@@ -117,6 +117,12 @@ TSS2_RC kms_tpm2_create_object(tpm2_device *d, const TPM2B_SENSITIVE_CREATE *sen
 TSS2_RC kms_tpm2_load(tpm2_device *d, const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv,
                       ESYS_TR *h);
 
+/* Creates an object from tmpl under the primary, loads it and makes it
+ * persistent at h (owner hierarchy); the transient copy is flushed either
+ * way and the private blob wiped. Lock held, context ready. */
+TSS2_RC kms_tpm2_make_persistent(tpm2_device *d, const TPM2B_SENSITIVE_CREATE *sens,
+                                 const TPM2B_PUBLIC *tmpl, TPM2_HANDLE h);
+
 /* ---- the TPM lock (tpm2_lock.c) ---- */
 
 /* Takes the exclusive lock for cfg->tcti (KMS_EPRECOND, naming the holder's

@@ -79,27 +79,6 @@ static const char *unsafe_state_key(const TPM2B_PUBLIC *pub)
     return NULL;
 }
 
-/* Create, load and persist; the transient copy is flushed either way. */
-static TSS2_RC make_persistent(tpm2_device *d, const TPM2B_SENSITIVE_CREATE *sens,
-                               const TPM2B_PUBLIC *tmpl, TPM2_HANDLE h)
-{
-    TPM2B_PUBLIC pub;
-    TPM2B_PRIVATE priv;
-    ESYS_TR t = ESYS_TR_NONE, persistent = ESYS_TR_NONE;
-    TSS2_RC rc = kms_tpm2_create_object(d, sens, tmpl, &pub, &priv);
-    if (rc == TSS2_RC_SUCCESS)
-        rc = kms_tpm2_load(d, &pub, &priv, &t);
-    if (rc == TSS2_RC_SUCCESS)
-        rc = Esys_EvictControl(d->esys, ESYS_TR_RH_OWNER, t, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                               ESYS_TR_NONE, h, &persistent);
-    if (t != ESYS_TR_NONE)
-        (void)Esys_FlushContext(d->esys, t);
-    if (persistent != ESYS_TR_NONE)
-        (void)Esys_TR_Close(d->esys, &persistent);
-    OPENSSL_cleanse(&priv, sizeof(priv));
-    return rc;
-}
-
 int kms_tpm2_state_create(tpm2_device *d)
 {
     TPM2_HANDLE h = 0;
@@ -122,7 +101,7 @@ int kms_tpm2_state_create(tpm2_device *d)
     tmpl.publicArea.parameters.keyedHashDetail.scheme.details.hmac.hashAlg = TPM2_ALG_SHA256;
     KMS_GUARD(state_auth(d, &sens.sensitive.userAuth));
     TSS2_RC rc;
-    TPM2_RUN(d, rc, make_persistent(d, &sens, &tmpl, h));
+    TPM2_RUN(d, rc, kms_tpm2_make_persistent(d, &sens, &tmpl, h));
     OPENSSL_cleanse(&sens, sizeof(sens));
     if (rc != TSS2_RC_SUCCESS)
         return kms_tpm2_error(d, rc, "create the state-integrity key");
