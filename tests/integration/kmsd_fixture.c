@@ -5,10 +5,10 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -230,15 +230,26 @@ void kms_test_kmsd_start(kms_test_kmsd *k, const char *const *extra)
     int pipefd[2];
     if (pipe(pipefd) != 0)
         die("pipe");
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
-    posix_spawn_file_actions_addclose(&fa, pipefd[0]);
-    int rc = posix_spawn(&k->pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
+    /* fork + exec rather than posix_spawn: the child asks the kernel to
+     * kill it when this test dies, so a crashed or aborted test never
+     * leaves a kmsd holding ctest's output pipe open (ctest would wait for
+     * it until the test's timeout). Only async-signal-safe calls run
+     * between fork and exec. */
+    pid_t parent = getpid();
+    k->pid = fork();
+    if (k->pid < 0)
+        die("fork kmsd");
+    if (k->pid == 0) {
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(127);
+        if (dup2(pipefd[1], 1) < 0)
+            _exit(127);
+        close(pipefd[0]);
+        close(pipefd[1]);
+        execve(argv[0], argv, environ);
+        _exit(127);
+    }
     close(pipefd[1]);
-    if (rc != 0)
-        die("spawn kmsd");
     static int registered;
     if (!registered && atexit(kill_live) == 0)
         registered = 1;
