@@ -74,6 +74,7 @@ static int key_copy(const Kms__V1__KeyMetadata *m, kms_client_key *k)
          (r = strings_copy(m->policy->decrypt, m->policy->n_decrypt, &k->decrypt)) != 0 ||
          (r = strings_copy(m->policy->reencrypt, m->policy->n_reencrypt, &k->reencrypt)) != 0))
         goto fail;
+    k->policy_shown = m->policy != NULL;
     return KMS_CLIENT_OK;
 fail:
     kms_client_key_free(k);

@@ -53,6 +53,10 @@ static void key_json(FILE *f, const kms_client_key *k)
                 i ? "," : "", k->versions[i].version, state_name(k->versions[i].state),
                 (long long)k->versions[i].created_at,
                 (unsigned long long)k->versions[i].usage_count);
+    if (!k->policy_shown) {
+        fputs("],\"policy\":null}", f); /* withheld: shown to officers only */
+        return;
+    }
     fputs("],\"policy\":{\"encrypt\":", f);
     json_strings(f, &k->encrypt);
     fputs(",\"decrypt\":", f);
@@ -95,6 +99,10 @@ static void key_text(FILE *f, const kms_client_key *k)
         fprintf(f, "  version %u  %s  created %lld  usage %llu\n", k->versions[i].version,
                 state_name(k->versions[i].state), (long long)k->versions[i].created_at,
                 (unsigned long long)k->versions[i].usage_count);
+    if (!k->policy_shown) {
+        fputs("  policy     (shown to security officers only)\n", f);
+        return;
+    }
     fputs("  policy\n", f);
     text_strings(f, "encrypt", &k->encrypt);
     text_strings(f, "decrypt", &k->decrypt);

@@ -149,6 +149,10 @@ typedef struct kms_client_key {
     uint32_t rotation_period_days;
     int64_t created_at;
     int64_t deletion_at; /* 0 unless deletion is scheduled */
+    /* 1 when the server sent the policy; 0 when it withheld it (it shows
+     * the identity lists to officers only), and then encrypt, decrypt and
+     * reencrypt are empty without meaning "nobody". */
+    int policy_shown;
 } kms_client_key;
 
 typedef struct kms_client_key_list {

@@ -327,9 +327,10 @@ static int policy_list(kms_rpc_call *c, char **ids, size_t n, char ***out, size_
 }
 
 /* Fills m (already initialized) for key rec: versions and usage from the
- * store, policy from the policy cache. The policy's identity lists go only
- * to officers: a caller with rights on a key learns which other services
- * use it from nobody but an officer (for anyone else they are empty). */
+ * store, policy from the policy cache. The policy goes only to officers: a
+ * caller with rights on a key learns which other services use it from
+ * nobody but an officer. For anyone else the policy field is left out
+ * (absent, not empty), so a client can tell "withheld" from "nobody". */
 static int key_metadata(kms_rpc_call *c, const kms_key_rec *rec, int officer,
                         Kms__V1__KeyMetadata *m)
 {
@@ -387,7 +388,7 @@ static int key_metadata(kms_rpc_call *c, const kms_key_rec *rec, int officer,
          (r = policy_list(c, kp.ids[1], kp.n[1], &pol->decrypt, &pol->n_decrypt)) != 0 ||
          (r = policy_list(c, kp.ids[2], kp.n[2], &pol->reencrypt, &pol->n_reencrypt)) != 0))
         goto out;
-    m->policy = pol;
+    m->policy = officer ? pol : NULL;
     kms__v1__rotation_policy__init(rot);
     rot->rotation_period_days = rec->rotation_period_days;
     m->rotation = rot;

@@ -191,8 +191,13 @@ static void describe_and_list(void **state)
     assert_int_equal(k.n_versions, 1);
     assert_int_equal(k.versions[0].state, KMS_CLIENT_VERSION_ENABLED);
     assert_true(k.versions[0].usage_count > 0);
-    assert_int_equal(k.encrypt.n, 0); /* a policy's identities go only to officers */
+    assert_int_equal(k.encrypt.n, 0);    /* a policy's identities go only to officers */
+    assert_int_equal(k.policy_shown, 0); /* withheld, which is not "nobody" */
     assert_true(k.created_at > 1700000000);
+    kms_client_key_free(&k);
+    assert_int_equal(kms_client_describe_key(F->officer, "demo", &k, &err), 0);
+    assert_int_equal(k.policy_shown, 1);
+    assert_true(k.encrypt.n > 0);
     assert_int_equal(kms_client_list_keys(F->app, &l, &err), 0);
     int seen = 0;
     for (size_t i = 0; i < l.n; i++)

@@ -173,11 +173,17 @@ static void describe_and_list(void **state)
     assert_non_null(strstr(OUT, "key demo\n"));
     assert_non_null(strstr(OUT, "backend    pkcs11"));
     assert_non_null(strstr(OUT, "version 1  ENABLED"));
+    /* The policy is withheld from non-officers, and said so (not "nobody"). */
+    assert_non_null(strstr(OUT, "  policy     (shown to security officers only)\n"));
+    assert_null(strstr(OUT, "(nobody)"));
+    assert_int_equal(kms_test_kmsctl_l(&IO, "--config", OFFICER, "describe-key", "demo", NULL), 0);
+    assert_non_null(strstr(OUT, "  policy\n  encrypt    "));
+    assert_null(strstr(OUT, "shown to security officers only"));
     assert_int_equal(
         kms_test_kmsctl_l(&IO, "--config", APP, "--json", "describe-key", "demo", NULL), 0);
     assert_non_null(strstr(OUT, "\"key_name\":\"demo\""));
     assert_non_null(strstr(OUT, "\"primary_version\":1"));
-    assert_non_null(strstr(OUT, "\"encrypt\":[]")); /* identities: officers only */
+    assert_non_null(strstr(OUT, "\"policy\":null}")); /* officers only */
     assert_int_equal(kms_test_kmsctl_l(&IO, "--config", APP, "list-keys", NULL), 0);
     assert_non_null(strstr(OUT, "demo\tv1\tpkcs11"));
     assert_non_null(strstr(OUT, "second\tv1\tpkcs11"));
