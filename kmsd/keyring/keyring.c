@@ -36,10 +36,15 @@
 #define LEASE_DEFAULT 4096
 #define AAD_MAX (KMS_BLOB_AAD_HEADER_LEN + KMS_CONTEXT_MAX_ENCODED)
 
+/* One version of a cached key. Its backend reference is kept at its own
+ * length: a kms_backend_ref is 2 KiB (room for a TPM's sealed blobs), and
+ * held in every slot it grew kmsd by 2 KiB a version, plus the heap holes
+ * that moving an ever larger array leaves. */
 struct version_slot {
     uint32_t version;
     kms_version_state state;
-    kms_backend_ref ref;
+    uint8_t *ref; /* ref_len bytes of the backend's reference */
+    size_t ref_len;
     kms_backend_key *bk; /* opened on first use */
     uint64_t reserved;   /* IVs reserved in the store (the stored usage count) */
     uint64_t used;       /* IVs handed out; used <= reserved */
@@ -221,6 +226,43 @@ static const char *stored_name_of(const kms_keyring *kr, const kms_backend *b)
     return "?";
 }
 
+/* Keeps a copy of ref in slot s (whose ref is empty). */
+static int slot_set_ref(struct version_slot *s, const kms_backend_ref *ref)
+{
+    if (ref->len > sizeof(ref->bytes))
+        return kms_error_set(KMS_EINVAL, "backend reference of %zu bytes", ref->len);
+    s->ref = kms_malloc(ref->len ? ref->len : 1);
+    if (s->ref == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
+    memcpy(s->ref, ref->bytes, ref->len);
+    s->ref_len = ref->len;
+    return KMS_OK;
+}
+
+/* The slot's reference as the backend ops take it. */
+static void slot_ref(const struct version_slot *s, kms_backend_ref *out)
+{
+    memcpy(out->bytes, s->ref, s->ref_len);
+    out->len = s->ref_len;
+}
+
+static void slot_clear_ref(struct version_slot *s)
+{
+    if (s->ref != NULL) {
+        OPENSSL_cleanse(s->ref, s->ref_len);
+        kms_free(s->ref);
+    }
+    s->ref = NULL;
+    s->ref_len = 0;
+}
+
+static void slots_free(struct version_slot *v, size_t n)
+{
+    for (size_t i = 0; v != NULL && i < n; i++)
+        slot_clear_ref(&v[i]);
+    kms_free(v);
+}
+
 static void entry_free(struct key_entry *e)
 {
     if (e == NULL)
@@ -228,7 +270,7 @@ static void entry_free(struct key_entry *e)
     for (size_t i = 0; i < e->nversions; i++)
         if (e->versions[i].bk)
             e->backend->ops->release_version(e->backend, e->versions[i].bk);
-    kms_free(e->versions);
+    slots_free(e->versions, e->nversions);
     pthread_mutex_destroy(&e->mu);
     kms_free(e);
 }
@@ -252,11 +294,14 @@ static int collect_version(void *ctx, const kms_version_rec *v)
         l->slots = s;
         l->cap = cap;
     }
-    struct version_slot *slot = &l->slots[l->n++];
+    struct version_slot *slot = &l->slots[l->n];
     memset(slot, 0, sizeof(*slot));
+    int r = slot_set_ref(slot, &v->ref);
+    if (r != 0)
+        return r;
+    l->n++;
     slot->version = v->version;
     slot->state = v->state;
-    slot->ref = v->ref;
     slot->reserved = v->usage_count;
     slot->used = v->usage_count; /* IVs leased before a restart count as used */
     return KMS_OK;
@@ -275,7 +320,7 @@ static int load_entry(kms_keyring *kr, const kms_key_rec *rec, struct key_entry 
     struct version_list l = {0};
     int r = kr->store->ops->version_list(kr->store, rec->id, collect_version, &l);
     if (r != 0) {
-        kms_free(l.slots);
+        slots_free(l.slots, l.n);
         kms_free(e);
         return r;
     }
@@ -347,7 +392,10 @@ static int ensure_open(struct key_entry *e, struct version_slot *v)
 {
     if (v->bk)
         return KMS_OK;
-    int r = e->backend->ops->open_version(e->backend, &v->ref, &v->bk);
+    kms_backend_ref ref;
+    slot_ref(v, &ref);
+    int r = e->backend->ops->open_version(e->backend, &ref, &v->bk);
+    OPENSSL_cleanse(&ref, sizeof(ref));
     if (r != 0)
         kms_log_error("key %s version %u cannot be used: %s (%s)", e->rec.name, v->version,
                       kms_strerror(r), kms_error_detail());
@@ -748,13 +796,19 @@ static int rotate_locked(kms_keyring *kr, struct key_entry *e, const char *reaso
     v.version = next;
     v.state = KMS_VERSION_ENABLED;
     v.created_at = kms_clock_now(&kr->clock);
+    /* Room for the reference before the store is written: once the version
+     * is committed, caching it cannot fail. Shrunk to its length after. */
+    uint8_t *ref_copy = kms_malloc(sizeof(v.ref.bytes));
+    if (ref_copy == NULL)
+        return kms_error_set(KMS_ENOMEM, "out of memory");
     kms_action_rec *record = NULL;
     if (reason != NULL && kr->recorder != NULL) {
-        if ((record = kms_calloc(1, sizeof(*record))) == NULL)
-            return kms_error_set(KMS_ENOMEM, "out of memory");
-        int r = kr->recorder(kr->recorder_ctx, e->rec.name, next, reason, record);
+        int r = (record = kms_calloc(1, sizeof(*record))) == NULL
+                    ? kms_error_set(KMS_ENOMEM, "out of memory")
+                    : kr->recorder(kr->recorder_ctx, e->rec.name, next, reason, record);
         if (r != 0) {
             kms_free(record);
+            kms_free(ref_copy);
             return r;
         }
     }
@@ -767,13 +821,22 @@ static int rotate_locked(kms_keyring *kr, struct key_entry *e, const char *reaso
             discard_on_backend(kr->store, e->backend, e->rec.id, next, &v.ref);
     }
     kms_free(record);
-    if (r != 0)
+    if (r != 0) {
+        kms_free(ref_copy);
+        OPENSSL_cleanse(&v.ref, sizeof(v.ref));
         return r;
+    }
+    memcpy(ref_copy, v.ref.bytes, v.ref.len);
+    uint8_t *fitted = kms_realloc(ref_copy, v.ref.len ? v.ref.len : 1);
+    if (fitted != NULL)
+        ref_copy = fitted; /* else the larger block is kept */
     struct version_slot *slot = &e->versions[e->nversions++];
     memset(slot, 0, sizeof(*slot));
     slot->version = next;
     slot->state = KMS_VERSION_ENABLED;
-    slot->ref = v.ref;
+    slot->ref = ref_copy;
+    slot->ref_len = v.ref.len;
+    OPENSSL_cleanse(&v.ref, sizeof(v.ref));
     e->rec.primary_version = next;
     kms_log_info("key %s rotated to version %u", e->rec.name, next);
     if (new_version)
@@ -893,14 +956,17 @@ int kms_keyring_destroy_key(kms_keyring *kr, const char *name, unsigned *destroy
         }
         /* Device first, then the record: a crash in between leaves a
          * version the next sweep destroys again (already gone is fine). */
-        int k = e->backend->ops->destroy_version(e->backend, &v->ref);
+        kms_backend_ref ref;
+        slot_ref(v, &ref);
+        int k = e->backend->ops->destroy_version(e->backend, &ref);
+        OPENSSL_cleanse(&ref, sizeof(ref));
         if (k == KMS_ENOTFOUND)
             k = KMS_OK;
         if (k == 0)
             k = kr->store->ops->version_destroy(kr->store, e->rec.id, v->version);
         if (k == 0) {
             v->state = KMS_VERSION_DESTROYED;
-            OPENSSL_cleanse(&v->ref, sizeof(v->ref));
+            slot_clear_ref(v);
             n++;
             continue;
         }
